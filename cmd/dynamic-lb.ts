@@ -1,0 +1,123 @@
+import { Command, CommanderError, Option } from 'commander';
+import { buildService } from '../src/app.ts';
+import { configPath, loadConfigFile } from '../src/config/load.ts';
+import { demoTour, startDemo } from '../src/demo/demo.ts';
+import { DynamicLbError } from '../src/errors.ts';
+import { silentLogger } from '../src/observe/log.ts';
+import { validateRoutePaths } from '../src/route/validate-files.ts';
+
+/** `dynamic-lb`: serve | validate | explain | caddyfile | demo. Exit codes: 0 ok, 1 invalid input, 2 usage. */
+const EXIT_INVALID = 1;
+const EXIT_USAGE = 2;
+
+const program = new Command()
+  .name('dynamic-lb')
+  .description('Per-request upstream selection for an unmodified Caddy, from route configs in etcd, Redis, Consul, ZooKeeper, SQL, Kubernetes, files or HTTP.')
+  .showHelpAfterError()
+  .exitOverride();
+
+program
+  .command('serve')
+  .description('run the service')
+  .option('-c, --config <file>', 'service config (default ./dynamic-lb.yaml, or $DYNAMIC_LB_CONFIG)')
+  .action(async (o: { config?: string }) => {
+    const service = await buildService(loadConfigFile(configPath(o.config)));
+    await service.start();
+    await untilSignal();
+    service.logger.info('stopping');
+    await service.stop();
+  });
+
+program
+  .command('validate')
+  .description('check a service config and/or route configs; prints file:line: problem per error')
+  .option('-c, --config <file>', 'service config to check (its data-source options too)')
+  .argument('[routes...]', 'route files or directories to check')
+  .action(async (routes: string[], o: { config?: string }) => {
+    const problems: string[] = [];
+    let checked = 0;
+    if (o.config !== undefined || routes.length === 0) {
+      try {
+        const service = await buildService(loadConfigFile(configPath(o.config)), { logger: silentLogger });
+        await service.stop();
+        checked++;
+      } catch (err) {
+        if (!(err instanceof DynamicLbError)) throw err;
+        problems.push(err.message);
+      }
+    }
+    const result = await validateRoutePaths(routes);
+    problems.push(...result.problems);
+    checked += result.checked;
+    for (const p of problems) process.stdout.write(`${p}\n`);
+    process.stderr.write(`${checked} checked, ${problems.length} problem${problems.length === 1 ? '' : 's'}\n`);
+    if (problems.length > 0) process.exitCode = EXIT_INVALID;
+  });
+
+program
+  .command('explain')
+  .description('dry run: print the decision for a request as JSON, without serving')
+  .requiredOption('-c, --config <file>', 'service config')
+  .option('-p, --policy <name>', 'policy', 'default')
+  .option('-k, --key <key>', 'routing key (as X-Dynamic-Key would set it)')
+  .option('-H, --header <header>', "request header 'Name: value' (repeatable)", (v: string, all: string[]) => [...all, v], [] as string[])
+  .option('--uri <uri>', 'request path and query', '/')
+  .option('--method <method>', 'request method', 'GET')
+  .option('--host <host>', 'request host', 'localhost')
+  .option('--remote-ip <ip>', 'client IP', '127.0.0.1')
+  .action(async (o: { config: string; policy: string; key?: string; header: string[]; uri: string; method: string; host: string; remoteIp: string }) => {
+    const headers: Record<string, string> = {};
+    for (const h of o.header) {
+      const colon = h.indexOf(':');
+      if (colon <= 0) throw new CommanderError(EXIT_USAGE, 'usage', `-H expects 'Name: value', got ${JSON.stringify(h)}`);
+      headers[h.slice(0, colon).trim()] = h.slice(colon + 1).trim();
+    }
+    const service = await buildService(loadConfigFile(o.config), { logger: silentLogger });
+    try {
+      await Promise.all(service.sources.map((s) => s.start()));
+      const { explainDecision } = await import('../src/admin/views.ts');
+      const result = await explainDecision(service, { policy: o.policy, key: o.key, headers, uri: o.uri, method: o.method, host: o.host, remoteIp: o.remoteIp });
+      process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+    } finally {
+      await service.stop();
+    }
+  });
+
+program
+  .command('demo')
+  .description('the zero-setup tour: sidecar on the bundled example routes, three sample backends (and Caddy when installed)')
+  .addOption(new Option('--listen <addr>', 'Caddy-facing API').default('127.0.0.1:2020'))
+  .addOption(new Option('--admin <addr>', 'admin API').default('127.0.0.1:2021'))
+  .action(async (o: { listen: string; admin: string }) => {
+    const demo = await startDemo({ listen: o.listen, adminListen: o.admin, logLevel: process.env.LOG_LEVEL ?? 'warn' });
+    process.stdout.write(`${demoTour(demo.service)}\n`);
+    await untilSignal();
+    await demo.stop();
+  });
+
+function untilSignal(): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      process.off('SIGINT', done);
+      process.off('SIGTERM', done);
+      resolve();
+    };
+    process.once('SIGINT', done);
+    process.once('SIGTERM', done);
+  });
+}
+
+try {
+  await program.parseAsync(process.argv);
+} catch (err) {
+  if (err instanceof CommanderError) {
+    // --help and --version end here too, with exit code 0
+    process.exitCode = err.exitCode === 0 ? 0 : EXIT_USAGE;
+  } else if (err instanceof DynamicLbError) {
+    process.stderr.write(`dynamic-lb: ${err.message}\n`);
+    process.exitCode = EXIT_INVALID;
+  } else {
+    process.stderr.write(`dynamic-lb: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
+    process.exitCode = EXIT_INVALID;
+  }
+}

@@ -1,0 +1,124 @@
+import type { Server } from 'node:http';
+import type { ServiceConfig } from './config/schema.ts';
+import { PolicyRuntime } from './engine/observer.ts';
+import type { Policy } from './engine/policy.ts';
+import { Metrics, ParseErrorLog } from './metrics/metrics.ts';
+import { createLogger, type Logger } from './observe/log.ts';
+import { compileExpression, type CompiledExpression } from './request/placeholders.ts';
+import { algorithms } from './select/index.ts';
+import { buildFallback } from './select/fallback.ts';
+import { UpstreamStateTable } from './select/upstream-state.ts';
+import { createCaddyApi } from './server/caddy-api.ts';
+import { closeServer, listen } from './server/http-util.ts';
+import type { RuntimeDeps, SourceEvents } from './sources/runner.ts';
+import { SourceNamer, createSource } from './sources/registry.ts';
+import type { RouteSource } from './sources/source.ts';
+import { ConfigError } from './errors.ts';
+
+/**
+ * The composition root: builds sources, policies and servers from the service config and owns the start
+ * and stop order. Each part receives only what it uses.
+ */
+export interface ServiceOptions {
+  logger?: Logger;
+  metrics?: Metrics;
+  /** Source events (config updated/deleted, health changed), for the event bus. */
+  events?: SourceEvents;
+}
+
+export interface Service {
+  readonly config: ServiceConfig;
+  readonly logger: Logger;
+  readonly metrics: Metrics;
+  readonly parseErrors: ParseErrorLog;
+  readonly upstreamState: UpstreamStateTable;
+  readonly sources: readonly RouteSource[];
+  readonly policies: ReadonlyMap<string, PolicyRuntime>;
+  /** Bound addresses, once started (port 0 in the config resolves to a real port). */
+  readonly addresses: { listen?: string; admin?: string; dns?: string };
+  /** True when every source finished (or timed out) its initial load. */
+  ready(): boolean;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+  /** Registers a server to start after the sources and stop before them (admin, DNS). */
+  addListener(name: 'admin' | 'dns', start: () => Promise<string>, stop: () => Promise<void>): void;
+}
+
+export async function buildService(config: ServiceConfig, options: ServiceOptions = {}): Promise<Service> {
+  const logger = options.logger ?? createLogger(config.logLevel);
+  const metrics = options.metrics ?? new Metrics({ processMetrics: true });
+  const parseErrors = new ParseErrorLog();
+  const upstreamState = new UpstreamStateTable();
+  const deps: RuntimeDeps = { metrics, parseErrors, compile: { algorithms, state: upstreamState }, logger, ...(options.events ? { events: options.events } : {}) };
+  const namer = new SourceNamer();
+  const sources: RouteSource[] = [];
+  const policies = new Map<string, PolicyRuntime>();
+  try {
+    for (const p of config.policies) {
+      const source = p.dataSource === undefined ? undefined : await createSource(p.dataSource, deps, namer);
+      if (source !== undefined) sources.push(source);
+      const policy: Policy = {
+        name: p.name,
+        key: expression(p.key, `${p.path}.key`, logger),
+        instanceKey: expression(p.instanceKey, `${p.path}.instance_key`, logger),
+        versionKey: expression(p.versionKey, `${p.path}.version_key`, logger),
+        defaultKey: p.defaultKey,
+        source,
+        fallback: buildFallback(p.fallback, p.pool, algorithms, upstreamState),
+        restrictToPool: p.restrictToPool,
+        poolSet: new Set(p.pool),
+        metricsCardinality: p.metricsCardinality,
+      };
+      policies.set(p.name, new PolicyRuntime(policy, metrics));
+    }
+  } catch (err) {
+    await Promise.all(sources.map((s) => s.stop()));
+    throw err;
+  }
+  metrics.sourcesForGauges = () => sources;
+
+  const addresses: Service['addresses'] = {};
+  const extra: Array<{ name: 'admin' | 'dns'; start: () => Promise<string>; stop: () => Promise<void> }> = [];
+  let caddyApi: Server | undefined;
+  let started = false;
+  return {
+    config,
+    logger,
+    metrics,
+    parseErrors,
+    upstreamState,
+    sources,
+    policies,
+    addresses,
+    ready: () => sources.every((s) => s.ready()),
+    addListener(name, start, stop) {
+      extra.push({ name, start, stop });
+    },
+    async start() {
+      if (started) return;
+      started = true;
+      // the admin listener comes first so /readyz can answer 503 while sources load
+      for (const l of extra.filter((e) => e.name === 'admin')) addresses.admin = await l.start();
+      await Promise.all(sources.map((s) => s.start()));
+      caddyApi = createCaddyApi(policies, logger);
+      addresses.listen = await listen(caddyApi, config.listen);
+      for (const l of extra.filter((e) => e.name !== 'admin')) addresses[l.name] = await l.start();
+      logger.info({ listen: addresses.listen, admin: addresses.admin, dns: addresses.dns, policies: [...policies.keys()] }, 'dynamic-lb started');
+    },
+    async stop() {
+      for (const l of [...extra].reverse()) await l.stop().catch((err: unknown) => logger.warn({ err }, `stopping ${l.name} failed`));
+      if (caddyApi !== undefined) await closeServer(caddyApi);
+      await Promise.all(sources.map((s) => s.stop()));
+    },
+  };
+}
+
+function expression(text: string | undefined, field: string, logger: Logger): CompiledExpression | undefined {
+  if (text === undefined) return undefined;
+  const compiled = compileExpression(text);
+  if (compiled.unknown.length > 0) {
+    throw new ConfigError(field, `placeholder${compiled.unknown.length > 1 ? 's' : ''} ${compiled.unknown.map((u) => `{${u}}`).join(', ')} cannot be rebuilt from a forwarded request; forward it from Caddy as a header (e.g. header_up X-Dynamic-Var-name {${compiled.unknown[0]}}) and use {http.vars.name}`);
+  }
+  if (!compiled.source.includes('{')) logger.warn({ field, key: text }, 'key expression has no placeholder: every request gets the same key');
+  return compiled;
+}

@@ -1,0 +1,126 @@
+import type { CompiledRoute } from '../route/compile.ts';
+
+/**
+ * The shared route cache of one source: a bounded LRU of compiled routes plus bounded negative entries.
+ * Lookups are synchronous. Watched sources keep it as a mirror of the store (kept fresh by the watch, never
+ * expiring); lazy sources (HTTP) give entries a lifetime, after which they are refetched but still served
+ * if the refetch fails (stale-on-error).
+ *
+ * Eviction: positive entries, least recently used beyond `maxSize` (default 10000); negative entries, the
+ * oldest beyond `maxSize` or when their TTL (default 30s) passes.
+ */
+export type MissReasonForCache = 'no_config' | 'error';
+
+export interface NegativeEntry {
+  readonly reason: MissReasonForCache;
+  readonly expiresAt: number;
+  readonly error?: Error;
+}
+
+export interface CacheStats {
+  entries: number;
+  max_size: number;
+  hits: number;
+  misses: number;
+  negative_hits: number;
+  hit_rate: number;
+}
+
+export class RouteCache {
+  readonly maxSize: number;
+  readonly negativeTtlMs: number;
+  private readonly entries = new Map<string, CompiledRoute>();
+  private readonly negative = new Map<string, NegativeEntry>();
+  private evictions = 0;
+  hits = 0;
+  misses = 0;
+  negativeHits = 0;
+
+  constructor(options: { maxSize?: number; negativeTtlMs?: number } = {}) {
+    this.maxSize = options.maxSize && options.maxSize > 0 ? options.maxSize : 10_000;
+    this.negativeTtlMs = options.negativeTtlMs ?? 30_000;
+  }
+
+  /** Positive entry (LRU-bumped), without counting: callers count through `countHit`/`countMiss`. */
+  get(key: string): CompiledRoute | undefined {
+    const route = this.entries.get(key);
+    if (route !== undefined && this.entries.size > 1) {
+      this.entries.delete(key);
+      this.entries.set(key, route);
+    }
+    return route;
+  }
+
+  /** A live negative entry, or undefined (expired ones are dropped here). */
+  getNegative(key: string, now: number): NegativeEntry | undefined {
+    const n = this.negative.get(key);
+    if (n === undefined) return undefined;
+    if (n.expiresAt <= now) {
+      this.negative.delete(key);
+      return undefined;
+    }
+    return n;
+  }
+
+  has(key: string): boolean {
+    return this.entries.has(key);
+  }
+
+  set(key: string, route: CompiledRoute): void {
+    this.negative.delete(key);
+    this.entries.delete(key);
+    this.entries.set(key, route);
+    if (this.entries.size > this.maxSize) {
+      const oldest = this.entries.keys().next().value as string;
+      this.entries.delete(oldest);
+      this.evictions++;
+    }
+  }
+
+  setNegative(key: string, reason: MissReasonForCache, now: number, error?: Error): void {
+    if (this.negativeTtlMs <= 0) return;
+    this.negative.delete(key);
+    this.negative.set(key, { reason, expiresAt: now + this.negativeTtlMs, ...(error ? { error } : {}) });
+    if (this.negative.size > this.maxSize) this.negative.delete(this.negative.keys().next().value as string);
+  }
+
+  delete(key: string): boolean {
+    this.negative.delete(key);
+    return this.entries.delete(key);
+  }
+
+  clear(): void {
+    this.entries.clear();
+    this.negative.clear();
+    this.hits = this.misses = this.negativeHits = 0;
+  }
+
+  /** Positive entries evicted by the size bound since creation: a store mirror is incomplete once this grows. */
+  get evictionCount(): number {
+    return this.evictions;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  keys(): IterableIterator<string> {
+    return this.entries.keys();
+  }
+
+  values(): IterableIterator<CompiledRoute> {
+    return this.entries.values();
+  }
+
+  stats(): CacheStats {
+    const total = this.hits + this.misses;
+    return {
+      entries: this.entries.size,
+      max_size: this.maxSize,
+      hits: this.hits,
+      misses: this.misses,
+      negative_hits: this.negativeHits,
+      hit_rate: total === 0 ? 0 : this.hits / total,
+    };
+  }
+}

@@ -1,0 +1,40 @@
+/**
+ * One load per key at a time. The load runs on the source's own lifetime (not on the first caller's
+ * request), so a caller that gives up — its client disconnected — never fails the others (the Go module's
+ * singleflight shared the first caller's context: bug §13.26).
+ */
+export class Singleflight<T> {
+  private readonly inflight = new Map<string, Promise<T>>();
+
+  do(key: string, load: () => Promise<T>, waiterSignal?: AbortSignal): Promise<T> {
+    let p = this.inflight.get(key);
+    if (p === undefined) {
+      p = load().finally(() => this.inflight.delete(key));
+      this.inflight.set(key, p);
+    }
+    if (waiterSignal === undefined) return p;
+    return abortable(p, waiterSignal);
+  }
+
+  get size(): number {
+    return this.inflight.size;
+  }
+}
+
+function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
+  if (signal.aborted) return Promise.reject(signal.reason);
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    p.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (e: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(e);
+      },
+    );
+  });
+}

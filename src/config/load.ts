@@ -1,0 +1,135 @@
+import { readFileSync } from 'node:fs';
+import { LineCounter, parseDocument, isMap, type Node } from 'yaml';
+import { ConfigError } from '../errors.ts';
+import { isDialAddress } from '../route/parse.ts';
+import { FALLBACK_POLICIES, type FallbackPolicyName } from '../select/fallback.ts';
+import { OptionReader, type LocateFn } from './options.ts';
+import type { PolicyConfig, ServiceConfig } from './schema.ts';
+
+export const DEFAULT_CONFIG_FILE = './dynamic-lb.yaml';
+
+/** The config file to use: `--config`, else `DYNAMIC_LB_CONFIG`, else `./dynamic-lb.yaml`. */
+export function configPath(flag: string | undefined): string {
+  return flag ?? process.env.DYNAMIC_LB_CONFIG ?? DEFAULT_CONFIG_FILE;
+}
+
+export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): ServiceConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (err) {
+    throw new ConfigError('', `cannot read config: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { file });
+  }
+  return parseConfig(text, file, env);
+}
+
+/** `${NAME}` and `${NAME:-default}` from the environment; `$${` is a literal `${`. */
+export function interpolate(text: string, env: NodeJS.ProcessEnv): string {
+  return text.replace(/\$?\$\{([A-Za-z_][A-Za-z0-9_]*)(?::-([^}]*))?\}/g, (whole, name: string, fallback: string | undefined) => {
+    if (whole.startsWith('$$')) return whole.slice(1);
+    const v = env[name];
+    return v !== undefined && v !== '' ? v : (fallback ?? '');
+  });
+}
+
+export function parseConfig(text: string, file = '<inline>', env: NodeJS.ProcessEnv = process.env): ServiceConfig {
+  const lines = new LineCounter();
+  const doc = parseDocument(interpolate(text, env), { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
+  if (doc.errors.length > 0) {
+    const e = doc.errors[0] as (typeof doc.errors)[number];
+    throw new ConfigError('', `invalid YAML/JSON: ${e.message.split('\n')[0]}`, { file, line: e.linePos?.[0]?.line });
+  }
+  const locate: LocateFn = (path) => {
+    const node = doc.getIn(splitPath(path), true) as Node | undefined;
+    const offset = node?.range?.[0];
+    return offset === undefined ? { file } : { file, line: lines.linePos(offset).line };
+  };
+  const root = doc.toJS() as unknown;
+  if (root === null || root === undefined) throw new ConfigError('', 'config is empty', { file });
+  if (typeof root !== 'object' || Array.isArray(root) || !isMap(doc.contents)) throw new ConfigError('', 'config must be a map', { file });
+  const r = new OptionReader(root as Record<string, unknown>, '', locate);
+
+  const listen = address(r, 'listen', '127.0.0.1:2020');
+  const adminReader = r.object('admin') ?? new OptionReader({}, 'admin', locate);
+  const admin = { listen: address(adminReader, 'listen', '127.0.0.1:2021'), token: adminReader.string('token') || undefined };
+  adminReader.done();
+  const dnsReader = r.object('dns');
+  let dns: ServiceConfig['dns'];
+  if (dnsReader !== undefined) {
+    dns = {
+      listen: address(dnsReader, 'listen', '127.0.0.1:2053'),
+      zone: dnsReader.string('zone', 'dynamic-lb.internal').replace(/\.$/, '').toLowerCase(),
+      ttlSeconds: dnsReader.int('ttl', 5, { min: 0, max: 86400 }),
+    };
+    dnsReader.done();
+  }
+  const logLevel = r.oneOf('log_level', ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const, 'info');
+  const policiesReader = r.object('policies');
+  if (policiesReader === undefined || Object.keys(policiesReader.values).length === 0) return r.fail('policies', 'at least one policy is required');
+  const policies = Object.keys(policiesReader.values).map((name) => {
+    const p = policiesReader.object(name);
+    if (p === undefined) return policiesReader.fail(name, 'must be an object');
+    return readPolicy(name, p);
+  });
+  r.done();
+  const seen = new Set<string>();
+  for (const p of policies) {
+    if (seen.has(p.name)) throw new ConfigError(p.path, 'duplicate policy name');
+    seen.add(p.name);
+  }
+  return { file, listen, admin, dns, logLevel, policies };
+}
+
+function readPolicy(name: string, p: OptionReader): PolicyConfig {
+  if (!/^[A-Za-z0-9_-]+$/.test(name)) p.fail('', `policy name ${JSON.stringify(name)} may only use letters, digits, _ and - (it appears in /select/<name> and DNS names)`);
+  const fallbackRaw = p.raw('fallback');
+  let fallback: FallbackPolicyName = 'random';
+  if (fallbackRaw !== undefined && fallbackRaw !== null) {
+    // the Go module's object form {policy: random} is accepted too
+    const value = typeof fallbackRaw === 'object' && !Array.isArray(fallbackRaw) ? (fallbackRaw as Record<string, unknown>).policy : fallbackRaw;
+    if (typeof value !== 'string' || !(FALLBACK_POLICIES as readonly string[]).includes(value.trim().toLowerCase())) {
+      p.fail('fallback', `must be one of ${FALLBACK_POLICIES.join(', ')}, got ${JSON.stringify(value)}`);
+    }
+    fallback = value.trim().toLowerCase() as FallbackPolicyName;
+  }
+  const pool = p.stringList('pool');
+  pool.forEach((a, i) => {
+    if (!isDialAddress(a)) p.fail(`pool[${i}]`, `malformed address ${JSON.stringify(a)}: expected host:port`);
+  });
+  const config: PolicyConfig = {
+    name,
+    key: p.string('key') || undefined,
+    instanceKey: p.string('instance_key') || undefined,
+    versionKey: p.string('version_key') || undefined,
+    defaultKey: p.string('default_key') || undefined,
+    fallback,
+    pool,
+    restrictToPool: p.bool('restrict_to_pool', false),
+    metricsCardinality: p.oneOf('metrics_cardinality', ['detailed', 'coarse'] as const, 'detailed'),
+    dataSource: p.object('data_source'),
+    path: p.path,
+  };
+  p.done();
+  return config;
+}
+
+/** A listen address: `host:port`; port 0 picks a free port (tests). */
+function address(r: OptionReader, name: string, fallback: string): string {
+  const v = r.string(name, fallback).trim();
+  if (!isDialAddress(v.replace(/:0$/, ':1'))) r.fail(name, `must be host:port, got ${JSON.stringify(v)}`);
+  return v;
+}
+
+function splitPath(path: string): Array<string | number> {
+  const out: Array<string | number> = [];
+  for (const part of path.split('.')) {
+    const m = /^([^[]*)((?:\[\d+\])*)$/.exec(part);
+    if (!m) {
+      out.push(part);
+      continue;
+    }
+    if (m[1]) out.push(m[1]);
+    for (const idx of (m[2] ?? '').matchAll(/\[(\d+)\]/g)) out.push(Number(idx[1]));
+  }
+  return out;
+}

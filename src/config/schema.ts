@@ -1,0 +1,47 @@
+import type { OptionReader } from './options.ts';
+import type { FallbackPolicyName } from '../select/fallback.ts';
+
+/**
+ * The service config (`dynamic-lb.yaml`), after defaults and validation. Option names follow the contract
+ * (§3) and, for policies and data sources, the Go module's JSON names.
+ */
+export interface ServiceConfig {
+  /** Where the config came from (for messages), or '<inline>'. */
+  file: string;
+  /** Caddy-facing API (`/select`, `/upstreams`, `/rpc`). Default `127.0.0.1:2020`. */
+  listen: string;
+  admin: {
+    /** `/dynamic-lb/*`, `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:2021`. */
+    listen: string;
+    /** When set, `/dynamic-lb/*` requires `Authorization: Bearer <token>`. Secret: never logged. */
+    token: string | undefined;
+  };
+  /** DNS answers for Caddy's `dynamic srv` / `dynamic a`; off when absent. */
+  dns: { listen: string; zone: string; ttlSeconds: number } | undefined;
+  /** `debug`, `info` (default), `warn`, `error`, `silent`. */
+  logLevel: string;
+  policies: PolicyConfig[];
+}
+
+export interface PolicyConfig {
+  name: string;
+  /** Routing-key expression, e.g. `{http.request.header.X-Tenant}`. */
+  key: string | undefined;
+  /** Instance/version mode: both expressions; the instance key is tried first. */
+  instanceKey: string | undefined;
+  versionKey: string | undefined;
+  /** Key used when the expression yields nothing. */
+  defaultKey: string | undefined;
+  /** Caddy policy over `pool` when no route decides. Default `random`. */
+  fallback: FallbackPolicyName;
+  /** Static pool: the fallback's candidates. */
+  pool: string[];
+  /** When true, routes may only choose members of `pool` (else miss `not_in_pool`). Default false. */
+  restrictToPool: boolean;
+  /** `detailed` (key/upstream labels) or `coarse` (`__all__`). Default `detailed`. */
+  metricsCardinality: 'detailed' | 'coarse';
+  /** The data source options, read by the source registry. */
+  dataSource: OptionReader | undefined;
+  /** Field path of this policy, for messages. */
+  path: string;
+}

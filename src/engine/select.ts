@@ -1,0 +1,104 @@
+import { ruleMatches, type CompiledRoute, type CompiledRule } from '../route/compile.ts';
+import type { RequestView } from '../request/view.ts';
+import type { CompiledExpression } from '../request/placeholders.ts';
+import { isMiss, type RouteLookup } from '../sources/source.ts';
+import type { Decision, MissReason, NeedsLoad } from './decision.ts';
+import type { Policy } from './policy.ts';
+
+/**
+ * THE request path, top to bottom: key → cached route → rule → algorithm → answer.
+ *
+ * `decide` is synchronous and does no I/O: when a route is not cached it returns `{route: 'load', key}` and
+ * `select` loads it (one coalesced store read) and decides again with the result. A cached selection never
+ * awaits anything but the wrapper itself.
+ */
+export async function select(policy: Policy, view: RequestView, signal?: AbortSignal): Promise<Decision> {
+  let loaded: Map<string, RouteLookup> | undefined;
+  for (;;) {
+    const d = decide(policy, view, loaded);
+    if (d.route !== 'load') return d;
+    loaded ??= new Map();
+    // decide only asks for a key it has not been given, so this loop ends after at most two loads
+    loaded.set(d.key, await (policy.source as NonNullable<Policy['source']>).load(d.key, signal));
+  }
+}
+
+export function decide(policy: Policy, view: RequestView, loaded?: ReadonlyMap<string, RouteLookup>): Decision | NeedsLoad {
+  // 1. instance/version mode: instance key preferred, version key as its fallback
+  if (policy.instanceKey !== undefined || policy.versionKey !== undefined) {
+    const instanceKey = keyOf(view, 'x-dynamic-instance-key', policy.instanceKey);
+    const versionKey = keyOf(view, 'x-dynamic-version-key', policy.versionKey);
+    const first = instanceKey === '' ? 'no_key' : attempt(policy, view, instanceKey, loaded);
+    if (typeof first !== 'string') return first;
+    const second = versionKey === '' ? 'no_key' : attempt(policy, view, versionKey, loaded);
+    if (typeof second !== 'string') return second.route === 'hit' ? { ...second, instanceFallbackReason: first } : second;
+    return versionKey === '' ? fallback(policy, view, instanceKey, first) : fallback(policy, view, versionKey, second);
+  }
+
+  // 2. single-key mode
+  if (policy.key === undefined && view.headerValues('x-dynamic-key').length === 0 && policy.defaultKey === undefined) {
+    return fallback(policy, view, '', 'no_key_extractor');
+  }
+  const key = keyOf(view, 'x-dynamic-key', policy.key) || policy.defaultKey || '';
+  const outcome = key === '' ? 'no_key' : attempt(policy, view, key, loaded);
+  return typeof outcome === 'string' ? fallback(policy, view, key, outcome) : outcome;
+}
+
+/** `X-Dynamic-Key` (and friends) sent by Caddy override the policy's expressions. */
+function keyOf(view: RequestView, overrideHeader: string, expression: CompiledExpression | undefined): string {
+  if (view.headerValues(overrideHeader).length > 0) return view.header(overrideHeader).trim();
+  return expression === undefined ? '' : expression.evaluate(view);
+}
+
+/** One attempt with one key: a hit decision, a request to load the key, or the miss reason. */
+function attempt(policy: Policy, view: RequestView, key: string, loaded: ReadonlyMap<string, RouteLookup> | undefined): Decision | NeedsLoad | MissReason {
+  const source = policy.source;
+  if (source === undefined) return 'no_datasource';
+  const found = loaded?.get(key) ?? source.peek(key);
+  if (found === undefined) return { route: 'load', key };
+  if (isMiss(found)) return found.miss;
+  if (!found.enabled) return 'disabled';
+  if (found.expiresAt !== Infinity && Date.now() > found.expiresAt) return 'expired';
+
+  const started = performance.now();
+  const rule = found.simple ?? firstMatchingRule(found, view);
+  const matchSeconds = (performance.now() - started) / 1000;
+  if (rule === undefined) return 'no_match';
+
+  const chosen = rule.algorithm.pick(view);
+  if (chosen < 0) return 'no_available_upstream';
+  let upstream = (rule.upstreams[chosen] as { address: string }).address;
+  let upstreams = rule.retryOrder(chosen);
+  if (policy.restrictToPool && !(policy.poolSet.has(upstream) && allInPool(policy, rule))) {
+    const allowed = upstreams.split(', ').filter((a) => policy.poolSet.has(a));
+    if (allowed.length === 0) return 'not_in_pool';
+    upstream = allowed[0] as string;
+    upstreams = allowed.join(', ');
+  }
+  return { route: 'hit', upstream, upstreams, key, reason: undefined, compiled: found, rule, algorithm: rule.algorithmName, instanceFallbackReason: undefined, matchSeconds };
+}
+
+/** First rule, in priority order, whose conditions all hold. No fall-through to lower rules (the Go module's rule). */
+function firstMatchingRule(route: CompiledRoute, view: RequestView): CompiledRule | undefined {
+  const rules = route.rules;
+  for (let i = 0; i < rules.length; i++) {
+    const rule = rules[i] as CompiledRule;
+    if (ruleMatches(rule, view)) return rule;
+  }
+  return undefined;
+}
+
+function allInPool(policy: Policy, rule: CompiledRule): boolean {
+  for (let i = 0; i < rule.upstreams.length; i++) if (!policy.poolSet.has((rule.upstreams[i] as { address: string }).address)) return false;
+  return true;
+}
+
+/** The policy's fallback over its static pool, or `none` (503). */
+function fallback(policy: Policy, view: RequestView, key: string, reason: MissReason): Decision {
+  const fb = policy.fallback;
+  const chosen = fb.algorithm === undefined ? -1 : fb.algorithm.pick(view);
+  if (chosen < 0) {
+    return { route: 'none', upstream: '', upstreams: '', key, reason, compiled: undefined, rule: undefined, algorithm: undefined, instanceFallbackReason: undefined, matchSeconds: 0 };
+  }
+  return { route: 'fallback', upstream: fb.pool[chosen] as string, upstreams: fb.retryOrder(chosen), key, reason, compiled: undefined, rule: undefined, algorithm: undefined, instanceFallbackReason: undefined, matchSeconds: 0 };
+}

@@ -1,0 +1,143 @@
+import type { Algorithm, AlgorithmRegistry } from '../select/algorithm.ts';
+import type { UpstreamStateTable } from '../select/upstream-state.ts';
+import { compileConditionKey, type Getter } from '../request/placeholders.ts';
+import type { RequestView } from '../request/view.ts';
+import { compileRegex, type Matcher } from './regex.ts';
+import type { AlgorithmName, RouteConfig, WeightedUpstream } from './types.ts';
+
+/**
+ * RouteConfig → CompiledRoute, once per stored value: conditions become getters and RE2 matchers (exact
+ * ones first), each rule gets its own algorithm instance (so state is per route and rule), and the strings
+ * the answer needs are prepared. The request path only indexes and compares.
+ */
+export interface Condition {
+  readonly getter: Getter;
+  readonly exact: string | undefined;
+  readonly regex: Matcher | undefined;
+}
+
+export interface CompiledRule {
+  /** Index in the sorted rules, or -1 for the simple `upstream`. */
+  readonly index: number;
+  readonly priority: number;
+  readonly conditions: readonly Condition[];
+  readonly upstreams: readonly WeightedUpstream[];
+  readonly algorithmName: AlgorithmName;
+  readonly algorithm: Algorithm;
+  /** `X-Dynamic-Upstreams` value when upstream i is chosen: i first, then the rest in rule order after it. */
+  retryOrder(chosen: number): string;
+}
+
+export interface CompiledRoute {
+  readonly key: string;
+  readonly config: RouteConfig;
+  readonly enabled: boolean;
+  /** Epoch ms after which the route is expired, or Infinity. */
+  readonly expiresAt: number;
+  /** The simple-mode rule (only `upstream`, no rules), or undefined. */
+  readonly simple: CompiledRule | undefined;
+  readonly rules: readonly CompiledRule[];
+  /** Every address the route names: simple upstream first, then rule upstreams, de-duplicated (the pool). */
+  readonly pool: readonly string[];
+  /** Sorted, de-duplicated addresses (the admin listing). */
+  readonly sortedUpstreams: readonly string[];
+  readonly loadedAt: number;
+  /** The stored text this route was compiled from ('' when built in code). */
+  readonly raw: string;
+}
+
+export interface CompileContext {
+  algorithms: AlgorithmRegistry;
+  state: UpstreamStateTable;
+  random?: () => number;
+  now?: number;
+}
+
+/** Larger lists build their retry header on demand instead of caching one string per chosen upstream. */
+const RETRY_CACHE_LIMIT = 64;
+
+export function compileRoute(key: string, config: RouteConfig, ctx: CompileContext, raw = ''): CompiledRoute {
+  const now = ctx.now ?? Date.now();
+  const random = ctx.random ?? Math.random;
+  const build = (index: number, priority: number, upstreams: readonly WeightedUpstream[], name: AlgorithmName | undefined, algoKey: string | undefined, conditions: Condition[]): CompiledRule => {
+    const algorithmName = name ?? config.algorithm ?? 'weighted_random';
+    const keyName = algoKey || config.algorithm_key || undefined;
+    const algorithm = ctx.algorithms[algorithmName]({ upstreams, key: keyName?.toLowerCase(), state: ctx.state, random });
+    return { index, priority, conditions, upstreams, algorithmName, algorithm, retryOrder: retryOrderFor(upstreams) };
+  };
+  const rules = config.rules.map((rule, i) =>
+    build(i, rule.priority, rule.upstreams, rule.algorithm, rule.algorithm_key, compileConditions(rule.match)),
+  );
+  const simple =
+    config.upstream !== undefined && config.rules.length === 0
+      ? build(-1, 0, [{ address: config.upstream, weight: 1 }], config.algorithm, config.algorithm_key, [])
+      : undefined;
+  const pool: string[] = [];
+  const seen = new Set<string>();
+  const add = (a: string): void => {
+    if (a !== '' && !seen.has(a)) {
+      seen.add(a);
+      pool.push(a);
+    }
+  };
+  if (config.upstream !== undefined) add(config.upstream);
+  for (const r of config.rules) for (const u of r.upstreams) add(u.address);
+  const ttl = config.ttl_ms ?? 0;
+  // The Go module only honours ttl with a stored updated_at; we fall back to the time the value was loaded.
+  const expiresAt = ttl > 0 ? (config.updated_at?.getTime() ?? now) + ttl : Infinity;
+  return {
+    key,
+    config,
+    enabled: config.enabled !== false,
+    expiresAt,
+    simple,
+    rules,
+    pool,
+    sortedUpstreams: [...pool].sort(),
+    loadedAt: now,
+    raw,
+  };
+}
+
+function compileConditions(match: Record<string, string>): Condition[] {
+  const exact: Condition[] = [];
+  const regex: Condition[] = [];
+  for (const [key, value] of Object.entries(match)) {
+    const { getter } = compileConditionKey(key);
+    if (value.startsWith('~')) regex.push({ getter, exact: undefined, regex: compileRegex(value.slice(1)) });
+    else exact.push({ getter, exact: value, regex: undefined });
+  }
+  return exact.concat(regex);
+}
+
+/** True when every condition holds (AND); `""` matches an absent or empty value. */
+export function ruleMatches(rule: CompiledRule, view: RequestView): boolean {
+  const conditions = rule.conditions;
+  for (let i = 0; i < conditions.length; i++) {
+    const c = conditions[i] as Condition;
+    const value = c.getter(view);
+    if (c.exact !== undefined) {
+      if (value !== c.exact) return false;
+    } else if (!(c.regex as Matcher).test(value)) return false;
+  }
+  return true;
+}
+
+function retryOrderFor(upstreams: readonly WeightedUpstream[]): (chosen: number) => string {
+  const n = upstreams.length;
+  const render = (chosen: number): string => {
+    let out = (upstreams[chosen] as WeightedUpstream).address;
+    const seen = n > 1 ? new Set<string>([out]) : undefined;
+    for (let k = 1; k < n; k++) {
+      const a = (upstreams[(chosen + k) % n] as WeightedUpstream).address;
+      if (seen !== undefined && !seen.has(a)) {
+        seen.add(a);
+        out += `, ${a}`;
+      }
+    }
+    return out;
+  };
+  if (n > RETRY_CACHE_LIMIT) return render;
+  const cache: Array<string | undefined> = new Array(n).fill(undefined);
+  return (chosen) => (cache[chosen] ??= render(chosen));
+}

@@ -1,0 +1,81 @@
+import type { OptionReader } from '../config/options.ts';
+import { ConfigError } from '../errors.ts';
+import { SourceRuntime, type RuntimeDeps, type RuntimeOptions } from './runner.ts';
+import { SOURCE_TYPES, type RouteSource, type SourceType, type StoreDriver } from './source.ts';
+
+/**
+ * Source type → driver module, loaded on first use (`./<type>.ts`), so a service that only reads files never
+ * loads the etcd gRPC stack. A driver module exports `factory`: it reads its own options (names and
+ * defaults of the Go module) and returns the driver plus the runtime options that concern it; the common
+ * options are read here, once for all stores: `max_cache_size` (10000), `negative_cache_ttl` (30s),
+ * `backoff_initial` (1s) and `backoff_max` (60s) for reconnecting after a store failure.
+ * A factory must not connect: connecting is the runner's job (`connect`/`list`), so `validate` can build
+ * every source without touching the network.
+ */
+export interface DriverFactoryContext {
+  /** Name of this source instance (`etcd`, `etcd#2`, …), as shown by the admin API. */
+  name: string;
+  options: OptionReader;
+  deps: RuntimeDeps;
+  /** Builds a nested source (composite children). */
+  createChild(options: OptionReader, name: string): Promise<RouteSource>;
+}
+
+export type DriverSpec =
+  | { driver: StoreDriver; runtime?: RuntimeOptions }
+  | { source: RouteSource };
+
+export type DriverFactory = (ctx: DriverFactoryContext) => DriverSpec | Promise<DriverSpec>;
+
+export interface DriverModule {
+  factory: DriverFactory;
+}
+
+const MODULES: Record<SourceType, () => Promise<DriverModule>> = {
+  etcd: () => import('./etcd.ts'),
+  redis: () => import('./redis.ts'),
+  consul: () => import('./consul.ts'),
+  file: () => import('./file.ts'),
+  http: () => import('./http.ts'),
+  zookeeper: () => import('./zookeeper.ts'),
+  sql: () => import('./sql.ts'),
+  kubernetes: () => import('./kubernetes.ts'),
+  composite: () => import('./composite.ts'),
+};
+
+export class SourceNamer {
+  private readonly counts = new Map<string, number>();
+  next(type: string): string {
+    const n = (this.counts.get(type) ?? 0) + 1;
+    this.counts.set(type, n);
+    return n === 1 ? type : `${type}#${n}`;
+  }
+}
+
+export async function createSource(options: OptionReader, deps: RuntimeDeps, namer: SourceNamer, name?: string): Promise<RouteSource> {
+  const type = options.string('source') ?? options.string('type');
+  if (type === undefined) return options.fail('source', `is required: one of ${SOURCE_TYPES.join(', ')}`);
+  if (!(SOURCE_TYPES as readonly string[]).includes(type)) return options.fail('source', `unknown source ${JSON.stringify(type)}; one of ${SOURCE_TYPES.join(', ')}`);
+  const sourceType = type as SourceType;
+  const sourceName = name ?? namer.next(sourceType);
+  let mod: DriverModule;
+  try {
+    mod = await MODULES[sourceType]();
+  } catch (err) {
+    throw new ConfigError(options.field('source'), `the ${sourceType} source could not be loaded: ${(err as Error).message}`, { cause: err });
+  }
+  const maxCacheSize = options.int('max_cache_size', 10_000, { min: 0 });
+  const negativeTtlMs = options.duration('negative_cache_ttl', 30_000);
+  const backoffInitialMs = options.has('backoff_initial') ? options.duration('backoff_initial', 1_000) : undefined;
+  const backoffMaxMs = options.has('backoff_max') ? options.duration('backoff_max', 60_000) : undefined;
+  const spec = await mod.factory({
+    name: sourceName,
+    options,
+    deps,
+    createChild: (child, childName) => createSource(child, deps, namer, childName),
+  });
+  options.done(['type']);
+  if ('source' in spec) return spec.source;
+  const common = { maxCacheSize, negativeTtlMs, ...(backoffInitialMs !== undefined ? { backoffInitialMs } : {}), ...(backoffMaxMs !== undefined ? { backoffMaxMs } : {}) };
+  return new SourceRuntime(sourceName, sourceType, spec.driver, { ...spec.runtime, ...common }, deps);
+}

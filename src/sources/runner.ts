@@ -1,0 +1,446 @@
+import { RouteCache, type CacheStats } from '../cache/route-cache.ts';
+import { Singleflight } from '../cache/singleflight.ts';
+import { ResyncRequired, RouteParseError, SourceError, SourceTimeoutError, errorMessage } from '../errors.ts';
+import type { Metrics, ParseErrorLog } from '../metrics/metrics.ts';
+import type { Logger } from '../observe/log.ts';
+import { compileRoute, type CompileContext, type CompiledRoute } from '../route/compile.ts';
+import { parseRouteConfig } from '../route/parse.ts';
+import { backoffDelay, sleep, withTimeout } from './backoff.ts';
+import {
+  LOAD_ERROR,
+  NO_CONFIG,
+  UNHEALTHY,
+  isMiss,
+  type Change,
+  type PollResult,
+  type Revision,
+  type RouteLookup,
+  type RouteMiss,
+  type RouteSource,
+  type Snapshot,
+  type SourceHealth,
+  type SourceType,
+  type StoreDriver,
+  type StoredValue,
+} from './source.ts';
+
+/**
+ * The one store loop (Traefik's kv.go, written once): connect, initial load bounded by
+ * `initial_load_timeout`, watch (or poll, or probe), re-list after failures unless the driver can resume
+ * from its revision, exponential backoff, parse with last-good, health, cache and metrics. A driver only
+ * says how to talk to its store.
+ */
+export interface RuntimeOptions {
+  maxCacheSize?: number;
+  negativeTtlMs?: number;
+  initialLoadTimeoutMs?: number;
+  /** Per-key read timeout on a cache miss. */
+  getTimeoutMs?: number;
+  /** Timeout of one full listing. */
+  listTimeoutMs?: number;
+  backoffInitialMs?: number;
+  backoffMaxMs?: number;
+}
+
+export interface SourceEvents {
+  configUpdated?(e: { key: string; source_type: SourceType; old_version?: number; new_version?: number }): void;
+  configDeleted?(e: { key: string; source_type: SourceType; last_version?: number }): void;
+  healthChanged?(e: { source_type: SourceType; healthy: boolean; previous_healthy: boolean; error?: string }): void;
+}
+
+export interface RuntimeDeps {
+  metrics: Metrics;
+  parseErrors: ParseErrorLog;
+  compile: CompileContext;
+  logger: Logger;
+  events?: SourceEvents;
+}
+
+const STALE_RESULT = Symbol('stale');
+
+export class SourceRuntime implements RouteSource {
+  readonly name: string;
+  readonly type: SourceType;
+  private readonly driver: StoreDriver;
+  private readonly deps: RuntimeDeps;
+  private readonly cache: RouteCache;
+  private readonly flight = new Singleflight<RouteLookup>();
+  private readonly opts: Required<Omit<RuntimeOptions, 'maxCacheSize' | 'negativeTtlMs'>>;
+  private readonly log: Logger;
+  private readonly lifetime = new AbortController();
+  private cycle: AbortController | undefined;
+  private loop: Promise<void> | undefined;
+  private isHealthy = false;
+  private isReady = false;
+  private lastError: string | undefined;
+  private lastSyncAt: number | undefined;
+  private revision: Revision | undefined;
+  /** The cache holds every key of the store (a full listing applied, nothing evicted since, watch live). */
+  private mirrorComplete = false;
+  private evictionsAtList = 0;
+  private resyncWanted = false;
+  private initialDone!: () => void;
+  private readonly initialLoad = new Promise<void>((resolve) => (this.initialDone = resolve));
+  private readonly labels: { parse: { inc(): void }; put: { inc(): void }; del: { inc(): void }; resync: { inc(): void }; error: { inc(): void }; hit: { inc(): void }; miss: { inc(): void } };
+
+  constructor(name: string, type: SourceType, driver: StoreDriver, options: RuntimeOptions, deps: RuntimeDeps) {
+    this.name = name;
+    this.type = type;
+    this.driver = driver;
+    this.deps = deps;
+    this.cache = new RouteCache({ maxSize: options.maxCacheSize, negativeTtlMs: options.negativeTtlMs });
+    this.opts = {
+      initialLoadTimeoutMs: options.initialLoadTimeoutMs ?? 30_000,
+      getTimeoutMs: options.getTimeoutMs ?? 2_000,
+      listTimeoutMs: options.listTimeoutMs ?? 30_000,
+      backoffInitialMs: options.backoffInitialMs ?? 1_000,
+      backoffMaxMs: options.backoffMaxMs ?? 60_000,
+    };
+    this.log = deps.logger.child({ source: name, source_type: type });
+    const m = deps.metrics;
+    const t = { source_type: type };
+    this.labels = {
+      parse: m.parseErrors.labels(t),
+      put: m.watchEvents.labels({ ...t, event_type: 'put' }),
+      del: m.watchEvents.labels({ ...t, event_type: 'delete' }),
+      resync: m.watchEvents.labels({ ...t, event_type: 'resync' }),
+      error: m.watchEvents.labels({ ...t, event_type: 'error' }),
+      hit: m.cacheHits.labels(t),
+      miss: m.cacheMisses.labels(t),
+    };
+    m.datasourceHealthy.set(t, 0);
+  }
+
+  // ---- the request path (synchronous on a hit) -------------------------------------------------------
+
+  peek(key: string): RouteLookup | undefined {
+    const route = this.cache.get(key);
+    const now = Date.now();
+    if (route !== undefined && (this.driver.entryTtlMs === undefined || now - route.loadedAt < this.driver.entryTtlMs)) {
+      this.cache.hits++;
+      this.labels.hit.inc();
+      return route;
+    }
+    if (route === undefined) {
+      const negative = this.cache.getNegative(key, now);
+      if (negative !== undefined) {
+        this.cache.hits++;
+        this.cache.negativeHits++;
+        this.labels.hit.inc();
+        return negative.reason === 'error' ? { miss: 'error', ...(negative.error ? { error: negative.error } : {}) } : NO_CONFIG;
+      }
+      if (!this.isHealthy) {
+        this.cache.misses++;
+        this.labels.miss.inc();
+        return UNHEALTHY;
+      }
+      // The whole store is mirrored and the watch is live: an absent key does not exist; don't ask the store.
+      if (this.mirrorComplete && this.cache.evictionCount === this.evictionsAtList) {
+        this.cache.hits++;
+        this.cache.negativeHits++;
+        this.labels.hit.inc();
+        return NO_CONFIG;
+      }
+    }
+    return undefined;
+  }
+
+  load(key: string, signal?: AbortSignal): Promise<RouteLookup> {
+    const cached = this.peek(key);
+    if (cached !== undefined) return Promise.resolve(cached);
+    this.cache.misses++;
+    this.labels.miss.inc();
+    return this.flight.do(key, () => this.fetch(key), signal);
+  }
+
+  private async fetch(key: string): Promise<RouteLookup> {
+    const stale = this.cache.get(key);
+    let raw: StoredValue | null;
+    try {
+      raw = await withTimeout(this.opts.getTimeoutMs, this.lifetime.signal, () => new SourceTimeoutError(this.name, `get ${JSON.stringify(key)}`, this.opts.getTimeoutMs), (s) => this.driver.get(key, s));
+    } catch (err) {
+      this.noteError(`get ${JSON.stringify(key)}: ${errorMessage(err)}`);
+      if (stale !== undefined) return stale; // stale-on-error
+      const error = err instanceof Error ? err : new Error(String(err));
+      return { miss: 'error', error } satisfies RouteMiss;
+    }
+    const now = Date.now();
+    if (raw === null) {
+      if (this.cache.delete(key)) this.publishDeleted(key, stale);
+      this.cache.setNegative(key, 'no_config', now);
+      return NO_CONFIG;
+    }
+    const result = this.applyValue(key, raw, 'get');
+    if (result === STALE_RESULT) {
+      if (stale !== undefined) return stale;
+      this.cache.setNegative(key, 'error', now);
+      return LOAD_ERROR;
+    }
+    return result ?? NO_CONFIG;
+  }
+
+  healthy(): boolean {
+    return this.isHealthy;
+  }
+
+  ready(): boolean {
+    return this.isReady;
+  }
+
+  // ---- lifecycle ------------------------------------------------------------------------------------
+
+  async start(): Promise<void> {
+    if (this.loop !== undefined) return;
+    this.loop = this.run().catch((err: unknown) => {
+      this.log.error({ err }, 'source loop stopped unexpectedly');
+    });
+    const timeout = sleep(this.opts.initialLoadTimeoutMs, this.lifetime.signal).then(
+      () => 'timeout' as const,
+      () => 'stopped' as const,
+    );
+    const outcome = await Promise.race([this.initialLoad.then(() => 'loaded' as const), timeout]);
+    if (outcome === 'timeout') {
+      this.noteError(`initial load did not finish within ${this.opts.initialLoadTimeoutMs}ms; serving without it and retrying in the background`);
+    }
+    this.isReady = true;
+  }
+
+  async stop(): Promise<void> {
+    if (this.lifetime.signal.aborted) return;
+    this.lifetime.abort(new SourceError(this.name, 'stopped'));
+    this.initialDone();
+    await this.loop;
+    await this.driver.close().catch((err: unknown) => this.log.warn({ err }, 'close failed'));
+    this.setHealthy(false);
+  }
+
+  clear(): void {
+    this.cache.clear();
+    this.mirrorComplete = false;
+    this.resyncWanted = true;
+    this.cycle?.abort(new ResyncRequired('cache cleared'));
+  }
+
+  private async run(): Promise<void> {
+    const d = this.driver;
+    const stopped = this.lifetime.signal;
+    let attempt = 0;
+    let connected = false;
+    let needList = true;
+    while (!stopped.aborted) {
+      const cycle = (this.cycle = new AbortController());
+      const onStop = (): void => cycle.abort(stopped.reason);
+      stopped.addEventListener('abort', onStop, { once: true });
+      try {
+        if (!connected && d.connect) {
+          await d.connect(cycle.signal);
+          connected = true;
+        }
+        if (d.list && (needList || this.resyncWanted)) {
+          this.resyncWanted = false;
+          const snapshot = await withTimeout(this.opts.listTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'list', this.opts.listTimeoutMs), (s) => (d.list as StoreDriver['list'] & {})(s));
+          needList = false;
+          // a full listing proves the store reachable and the cache in sync; the watch keeps it so
+          if (snapshot.invalid === undefined) this.markInSync();
+          this.applySnapshot(snapshot);
+        }
+        if (!d.list) this.initialDone(); // lazy stores have nothing to load up front
+        if (d.watch) {
+          await d.watch({
+            signal: cycle.signal,
+            fromRevision: this.revision,
+            onChange: (c) => this.applyChange(c),
+            onSnapshot: (s) => {
+              this.applySnapshot(s);
+              if (s.invalid === undefined) this.markInSync();
+            },
+            onReady: () => {
+              attempt = 0;
+              this.markInSync();
+            },
+          });
+          // a clean end (server closed the stream): continue, re-listing when we cannot resume
+          needList = !d.resumable || this.revision === undefined;
+          this.mirrorComplete = false;
+        } else if (d.pollIntervalMs !== undefined && d.pollIntervalMs > 0 && d.list) {
+          await sleep(d.pollIntervalMs, cycle.signal);
+          if (d.poll) {
+            const result = await withTimeout(this.opts.listTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'poll', this.opts.listTimeoutMs), (s) => (d.poll as StoreDriver['poll'] & {})(this.revision, s));
+            if (isSnapshot(result)) this.applySnapshot(result);
+            else this.applyPoll(result);
+            this.markInSync();
+          } else needList = true;
+          attempt = 0;
+        } else if (d.probe) {
+          await withTimeout(this.opts.getTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'health probe', this.opts.getTimeoutMs), (s) => (d.probe as StoreDriver['probe'] & {})(s));
+          this.markInSync();
+          attempt = 0;
+          await sleep(d.probeIntervalMs ?? 30_000, cycle.signal);
+        } else {
+          this.markInSync();
+          await new Promise<void>((resolve) => cycle.signal.addEventListener('abort', () => resolve(), { once: true }));
+        }
+      } catch (err) {
+        if (stopped.aborted) break;
+        this.mirrorComplete = false;
+        if (err instanceof ResyncRequired || (cycle.signal.aborted && cycle.signal.reason instanceof ResyncRequired)) {
+          const reason = err instanceof ResyncRequired ? err.message : errorMessage(cycle.signal.reason);
+          this.labels.resync.inc();
+          this.log.info({ reason }, 'resyncing from a full listing');
+          needList = true;
+          continue;
+        }
+        this.labels.error.inc();
+        needList = needList || !d.resumable || this.revision === undefined;
+        this.noteError(errorMessage(err));
+        const delay = backoffDelay(attempt++, { initialMs: this.opts.backoffInitialMs, maxMs: this.opts.backoffMaxMs });
+        this.log.warn({ err: errorMessage(err), retry_in_ms: Math.round(delay) }, 'store unavailable; retrying');
+        await sleep(delay, stopped).catch(() => undefined);
+      } finally {
+        stopped.removeEventListener('abort', onStop);
+      }
+    }
+  }
+
+  // ---- applying store data -----------------------------------------------------------------------
+
+  /**
+   * Parse and cache one stored value. Returns the route, null for a blank value (no config: the key is
+   * removed), or STALE_RESULT when the value is invalid — counted, logged with key and field, and the last
+   * good route (if any) is left in place.
+   */
+  private applyValue(key: string, raw: StoredValue, origin: string): CompiledRoute | null | typeof STALE_RESULT {
+    let route: CompiledRoute | null;
+    try {
+      const config = parseRouteConfig(raw);
+      route = config === null ? null : compileRoute(key, config, this.deps.compile, typeof raw === 'string' ? raw : Buffer.from(raw).toString('utf8'));
+    } catch (err) {
+      const e = err instanceof RouteParseError ? err.withKey(key) : new RouteParseError('', errorMessage(err), key);
+      this.labels.parse.inc();
+      this.deps.parseErrors.record(this.type);
+      this.lastError = e.message;
+      this.log.warn({ key, field: e.field, origin, err: e.message }, 'invalid route config; keeping the last good one');
+      return STALE_RESULT;
+    }
+    const previous = this.cache.get(key);
+    if (route === null) {
+      if (this.cache.delete(key)) this.publishDeleted(key, previous);
+      return null;
+    }
+    this.cache.set(key, route);
+    this.deps.events?.configUpdated?.({ key, source_type: this.type, ...(previous?.config.version !== undefined ? { old_version: previous.config.version } : {}), ...(route.config.version !== undefined ? { new_version: route.config.version } : {}) });
+    return route;
+  }
+
+  private applyChange(change: Change): void {
+    if (change.revision !== undefined) this.revision = change.revision;
+    if (change.type === 'put') {
+      this.labels.put.inc();
+      this.applyValue(change.key, change.value, 'watch');
+    } else {
+      this.labels.del.inc();
+      const previous = this.cache.get(change.key);
+      if (this.cache.delete(change.key)) this.publishDeleted(change.key, previous);
+    }
+    this.touchSync();
+  }
+
+  private applyPoll(result: PollResult): void {
+    for (const c of result.changes) this.applyChange(c);
+    if (result.revision !== undefined) this.revision = result.revision;
+  }
+
+  private applySnapshot(snapshot: Snapshot): void {
+    if (snapshot.invalid !== undefined) {
+      this.labels.parse.inc();
+      this.deps.parseErrors.record(this.type);
+      this.lastError = snapshot.invalid.message;
+      this.log.warn({ field: snapshot.invalid.field, err: snapshot.invalid.message }, 'invalid route document; keeping the last good routes');
+      this.initialDone();
+      return;
+    }
+    const seen = new Set<string>();
+    for (const [key, value] of snapshot.entries) {
+      seen.add(key);
+      const current = this.cache.get(key);
+      if (current !== undefined && sameValue(current, value)) continue;
+      this.applyValue(key, value, 'list');
+    }
+    for (const key of [...this.cache.keys()]) {
+      if (!seen.has(key)) {
+        const previous = this.cache.get(key);
+        this.cache.delete(key);
+        this.publishDeleted(key, previous);
+      }
+    }
+    if (snapshot.revision !== undefined) this.revision = snapshot.revision;
+    this.evictionsAtList = this.cache.evictionCount;
+    this.mirrorComplete = seen.size <= this.cache.maxSize;
+    this.touchSync();
+    this.initialDone();
+  }
+
+  private publishDeleted(key: string, previous: CompiledRoute | undefined): void {
+    this.deps.events?.configDeleted?.({ key, source_type: this.type, ...(previous?.config.version !== undefined ? { last_version: previous.config.version } : {}) });
+  }
+
+  // ---- health ----------------------------------------------------------------------------------------
+
+  private markInSync(): void {
+    this.lastError = undefined;
+    this.touchSync();
+    this.setHealthy(true);
+  }
+
+  private touchSync(): void {
+    this.lastSyncAt = Date.now();
+    this.deps.metrics.lastSync.set({ source_type: this.type, source: this.name }, this.lastSyncAt / 1000);
+  }
+
+  private noteError(message: string): void {
+    this.lastError = message;
+    this.setHealthy(false);
+  }
+
+  private setHealthy(healthy: boolean): void {
+    const previous = this.isHealthy;
+    this.isHealthy = healthy;
+    if (!healthy) this.mirrorComplete = false;
+    this.deps.metrics.datasourceHealthy.set({ source_type: this.type }, healthy ? 1 : 0);
+    if (previous !== healthy) {
+      this.log.info({ healthy, last_error: this.lastError }, healthy ? 'source in sync' : 'source unhealthy');
+      this.deps.events?.healthChanged?.({ source_type: this.type, healthy, previous_healthy: previous, ...(this.lastError && !healthy ? { error: this.lastError } : {}) });
+    }
+  }
+
+  // ---- admin views ------------------------------------------------------------------------------------
+
+  routes(): Iterable<CompiledRoute> {
+    return this.cache.values();
+  }
+
+  health(): SourceHealth {
+    return {
+      healthy: this.isHealthy,
+      type: this.type,
+      config_count: this.cache.size,
+      ...(this.lastError !== undefined ? { last_error: this.lastError } : {}),
+      ...(this.lastSyncAt !== undefined ? { last_sync: new Date(this.lastSyncAt).toISOString() } : {}),
+    };
+  }
+
+  cacheStats(): CacheStats {
+    return this.cache.stats();
+  }
+}
+
+function isSnapshot(r: PollResult | Snapshot): r is Snapshot {
+  return (r as Snapshot).entries !== undefined;
+}
+
+/** Unchanged values are skipped on re-list, so a resync does not rebuild every route (or reset its state). */
+function sameValue(route: CompiledRoute, value: StoredValue): boolean {
+  return route.raw === (typeof value === 'string' ? value : Buffer.from(value).toString('utf8'));
+}
+
+export { isMiss };
