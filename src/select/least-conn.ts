@@ -11,18 +11,26 @@
  * never updated, which made its least_conn "first upstream with the highest weight"; the rotating
  * tie-break keeps equally-loaded upstreams sharing traffic even at the start of a window.
  *
- * The cells are resolved once, when the rule is compiled; a pick is an O(N) scan over them.
+ * The cells are resolved once, when the rule is compiled. Up to FULL_SCAN_LIMIT upstreams a pick is an exact
+ * O(N) scan; above it, a scan would cost microseconds per pick (3 µs at N=1000), so we use Envoy's
+ * least-request technique, the power of two choices (Mitzenmacher, "The Power of Two Choices in Randomized
+ * Load Balancing", 2001): compare two distinct random upstreams and take the less loaded. O(1), and the
+ * maximum load stays within a small factor of the mean (tested at N=100).
  */
 import type { Algorithm, AlgorithmFactory, AlgorithmOptions } from './algorithm.ts';
 import type { RequestView } from '../request/view.ts';
 import type { UpstreamCell, UpstreamStateTable } from './upstream-state.ts';
 import { effectiveWeight } from './weighted-random.ts';
 
+/** Above this many upstreams, pick by power of two choices instead of a full scan. */
+export const FULL_SCAN_LIMIT = 16;
+
 export class LeastConn implements Algorithm {
   private readonly n: number;
   private readonly cells: UpstreamCell[];
   private readonly weights: Float64Array;
   private readonly state: UpstreamStateTable;
+  private readonly random: () => number;
   /** Where the next scan starts; advances by one per pick. */
   private start = 0;
 
@@ -30,6 +38,7 @@ export class LeastConn implements Algorithm {
     const { upstreams, state } = options;
     this.n = upstreams.length;
     this.state = state;
+    this.random = options.random;
     this.cells = new Array<UpstreamCell>(this.n);
     this.weights = new Float64Array(this.n);
     for (let i = 0; i < this.n; i++) {
@@ -44,6 +53,7 @@ export class LeastConn implements Algorithm {
     const now = this.state.now();
     const cells = this.cells;
     const weights = this.weights;
+    if (n > FULL_SCAN_LIMIT) return this.pickTwoChoices(now);
     let i = this.start;
     this.start = i + 1 === n ? 0 : i + 1;
     let best = i;
@@ -62,6 +72,22 @@ export class LeastConn implements Algorithm {
       }
     }
     cells[best]!.record(now);
+    return best;
+  }
+
+  private pickTwoChoices(now: number): number {
+    const n = this.n;
+    const a = Math.floor(this.random() * n) % n;
+    let b = Math.floor(this.random() * (n - 1)) % (n - 1);
+    if (b >= a) b++;
+    const loadA = this.cells[a]!.load(now);
+    const loadB = this.cells[b]!.load(now);
+    const wA = this.weights[a]!;
+    const wB = this.weights[b]!;
+    const lhs = loadA * wB;
+    const rhs = loadB * wA;
+    const best = lhs < rhs || (lhs === rhs && wA >= wB) ? a : b;
+    this.cells[best]!.record(now);
     return best;
   }
 }

@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AlgorithmOptions } from '../../src/select/algorithm.ts';
-import { leastConn } from '../../src/select/least-conn.ts';
+import { FULL_SCAN_LIMIT, leastConn } from '../../src/select/least-conn.ts';
 import { UpstreamStateTable } from '../../src/select/upstream-state.ts';
 import { RequestView } from '../../src/request/view.ts';
 
@@ -113,4 +113,20 @@ test('each pick reads the clock once and uses it for every cell', () => {
   alg.pick(view);
   alg.pick(view);
   assert.equal(reads, 2);
+});
+
+test('above FULL_SCAN_LIMIT upstreams, power of two choices keeps every load near the mean', () => {
+  let seed = 42;
+  const random = (): number => {
+    seed = (seed * 1103515245 + 12345) % 2147483648;
+    return seed / 2147483648;
+  };
+  const state = new UpstreamStateTable({ now: () => 0 });
+  const n = 100;
+  const alg = leastConn({ ...options(new Array<number>(n).fill(1), state), random });
+  const picks = counts(alg, n, 10_000);
+  const mean = 10_000 / n;
+  assert.ok(n > FULL_SCAN_LIMIT);
+  assert.ok(Math.max(...picks) <= mean * 1.5, `max ${Math.max(...picks)} vs mean ${mean}`);
+  assert.ok(Math.min(...picks) >= mean * 0.5, `min ${Math.min(...picks)} vs mean ${mean}`);
 });
