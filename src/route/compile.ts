@@ -53,9 +53,6 @@ export interface CompileContext {
   now?: number;
 }
 
-/** Larger lists build their retry header on demand instead of caching one string per chosen upstream. */
-const RETRY_CACHE_LIMIT = 64;
-
 export function compileRoute(key: string, config: RouteConfig, ctx: CompileContext, raw = ''): CompiledRoute {
   const now = ctx.now ?? Date.now();
   const random = ctx.random ?? Math.random;
@@ -123,21 +120,40 @@ export function ruleMatches(rule: CompiledRule, view: RequestView): boolean {
   return true;
 }
 
+/**
+ * `X-Dynamic-Upstreams` for each possible choice: the chosen address, then the others in rule order after
+ * it, wrapping around, de-duplicated. Precomputed as prefix and suffix joins built incrementally, which V8
+ * keeps as ropes (linear memory in total), so the per-request value is an O(1) concatenation even at
+ * N = 1000; the only O(N) work left is writing the header itself.
+ */
 function retryOrderFor(upstreams: readonly WeightedUpstream[]): (chosen: number) => string {
-  const n = upstreams.length;
-  const render = (chosen: number): string => {
-    let out = (upstreams[chosen] as WeightedUpstream).address;
-    const seen = n > 1 ? new Set<string>([out]) : undefined;
-    for (let k = 1; k < n; k++) {
-      const a = (upstreams[(chosen + k) % n] as WeightedUpstream).address;
-      if (seen !== undefined && !seen.has(a)) {
-        seen.add(a);
-        out += `, ${a}`;
-      }
+  const unique: string[] = [];
+  const slot: number[] = [];
+  const seen = new Map<string, number>();
+  for (const u of upstreams) {
+    let at = seen.get(u.address);
+    if (at === undefined) {
+      at = unique.length;
+      seen.set(u.address, at);
+      unique.push(u.address);
     }
+    slot.push(at);
+  }
+  const n = unique.length;
+  // prefix[i] = unique[0..i-1] joined; suffix[i] = unique[i+1..n-1] joined
+  const prefix: string[] = new Array<string>(n + 1);
+  const suffix: string[] = new Array<string>(n + 1);
+  prefix[0] = '';
+  for (let i = 1; i <= n; i++) prefix[i] = i === 1 ? (unique[0] as string) : `${prefix[i - 1] as string}, ${unique[i - 1] as string}`;
+  suffix[n - 1] = '';
+  for (let i = n - 2; i >= 0; i--) suffix[i] = suffix[i + 1] === '' ? (unique[i + 1] as string) : `${unique[i + 1] as string}, ${suffix[i + 1] as string}`;
+  return (chosen) => {
+    const i = slot[chosen] as number;
+    const after = suffix[i] as string;
+    const before = prefix[i] as string;
+    let out = unique[i] as string;
+    if (after !== '') out += `, ${after}`;
+    if (before !== '') out += `, ${before}`;
     return out;
   };
-  if (n > RETRY_CACHE_LIMIT) return render;
-  const cache: Array<string | undefined> = new Array(n).fill(undefined);
-  return (chosen) => (cache[chosen] ??= render(chosen));
 }

@@ -21,8 +21,63 @@ const forget = new FinalizationRegistry<string>((pattern) => {
 
 export type Matcher = Pick<RE2, 'test' | 'source'>;
 
-/** Compiles `pattern` (RE2 syntax) or throws a SyntaxError whose message says what is wrong. */
+/**
+ * Compiles `pattern` (RE2 syntax) or throws a SyntaxError whose message says what is wrong.
+ *
+ * Crossing into WebAssembly costs ~2 µs per match (the string is copied), so the patterns routes use most —
+ * a literal, optionally anchored (`^/api/`, `^v2$`, `beta`), or an anchored set of literals (`^(eu|us)$`) —
+ * are matched with the equivalent string operation instead: same result, exact, trivially linear. RE2
+ * still validates every pattern, so both paths accept exactly RE2's syntax.
+ */
 export function compileRegex(pattern: string): Matcher {
+  const re = compileRe2(pattern);
+  return literalMatcher(pattern) ?? re;
+}
+
+const META = /[\\.^$|?*+()[\]{}]/;
+
+/** Unescapes `\.` style punctuation escapes; undefined when the text has any other regex syntax. */
+function literal(body: string): string | undefined {
+  let out = '';
+  for (let i = 0; i < body.length; i++) {
+    const c = body[i] as string;
+    if (c === '\\') {
+      const next = body[i + 1];
+      if (next === undefined || /[A-Za-z0-9]/.test(next)) return undefined; // \d, \b, \x41 … are not literals
+      out += next;
+      i++;
+    } else if (META.test(c)) return undefined;
+    else out += c;
+  }
+  return out;
+}
+
+function literalMatcher(source: string): Matcher | undefined {
+  let body = source;
+  const start = body.startsWith('^');
+  if (start) body = body.slice(1);
+  // RE2 without (?m): `$` matches only at the very end of the text
+  const end = body.endsWith('$') && !body.endsWith('\\$');
+  if (end) body = body.slice(0, -1);
+  const lit = literal(body);
+  if (lit !== undefined) {
+    if (start && end) return { source, test: (s: string) => s === lit };
+    if (start) return { source, test: (s: string) => s.startsWith(lit) };
+    if (end) return { source, test: (s: string) => s.endsWith(lit) };
+    return { source, test: (s: string) => s.includes(lit) };
+  }
+  const group = /^\((?:\?:)?(.*)\)$/.exec(body);
+  if (start && end && group) {
+    const alternatives = (group[1] as string).split('|').map(literal);
+    if (alternatives.every((a): a is string => a !== undefined)) {
+      const set = new Set(alternatives);
+      return { source, test: (s: string) => set.has(s) };
+    }
+  }
+  return undefined;
+}
+
+function compileRe2(pattern: string): RE2 {
   const existing = shared.get(pattern)?.deref();
   if (existing !== undefined) return existing;
   const re = new RE2(pattern, 'u');
@@ -32,6 +87,7 @@ export function compileRegex(pattern: string): Matcher {
   forget.register(re, pattern);
   return re;
 }
+
 
 export function sharedPatternCount(): number {
   return shared.size;

@@ -115,32 +115,34 @@ export class SourceRuntime implements RouteSource {
 
   peek(key: string): RouteLookup | undefined {
     const route = this.cache.get(key);
-    const now = Date.now();
-    if (route !== undefined && (this.driver.entryTtlMs === undefined || now - route.loadedAt < this.driver.entryTtlMs)) {
-      this.cache.hits++;
-      this.labels.hit.inc();
-      return route;
+    const ttl = this.driver.entryTtlMs;
+    if (route !== undefined) {
+      // watched stores keep entries fresh themselves; only lazy stores read the clock here
+      if (ttl === undefined || Date.now() - route.loadedAt < ttl) {
+        this.cache.hits++;
+        this.labels.hit.inc();
+        return route;
+      }
+      return undefined; // expired: load() refetches and falls back to this entry if the store fails
     }
-    if (route === undefined) {
-      const negative = this.cache.getNegative(key, now);
-      if (negative !== undefined) {
-        this.cache.hits++;
-        this.cache.negativeHits++;
-        this.labels.hit.inc();
-        return negative.reason === 'error' ? { miss: 'error', ...(negative.error ? { error: negative.error } : {}) } : NO_CONFIG;
-      }
-      if (!this.isHealthy) {
-        this.cache.misses++;
-        this.labels.miss.inc();
-        return UNHEALTHY;
-      }
-      // The whole store is mirrored and the watch is live: an absent key does not exist; don't ask the store.
-      if (this.mirrorComplete && this.cache.evictionCount === this.evictionsAtList) {
-        this.cache.hits++;
-        this.cache.negativeHits++;
-        this.labels.hit.inc();
-        return NO_CONFIG;
-      }
+    const negative = this.cache.getNegative(key, Date.now());
+    if (negative !== undefined) {
+      this.cache.hits++;
+      this.cache.negativeHits++;
+      this.labels.hit.inc();
+      return negative.reason === 'error' ? { miss: 'error', ...(negative.error ? { error: negative.error } : {}) } : NO_CONFIG;
+    }
+    if (!this.isHealthy) {
+      this.cache.misses++;
+      this.labels.miss.inc();
+      return UNHEALTHY;
+    }
+    // The whole store is mirrored and the watch is live: an absent key does not exist; don't ask the store.
+    if (this.mirrorComplete && this.cache.evictionCount === this.evictionsAtList) {
+      this.cache.hits++;
+      this.cache.negativeHits++;
+      this.labels.hit.inc();
+      return NO_CONFIG;
     }
     return undefined;
   }
