@@ -16,6 +16,11 @@ export class OptionReader {
     private readonly locate: LocateFn = () => ({}),
   ) {}
 
+  /** The same options with `defaults` filled in where absent (inherited settings, e.g. composite → child). */
+  withDefaults(defaults: Readonly<Record<string, unknown>>): OptionReader {
+    return new OptionReader({ ...defaults, ...this.values }, this.path, this.locate);
+  }
+
   field(name: string): string {
     return this.path ? `${this.path}.${name}` : name;
   }

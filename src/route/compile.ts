@@ -41,7 +41,8 @@ export interface CompiledRoute {
   readonly pool: readonly string[];
   /** Sorted, de-duplicated addresses (the admin listing). */
   readonly sortedUpstreams: readonly string[];
-  readonly loadedAt: number;
+  /** When the value was (re)confirmed by the store; renewed when a lazy store returns the same text. */
+  loadedAt: number;
   /** The stored text this route was compiled from ('' when built in code). */
   readonly raw: string;
 }

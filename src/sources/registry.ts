@@ -8,7 +8,8 @@ import { SOURCE_TYPES, type RouteSource, type SourceType, type StoreDriver } fro
  * loads the etcd gRPC stack. A driver module exports `factory`: it reads its own options (names and
  * defaults of the Go module) and returns the driver plus the runtime options that concern it; the common
  * options are read here, once for all stores: `max_cache_size` (10000), `negative_cache_ttl` (30s),
- * `backoff_initial` (1s) and `backoff_max` (60s) for reconnecting after a store failure.
+ * `backoff_initial` (1s) and `backoff_max` (60s) for reconnecting after a store failure. On a composite they
+ * are defaults for its children.
  * A factory must not connect: connecting is the runner's job (`connect`/`list`), so `validate` can build
  * every source without touching the network.
  */
@@ -43,6 +44,8 @@ const MODULES: Record<SourceType, () => Promise<DriverModule>> = {
   composite: () => import('./composite.ts'),
 };
 
+const INHERITED = ['negative_cache_ttl', 'backoff_initial', 'backoff_max'] as const;
+
 export class SourceNamer {
   private readonly counts = new Map<string, number>();
   next(type: string): string {
@@ -68,11 +71,14 @@ export async function createSource(options: OptionReader, deps: RuntimeDeps, nam
   const negativeTtlMs = options.duration('negative_cache_ttl', 30_000);
   const backoffInitialMs = options.has('backoff_initial') ? options.duration('backoff_initial', 1_000) : undefined;
   const backoffMaxMs = options.has('backoff_max') ? options.duration('backoff_max', 60_000) : undefined;
+  // a source built over others (composite) hands these down to children that do not set their own
+  const inherited: Record<string, unknown> = {};
+  for (const name of INHERITED) if (options.has(name)) inherited[name] = options.values[name];
   const spec = await mod.factory({
     name: sourceName,
     options,
     deps,
-    createChild: (child, childName) => createSource(child, deps, namer, childName),
+    createChild: (child, childName) => createSource(child.withDefaults(inherited), deps, namer, childName),
   });
   options.done(['type']);
   if ('source' in spec) return spec.source;

@@ -90,7 +90,9 @@ export function describeSourceBehaviour(store: string, makeHarness: () => Promis
     });
 
     test('a malformed value is counted and the last good route keeps serving', async () => {
-      const sourceType = svc.service.sources[0]?.type ?? store;
+      // a composite counts a child's parse error under the child's type
+      const first = svc.service.sources[0];
+      const sourceType = (first?.children?.()[0] ?? first)?.type ?? store;
       const before = await svc.metric('caddy_dynamic_lb_route_config_parse_errors_total', { source_type: sourceType });
       await h.put('tenant-a', '{"rules": [ {"upstreams": [{"address": "not an address"}]} ]}');
       await eventually(async () => (await svc.metric('caddy_dynamic_lb_route_config_parse_errors_total', { source_type: sourceType })) > before, wait, `${store}: parse error counted`);
