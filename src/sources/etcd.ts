@@ -1,0 +1,299 @@
+import { readFile } from 'node:fs/promises';
+import grpc from '@grpc/grpc-js';
+import { Etcd3, isRecoverableError, type IKeyValue, type IOptions } from 'etcd3';
+import { ResyncRequired, SourceError, errorMessage } from '../errors.ts';
+import type { DriverFactory } from './registry.ts';
+import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
+
+/**
+ * etcd v3 (the `etcd3` gRPC client). Store key = `prefix` + routing key.
+ *
+ * Options (the Go module's names and defaults):
+ *  - `endpoints` (required) — list of `host:port` or `http(s)://host:port`. A call goes to one endpoint and fails
+ *    over to the next at once on a connection error (no delay: backoff is the runner's); with several
+ *    endpoints, one that failed 3 times in a row is skipped for 5 s (etcd3's circuit breaker).
+ *  - `prefix` — default `/caddy/routing/`.
+ *  - `username`, `password` — etcd auth (both or neither); `password` is a secret.
+ *  - `dial_timeout` — default 5s: bounds the prefix listing and establishing the watch (etcd3 itself has no
+ *    dial timeout); 0 ⇒ default.
+ *  - `request_timeout` — default 2s: bounds one per-key read on a cache miss; 0 ⇒ default.
+ *  - `initial_load_timeout` — default = `dial_timeout`.
+ *  - `tls_enabled` — default false; also implied by any `tls_*` option below or `https://` endpoints.
+ *  - `tls_ca_file` — PEM CA bundle to verify the server (default: the system roots).
+ *  - `tls_cert_file`, `tls_key_file` — PEM client certificate and key (both or neither).
+ *  - `tls_skip_verify` — default false: accept any server certificate (testing only).
+ *  Common options read by the registry: `max_cache_size` (10000), `negative_cache_ttl` (30s), `backoff_*`.
+ *
+ * How it stays in sync: `list` is one range read of the prefix and returns the header revision; `watch` is a
+ * prefix watch from that revision + 1, so nothing written between the listing and the watch — or during a
+ * disconnect — is missed: after a failure the runner resumes from the last revision seen (`resumable`).
+ * When that revision was compacted meanwhile the watch throws `ResyncRequired` and the runner re-lists.
+ * etcd3 reconnects watches silently; this driver instead rejects on its first 'disconnected', so the source
+ * turns unhealthy while etcd is unreachable and the runner decides when to retry. The source is healthy only
+ * once etcd confirmed the watch ('connected').
+ */
+export interface EtcdOptions {
+  /** `http(s)://host:port`, normalised. */
+  hosts: string[];
+  prefix: string;
+  auth?: { username: string; password: string };
+  dialTimeoutMs: number;
+  requestTimeoutMs: number;
+  tls?: { caFile?: string; certFile?: string; keyFile?: string; skipVerify: boolean };
+}
+
+type HostPolicy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
+type WatchBackoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>;
+
+const noEvent = (): { dispose(): void } => ({ dispose: () => undefined });
+
+/** A policy that just runs the call. */
+const passThrough: HostPolicy = {
+  _altReturn: undefined as never,
+  onSuccess: noEvent,
+  onFailure: noEvent,
+  // async: etcd3 (markFailed) expects a rejected promise, never a synchronous throw
+  execute: async (fn, signal) => fn({ signal: signal ?? new AbortController().signal }),
+};
+
+/** One attempt per endpoint, each on the next endpoint (etcd3 moves on per attempt), no delay in between. */
+function failover(endpoints: number): HostPolicy {
+  return {
+    ...passThrough,
+    async execute(fn, signal) {
+      const context = { signal: signal ?? new AbortController().signal };
+      for (let attempt = 1; ; attempt++) {
+        try {
+          return await fn(context);
+        } catch (err) {
+          if (attempt >= endpoints || !isRecoverableError(err as Error)) throw err;
+        }
+      }
+    },
+  };
+}
+
+/** etcd3 re-opens a broken watch stream by itself after this delay; we cancel our watcher first, so keep it short. */
+const quickWatchBackoff: WatchBackoff = { duration: 100, next: () => quickWatchBackoff };
+
+export class EtcdDriver implements StoreDriver {
+  readonly resumable = true;
+  private client: Etcd3 | undefined;
+  private closed = false;
+
+  constructor(
+    private readonly name: string,
+    private readonly o: EtcdOptions,
+  ) {}
+
+  async connect(): Promise<void> {
+    if (this.closed) throw new SourceError(this.name, 'closed');
+    this.client ??= await this.createClient();
+  }
+
+  async list(signal: AbortSignal): Promise<Snapshot> {
+    const res = await abortable(signal, this.etcd().getAll().prefix(this.o.prefix).options({ deadline: Date.now() + this.o.dialTimeoutMs }).exec()).catch((err: unknown) => {
+      throw new SourceError(this.name, `listing ${this.o.prefix} on ${this.o.hosts.join(',')}: ${errorMessage(err)}`, { cause: err });
+    });
+    const entries: Array<[string, StoredValue]> = [];
+    for (const kv of res.kvs) {
+      const key = this.routingKey(kv);
+      if (key !== undefined) entries.push([key, kv.value]);
+    }
+    return { entries, revision: res.header.revision };
+  }
+
+  async get(key: string, signal: AbortSignal): Promise<StoredValue | null> {
+    if (key === '') return null;
+    return abortable(signal, this.etcd().get(this.o.prefix + key).options({ deadline: Date.now() + this.o.requestTimeoutMs }).buffer());
+  }
+
+  async watch(ctx: WatchContext): Promise<void> {
+    const client = this.etcd();
+    const builder = client.watch().prefix(this.o.prefix);
+    // continue right after the last revision the runner saw (the listing's header, or the last change)
+    const start = ctx.fromRevision === undefined ? undefined : (BigInt(ctx.fromRevision) + 1n).toString();
+    if (start !== undefined) builder.startRevision(start);
+    const watcher = builder.watcher();
+    let dialTimer: NodeJS.Timeout | undefined;
+    try {
+      await new Promise<void>((resolve, reject) => {
+        if (ctx.signal.aborted) return resolve();
+        ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+        dialTimer = setTimeout(() => reject(new SourceError(this.name, `watch not established within ${this.o.dialTimeoutMs}ms`)), this.o.dialTimeoutMs);
+        watcher.on('connected', () => {
+          clearTimeout(dialTimer);
+          ctx.onReady();
+        });
+        watcher.on('put', (kv: IKeyValue) => {
+          const key = this.routingKey(kv);
+          if (key !== undefined) ctx.onChange({ type: 'put', key, value: kv.value, revision: kv.mod_revision });
+        });
+        watcher.on('delete', (kv: IKeyValue) => {
+          const key = this.routingKey(kv);
+          if (key !== undefined) ctx.onChange({ type: 'delete', key, revision: kv.mod_revision });
+        });
+        // etcd3 would reconnect quietly; we report the loss so the runner marks the source unhealthy
+        watcher.on('disconnected', (err: Error) => reject(new SourceError(this.name, `watch disconnected: ${errorMessage(err)}`, { cause: err })));
+        // etcd cancelled the watch: compaction of the start revision (no reason given), permission denied, …
+        watcher.on('error', (err: Error) => {
+          this.cancellation(err, start).then(reject, reject);
+        });
+        watcher.on('end', () => resolve());
+      });
+    } finally {
+      clearTimeout(dialTimer);
+      watcher.removeAllListeners();
+      watcher.on('error', () => undefined); // late errors of a watcher we no longer listen to
+      void watcher.cancel().catch(() => undefined); // not awaited: on a dead stream the cancel never completes
+    }
+  }
+
+  async close(): Promise<void> {
+    if (this.closed) return;
+    this.closed = true;
+    this.client?.close();
+    this.client = undefined;
+  }
+
+  // ---- internals -------------------------------------------------------------------------------------
+
+  private etcd(): Etcd3 {
+    if (this.client === undefined) throw new SourceError(this.name, this.closed ? 'closed' : 'not connected');
+    return this.client;
+  }
+
+  private routingKey(kv: IKeyValue): string | undefined {
+    const full = kv.key.toString('utf8');
+    if (!full.startsWith(this.o.prefix) || full.length === this.o.prefix.length) return undefined;
+    return full.slice(this.o.prefix.length);
+  }
+
+  /**
+   * Why etcd cancelled the watch. etcd 3.4 cancels a watch whose start revision was compacted without saying
+   * so (empty cancel reason), so ask: a read at that revision fails with "required revision has been compacted".
+   */
+  private async cancellation(err: Error, start: string | undefined): Promise<Error> {
+    if (/compact/i.test(err.message)) return new ResyncRequired(`etcd: watch revision compacted (${err.message})`);
+    if (start !== undefined && this.client !== undefined) {
+      try {
+        await this.client.getAll().prefix(this.o.prefix).revision(start).limit(1).options({ deadline: Date.now() + this.o.requestTimeoutMs }).keys();
+      } catch (probe) {
+        if (/compacted/i.test(errorMessage(probe))) return new ResyncRequired(`etcd: revision ${start} was compacted; re-listing`);
+      }
+    }
+    return new SourceError(this.name, `watch cancelled by etcd: ${err.message}`, { cause: err });
+  }
+
+  private async createClient(): Promise<Etcd3> {
+    const t = this.o.tls;
+    const options: IOptions = {
+      hosts: this.o.hosts,
+      // half-open connections: a ping every 10 s (etcd accepts ≥ 5 s), dead after 5 s without an answer
+      grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000 },
+      faultHandling: {
+        // one endpoint: no circuit breaker (it would refuse calls for 5 s after etcd came back); several: keep
+        // etcd3's (3 failures ⇒ that endpoint is skipped for 5 s), so watches and reads go to live endpoints
+        ...(this.o.hosts.length === 1 ? { host: () => passThrough } : {}),
+        global: failover(this.o.hosts.length),
+        watchBackoff: quickWatchBackoff,
+      },
+    };
+    if (this.o.auth) {
+      options.auth = { ...this.o.auth, callOptions: () => ({ deadline: Date.now() + this.o.dialTimeoutMs }) };
+    }
+    if (t === undefined) return new Etcd3(options);
+    const [ca, cert, key] = await Promise.all([t.caFile, t.certFile, t.keyFile].map((f) => (f === undefined ? undefined : readFile(f))));
+    // etcd3 only builds TLS credentials when given a root certificate; an empty one means "system roots" in grpc-js
+    options.credentials = { rootCertificate: ca ?? (null as unknown as Buffer), ...(key ? { privateKey: key } : {}), ...(cert ? { certChain: cert } : {}) };
+    if (!t.skipVerify) return new Etcd3(options);
+    // etcd3 gives no way to pass grpc-js verify options, so wrap createSsl while the client builds its
+    // credentials (synchronously, in its constructor) to turn certificate and host-name checks off.
+    const original = grpc.credentials.createSsl;
+    let wrapped = false;
+    grpc.credentials.createSsl = (rootCerts, privateKey, certChain) => {
+      wrapped = true;
+      return original(rootCerts, privateKey, certChain, { rejectUnauthorized: false, checkServerIdentity: () => undefined });
+    };
+    try {
+      const client = new Etcd3(options);
+      if (!wrapped) {
+        client.close();
+        throw new SourceError(this.name, 'tls_skip_verify is not supported by the installed etcd3 client');
+      }
+      return client;
+    } finally {
+      grpc.credentials.createSsl = original;
+    }
+  }
+}
+
+/** Resolves or rejects with `work`, or rejects with the signal's reason as soon as it aborts. */
+function abortable<T>(signal: AbortSignal, work: Promise<T>): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+/** `host:port` → `http://host:port` (`https://` with TLS); explicit schemes must agree with the TLS setting. */
+export function normaliseEndpoint(endpoint: string, tls: boolean): string | { problem: string } {
+  const m = /^(?:(https?):\/\/)?([^/\s]+?)\/?$/i.exec(endpoint.trim());
+  if (!m || m[2] === undefined) return { problem: `invalid endpoint ${JSON.stringify(endpoint)}: use host:port or http(s)://host:port` };
+  const scheme = m[1]?.toLowerCase();
+  const hostPort = m[2];
+  if (!/^(\[[0-9a-f:.]+\]|[^:]+):\d{1,5}$/i.test(hostPort)) return { problem: `invalid endpoint ${JSON.stringify(endpoint)}: missing or bad port (use host:port)` };
+  if (scheme === 'http' && tls) return { problem: `endpoint ${JSON.stringify(endpoint)} is http:// but TLS is enabled` };
+  return `${tls ? 'https' : 'http'}://${hostPort}`;
+}
+
+export const factory: DriverFactory = ({ name, options }) => {
+  const endpoints = options.stringList('endpoints');
+  if (endpoints.length === 0) options.fail('endpoints', 'is required: at least one etcd endpoint (host:port)');
+  const prefix = options.string('prefix', '/caddy/routing/');
+  if (prefix === '') options.fail('prefix', 'must not be empty');
+  const username = options.string('username');
+  const password = options.string('password');
+  if (password !== undefined && password !== '' && !username) options.fail('username', 'is required when password is set');
+  if (username && password === undefined) options.fail('password', 'is required when username is set');
+  const dialTimeoutMs = options.duration('dial_timeout', 5_000) || 5_000;
+  const requestTimeoutMs = options.duration('request_timeout', 2_000) || 2_000;
+  const initialLoadTimeoutMs = options.duration('initial_load_timeout', dialTimeoutMs) || dialTimeoutMs;
+
+  const caFile = options.string('tls_ca_file') || undefined;
+  const certFile = options.string('tls_cert_file') || undefined;
+  const keyFile = options.string('tls_key_file') || undefined;
+  const skipVerify = options.bool('tls_skip_verify', false);
+  if (certFile !== undefined && keyFile === undefined) options.fail('tls_key_file', 'is required when tls_cert_file is set (client certificate and key go together)');
+  if (keyFile !== undefined && certFile === undefined) options.fail('tls_cert_file', 'is required when tls_key_file is set (client certificate and key go together)');
+  const httpsEndpoint = endpoints.some((e) => /^https:\/\//i.test(e.trim()));
+  const tlsEnabled = options.bool('tls_enabled', false) || caFile !== undefined || certFile !== undefined || skipVerify || httpsEndpoint;
+
+  const hosts = endpoints.map((e, i) => {
+    const host = normaliseEndpoint(e, tlsEnabled);
+    return typeof host === 'string' ? host : options.fail(`endpoints[${i}]`, host.problem);
+  });
+  const o: EtcdOptions = {
+    hosts,
+    prefix,
+    dialTimeoutMs,
+    requestTimeoutMs,
+    ...(username ? { auth: { username, password: password ?? '' } } : {}),
+    ...(tlsEnabled ? { tls: { caFile, certFile, keyFile, skipVerify } } : {}),
+  };
+  return { driver: new EtcdDriver(name, o), runtime: { initialLoadTimeoutMs, getTimeoutMs: requestTimeoutMs } };
+};
