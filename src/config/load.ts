@@ -1,5 +1,5 @@
 import { readFileSync } from 'node:fs';
-import { LineCounter, parseDocument, isMap, type Node } from 'yaml';
+import { LineCounter, parseDocument, isMap, isScalar, type Node } from 'yaml';
 import { ConfigError } from '../errors.ts';
 import { isDialAddress } from '../route/parse.ts';
 import { FALLBACK_POLICIES, type FallbackPolicyName } from '../select/fallback.ts';
@@ -37,10 +37,16 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
   const doc = parseDocument(interpolate(text, env), { lineCounter: lines, uniqueKeys: true, prettyErrors: false });
   if (doc.errors.length > 0) {
     const e = doc.errors[0] as (typeof doc.errors)[number];
-    throw new ConfigError('', `invalid YAML/JSON: ${e.message.split('\n')[0]}`, { file, line: e.linePos?.[0]?.line });
+    throw new ConfigError('', `invalid YAML/JSON: ${e.message.split('\n')[0]}`, { file, line: lines.linePos(e.pos[0]).line });
   }
   const locate: LocateFn = (path) => {
-    const node = doc.getIn(splitPath(path), true) as Node | undefined;
+    const parts = splitPath(path);
+    // a map entry is reported at its key's line (the value may start on the next line)
+    const parent = doc.getIn(parts.slice(0, -1), true) as Node | undefined;
+    const last = parts[parts.length - 1];
+    const pair = isMap(parent) ? parent.items.find((p) => isScalar(p.key) && p.key.value === last) : undefined;
+    const keyNode = pair !== undefined && isScalar(pair.key) ? pair.key : undefined;
+    const node = keyNode ?? (doc.getIn(parts, true) as Node | undefined);
     const offset = node?.range?.[0];
     return offset === undefined ? { file } : { file, line: lines.linePos(offset).line };
   };
@@ -51,7 +57,7 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
 
   const listen = address(r, 'listen', '127.0.0.1:2020');
   const adminReader = r.object('admin') ?? new OptionReader({}, 'admin', locate);
-  const admin = { listen: address(adminReader, 'listen', '127.0.0.1:2021'), token: adminReader.string('token') || undefined };
+  const admin = { listen: address(adminReader, 'listen', '127.0.0.1:2021'), token: adminReader.string('token') || undefined, eventsSampleRate: fraction(adminReader, 'events_sample_rate', 0.01) };
   adminReader.done();
   const dnsReader = r.object('dns');
   let dns: ServiceConfig['dns'];
@@ -111,6 +117,15 @@ function readPolicy(name: string, p: OptionReader): PolicyConfig {
   };
   p.done();
   return config;
+}
+
+/** A number from 0 to 1 (a share); numeric strings are accepted, as `${ENV}` interpolation yields text. */
+function fraction(r: OptionReader, name: string, fallback: number): number {
+  const v = r.raw(name);
+  if (v === undefined || v === null || v === '') return fallback;
+  const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 1) return r.fail(name, `must be a number from 0 to 1, got ${JSON.stringify(v)}`);
+  return n;
 }
 
 /** A listen address: `host:port`; port 0 picks a free port (tests). */

@@ -22,6 +22,7 @@ export class OptionReader {
   }
 
   field(name: string): string {
+    if (name === '') return this.path;
     return this.path ? `${this.path}.${name}` : name;
   }
 

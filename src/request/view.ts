@@ -63,6 +63,7 @@ export class RequestView {
     const h = this.hostport;
     const close = h.lastIndexOf(']');
     const colon = h.lastIndexOf(':');
+    if (close === -1 && h.indexOf(':') !== colon) return ''; // a bare IPv6 address has no port
     return colon > close ? h.slice(colon + 1) : '';
   }
 
@@ -149,11 +150,13 @@ export function clientIpFromForwarded(xff: string, socketIp: string): string {
   if (xff !== '') {
     const comma = xff.lastIndexOf(',');
     const last = (comma === -1 ? xff : xff.slice(comma + 1)).trim();
-    if (last !== '') return stripBrackets(last);
+    if (last !== '') return normaliseIp(last);
   }
-  return stripBrackets(socketIp.startsWith('::ffff:') ? socketIp.slice(7) : socketIp);
+  return normaliseIp(socketIp);
 }
 
-function stripBrackets(ip: string): string {
-  return ip.startsWith('[') && ip.endsWith(']') ? ip.slice(1, -1) : ip;
+/** `[v6]` → `v6`; an IPv4-mapped `::ffff:1.2.3.4` → `1.2.3.4`, so one client always hashes the same way. */
+function normaliseIp(ip: string): string {
+  const bare = ip.startsWith('[') && ip.endsWith(']') ? ip.slice(1, -1) : ip;
+  return /^::ffff:\d+\.\d+\.\d+\.\d+$/i.test(bare) ? bare.slice(7) : bare;
 }

@@ -141,6 +141,7 @@ function retryOrderFor(upstreams: readonly WeightedUpstream[]): (chosen: number)
     slot.push(at);
   }
   const n = unique.length;
+  if (n !== upstreams.length) return retryOrderWithRepeats(upstreams);
   // prefix[i] = unique[0..i-1] joined; suffix[i] = unique[i+1..n-1] joined
   const prefix: string[] = new Array<string>(n + 1);
   const suffix: string[] = new Array<string>(n + 1);
@@ -155,6 +156,29 @@ function retryOrderFor(upstreams: readonly WeightedUpstream[]): (chosen: number)
     let out = unique[i] as string;
     if (after !== '') out += `, ${after}`;
     if (before !== '') out += `, ${before}`;
+    return out;
+  };
+}
+
+/** Rare case: an address listed twice. Exact "after it in rule order, once each", built per choice and cached. */
+function retryOrderWithRepeats(upstreams: readonly WeightedUpstream[]): (chosen: number) => string {
+  const n = upstreams.length;
+  const cache = new Map<number, string>();
+  return (chosen) => {
+    let out = cache.get(chosen);
+    if (out === undefined) {
+      const seen = new Set<string>();
+      const order: string[] = [];
+      for (let k = 0; k < n; k++) {
+        const a = (upstreams[(chosen + k) % n] as WeightedUpstream).address;
+        if (!seen.has(a)) {
+          seen.add(a);
+          order.push(a);
+        }
+      }
+      out = order.join(', ');
+      if (cache.size < 1024) cache.set(chosen, out);
+    }
     return out;
   };
 }

@@ -8,7 +8,7 @@ export function lineOfField(text: string, field: string): number {
   const lines = new LineCounter();
   const doc = parseDocument(text, { lineCounter: lines, prettyErrors: false });
   const error = doc.errors[0];
-  if (error !== undefined) return error.linePos?.[0]?.line ?? 1;
+  if (error !== undefined) return lines.linePos(error.pos[0]).line;
   const path = fieldPath(field);
   while (path.length > 0) {
     const node = doc.getIn(path, true) as Node | undefined;

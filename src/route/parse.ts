@@ -17,6 +17,8 @@ import { ALGORITHMS, type AlgorithmName, type RouteConfig, type Rule, type Weigh
 export type Format = 'json' | 'yaml' | 'simple';
 
 export function detectFormat(text: string): Format {
+  // a bare bracketed IPv6 dial address would otherwise look like a JSON array
+  if (/^\[[0-9A-Fa-f:.]+(%[\w.-]+)?\]:\d+$/.test(text)) return 'simple';
   const c = text[0];
   if (c === '{' || c === '"' || c === '[') return 'json';
   if (text.includes('\n')) return 'yaml';
@@ -33,7 +35,8 @@ export function parseRouteConfig(raw: string | Uint8Array, format: Format | 'aut
   const text = (typeof raw === 'string' ? raw : Buffer.from(raw).toString('utf8')).trim();
   if (text === '') return null;
   const fmt = format === 'auto' ? detectFormat(text) : format;
-  if (fmt === 'simple') return { upstream: checkAddress(text.replace(/: /, ':'), 'upstream'), rules: [] };
+  // the Go module's one-liner `backend: 8080` means backend:8080; any other text is taken as written
+  if (fmt === 'simple') return { upstream: checkAddress(/^[^:\s]+: \d+$/.test(text) ? text.replace(': ', ':') : text, 'upstream'), rules: [] };
   let doc: unknown;
   try {
     doc = fmt === 'json' ? JSON.parse(text) : parseYaml(text, { schema: 'core', uniqueKeys: true });
@@ -67,7 +70,7 @@ function decodeConfig(doc: Record<string, unknown>, fmt: Format): RouteConfig {
   }
   if (doc.updated_at !== undefined && doc.updated_at !== null) config.updated_at = time(doc.updated_at, 'updated_at');
   if (doc.created_at !== undefined && doc.created_at !== null) config.created_at = time(doc.created_at, 'created_at');
-  if (doc.version !== undefined && doc.version !== null) config.version = int(doc.version, 'version');
+  if (doc.version !== undefined && doc.version !== null) config.version = int(doc.version, 'version', strict);
   if (doc.description !== undefined && doc.description !== null) config.description = str(doc.description, 'description', strict);
   if (doc.fallback !== undefined && doc.fallback !== null) config.fallback = str(doc.fallback, 'fallback', strict);
   if (doc.metadata !== undefined && doc.metadata !== null) config.metadata = stringMap(doc.metadata, 'metadata', strict);
@@ -103,7 +106,7 @@ function decodeRule(raw: unknown, at: string, strict: boolean): Rule {
     rule.upstreams = r.upstreams.map((u, j) => decodeUpstream(u, `${at}.upstreams[${j}]`, strict));
   }
   if (rule.upstreams.length === 0) throw new RouteParseError(`${at}.upstreams`, 'must list at least one upstream');
-  if (r.priority !== undefined && r.priority !== null) rule.priority = int(r.priority, `${at}.priority`);
+  if (r.priority !== undefined && r.priority !== null) rule.priority = int(r.priority, `${at}.priority`, strict);
   if (r.algorithm !== undefined && r.algorithm !== '') rule.algorithm = algorithm(r.algorithm, `${at}.algorithm`);
   if (r.algorithm_key !== undefined) rule.algorithm_key = str(r.algorithm_key, `${at}.algorithm_key`, strict);
   return rule;
@@ -116,7 +119,7 @@ function decodeUpstream(raw: unknown, at: string, strict: boolean): WeightedUpst
   if (u.address === undefined || u.address === null || u.address === '') throw new RouteParseError(`${at}.address`, 'is required');
   const address = checkAddress(str(u.address, `${at}.address`, strict), `${at}.address`);
   let weight = 1;
-  if (u.weight !== undefined && u.weight !== null) weight = int(u.weight, `${at}.weight`);
+  if (u.weight !== undefined && u.weight !== null) weight = int(u.weight, `${at}.weight`, strict);
   return { address, weight: weight > 0 ? weight : 1 };
 }
 
@@ -170,9 +173,10 @@ function str(v: unknown, at: string, strict: boolean): string {
   throw new RouteParseError(at, `must be a string, got ${kind(v)}`);
 }
 
-function int(v: unknown, at: string): number {
+function int(v: unknown, at: string, strict = false): number {
   if (typeof v === 'number' && Number.isSafeInteger(v)) return v;
-  if (typeof v === 'string' && /^-?\d+$/.test(v.trim())) return Number(v.trim());
+  // YAML may quote a number; JSON must not (the Go module's decoder rejects "2" for an int)
+  if (!strict && typeof v === 'string' && /^-?\d+$/.test(v.trim())) return Number(v.trim());
   throw new RouteParseError(at, `must be an integer, got ${typeof v === 'number' ? v : kind(v)}`);
 }
 
@@ -183,8 +187,10 @@ function bool(v: unknown, at: string): boolean {
   throw new RouteParseError(at, `must be true or false, got ${kind(v)}`);
 }
 
+const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}:\d{2})$/;
+
 function time(v: unknown, at: string): Date {
-  const d = v instanceof Date ? v : typeof v === 'string' ? new Date(v) : undefined;
+  const d = v instanceof Date ? v : typeof v === 'string' && RFC3339.test(v.trim()) ? new Date(v.trim()) : undefined;
   if (d === undefined || Number.isNaN(d.getTime())) throw new RouteParseError(at, `must be an RFC 3339 timestamp, got ${JSON.stringify(v)}`);
   return d;
 }

@@ -13,7 +13,8 @@ import { BodyTooLarge, readBody, sendJson, tuneKeepAlive } from './http-util.ts'
  */
 export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, logger: Logger): Server {
   const rpc = new RpcHandler(policies);
-  const server = createServer((req, res) => {
+  // Caddy accepts request headers up to ~1 MB and forward_auth forwards them all: Node's 16 KB default would 431
+  const server = createServer({ maxHeaderSize: 1 << 20 }, (req, res) => {
     route(req, res).catch((err: unknown) => {
       logger.error({ err, url: req.url }, 'request failed');
       if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });

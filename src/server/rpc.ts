@@ -1,6 +1,7 @@
 import { select } from '../engine/select.ts';
 import type { PolicyRuntime } from '../engine/observer.ts';
 import { poolKey, upstreamPool } from '../engine/upstreams.ts';
+import { toStoredForm } from '../route/serialize.ts';
 import { isMiss } from '../sources/source.ts';
 import { viewFromRpc, type RpcRequestInput } from './request-view.ts';
 
@@ -80,7 +81,7 @@ export class RpcHandler {
         const source = runtime.policy.source;
         if (source === undefined) return null;
         const found = source.peek(key) ?? (await source.load(key));
-        return isMiss(found) ? null : found.config;
+        return isMiss(found) ? null : toStoredForm(found.config);
       }
       default:
         throw new MethodNotFound();

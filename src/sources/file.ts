@@ -46,7 +46,18 @@ export class FileDriver implements StoreDriver {
   }
 
   async get(key: string): Promise<StoredValue | null> {
-    const snapshot = await this.list();
+    if ((await stat(this.path)).isDirectory()) {
+      // only the file(s) named like the key: a cache miss must not re-read the whole directory
+      for (const name of (await readdir(this.path)).sort()) {
+        if (name.startsWith('.')) continue;
+        const ext = extname(name);
+        if ((ext ? name.slice(0, -ext.length) : name) !== key) continue;
+        const file = join(this.path, name);
+        if ((await stat(file)).isFile()) return readFile(file, 'utf8');
+      }
+      return null;
+    }
+    const snapshot = await this.listFile();
     if (snapshot.invalid) throw snapshot.invalid;
     for (const [k, v] of snapshot.entries) if (k === key) return v;
     return null;
@@ -94,7 +105,15 @@ export class FileDriver implements StoreDriver {
   }
 
   private async watchFiles(ctx: WatchContext): Promise<void> {
+    let fail!: (err: unknown) => void;
+    // listen for the abort before the first await: a stop that lands while we start must still end us
+    const ended = new Promise<void>((resolve, reject) => {
+      fail = reject;
+      if (ctx.signal.aborted) resolve();
+      else ctx.signal.addEventListener('abort', () => resolve(), { once: true });
+    });
     const isDir = (await stat(this.path)).isDirectory();
+    if (ctx.signal.aborted) return;
     const target = isDir ? this.path : dirname(this.path);
     const file = isDir ? undefined : basename(this.path);
     let timer: NodeJS.Timeout | undefined;
@@ -110,11 +129,6 @@ export class FileDriver implements StoreDriver {
       clearTimeout(timer);
       timer = setTimeout(reload, this.o.debounceMs);
     };
-    let fail!: (err: unknown) => void;
-    const ended = new Promise<void>((resolve, reject) => {
-      fail = reject;
-      ctx.signal.addEventListener('abort', () => resolve(), { once: true });
-    });
     let watcher: FSWatcher | undefined;
     let poller: NodeJS.Timeout | undefined;
     try {

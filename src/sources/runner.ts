@@ -72,11 +72,20 @@ export class SourceRuntime implements RouteSource {
   private loop: Promise<void> | undefined;
   private isHealthy = false;
   private isReady = false;
+  /** The store connection's last failure; cleared once in sync again. */
   private lastError: string | undefined;
+  /** The last invalid value, kept until that key is applied successfully (a sync does not clear it). */
+  private lastParseError: { key: string; message: string } | undefined;
   private lastSyncAt: number | undefined;
   private revision: Revision | undefined;
-  /** The cache holds every key of the store (a full listing applied, nothing evicted since, watch live). */
+  /**
+   * The cache holds every key of the store: a full listing was applied and nothing evicted since. It stays
+   * true across a store failure — while unhealthy a miss answers `unhealthy` before this is consulted, and a
+   * resumed watch replays what was missed (a non-resumable one re-lists).
+   */
   private mirrorComplete = false;
+  /** The text of values that failed to parse, so an unchanged bad value is counted and logged once. */
+  private readonly rejected = new Map<string, string>();
   private evictionsAtList = 0;
   private resyncWanted = false;
   private initialDone!: () => void;
@@ -118,7 +127,9 @@ export class SourceRuntime implements RouteSource {
     const ttl = this.driver.entryTtlMs;
     if (route !== undefined) {
       // watched stores keep entries fresh themselves; only lazy stores read the clock here
-      if (ttl === undefined || Date.now() - route.loadedAt < ttl) {
+      // expired entries of an unhealthy store are served as they are (stale-on-error) without a doomed
+      // refetch per request; the store's health loop brings the source back, and then they refresh
+      if (ttl === undefined || !this.isHealthy || Date.now() - route.loadedAt < ttl) {
         this.cache.hits++;
         this.labels.hit.inc();
         return route;
@@ -161,7 +172,9 @@ export class SourceRuntime implements RouteSource {
     try {
       raw = await withTimeout(this.opts.getTimeoutMs, this.lifetime.signal, () => new SourceTimeoutError(this.name, `get ${JSON.stringify(key)}`, this.opts.getTimeoutMs), (s) => this.driver.get(key, s));
     } catch (err) {
-      this.noteError(`get ${JSON.stringify(key)}: ${errorMessage(err)}`);
+      // reported, but health stays with the store loop (list/watch/probe): one slow key must not make every
+      // other uncached key answer "unhealthy" without even asking
+      this.lastError = `get ${JSON.stringify(key)}: ${errorMessage(err)}`;
       if (stale !== undefined) return stale; // stale-on-error
       const error = err instanceof Error ? err : new Error(String(err));
       return { miss: 'error', error } satisfies RouteMiss;
@@ -202,7 +215,8 @@ export class SourceRuntime implements RouteSource {
     );
     const outcome = await Promise.race([this.initialLoad.then(() => 'loaded' as const), timeout]);
     if (outcome === 'timeout') {
-      this.noteError(`initial load did not finish within ${this.opts.initialLoadTimeoutMs}ms; serving without it and retrying in the background`);
+      const cause = this.lastError !== undefined ? ` (last error: ${this.lastError})` : '';
+      this.noteError(`initial load did not finish within ${this.opts.initialLoadTimeoutMs}ms; serving without it and retrying in the background${cause}`);
     }
     this.isReady = true;
   }
@@ -253,7 +267,7 @@ export class SourceRuntime implements RouteSource {
             fromRevision: this.revision,
             onChange: (c) => this.applyChange(c),
             onSnapshot: (s) => {
-              this.applySnapshot(s);
+              this.applySnapshot(s, 'watch');
               if (s.invalid === undefined) this.markInSync();
             },
             onReady: () => {
@@ -263,12 +277,11 @@ export class SourceRuntime implements RouteSource {
           });
           // a clean end (server closed the stream): continue, re-listing when we cannot resume
           needList = !d.resumable || this.revision === undefined;
-          this.mirrorComplete = false;
         } else if (d.pollIntervalMs !== undefined && d.pollIntervalMs > 0 && d.list) {
           await sleep(d.pollIntervalMs, cycle.signal);
           if (d.poll) {
             const result = await withTimeout(this.opts.listTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'poll', this.opts.listTimeoutMs), (s) => (d.poll as StoreDriver['poll'] & {})(this.revision, s));
-            if (isSnapshot(result)) this.applySnapshot(result);
+            if (isSnapshot(result)) this.applySnapshot(result, 'watch');
             else this.applyPoll(result);
             this.markInSync();
           } else needList = true;
@@ -280,11 +293,11 @@ export class SourceRuntime implements RouteSource {
           await sleep(d.probeIntervalMs ?? 30_000, cycle.signal);
         } else {
           this.markInSync();
-          await new Promise<void>((resolve) => cycle.signal.addEventListener('abort', () => resolve(), { once: true }));
+          // the cycle may have been aborted while the listing ran (stop during a slow initial load)
+          if (!cycle.signal.aborted) await new Promise<void>((resolve) => cycle.signal.addEventListener('abort', () => resolve(), { once: true }));
         }
       } catch (err) {
         if (stopped.aborted) break;
-        this.mirrorComplete = false;
         if (err instanceof ResyncRequired || (cycle.signal.aborted && cycle.signal.reason instanceof ResyncRequired)) {
           const reason = err instanceof ResyncRequired ? err.message : errorMessage(cycle.signal.reason);
           this.labels.resync.inc();
@@ -312,19 +325,33 @@ export class SourceRuntime implements RouteSource {
    * good route (if any) is left in place.
    */
   private applyValue(key: string, raw: StoredValue, origin: string): CompiledRoute | null | typeof STALE_RESULT {
+    const text = typeof raw === 'string' ? raw : Buffer.from(raw).toString('utf8');
+    const current = this.cache.get(key);
+    if (current !== undefined && current.raw === text && text !== '') {
+      // unchanged (a re-list, a 304): keep the compiled route and its algorithm state, renew its age
+      current.loadedAt = Date.now();
+      if (this.lastParseError?.key === key) this.lastParseError = undefined;
+      return current;
+    }
+    if (this.rejected.get(key) === text) return STALE_RESULT;
     let route: CompiledRoute | null;
     try {
       const config = parseRouteConfig(raw);
-      route = config === null ? null : compileRoute(key, config, this.deps.compile, typeof raw === 'string' ? raw : Buffer.from(raw).toString('utf8'));
+      route = config === null ? null : compileRoute(key, config, this.deps.compile, text);
     } catch (err) {
       const e = err instanceof RouteParseError ? err.withKey(key) : new RouteParseError('', errorMessage(err), key);
       this.labels.parse.inc();
       this.deps.parseErrors.record(this.type);
-      this.lastError = e.message;
+      this.lastParseError = { key, message: e.message };
+      this.rejected.delete(key);
+      this.rejected.set(key, text);
+      if (this.rejected.size > this.cache.maxSize) this.rejected.delete(this.rejected.keys().next().value as string);
       this.log.warn({ key, field: e.field, origin, err: e.message }, 'invalid route config; keeping the last good one');
       return STALE_RESULT;
     }
-    const previous = this.cache.get(key);
+    if (this.lastParseError?.key === key) this.lastParseError = undefined;
+    this.rejected.delete(key);
+    const previous = current;
     if (route === null) {
       if (this.cache.delete(key)) this.publishDeleted(key, previous);
       return null;
@@ -338,11 +365,14 @@ export class SourceRuntime implements RouteSource {
     if (change.revision !== undefined) this.revision = change.revision;
     if (change.type === 'put') {
       this.labels.put.inc();
-      this.applyValue(change.key, change.value, 'watch');
+      if (this.applyValue(change.key, change.value, 'watch') !== STALE_RESULT) this.log.info({ key: change.key, change: 'put' }, 'route reloaded');
     } else {
       this.labels.del.inc();
       const previous = this.cache.get(change.key);
-      if (this.cache.delete(change.key)) this.publishDeleted(change.key, previous);
+      if (this.cache.delete(change.key)) {
+        this.publishDeleted(change.key, previous);
+        this.log.info({ key: change.key, change: 'delete' }, 'route reloaded');
+      }
     }
     this.touchSync();
   }
@@ -352,29 +382,41 @@ export class SourceRuntime implements RouteSource {
     if (result.revision !== undefined) this.revision = result.revision;
   }
 
-  private applySnapshot(snapshot: Snapshot): void {
+  /**
+   * `origin` 'watch': a listing delivered by the watch or a poll (file, Consul, ConfigMap); the keys it
+   * changes count as watch events (`put`/`delete`), as per-key changes from a KV watch do.
+   */
+  private applySnapshot(snapshot: Snapshot, origin: 'list' | 'watch' = 'list'): void {
     if (snapshot.invalid !== undefined) {
       this.labels.parse.inc();
       this.deps.parseErrors.record(this.type);
-      this.lastError = snapshot.invalid.message;
+      this.lastParseError = { key: '', message: snapshot.invalid.message };
       this.log.warn({ field: snapshot.invalid.field, err: snapshot.invalid.message }, 'invalid route document; keeping the last good routes');
       this.initialDone();
       return;
     }
     const seen = new Set<string>();
+    let updated = 0;
+    let deleted = 0;
     for (const [key, value] of snapshot.entries) {
       seen.add(key);
       const current = this.cache.get(key);
-      if (current !== undefined && sameValue(current, value)) continue;
-      this.applyValue(key, value, 'list');
+      const unchanged = current !== undefined && current.raw === (typeof value === 'string' ? value : Buffer.from(value).toString('utf8'));
+      if (!unchanged && origin === 'watch') this.labels.put.inc();
+      // unchanged values keep their compiled route (and algorithm state); applyValue only renews them
+      if (this.applyValue(key, value, origin) !== STALE_RESULT && !unchanged) updated++;
     }
     for (const key of [...this.cache.keys()]) {
       if (!seen.has(key)) {
         const previous = this.cache.get(key);
         this.cache.delete(key);
         this.publishDeleted(key, previous);
+        if (origin === 'watch') this.labels.del.inc();
+        deleted++;
       }
     }
+    // one line per reload that changed something (a parse error already logged its own line)
+    if (updated + deleted > 0) this.log.info({ origin, updated, deleted, routes: this.cache.size }, 'routes reloaded');
     if (snapshot.revision !== undefined) this.revision = snapshot.revision;
     this.evictionsAtList = this.cache.evictionCount;
     this.mirrorComplete = seen.size <= this.cache.maxSize;
@@ -407,7 +449,6 @@ export class SourceRuntime implements RouteSource {
   private setHealthy(healthy: boolean): void {
     const previous = this.isHealthy;
     this.isHealthy = healthy;
-    if (!healthy) this.mirrorComplete = false;
     this.deps.metrics.datasourceHealthy.set({ source_type: this.type }, healthy ? 1 : 0);
     if (previous !== healthy) {
       this.log.info({ healthy, last_error: this.lastError }, healthy ? 'source in sync' : 'source unhealthy');
@@ -426,9 +467,15 @@ export class SourceRuntime implements RouteSource {
       healthy: this.isHealthy,
       type: this.type,
       config_count: this.cache.size,
-      ...(this.lastError !== undefined ? { last_error: this.lastError } : {}),
+      ...this.lastErrorField(),
       ...(this.lastSyncAt !== undefined ? { last_sync: new Date(this.lastSyncAt).toISOString() } : {}),
     };
+  }
+
+  /** The most urgent problem: the store connection, then an invalid value, then a driver's standing warning. */
+  private lastErrorField(): { last_error?: string } {
+    const message = this.lastError ?? this.lastParseError?.message ?? this.driver.warning?.();
+    return message === undefined ? {} : { last_error: message };
   }
 
   cacheStats(): CacheStats {
@@ -438,11 +485,6 @@ export class SourceRuntime implements RouteSource {
 
 function isSnapshot(r: PollResult | Snapshot): r is Snapshot {
   return (r as Snapshot).entries !== undefined;
-}
-
-/** Unchanged values are skipped on re-list, so a resync does not rebuild every route (or reset its state). */
-function sameValue(route: CompiledRoute, value: StoredValue): boolean {
-  return route.raw === (typeof value === 'string' ? value : Buffer.from(value).toString('utf8'));
 }
 
 export { isMiss };

@@ -117,5 +117,10 @@ export interface StoreDriver {
   readonly probeIntervalMs?: number;
   /** How long a fetched value may be served before it is fetched again (lazy stores); default: forever. */
   readonly entryTtlMs?: number;
+  /**
+   * A standing problem in the store's data that is not a connection failure (e.g. one key defined in two
+   * ConfigMaps); shown as `last_error` in health while it lasts and nothing more urgent is reported.
+   */
+  warning?(): string | undefined;
   close(): Promise<void>;
 }
