@@ -1,3 +1,5 @@
+import type { AlgorithmFactory } from './algorithm.ts';
+import type { RequestView } from '../request/view.ts';
 /**
  * Hashes shared by the hash-based algorithms.
  *
@@ -71,4 +73,15 @@ export function fmix32(hash: number): number {
 /** The Go module's "index": FNV-1a(s) mod n (unsigned). `n` must be ≥ 1. */
 export function hashIndex(s: string, n: number): number {
   return fnv1a(s) % n;
+}
+
+/**
+ * A mod-n hashing algorithm over one request property (ip_hash, uri_hash): index = FNV-1a 32(read(view))
+ * mod n. Weights are ignored; a change of n remaps most inputs (consistent_hash is for that).
+ */
+export function modHash(read: (view: RequestView) => string): AlgorithmFactory {
+  return ({ upstreams }) => {
+    const n = upstreams.length;
+    return { pick: (view) => (n <= 1 ? n - 1 : hashIndex(read(view), n)) };
+  };
 }

@@ -7,22 +7,6 @@
  * The client IP is `view.remoteIp`: the address Caddy saw (see `clientIpFromForwarded`), not a
  * client-supplied X-Forwarded-For element as in the Go module.
  */
-import type { Algorithm, AlgorithmFactory, AlgorithmOptions } from './algorithm.ts';
-import type { RequestView } from '../request/view.ts';
-import { hashIndex } from './hash.ts';
+import { modHash } from './hash.ts';
 
-export class IpHash implements Algorithm {
-  private readonly n: number;
-
-  constructor(options: AlgorithmOptions) {
-    this.n = options.upstreams.length;
-  }
-
-  pick(view: RequestView): number {
-    const n = this.n;
-    if (n <= 1) return n - 1;
-    return hashIndex(view.remoteIp, n);
-  }
-}
-
-export const ipHash: AlgorithmFactory = (options) => new IpHash(options);
+export const ipHash = modHash((view) => view.remoteIp);

@@ -95,7 +95,11 @@ export interface PollResult {
 }
 
 export interface StoreDriver {
-  /** Open clients; may throw (the runner retries with backoff). */
+  /**
+   * Open clients; may throw (the runner retries with backoff). Called until it first succeeds, not after
+   * every failure: a driver whose session can die (ZooKeeper expiry, a closed Redis connection) re-opens it
+   * itself in the next list/get/watch, so a flapping store never leaks clients.
+   */
   connect?(signal: AbortSignal): Promise<void>;
   /** Everything under the prefix; omitted by lazy stores (HTTP), which are only asked per key. */
   list?(signal: AbortSignal): Promise<Snapshot>;
