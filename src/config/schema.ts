@@ -15,6 +15,11 @@ export interface ServiceConfig {
     listen: string;
     /** When set, `/dynamic-lb/*` requires `Authorization: Bearer <token>`. Secret: never logged. */
     token: string | undefined;
+    /**
+     * Share of successful selections published as `dynamic_lb.route_selected` events (0…1, e.g. 0.01 = one
+     * in a hundred). Misses are all published as `route_missed`, up to 100 per second per policy. Default 0.01.
+     */
+    eventsSampleRate?: number;
   };
   /** DNS answers for Caddy's `dynamic srv` / `dynamic a`; off when absent. */
   dns: { listen: string; zone: string; ttlSeconds: number } | undefined;

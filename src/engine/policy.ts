@@ -4,6 +4,7 @@ import type { CompiledExpression } from '../request/placeholders.ts';
 import type { Fallback } from '../select/fallback.ts';
 import type { RouteSource } from '../sources/source.ts';
 import type { Decision, MissReason } from './decision.ts';
+import type { CompiledRule } from '../route/compile.ts';
 
 /**
  * A policy at run time: how to find the key(s), where routes come from, what to do on a miss. Built once
@@ -26,13 +27,17 @@ export interface Policy {
 }
 
 /**
- * Hit/miss counters with label children resolved once: per policy in coarse mode, per (key, upstream) in
- * detailed mode, bounded so that attacker-chosen keys cannot grow memory without limit.
+ * Hit/miss counters with label children resolved once (FastCounter children are plain number cells): in
+ * coarse mode one per policy; in detailed mode a hit's child hangs off the compiled rule (so a hit builds no
+ * label string), a miss's is kept per key, bounded. Detailed mode still creates one Prometheus series per
+ * key and upstream — with client-chosen keys use `metrics_cardinality: coarse`.
  */
 export class DecisionCounters {
-  private readonly hits = new Map<string, Counter.Internal>();
+  private readonly ruleHits = new WeakMap<CompiledRule, Map<string, Counter.Internal>>();
   private readonly misses = new Map<string, Counter.Internal>();
-  private static readonly MAX_CHILDREN = 10_000;
+  private readonly fallbacks = new Map<MissReason, Counter.Internal>();
+  private coarseHit: Counter.Internal | undefined;
+  private static readonly MAX_MISS_CHILDREN = 10_000;
 
   constructor(
     private readonly metrics: Metrics,
@@ -41,16 +46,13 @@ export class DecisionCounters {
 
   record(d: Decision): void {
     if (d.route === 'hit') {
-      const key = this.coarse ? '__all__' : d.key;
-      const upstream = this.coarse ? '__all__' : d.upstream;
-      const id = `${key}\u0000${upstream}`;
-      let child = this.hits.get(id);
-      if (child === undefined) {
-        child = this.metrics.routeHits.labels({ key, upstream });
-        if (this.hits.size < DecisionCounters.MAX_CHILDREN) this.hits.set(id, child);
+      this.hitChild(d).inc();
+      const reason = d.instanceFallbackReason;
+      if (reason !== undefined) {
+        let child = this.fallbacks.get(reason);
+        if (child === undefined) this.fallbacks.set(reason, (child = this.metrics.instanceFallbacks.labels({ reason })));
+        child.inc();
       }
-      child.inc();
-      if (d.instanceFallbackReason !== undefined) this.metrics.instanceFallbacks.inc({ reason: d.instanceFallbackReason });
     } else {
       const reason = d.reason as MissReason;
       const key = this.coarse ? '__all__' : d.key;
@@ -58,10 +60,20 @@ export class DecisionCounters {
       let child = this.misses.get(id);
       if (child === undefined) {
         child = this.metrics.routeMisses.labels({ key, reason });
-        if (this.misses.size < DecisionCounters.MAX_CHILDREN) this.misses.set(id, child);
+        if (this.misses.size < DecisionCounters.MAX_MISS_CHILDREN) this.misses.set(id, child);
       }
       child.inc();
     }
     if (d.matchSeconds > 0) this.metrics.ruleMatchLatency.observe(d.matchSeconds);
+  }
+
+  private hitChild(d: Decision): Counter.Internal {
+    if (this.coarse) return (this.coarseHit ??= this.metrics.routeHits.labels({ key: '__all__', upstream: '__all__' }));
+    const rule = d.rule as CompiledRule;
+    let byUpstream = this.ruleHits.get(rule);
+    if (byUpstream === undefined) this.ruleHits.set(rule, (byUpstream = new Map()));
+    let child = byUpstream.get(d.upstream);
+    if (child === undefined) byUpstream.set(d.upstream, (child = this.metrics.routeHits.labels({ key: d.key, upstream: d.upstream })));
+    return child;
   }
 }

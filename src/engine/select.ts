@@ -1,6 +1,7 @@
 import { ruleMatches, type CompiledRoute, type CompiledRule } from '../route/compile.ts';
 import type { RequestView } from '../request/view.ts';
 import type { CompiledExpression } from '../request/placeholders.ts';
+import { traceSelection, tracing } from '../observe/tracing.ts';
 import { isMiss, type RouteLookup } from '../sources/source.ts';
 import type { Decision, MissReason, NeedsLoad } from './decision.ts';
 import type { Policy } from './policy.ts';
@@ -12,7 +13,12 @@ import type { Policy } from './policy.ts';
  * `select` loads it (one coalesced store read) and decides again with the result. A cached selection never
  * awaits anything but the wrapper itself.
  */
-export async function select(policy: Policy, view: RequestView, signal?: AbortSignal): Promise<Decision> {
+export function select(policy: Policy, view: RequestView, signal?: AbortSignal): Promise<Decision> {
+  // One boolean when tracing is off: no span, context or attribute object is built on this path.
+  return tracing.enabled ? traceSelection(policy, view, signal, selectUntraced) : selectUntraced(policy, view, signal);
+}
+
+async function selectUntraced(policy: Policy, view: RequestView, signal?: AbortSignal): Promise<Decision> {
   let loaded: Map<string, RouteLookup> | undefined;
   for (;;) {
     const d = decide(policy, view, loaded);

@@ -1,9 +1,10 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type CounterConfiguration } from 'prom-client';
 
 /**
  * Every metric of the contract (§7), with the Go module's names, types, labels and buckets, on a registry
  * created by the app and passed down (so each test builds its own). Hot-path users resolve label children
- * once (`.labels(...)` kept on the route or source), not per request.
+ * once (`.labels(...)` kept on the route or source), not per request; the counters' children then count in
+ * a plain number (see FastCounter).
  */
 export class Metrics {
   readonly registry: Registry;
@@ -28,24 +29,36 @@ export class Metrics {
   readonly poolTotal: Gauge<'source_type' | 'instance'>;
   readonly poolIdle: Gauge<'source_type' | 'instance'>;
 
-  /** Set by the app: the sources whose routes the gauges count. */
-  sourcesForGauges: () => Iterable<{ type: string; routes(): Iterable<{ pool: readonly string[] }> }> = () => [];
+  /**
+   * Set by the app: the service's sources. The three state gauges are computed from them at scrape time
+   * (composite children included, each under its own `source_type`), so a watch event never walks a cache
+   * and two sources of one type cannot overwrite each other's value.
+   */
+  sourcesForGauges: () => Iterable<GaugeSource> = () => [];
 
   constructor(options: { registry?: Registry; processMetrics?: boolean } = {}) {
     const registers = [(this.registry = options.registry ?? new Registry())];
     const p = 'caddy_dynamic_lb_';
-    this.routeHits = new Counter({ name: `${p}route_hits_total`, help: 'Requests routed by a dynamic route config.', labelNames: ['key', 'upstream'], registers });
-    this.routeMisses = new Counter({ name: `${p}route_misses_total`, help: 'Requests handed to the fallback policy, by miss reason.', labelNames: ['key', 'reason'], registers });
+    this.routeHits = new FastCounter({ name: `${p}route_hits_total`, help: 'Requests routed by a dynamic route config.', labelNames: ['key', 'upstream'], registers });
+    this.routeMisses = new FastCounter({ name: `${p}route_misses_total`, help: 'Requests handed to the fallback policy, by miss reason.', labelNames: ['key', 'reason'], registers });
     this.instanceFallbacks = new Counter({ name: `${p}instance_fallbacks_total`, help: 'Instance-key misses served by the version key, by instance miss reason.', labelNames: ['reason'], registers });
-    this.parseErrors = new Counter({ name: `${p}route_config_parse_errors_total`, help: 'Stored route configs that could not be parsed (the last good config kept serving).', labelNames: ['source_type'], registers });
-    this.datasourceLatency = new Histogram({ name: `${p}datasource_latency_seconds`, help: 'Time to obtain a route config from the data source (cache hits included).', labelNames: ['source_type'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers });
+    this.parseErrors = new FastCounter({ name: `${p}route_config_parse_errors_total`, help: 'Stored route configs that could not be parsed (the last good config kept serving).', labelNames: ['source_type'], registers });
+    // The Go module timed every Get, cache hits included; a cache hit here is a synchronous map lookup (counted
+    // by cache_hits_total), so this histogram times what can actually be slow: the store read on a cache miss.
+    this.datasourceLatency = new Histogram({ name: `${p}datasource_latency_seconds`, help: 'Time to obtain a route config from the data source on a route-cache miss.', labelNames: ['source_type'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers });
     this.ruleMatchLatency = new Histogram({ name: `${p}rule_match_latency_seconds`, help: 'Time to match the rules of a route config.', buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05], registers });
     this.selectionLatency = new Histogram({ name: `${p}selection_latency_seconds`, help: 'Time the sidecar spent answering one selection, from request to answer.', labelNames: ['policy'], buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1], registers });
-    this.cacheHits = new Counter({ name: `${p}cache_hits_total`, help: 'Route lookups answered from the route cache (negative hits included).', labelNames: ['source_type'], registers });
-    this.cacheMisses = new Counter({ name: `${p}cache_misses_total`, help: 'Route lookups that had to ask the store.', labelNames: ['source_type'], registers });
-    this.datasourceHealthy = new Gauge({ name: `${p}datasource_healthy`, help: '1 when the data source is connected and in sync, else 0.', labelNames: ['source_type'], registers });
-    // Computed at scrape time from the sources, so a watch event never walks the whole cache.
-    const sources = (): Iterable<{ type: string; routes(): Iterable<{ pool: readonly string[] }> }> => this.sourcesForGauges();
+    this.cacheHits = new FastCounter({ name: `${p}cache_hits_total`, help: 'Route lookups answered from the route cache (negative hits included).', labelNames: ['source_type'], registers });
+    this.cacheMisses = new FastCounter({ name: `${p}cache_misses_total`, help: 'Route lookups that had to ask the store.', labelNames: ['source_type'], registers });
+    const sources = (): Iterable<GaugeSource> => eachSource(this.sourcesForGauges());
+    this.datasourceHealthy = new Gauge({
+      name: `${p}datasource_healthy`, help: '1 when every data source of this type is connected and in sync, else 0.', labelNames: ['source_type'], registers,
+      collect() {
+        const byType = new Map<string, boolean>();
+        for (const s of sources()) byType.set(s.type, (byType.get(s.type) ?? true) && s.healthy());
+        for (const [type, healthy] of byType) this.set({ source_type: type }, healthy ? 1 : 0);
+      },
+    });
     this.activeUpstreams = new Gauge({
       name: `${p}active_upstreams`, help: 'Distinct upstream addresses named by the cached route configs.', labelNames: ['source_type'], registers,
       collect() {
@@ -70,7 +83,7 @@ export class Metrics {
         for (const [type, n] of byType) this.set({ source_type: type }, n);
       },
     });
-    this.watchEvents = new Counter({ name: `${p}watch_events_total`, help: 'Changes received from the store (put, delete, resync, error).', labelNames: ['source_type', 'event_type'], registers });
+    this.watchEvents = new FastCounter({ name: `${p}watch_events_total`, help: 'Changes received from the store (put, delete, resync, error).', labelNames: ['source_type', 'event_type'], registers });
     this.lastSync = new Gauge({ name: `${p}datasource_last_sync_timestamp_seconds`, help: 'Unix time of the last successful load or change from the data source.', labelNames: ['source_type', 'source'], registers });
     this.poolHits = new Counter({ name: `${p}pool_hits_total`, help: 'Redis client pool: commands that found a ready connection.', labelNames: ['source_type', 'instance'], registers });
     this.poolMisses = new Counter({ name: `${p}pool_misses_total`, help: 'Redis client pool: commands that had to wait for a connection.', labelNames: ['source_type', 'instance'], registers });
@@ -79,6 +92,89 @@ export class Metrics {
     this.poolTotal = new Gauge({ name: `${p}pool_total_connections`, help: 'Redis client pool: open connections.', labelNames: ['source_type', 'instance'], registers });
     this.poolIdle = new Gauge({ name: `${p}pool_idle_connections`, help: 'Redis client pool: idle connections.', labelNames: ['source_type', 'instance'], registers });
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry });
+  }
+}
+
+/**
+ * A Counter whose label children count in a plain number and hand their total to prom-client when the
+ * metric is collected (every scrape and `get()`). prom-client's own children re-validate and re-hash their
+ * labels on every `inc`; resolved once, ours cost one addition per request. Children are cached per label
+ * set, so `.labels(...)` returns the same child each time, and a resolved child's series is exported from
+ * the start (at 0).
+ */
+export class FastCounter<T extends string> extends Counter<T> {
+  private readonly children = new Map<string, { labels: Partial<Record<T, string | number>>; n: number; inc(value?: number): void }>();
+  private readonly names: readonly T[];
+  private readonly metricName: string;
+
+  constructor(configuration: CounterConfiguration<T>) {
+    const own = configuration.collect;
+    super({
+      ...configuration,
+      collect(this: Counter<T>) {
+        (this as FastCounter<T>).flush();
+        return own?.call(this);
+      },
+    });
+    this.names = configuration.labelNames ?? [];
+    this.metricName = configuration.name;
+  }
+
+  override labels(...values: string[]): Counter.Internal;
+  override labels(labels: Partial<Record<T, string | number>>): Counter.Internal;
+  override labels(...args: unknown[]): Counter.Internal {
+    const given = args[0];
+    let labels: Partial<Record<T, string | number>> = {};
+    if (given !== null && typeof given === 'object') labels = { ...(given as Partial<Record<T, string | number>>) };
+    else this.names.forEach((n, i) => (labels[n] = String(args[i] ?? '')));
+    const id = this.names.map((n) => String(labels[n] ?? '')).join('\u0000');
+    let child = this.children.get(id);
+    if (child === undefined) {
+      // prom-client validates at `inc`; ours would only run at scrape time, so check the names now
+      for (const k of Object.keys(labels)) if (!(this.names as readonly string[]).includes(k)) throw new Error(`${this.metricName}: label "${k}" is not one of ${this.names.join(', ')}`);
+      const c = { labels, n: 0, inc: (value = 1) => void (c.n += value) };
+      this.children.set(id, (child = c));
+      this.inc(labels, 0); // the series exists from now on, at 0, so rate() sees its first increase
+    }
+    return child;
+  }
+
+  /** Moves the children's counts into the counter. */
+  flush(): void {
+    for (const c of this.children.values()) {
+      if (c.n === 0) continue;
+      const n = c.n;
+      c.n = 0;
+      this.inc(c.labels, n); // prom-client assigns `inc` per instance, not on the prototype
+    }
+  }
+
+  override reset(): void {
+    // also called by prom-client's constructor, before this class's fields exist
+    if (this.children !== undefined) for (const c of this.children.values()) c.n = 0;
+    super.reset();
+  }
+}
+
+/** What the scrape-time gauges read from a source (RouteSource satisfies it). */
+export interface GaugeSource {
+  readonly type: string;
+  healthy(): boolean;
+  routes(): Iterable<{ readonly pool: readonly string[] }>;
+  children?(): readonly GaugeSource[];
+}
+
+/** Every source and, depth first, its children (composite), each once. */
+export function* eachSource<S extends { children?(): readonly S[] }>(roots: Iterable<S>): Generator<S> {
+  const seen = new Set<S>();
+  const stack = [...roots].reverse();
+  while (stack.length > 0) {
+    const s = stack.pop() as S;
+    if (seen.has(s)) continue;
+    seen.add(s);
+    yield s;
+    const kids = s.children?.() ?? [];
+    for (let i = kids.length - 1; i >= 0; i--) stack.push(kids[i] as S);
   }
 }
 

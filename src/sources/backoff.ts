@@ -28,23 +28,32 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
-/** Runs `work` with a signal that aborts after `ms` or when `parent` aborts; rejects on timeout with `onTimeout()`. */
+/**
+ * Runs `work` with a signal that aborts after `ms` or when `parent` aborts. Rejects on timeout with
+ * `onTimeout()` and on a parent abort with its reason — even when `work` ignores its signal, so a stop is
+ * never held up by a driver call that cannot be cancelled.
+ */
 export async function withTimeout<T>(ms: number, parent: AbortSignal | undefined, onTimeout: () => Error, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  if (parent?.aborted) throw parent.reason;
   const controller = new AbortController();
-  const onParent = (): void => controller.abort(parent?.reason);
-  parent?.addEventListener('abort', onParent, { once: true });
   let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
+  let onParent: (() => void) | undefined;
+  const interrupted = new Promise<never>((_, reject) => {
     timer = setTimeout(() => {
       const err = onTimeout();
       controller.abort(err);
       reject(err);
     }, ms);
+    onParent = () => {
+      controller.abort(parent?.reason);
+      reject(parent?.reason);
+    };
+    parent?.addEventListener('abort', onParent, { once: true });
   });
   try {
-    return await Promise.race([work(controller.signal), timeout]);
+    return await Promise.race([work(controller.signal), interrupted]);
   } finally {
     clearTimeout(timer);
-    parent?.removeEventListener('abort', onParent);
+    if (onParent !== undefined) parent?.removeEventListener('abort', onParent);
   }
 }

@@ -43,9 +43,9 @@ export interface RuntimeOptions {
 }
 
 export interface SourceEvents {
-  configUpdated?(e: { key: string; source_type: SourceType; old_version?: number; new_version?: number }): void;
-  configDeleted?(e: { key: string; source_type: SourceType; last_version?: number }): void;
-  healthChanged?(e: { source_type: SourceType; healthy: boolean; previous_healthy: boolean; error?: string }): void;
+  configUpdated?(e: { key: string; source: string; source_type: SourceType; old_version?: number; new_version?: number }): void;
+  configDeleted?(e: { key: string; source: string; source_type: SourceType; last_version?: number }): void;
+  healthChanged?(e: { source: string; source_type: SourceType; healthy: boolean; previous_healthy: boolean; error?: string }): void;
 }
 
 export interface RuntimeDeps {
@@ -357,7 +357,7 @@ export class SourceRuntime implements RouteSource {
       return null;
     }
     this.cache.set(key, route);
-    this.deps.events?.configUpdated?.({ key, source_type: this.type, ...(previous?.config.version !== undefined ? { old_version: previous.config.version } : {}), ...(route.config.version !== undefined ? { new_version: route.config.version } : {}) });
+    this.deps.events?.configUpdated?.({ key, source: this.name, source_type: this.type, ...(previous?.config.version !== undefined ? { old_version: previous.config.version } : {}), ...(route.config.version !== undefined ? { new_version: route.config.version } : {}) });
     return route;
   }
 
@@ -425,7 +425,7 @@ export class SourceRuntime implements RouteSource {
   }
 
   private publishDeleted(key: string, previous: CompiledRoute | undefined): void {
-    this.deps.events?.configDeleted?.({ key, source_type: this.type, ...(previous?.config.version !== undefined ? { last_version: previous.config.version } : {}) });
+    this.deps.events?.configDeleted?.({ key, source: this.name, source_type: this.type, ...(previous?.config.version !== undefined ? { last_version: previous.config.version } : {}) });
   }
 
   // ---- health ----------------------------------------------------------------------------------------
@@ -452,7 +452,7 @@ export class SourceRuntime implements RouteSource {
     this.deps.metrics.datasourceHealthy.set({ source_type: this.type }, healthy ? 1 : 0);
     if (previous !== healthy) {
       this.log.info({ healthy, last_error: this.lastError }, healthy ? 'source in sync' : 'source unhealthy');
-      this.deps.events?.healthChanged?.({ source_type: this.type, healthy, previous_healthy: previous, ...(this.lastError && !healthy ? { error: this.lastError } : {}) });
+      this.deps.events?.healthChanged?.({ source: this.name, source_type: this.type, healthy, previous_healthy: previous, ...(this.lastError && !healthy ? { error: this.lastError } : {}) });
     }
   }
 

@@ -1,0 +1,142 @@
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Service } from '../app.ts';
+import { DynamicLbError } from '../errors.ts';
+import type { Logger } from '../observe/log.ts';
+import { sendJson } from '../server/http-util.ts';
+import { EVENT_NAMES, eventName, serveEvents, type EventBus, type EventName, type SseOptions } from './events.ts';
+import type { KeyStats } from './stats.ts';
+import { cacheView, clearCaches, explainDecision, healthView, policiesView, routesView, statsView } from './views.ts';
+
+/**
+ * The admin listener (`admin.listen`):
+ *  - `GET /dynamic-lb/stats|health|routes|policies|cache`, `DELETE /dynamic-lb/cache` — the Go module's JSON;
+ *  - `GET /dynamic-lb/explain?policy=&key=&header=Name:%20value&uri=&method=&remote_ip=` — a dry-run decision;
+ *  - `GET /dynamic-lb/events[?events=config_updated,route_missed]` — Server-Sent Events;
+ *  - `GET /metrics` (Prometheus text), `GET /healthz` (the process answers), `GET /readyz` (503 until every
+ *    source finished its initial load or its `initial_load_timeout` passed).
+ * A wrong method gets 405 JSON with `Allow`. With `admin.token` set, `/dynamic-lb/*` needs
+ * `Authorization: Bearer <token>` (401 JSON otherwise); `/metrics`, `/healthz` and `/readyz` stay open for
+ * scrapers and probes. `/dynamic-lb/health` answers 200 even when degraded, as the Go module did, so
+ * existing scripts keep working — probes should use `/readyz`.
+ */
+export interface AdminDeps {
+  service: Pick<Service, 'config' | 'sources' | 'policies' | 'metrics' | 'parseErrors' | 'ready'>;
+  events: EventBus;
+  stats: KeyStats;
+  logger: Logger;
+  sse?: SseOptions;
+}
+
+type Handler = (req: IncomingMessage, res: ServerResponse, query: URLSearchParams) => void | Promise<void>;
+
+export function createAdminServer(deps: AdminDeps): Server {
+  const { service, events, stats, logger } = deps;
+  const token = service.config.admin.token;
+  const expected = token ? digest(token) : undefined;
+
+  const routes: Record<string, Partial<Record<string, Handler>>> = {
+    '/dynamic-lb/stats': { GET: (_req, res) => sendJson(res, 200, statsView(stats, service.sources)) },
+    '/dynamic-lb/health': { GET: (_req, res) => sendJson(res, 200, healthView(service.sources, service.parseErrors)) },
+    '/dynamic-lb/routes': { GET: (_req, res) => sendJson(res, 200, routesView(service.sources)) },
+    '/dynamic-lb/policies': { GET: (_req, res) => sendJson(res, 200, policiesView(service.policies)) },
+    '/dynamic-lb/cache': {
+      GET: (_req, res) => sendJson(res, 200, cacheView(service.sources, service.parseErrors)),
+      DELETE: (_req, res) => {
+        const result = clearCaches(service.sources);
+        logger.info({ cleared_sources: result.cleared_sources }, 'route caches cleared through the admin API');
+        sendJson(res, 200, result);
+      },
+    },
+    '/dynamic-lb/explain': { GET: (_req, res, query) => explain(res, query) },
+    '/dynamic-lb/events': { GET: (req, res, query) => streamEvents(req, res, query) },
+    '/metrics': {
+      GET: async (_req, res) => {
+        const body = await service.metrics.registry.metrics();
+        res.writeHead(200, { 'content-type': service.metrics.registry.contentType, 'content-length': Buffer.byteLength(body) });
+        res.end(body);
+      },
+    },
+    '/healthz': { GET: (_req, res) => sendJson(res, 200, { status: 'ok' }) },
+    '/readyz': {
+      GET: (_req, res) => {
+        if (service.ready()) return sendJson(res, 200, { status: 'ready' });
+        const waiting = service.sources.filter((s) => !s.ready()).map((s) => s.name);
+        sendJson(res, 503, { status: 'loading', waiting_for: waiting });
+      },
+    },
+  };
+
+  async function explain(res: ServerResponse, q: URLSearchParams): Promise<void> {
+    try {
+      const result = await explainDecision(service, {
+        policy: q.get('policy') ?? undefined,
+        key: q.get('key') ?? undefined,
+        instanceKey: q.get('instance_key') ?? undefined,
+        versionKey: q.get('version_key') ?? undefined,
+        headers: q.getAll('header'),
+        uri: q.get('uri') ?? undefined,
+        method: q.get('method') ?? undefined,
+        host: q.get('host') ?? undefined,
+        remoteIp: q.get('remote_ip') ?? undefined,
+      });
+      sendJson(res, 200, result);
+    } catch (err) {
+      if (err instanceof DynamicLbError && err.code === 'DLB_USAGE') {
+        return sendJson(res, err.message.startsWith('policy:') ? 404 : 400, { error: err.message });
+      }
+      throw err;
+    }
+  }
+
+  function streamEvents(req: IncomingMessage, res: ServerResponse, q: URLSearchParams): void {
+    const wanted: EventName[] = [];
+    for (const part of q.getAll('events').flatMap((v) => v.split(','))) {
+      if (part.trim() === '') continue;
+      const name = eventName(part.trim());
+      if (name === undefined) return sendJson(res, 400, { error: `events: unknown event ${JSON.stringify(part.trim())}`, events: EVENT_NAMES });
+      wanted.push(name);
+    }
+    serveEvents(events, req, res, wanted.length > 0 ? wanted : EVENT_NAMES, deps.sse);
+  }
+
+  function authorized(req: IncomingMessage): boolean {
+    if (expected === undefined) return true;
+    const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '');
+    // compare digests: equal length whatever was sent, and constant time
+    return m !== null && timingSafeEqual(digest(m[1] as string), expected);
+  }
+
+  const server = createServer((req, res) => {
+    handle(req, res).catch((err: unknown) => {
+      logger.error({ err, url: req.url }, 'admin request failed');
+      if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
+      else res.destroy();
+    });
+  });
+
+  async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    const url = req.url ?? '/';
+    const q = url.indexOf('?');
+    const path = q === -1 ? url : url.slice(0, q);
+    const query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
+    if ((path === '/dynamic-lb' || path.startsWith('/dynamic-lb/')) && !authorized(req)) {
+      return sendJson(res, 401, { error: 'unauthorized: send Authorization: Bearer <admin.token>' }, { 'www-authenticate': 'Bearer realm="dynamic-lb"' });
+    }
+    const methods = routes[path];
+    if (methods === undefined) return sendJson(res, 404, { error: 'not found', endpoints: Object.keys(routes) });
+    const method = req.method === 'HEAD' && methods.GET !== undefined ? 'GET' : (req.method ?? 'GET');
+    const handler = methods[method];
+    if (handler === undefined) {
+      const allow = Object.keys(methods).flatMap((m) => (m === 'GET' ? ['GET', 'HEAD'] : [m])).join(', ');
+      return sendJson(res, 405, { error: `method ${req.method ?? ''} not allowed on ${path}`, allow }, { allow });
+    }
+    await handler(req, res, query);
+  }
+
+  return server;
+}
+
+function digest(text: string): Buffer {
+  return createHash('sha256').update(text, 'utf8').digest();
+}

@@ -1,0 +1,87 @@
+import type { Decision } from '../engine/decision.ts';
+import type { DecisionListener } from '../engine/observer.ts';
+
+/**
+ * Per-key hit and miss counts for `GET /dynamic-lb/stats` (`route_hits`, `route_misses`), kept in process
+ * for every policy of the service, in either metrics cardinality (as the Go module's registry).
+ *
+ * Bound: each map keeps at most `maxKeys` keys (default 1000, the Go module's cap). Eviction is
+ * least-recently-counted by generations: counts live in a young and an old map of at most maxKeys/2 keys
+ * each; a key counted again moves (or stays) young, and when the young map is full it becomes the old one
+ * and the previous old map — keys not counted during a whole generation — is dropped. A flood of one-off
+ * keys therefore evicts idle keys instead of growing memory, while counting a known key is one Map lookup
+ * and an increment (no delete/re-insert per request). Empty keys are not kept.
+ */
+export const DEFAULT_MAX_KEYS = 1000;
+
+interface Count {
+  n: number;
+}
+
+export class BoundedCounts {
+  private young = new Map<string, Count>();
+  private old = new Map<string, Count>();
+  private readonly generation: number;
+
+  constructor(readonly maxKeys = DEFAULT_MAX_KEYS) {
+    this.generation = Math.max(1, Math.floor(maxKeys / 2));
+  }
+
+  inc(key: string): void {
+    let c = this.young.get(key);
+    if (c !== undefined) {
+      c.n++;
+      return;
+    }
+    c = this.old.get(key);
+    if (c !== undefined) this.old.delete(key);
+    else c = { n: 0 };
+    c.n++;
+    if (this.young.size >= this.generation) {
+      this.old = this.young;
+      this.young = new Map();
+    }
+    this.young.set(key, c);
+  }
+
+  get size(): number {
+    return this.young.size + this.old.size;
+  }
+
+  get(key: string): number {
+    return (this.young.get(key) ?? this.old.get(key))?.n ?? 0;
+  }
+
+  /** Plain object for JSON (least recently counted first), or undefined when empty (the Go module omits empty maps). */
+  snapshot(): Record<string, number> | undefined {
+    if (this.size === 0) return undefined;
+    const out: Record<string, number> = {};
+    for (const [k, c] of this.old) out[k] = c.n;
+    for (const [k, c] of this.young) out[k] = c.n;
+    return out;
+  }
+
+  clear(): void {
+    this.young.clear();
+    this.old.clear();
+  }
+}
+
+export class KeyStats {
+  readonly hits: BoundedCounts;
+  readonly misses: BoundedCounts;
+  /** Subscribe with `PolicyRuntime.onDecision(stats.listener)`. */
+  readonly listener: DecisionListener;
+
+  constructor(maxKeys = DEFAULT_MAX_KEYS) {
+    this.hits = new BoundedCounts(maxKeys);
+    this.misses = new BoundedCounts(maxKeys);
+    this.listener = (_policy, d) => this.record(d);
+  }
+
+  record(d: Decision): void {
+    if (d.key === '') return;
+    if (d.route === 'hit') this.hits.inc(d.key);
+    else this.misses.inc(d.key);
+  }
+}
