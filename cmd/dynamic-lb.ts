@@ -1,8 +1,9 @@
 import { Command, CommanderError, Option } from 'commander';
 import { buildService } from '../src/app.ts';
+import { generateCaddyfile, type CaddyfileMode } from '../src/caddyfile/generate.ts';
 import { configPath, loadConfigFile } from '../src/config/load.ts';
 import { demoTour, startDemo } from '../src/demo/demo.ts';
-import { DynamicLbError } from '../src/errors.ts';
+import { ConfigError, DynamicLbError } from '../src/errors.ts';
 import { silentLogger } from '../src/observe/log.ts';
 import { validateRoutePaths } from '../src/route/validate-files.ts';
 
@@ -84,13 +85,35 @@ program
   });
 
 program
+  .command('caddyfile')
+  .description('print a ready Caddyfile for the configured policies (select: forward_auth per request; upstreams: dynamic srv from the DNS server)')
+  .option('-c, --config <file>', 'service config (default ./dynamic-lb.yaml, or $DYNAMIC_LB_CONFIG)')
+  .addOption(new Option('-m, --mode <mode>', 'select (forward_auth) or upstreams (dynamic srv)').choices(['select', 'upstreams']).default('select'))
+  .option('--site <address>', 'site address of the generated site block', ':8080')
+  .option('--sidecar <host>', 'host Caddy reaches the sidecar at (default: the listen host)')
+  .option('--handle <matcher=policy>', "send requests matching a Caddy matcher to another policy, e.g. '/api/*=api' (repeatable)", (v: string, all: string[]) => [...all, v], [] as string[])
+  .action((o: { config?: string; mode: CaddyfileMode; site: string; sidecar?: string; handle: string[] }) => {
+    const handles = o.handle.map((h) => {
+      const eq = h.lastIndexOf('=');
+      if (eq <= 0 || eq === h.length - 1) throw new CommanderError(EXIT_USAGE, 'usage', `--handle expects 'matcher=policy', got ${JSON.stringify(h)}`);
+      return { matcher: h.slice(0, eq), policy: h.slice(eq + 1) };
+    });
+    const config = loadConfigFile(configPath(o.config));
+    if (o.mode === 'upstreams' && config.dns === undefined) throw new ConfigError('dns', 'required by --mode upstreams (the DNS server Caddy asks)', { file: config.file });
+    for (const h of handles) if (!config.policies.some((p) => p.name === h.policy)) throw new ConfigError('policies', `--handle ${h.matcher}: no policy ${JSON.stringify(h.policy)}`, { file: config.file });
+    process.stdout.write(generateCaddyfile(config, { mode: o.mode, site: o.site, handles, ...(o.sidecar !== undefined ? { sidecarHost: o.sidecar } : {}) }));
+  });
+
+program
   .command('demo')
   .description('the zero-setup tour: sidecar on the bundled example routes, three sample backends (and Caddy when installed)')
   .addOption(new Option('--listen <addr>', 'Caddy-facing API').default('127.0.0.1:2020'))
   .addOption(new Option('--admin <addr>', 'admin API').default('127.0.0.1:2021'))
-  .action(async (o: { listen: string; admin: string }) => {
-    const demo = await startDemo({ listen: o.listen, adminListen: o.admin, logLevel: process.env.LOG_LEVEL ?? 'warn' });
-    process.stdout.write(`${demoTour(demo.service)}\n`);
+  .option('--caddy <addr>', 'where the demo starts Caddy (when `caddy` is on PATH)', '127.0.0.1:8080')
+  .option('--no-caddy', 'do not start Caddy')
+  .action(async (o: { listen: string; admin: string; caddy: string | false }) => {
+    const demo = await startDemo({ listen: o.listen, adminListen: o.admin, logLevel: process.env.LOG_LEVEL ?? 'warn', caddyListen: o.caddy });
+    process.stdout.write(`${demoTour(demo.service, demo.caddy?.url, demo.caddyProblem)}\n`);
     await untilSignal();
     await demo.stop();
   });

@@ -1,16 +1,22 @@
 import type { Server } from 'node:http';
+import { createAdminServer } from './admin/admin-server.ts';
+import { DEFAULT_SAMPLE_RATE, EventBus, decisionEvents, sourceEvents } from './admin/events.ts';
+import { KeyStats } from './admin/stats.ts';
 import type { ServiceConfig } from './config/schema.ts';
 import { PolicyRuntime } from './engine/observer.ts';
 import type { Policy } from './engine/policy.ts';
 import { Metrics, ParseErrorLog } from './metrics/metrics.ts';
 import { createLogger, type Logger } from './observe/log.ts';
+import { ObservedSource } from './observe/observed-source.ts';
+import { flushTracing, initTracing } from './observe/tracing.ts';
 import { compileExpression, type CompiledExpression } from './request/placeholders.ts';
 import { algorithms } from './select/index.ts';
 import { buildFallback } from './select/fallback.ts';
 import { UpstreamStateTable } from './select/upstream-state.ts';
 import { createCaddyApi } from './server/caddy-api.ts';
+import { DnsServer } from './server/dns.ts';
 import { closeServer, listen } from './server/http-util.ts';
-import type { RuntimeDeps, SourceEvents } from './sources/runner.ts';
+import type { RuntimeDeps } from './sources/runner.ts';
 import { SourceNamer, createSource } from './sources/registry.ts';
 import type { RouteSource } from './sources/source.ts';
 import { ConfigError } from './errors.ts';
@@ -22,8 +28,8 @@ import { ConfigError } from './errors.ts';
 export interface ServiceOptions {
   logger?: Logger;
   metrics?: Metrics;
-  /** Source events (config updated/deleted, health changed), for the event bus. */
-  events?: SourceEvents;
+  /** The event bus the sources and selections publish to (a new one when absent). */
+  events?: EventBus;
 }
 
 export interface Service {
@@ -34,6 +40,8 @@ export interface Service {
   readonly upstreamState: UpstreamStateTable;
   readonly sources: readonly RouteSource[];
   readonly policies: ReadonlyMap<string, PolicyRuntime>;
+  /** Config, health and selection events (`/dynamic-lb/events` streams them). */
+  readonly events: EventBus;
   /** Bound addresses, once started (port 0 in the config resolves to a real port). */
   readonly addresses: { listen?: string; admin?: string; dns?: string };
   /** True when every source finished (or timed out) its initial load. */
@@ -49,27 +57,38 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
   const metrics = options.metrics ?? new Metrics({ processMetrics: true });
   const parseErrors = new ParseErrorLog();
   const upstreamState = new UpstreamStateTable();
-  const deps: RuntimeDeps = { metrics, parseErrors, compile: { algorithms, state: upstreamState }, logger, ...(options.events ? { events: options.events } : {}) };
+  await initTracing(logger);
+  const events = options.events ?? new EventBus(logger);
+  const stats = new KeyStats();
+  const sampleRate = config.admin.eventsSampleRate ?? DEFAULT_SAMPLE_RATE;
+  const baseDeps: RuntimeDeps = { metrics, parseErrors, compile: { algorithms, state: upstreamState }, logger };
   const namer = new SourceNamer();
   const sources: RouteSource[] = [];
   const policies = new Map<string, PolicyRuntime>();
   try {
     for (const p of config.policies) {
+      // the source's events name their policy and, once it exists, the source instance
+      const origin: { policy: string; source: string | undefined } = { policy: p.name, source: undefined };
+      const deps: RuntimeDeps = { ...baseDeps, events: sourceEvents(events, origin) };
       const source = p.dataSource === undefined ? undefined : await createSource(p.dataSource, deps, namer);
       if (source !== undefined) sources.push(source);
+      origin.source = source?.name;
       const policy: Policy = {
         name: p.name,
         key: expression(p.key, `${p.path}.key`, logger),
         instanceKey: expression(p.instanceKey, `${p.path}.instance_key`, logger),
         versionKey: expression(p.versionKey, `${p.path}.version_key`, logger),
         defaultKey: p.defaultKey,
-        source,
+        source: source === undefined ? undefined : new ObservedSource(source, metrics),
         fallback: buildFallback(p.fallback, p.pool, algorithms, upstreamState),
         restrictToPool: p.restrictToPool,
         poolSet: new Set(p.pool),
         metricsCardinality: p.metricsCardinality,
       };
-      policies.set(p.name, new PolicyRuntime(policy, metrics));
+      const runtime = new PolicyRuntime(policy, metrics);
+      runtime.onDecision(stats.listener);
+      runtime.onDecision(decisionEvents(events, { sampleRate, ...(source !== undefined ? { source: source.name } : {}) }));
+      policies.set(p.name, runtime);
     }
   } catch (err) {
     await Promise.all(sources.map((s) => s.stop()));
@@ -81,7 +100,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
   const extra: Array<{ name: 'admin' | 'dns'; start: () => Promise<string>; stop: () => Promise<void> }> = [];
   let caddyApi: Server | undefined;
   let started = false;
-  return {
+  const service: Service = {
     config,
     logger,
     metrics,
@@ -89,6 +108,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     upstreamState,
     sources,
     policies,
+    events,
     addresses,
     ready: () => sources.every((s) => s.ready()),
     addListener(name, start, stop) {
@@ -109,8 +129,20 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       for (const l of [...extra].reverse()) await l.stop().catch((err: unknown) => logger.warn({ err }, `stopping ${l.name} failed`));
       if (caddyApi !== undefined) await closeServer(caddyApi);
       await Promise.all(sources.map((s) => s.stop()));
+      await flushTracing().catch((err: unknown) => logger.warn({ err }, 'flushing spans failed'));
     },
   };
+  const admin = createAdminServer({ service, events, stats, logger });
+  service.addListener(
+    'admin',
+    () => listen(admin, config.admin.listen),
+    () => closeServer(admin),
+  );
+  if (config.dns !== undefined) {
+    const dns = new DnsServer({ ...config.dns, policies, logger: logger.child({ component: 'dns' }) });
+    service.addListener('dns', () => dns.start(), () => dns.stop());
+  }
+  return service;
 }
 
 function expression(text: string | undefined, field: string, logger: Logger): CompiledExpression | undefined {

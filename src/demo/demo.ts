@@ -1,6 +1,8 @@
 import { fileURLToPath } from 'node:url';
 import { stringify } from 'yaml';
 import { buildService, type Service } from '../app.ts';
+import { generateCaddyfile } from '../caddyfile/generate.ts';
+import { findCaddy, startCaddyProcess, type CaddyProcess } from '../caddyfile/run-caddy.ts';
 import { parseConfig } from '../config/load.ts';
 import { startBackend, stopBackends, type Backend } from './backends.ts';
 
@@ -17,11 +19,17 @@ export interface DemoOptions {
   backendPorts?: [number, number, number];
   routes?: string;
   logLevel?: string;
+  /** Where the demo's Caddy serves (select mode), when `caddy` is on PATH; default `127.0.0.1:8080`; false: no Caddy. */
+  caddyListen?: string | false;
 }
 
 export interface Demo {
   service: Service;
   backends: Backend[];
+  /** The real Caddy in front, when `caddy` was found and started. */
+  caddy?: CaddyProcess;
+  /** Why Caddy is not running, when it is not. */
+  caddyProblem?: string;
   stop(): Promise<void>;
 }
 
@@ -48,10 +56,14 @@ export async function startDemo(o: DemoOptions = {}): Promise<Demo> {
   try {
     const service = await buildService(parseConfig(demoConfigText(o), '<demo>'));
     await service.start();
+    const { caddy, problem } = await startDemoCaddy(service, o.caddyListen ?? '127.0.0.1:8080');
     return {
       service,
       backends,
+      ...(caddy ? { caddy } : {}),
+      ...(problem ? { caddyProblem: problem } : {}),
       async stop() {
+        await caddy?.stop();
         await service.stop();
         await stopBackends(backends);
       },
@@ -62,7 +74,23 @@ export async function startDemo(o: DemoOptions = {}): Promise<Demo> {
   }
 }
 
-export function demoTour(service: Service): string {
+/** Real Caddy in front (select mode, the generated Caddyfile) when `caddy` is on PATH; never fails the demo. */
+async function startDemoCaddy(service: Service, listen: string | false): Promise<{ caddy?: CaddyProcess; problem?: string }> {
+  if (listen === false) return { problem: 'disabled (--no-caddy)' };
+  const binary = findCaddy();
+  if (binary === undefined) return { problem: '`caddy` is not on PATH (apt-get install caddy, or https://caddyserver.com/download)' };
+  const port = listen.slice(listen.lastIndexOf(':') + 1);
+  const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1');
+  const config = { ...service.config, listen: service.addresses.listen ?? service.config.listen };
+  const caddyfile = generateCaddyfile(config, { mode: 'select', site: `:${port}`, ...(host ? { bind: host } : {}), globalOptions: ['admin off', 'auto_https off'] });
+  try {
+    return { caddy: await startCaddyProcess(binary, caddyfile, listen) };
+  } catch (err) {
+    return { problem: err instanceof Error ? err.message.split('\n')[0] : String(err) };
+  }
+}
+
+export function demoTour(service: Service, caddyUrl?: string, caddyProblem?: string): string {
   const api = `http://${service.addresses.listen}`;
   const admin = service.addresses.admin ? `http://${service.addresses.admin}` : undefined;
   const lines = [
@@ -77,6 +105,18 @@ export function demoTour(service: Service): string {
     `  curl -s  '${api}/upstreams/default?key=tenant-b'`,
     `  curl -s  ${api}/rpc -d '{"jsonrpc":"2.0","id":1,"method":"select","params":{"key":"tenant-a"}}'`,
   ];
+  if (caddyUrl) {
+    lines.push(
+      '',
+      `Through real Caddy (${caddyUrl}, forward_auth → the sidecar → the tenant's backend):`,
+      `  curl -s ${caddyUrl} -H 'X-Tenant: tenant-a'                     # Hello from backend-1`,
+      `  curl -s ${caddyUrl} -H 'X-Tenant: tenant-b' -H 'X-Version: v2'  # Hello from backend-3 (canary rule)`,
+      `  curl -s ${caddyUrl} -H 'X-Tenant: tenant-b'                     # backend-1 / backend-2, 5:3`,
+      `  curl -s ${caddyUrl} -H 'X-Tenant: nobody'                       # the fallback pool, round robin`,
+    );
+  } else if (caddyProblem) {
+    lines.push('', `(No Caddy in front: ${caddyProblem}.)`);
+  }
   if (admin) lines.push('', 'Admin:', `  curl -s ${admin}/dynamic-lb/routes`, `  curl -s ${admin}/metrics | grep caddy_dynamic_lb`);
   return lines.join('\n');
 }

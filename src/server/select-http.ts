@@ -33,6 +33,8 @@ export async function handleSelect(runtime: PolicyRuntime, req: IncomingMessage,
     const headers: Record<string, string> = {
       'x-dynamic-upstream': decision.upstream,
       'x-dynamic-upstreams': decision.upstreams,
+      // what Caddy's handle_errors retries when the choice refuses the connection (see caddy-config/Caddyfile.select)
+      'x-dynamic-upstream-alt': alternate(decision.upstreams, decision.upstream),
       'x-dynamic-route': decision.route,
       'content-length': '0',
     };
@@ -41,4 +43,15 @@ export async function handleSelect(runtime: PolicyRuntime, req: IncomingMessage,
     res.end();
   }
   runtime.record(decision, view, (performance.now() - started) / 1000);
+}
+
+/**
+ * The second distinct candidate of `X-Dynamic-Upstreams` (the list has the choice first and no duplicates), or
+ * the choice itself when it is the only one: always a real address, never absent (the 2.6 copy_headers bug).
+ */
+export function alternate(upstreams: string, choice: string): string {
+  const start = upstreams.indexOf(', ');
+  if (start === -1) return choice;
+  const end = upstreams.indexOf(', ', start + 2);
+  return end === -1 ? upstreams.slice(start + 2) : upstreams.slice(start + 2, end);
 }

@@ -1,0 +1,183 @@
+// `dynamic-lb caddyfile`: the generated Caddyfiles are accepted by real Caddy (caddy validate) and say what
+// the integration needs; the shipped caddy-config/ files are the generator's output.
+import { after, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { execFile } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { stringify } from 'yaml';
+import { generateCaddyfile, sidecarAddress, type CaddyfileOptions } from '../../src/caddyfile/generate.ts';
+import { loadConfigFile, parseConfig } from '../../src/config/load.ts';
+import type { ServiceConfig } from '../../src/config/schema.ts';
+import { caddyBinary } from '../support/servers.ts';
+
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const T = { timeout: 60_000 };
+const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'cdr-caddyfile-'));
+after(() => fs.rmSync(tmp, { recursive: true, force: true }));
+
+function run(cmd: string, args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    execFile(cmd, args, { cwd: ROOT, env: { ...process.env, ...env }, timeout: 30_000, maxBuffer: 8 << 20 }, (err, stdout, stderr) => {
+      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+let n = 0;
+/** `caddy validate` (adapts and provisions every module, offline); returns Caddy's error text or ''. */
+async function caddyValidate(text: string): Promise<string> {
+  const file = path.join(tmp, `Caddyfile.${n++}`);
+  fs.writeFileSync(file, text);
+  const r = await run(caddyBinary(), ['validate', '--config', file, '--adapter', 'caddyfile'], { XDG_CONFIG_HOME: tmp, XDG_DATA_HOME: tmp });
+  return r.code === 0 ? '' : `${r.stdout}${r.stderr}`;
+}
+
+function config(policies: Record<string, unknown>, extra: Record<string, unknown> = {}): ServiceConfig {
+  return parseConfig(stringify({ listen: '127.0.0.1:2020', ...extra, policies }), 'test.yaml');
+}
+
+const file = { source: 'file', path: path.join(ROOT, 'examples/routes') };
+const configs: Record<string, ServiceConfig> = {
+  'one policy': config({ default: { key: '{http.request.header.X-Tenant}', pool: ['10.0.0.1:8080', '10.0.0.2:8080'], data_source: file } }, { dns: { listen: '127.0.0.1:2053' } }),
+  'shortcuts, cookie key, fallback none': config({ default: { key: '{cookie.tenant}', fallback: 'none', data_source: file } }, { dns: {} }),
+  'several policies, instance/version keys, vars, composite key': config(
+    {
+      default: { key: '{header.X-Tenant}', fallback: 'least_conn', pool: ['127.0.0.1:9001'], data_source: file },
+      canary: { instance_key: '{header.X-Instance}', version_key: '{query.v}', fallback: 'first', pool: ['[::1]:9002', 'backend.svc:80'], data_source: file },
+      org_eu: { key: '{header.X-Org}-{vars.region}', fallback: 'ip_hash', pool: ['127.0.0.1:9003'], data_source: file },
+      empty: { key: '{header.X-Tenant}', data_source: file },
+    },
+    { listen: '0.0.0.0:2020', dns: { listen: '[::]:2053', zone: 'lb.example.' } },
+  ),
+};
+const variants: Array<[string, CaddyfileOptions]> = [
+  ['select', { mode: 'select' }],
+  ['upstreams (srv)', { mode: 'upstreams' }],
+  ['upstreams (a)', { mode: 'upstreams', lookup: 'a', port: 8080, lbPolicy: 'least_conn' }],
+  ['select, custom site and globals, no body buffering', { mode: 'select', site: 'example.com', bind: '127.0.0.1', globalOptions: ['admin off', 'auto_https off'], retryBodyLimit: 0 }],
+];
+
+describe('generated Caddyfiles are valid for Caddy 2.6', () => {
+  for (const [name, cfg] of Object.entries(configs)) {
+    for (const [variant, o] of variants) {
+      test(`${name} — ${variant}`, T, async () => {
+        const text = generateCaddyfile(cfg, o);
+        assert.equal(await caddyValidate(text), '', text);
+      });
+    }
+  }
+});
+
+describe('select mode text', () => {
+  const text = generateCaddyfile(configs['several policies, instance/version keys, vars, composite key'] as ServiceConfig, { mode: 'select' });
+  const route = text.slice(text.indexOf('(dynamic-lb-default)'), text.indexOf('(dynamic-lb-canary)'));
+
+  test('client X-Dynamic-* headers are dropped before forward_auth, inside route (the written order holds)', () => {
+    assert.ok(route.indexOf('route {') < route.indexOf('request_header -X-Dynamic-*'));
+    assert.ok(route.indexOf('request_header -X-Dynamic-*') < route.indexOf('\tforward_auth '));
+    assert.ok(route.indexOf('{http.request.body}') < route.indexOf('\tforward_auth '), 'body buffering comes before forward_auth');
+  });
+
+  test('forward_auth: the policy URI, the key pre-evaluated, both headers copied, short timeouts, keep-alive', () => {
+    assert.match(route, /forward_auth 127\.0\.0\.1:2020 \{\n\t+uri \/select\/default\n\t+header_up X-Dynamic-Key \{http\.request\.header\.X-Tenant\}\n/);
+    assert.match(route, /copy_headers X-Dynamic-Upstream X-Dynamic-Upstream-Alt/);
+    assert.match(route, /dial_timeout 1s\n\t+response_header_timeout 2s/);
+    assert.match(route, /keepalive 2m/);
+    assert.match(route, /reverse_proxy \{http\.request\.header\.X-Dynamic-Upstream\} \{[^}]*header_up -X-Dynamic-\*/);
+    assert.doesNotMatch(route, /fail_duration|max_fails|lb_retries/, 'no passive health or retries on the placeholder upstream');
+  });
+
+  test('instance/version keys and vars are forwarded; a composite key is left to the sidecar', () => {
+    const canary = text.slice(text.indexOf('(dynamic-lb-canary)'), text.indexOf('(dynamic-lb-org_eu)'));
+    assert.match(canary, /uri \/select\/canary/);
+    assert.match(canary, /header_up X-Dynamic-Instance-Key \{http\.request\.header\.X-Instance\}/);
+    assert.match(canary, /header_up X-Dynamic-Version-Key \{http\.request\.uri\.query\.v\}/);
+    const org = text.slice(text.indexOf('(dynamic-lb-org_eu)'), text.indexOf('(dynamic-lb-empty)'));
+    assert.match(org, /uri \/select\/org_eu/);
+    assert.doesNotMatch(org, /X-Dynamic-Key/, 'Caddy would send "acme-" when a part is empty; the sidecar sends nothing');
+    assert.match(org, /header_up X-Dynamic-Var-region \{http\.vars\.region\}/);
+  });
+
+  test('handle_errors: retry on the alternate, and per policy the static pool or a 503 JSON', () => {
+    const errors = text.slice(text.indexOf('(dynamic-lb-errors)'));
+    assert.match(errors, /reverse_proxy \{http\.request\.header\.X-Dynamic-Upstream-Alt\}/);
+    assert.match(errors, /@dlb_failsafe_default expression `\{http\.vars\.dlb_policy\} == "default" && \{http\.request\.header\.X-Dynamic-Upstream\} == ""`/);
+    assert.match(errors, /reverse_proxy 127\.0\.0\.1:9001 \{[^}]*lb_policy least_conn/);
+    assert.match(errors, /reverse_proxy \[::1\]:9002 backend\.svc:80 \{[^}]*lb_policy first/);
+    const empty = errors.slice(errors.indexOf('@dlb_failsafe_empty'));
+    assert.match(empty, /respond `\{"error":"routing service unavailable","reason":"sidecar_unreachable"\}` 503/);
+  });
+
+  test('a wildcard listen address is dialled on loopback; --sidecar overrides the host', () => {
+    assert.equal(sidecarAddress('0.0.0.0:2020'), '127.0.0.1:2020');
+    assert.equal(sidecarAddress('[::]:2020'), '[::1]:2020');
+    assert.equal(sidecarAddress('10.1.2.3:2020'), '10.1.2.3:2020');
+    assert.equal(sidecarAddress('0.0.0.0:2020', 'dynamic-lb'), 'dynamic-lb:2020');
+  });
+});
+
+describe('upstreams mode text', () => {
+  const text = generateCaddyfile(configs['several policies, instance/version keys, vars, composite key'] as ServiceConfig, { mode: 'upstreams' });
+
+  test('dynamic srv names <key>.<policy>.<zone>, resolvers over UDP, targets through the transport resolver', () => {
+    const def = text.slice(text.indexOf('(dynamic-lb-default)'), text.indexOf('(dynamic-lb-canary)'));
+    assert.match(def, /reverse_proxy 127\.0\.0\.1:9001 \{/, 'the static pool is the fallback upstream list');
+    assert.match(def, /name \{http\.request\.header\.X-Tenant\}\.default\.lb\.example\n/);
+    assert.match(def, /dynamic srv \{\n[^]*?resolvers udp\/\[::1\]:2053\n[^]*?\n\t+\}/);
+    assert.match(def, /transport http \{[^}]*resolvers udp\/\[::1\]:2053/);
+    assert.match(def, /refresh 5s/);
+  });
+
+});
+
+describe('the shipped caddy-config/ files', () => {
+  const shipped = (name: string): string => fs.readFileSync(path.join(ROOT, 'caddy-config', name), 'utf8');
+  const load = (name: string): ServiceConfig => ({ ...loadConfigFile(path.join(ROOT, 'caddy-config', name)), file: `caddy-config/${name}` });
+
+  test('Caddyfile.select and Caddyfile.upstreams are `dynamic-lb caddyfile` of caddy-config/dynamic-lb.yaml', T, async () => {
+    const hint = 'regenerate: see the header of caddy-config/dynamic-lb.yaml';
+    assert.equal(shipped('Caddyfile.select'), generateCaddyfile(load('dynamic-lb.yaml'), { mode: 'select' }), hint);
+    assert.equal(shipped('Caddyfile.upstreams'), generateCaddyfile(load('dynamic-lb.yaml'), { mode: 'upstreams' }), hint);
+    for (const name of ['Caddyfile.select', 'Caddyfile.upstreams', 'Caddyfile.compose']) assert.equal(await caddyValidate(shipped(name)), '', name);
+  });
+
+  test('Caddyfile.compose is generated from caddy-config/dynamic-lb.compose.yaml', () => {
+    const expected = generateCaddyfile(load('dynamic-lb.compose.yaml'), { mode: 'select', sidecarHost: 'dynamic-lb', handles: [{ matcher: '/redis/*', policy: 'redis' }] });
+    assert.equal(shipped('Caddyfile.compose'), expected, 'regenerate: see the header of caddy-config/dynamic-lb.compose.yaml');
+  });
+});
+
+describe('dynamic-lb caddyfile (the command)', () => {
+  const cli = (...args: string[]) => run(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', 'caddyfile', ...args]);
+
+  test('prints the Caddyfile for both modes; caddy validate accepts it', T, async () => {
+    for (const mode of ['select', 'upstreams']) {
+      const r = await cli('--config', 'caddy-config/dynamic-lb.yaml', '--mode', mode);
+      assert.equal(r.code, 0, r.stderr);
+      assert.equal(r.stdout, fs.readFileSync(path.join(ROOT, 'caddy-config', `Caddyfile.${mode}`), 'utf8'));
+      assert.equal(await caddyValidate(r.stdout), '');
+    }
+  });
+
+  test('--site, --sidecar and --handle shape the site', T, async () => {
+    const r = await cli('--config', 'caddy-config/dynamic-lb.compose.yaml', '--sidecar', 'dynamic-lb', '--handle', '/redis/*=redis', '--site', ':9999');
+    assert.equal(r.code, 0, r.stderr);
+    assert.match(r.stdout, /forward_auth dynamic-lb:2020 \{/);
+    assert.match(r.stdout, /\n:9999 \{\n[^]*handle \/redis\/\* \{\n\t+import dynamic-lb-redis\n/);
+  });
+
+  test('usage errors exit 2, invalid input exits 1', T, async () => {
+    assert.equal((await cli('--config', 'caddy-config/dynamic-lb.yaml', '--mode', 'pool')).code, 2);
+    assert.equal((await cli('--config', 'caddy-config/dynamic-lb.yaml', '--handle', 'nopolicy')).code, 2);
+    const noDns = path.join(tmp, 'nodns.yaml');
+    fs.writeFileSync(noDns, stringify({ policies: { default: { key: '{header.X-Tenant}', data_source: file } } }));
+    const r = await cli('--config', noDns, '--mode', 'upstreams');
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /dns: required by --mode upstreams/);
+    assert.equal((await cli('--config', 'caddy-config/dynamic-lb.yaml', '--handle', '/x/*=nope')).code, 1);
+  });
+});
