@@ -18,6 +18,16 @@ export function select(policy: Policy, view: RequestView, signal?: AbortSignal):
   return tracing.enabled ? traceSelection(policy, view, signal, selectUntraced) : selectUntraced(policy, view, signal);
 }
 
+/**
+ * The decision when it needs no store read (a cached route or a cached miss) and tracing is off, else
+ * undefined: lets the HTTP layer answer a cache hit synchronously, without promise or abort wiring.
+ */
+export function selectCached(policy: Policy, view: RequestView): Decision | undefined {
+  if (tracing.enabled) return undefined;
+  const d = decide(policy, view);
+  return d.route === 'load' ? undefined : d;
+}
+
 async function selectUntraced(policy: Policy, view: RequestView, signal?: AbortSignal): Promise<Decision> {
   let loaded: Map<string, RouteLookup> | undefined;
   for (;;) {

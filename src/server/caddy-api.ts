@@ -14,16 +14,22 @@ import { BodyTooLarge, readBody, sendJson, tuneKeepAlive } from './http-util.ts'
 export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, logger: Logger): Server {
   const rpc = new RpcHandler(policies);
   // Caddy accepts request headers up to ~1 MB and forward_auth forwards them all: Node's 16 KB default would 431
+  const fail = (req: IncomingMessage, res: ServerResponse, err: unknown): void => {
+    logger.error({ err, url: req.url }, 'request failed');
+    if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
+    else res.destroy();
+  };
   const server = createServer({ maxHeaderSize: 1 << 20 }, (req, res) => {
-    route(req, res).catch((err: unknown) => {
-      logger.error({ err, url: req.url }, 'request failed');
-      if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
-      else res.destroy();
-    });
+    try {
+      // synchronous for a cached /select: no promise unless a handler really waits
+      route(req, res)?.catch((err: unknown) => fail(req, res, err));
+    } catch (err) {
+      fail(req, res, err);
+    }
   });
   tuneKeepAlive(server);
 
-  async function route(req: IncomingMessage, res: ServerResponse): Promise<void> {
+  function route(req: IncomingMessage, res: ServerResponse): void | Promise<void> {
     const url = req.url ?? '/';
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
@@ -39,27 +45,30 @@ export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, log
       if (runtime === undefined) return sendJson(res, 404, { error: `unknown policy ${JSON.stringify(policyName(path, '/upstreams'))}` });
       const params = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
       const requested = params.get('key') ?? req.headers['x-dynamic-key']?.toString() ?? runtime.policy.key?.evaluate(viewFromForwarded(req)) ?? '';
-      const pool = await upstreamPool(runtime.policy, poolKey(runtime.policy, requested));
-      return sendJson(res, 200, poolJson(pool));
+      return upstreamPool(runtime.policy, poolKey(runtime.policy, requested)).then((pool) => sendJson(res, 200, poolJson(pool)));
     }
     if (path === '/rpc') {
       if (req.method !== 'POST') return methodNotAllowed(res, 'POST');
-      let body: string;
-      try {
-        body = await readBody(req);
-      } catch (err) {
-        if (err instanceof BodyTooLarge) return sendJson(res, 413, { error: err.message });
-        throw err;
-      }
-      const answer = await rpc.handle(body);
-      if (answer === undefined) {
-        res.writeHead(204);
-        res.end();
-        return;
-      }
-      return sendJson(res, 200, answer);
+      return handleRpc(req, res);
     }
     sendJson(res, 404, { error: 'not found', endpoints: ['/select/{policy}', '/upstreams/{policy}?key=K', 'POST /rpc'] });
+  }
+
+  async function handleRpc(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    let body: string;
+    try {
+      body = await readBody(req);
+    } catch (err) {
+      if (err instanceof BodyTooLarge) return sendJson(res, 413, { error: err.message });
+      throw err;
+    }
+    const answer = await rpc.handle(body);
+    if (answer === undefined) {
+      res.writeHead(204);
+      res.end();
+      return;
+    }
+    sendJson(res, 200, answer);
   }
 
   function policyFor(path: string, prefix: string): PolicyRuntime | undefined {

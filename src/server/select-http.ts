@@ -1,5 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import { select } from '../engine/select.ts';
+import type { Decision } from '../engine/decision.ts';
+import { select, selectCached } from '../engine/select.ts';
+import type { RequestView } from '../request/view.ts';
 import type { PolicyRuntime } from '../engine/observer.ts';
 import { viewFromForwarded } from './request-view.ts';
 
@@ -8,37 +10,49 @@ import { viewFromForwarded } from './request-view.ts';
  * them); `X-Dynamic-Upstream` is ALWAYS set on 200, because Caddy 2.6 copies a literal placeholder when a
  * copied header is missing. 503 when nothing can be chosen, with a JSON body that names no internal address.
  */
-export async function handleSelect(runtime: PolicyRuntime, req: IncomingMessage, res: ServerResponse): Promise<void> {
+export function handleSelect(runtime: PolicyRuntime, req: IncomingMessage, res: ServerResponse): void | Promise<void> {
   const started = performance.now();
   const view = viewFromForwarded(req);
+  const cached = selectCached(runtime.policy, view);
+  if (cached !== undefined) return answer(runtime, res, cached, view, started);
+  return selectAndAnswer(runtime, req, res, view, started);
+}
+
+/** A store read is needed: a client that goes away stops waiting (the read itself goes on for others). */
+async function selectAndAnswer(runtime: PolicyRuntime, req: IncomingMessage, res: ServerResponse, view: RequestView, started: number): Promise<void> {
   const abort = new AbortController();
   const onClose = (): void => {
     if (!res.writableFinished) abort.abort(new Error('client went away'));
   };
   res.once('close', onClose);
-  let decision;
+  let decision: Decision;
   try {
     decision = await select(runtime.policy, view, abort.signal);
   } catch (err) {
-    if (abort.signal.aborted) return; // the caller is gone; the load itself goes on for others
+    if (abort.signal.aborted) return;
     throw err;
   } finally {
     res.off('close', onClose);
   }
+  answer(runtime, res, decision, view, started);
+}
+
+function answer(runtime: PolicyRuntime, res: ServerResponse, decision: Decision, view: RequestView, started: number): void {
   if (decision.route === 'none') {
     const body = JSON.stringify({ error: 'no upstream available', reason: decision.reason });
     res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-dynamic-route': 'none', 'x-dynamic-reason': decision.reason ?? '' });
     res.end(body);
   } else {
-    const headers: Record<string, string> = {
-      'x-dynamic-upstream': decision.upstream,
-      'x-dynamic-upstreams': decision.upstreams,
+    // a flat [name, value, …] list: Node writes it without building and validating a headers object
+    const headers = [
+      'x-dynamic-upstream', decision.upstream,
+      'x-dynamic-upstreams', decision.upstreams,
       // what Caddy's handle_errors retries when the choice refuses the connection (see caddy-config/Caddyfile.select)
-      'x-dynamic-upstream-alt': alternate(decision.upstreams, decision.upstream),
-      'x-dynamic-route': decision.route,
-      'content-length': '0',
-    };
-    if (decision.route === 'fallback') headers['x-dynamic-reason'] = decision.reason ?? '';
+      'x-dynamic-upstream-alt', alternate(decision.upstreams, decision.upstream),
+      'x-dynamic-route', decision.route,
+      'content-length', '0',
+    ];
+    if (decision.route === 'fallback') headers.push('x-dynamic-reason', decision.reason ?? '');
     res.writeHead(200, headers);
     res.end();
   }
