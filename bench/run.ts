@@ -29,15 +29,21 @@ const PROPAGATION: PropagationCase[] = [
 const sections: string[] = [`# dynamic-lb benchmarks — ${new Date().toISOString()}, Node ${process.version}`];
 if (want('selection')) sections.push(await benchSelection());
 if (want('engine')) sections.push(await benchEngine());
-if (want('propagation') || want('e2e')) {
-  const infra = new URL('../test/support/infra.sh', import.meta.url).pathname;
+const infra = new URL('../test/support/infra.sh', import.meta.url).pathname;
+const needsServers = want('propagation') || want('e2e');
+if (needsServers) {
   execFileSync('bash', [infra, 'up'], { stdio: ['ignore', 'inherit', 'inherit'] });
   process.env.INFRA_DIR ??= '/tmp/cdr-infra';
 }
-if (want('propagation')) sections.push(await benchPropagation(PROPAGATION));
-if (want('e2e') && existsSync(new URL('./e2e.ts', import.meta.url))) {
-  const { benchE2e } = (await import('./e2e.ts')) as { benchE2e: () => Promise<string> };
-  sections.push(await benchE2e());
+try {
+  if (want('propagation')) sections.push(await benchPropagation(PROPAGATION));
+  if (want('e2e') && existsSync(new URL('./e2e.ts', import.meta.url))) {
+    const { benchE2e } = (await import('./e2e.ts')) as { benchE2e: () => Promise<string> };
+    sections.push(await benchE2e());
+  }
+} finally {
+  // leave the machine as we found it, unless asked to keep the servers for another run
+  if (needsServers && !process.env.KEEP_INFRA) execFileSync('bash', [infra, 'down'], { stdio: ['ignore', 'inherit', 'inherit'] });
 }
 console.log(sections.join('\n\n'));
 process.exit(0);

@@ -1,3 +1,5 @@
+import { abortable } from '../sources/backoff.ts';
+
 /**
  * One load per key at a time. The load runs on the source's own lifetime (not on the first caller's
  * request), so a caller that gives up — its client disconnected — never fails the others (the Go module's
@@ -13,28 +15,10 @@ export class Singleflight<T> {
       this.inflight.set(key, p);
     }
     if (waiterSignal === undefined) return p;
-    return abortable(p, waiterSignal);
+    return abortable(waiterSignal, p);
   }
 
   get size(): number {
     return this.inflight.size;
   }
-}
-
-function abortable<T>(p: Promise<T>, signal: AbortSignal): Promise<T> {
-  if (signal.aborted) return Promise.reject(signal.reason);
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    p.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (e: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(e);
-      },
-    );
-  });
 }

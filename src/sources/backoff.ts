@@ -57,3 +57,28 @@ export async function withTimeout<T>(ms: number, parent: AbortSignal | undefined
     if (onParent !== undefined) parent?.removeEventListener('abort', onParent);
   }
 }
+
+/**
+ * Settles with `work`, or rejects with the signal's reason as soon as it aborts — for client calls that
+ * cannot be cancelled themselves (their outcome is then dropped, never left as an unhandled rejection).
+ */
+export function abortable<T>(signal: AbortSignal, work: Promise<T>): Promise<T> {
+  if (signal.aborted) {
+    work.catch(() => undefined);
+    return Promise.reject(signal.reason);
+  }
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = (): void => reject(signal.reason);
+    signal.addEventListener('abort', onAbort, { once: true });
+    work.then(
+      (v) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(v);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}

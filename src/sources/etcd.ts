@@ -4,6 +4,7 @@ import { Etcd3, isRecoverableError, type IKeyValue, type IOptions } from 'etcd3'
 import { ResyncRequired, SourceError, errorMessage } from '../errors.ts';
 import type { DriverFactory } from './registry.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
+import { abortable } from './backoff.ts';
 
 /**
  * etcd v3 (the `etcd3` gRPC client). Store key = `prefix` + routing key.
@@ -228,27 +229,6 @@ export class EtcdDriver implements StoreDriver {
   }
 }
 
-/** Resolves or rejects with `work`, or rejects with the signal's reason as soon as it aborts. */
-function abortable<T>(signal: AbortSignal, work: Promise<T>): Promise<T> {
-  if (signal.aborted) {
-    work.catch(() => undefined);
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
-}
 
 /** `host:port` → `http://host:port` (`https://` with TLS); explicit schemes must agree with the TLS setting. */
 export function normaliseEndpoint(endpoint: string, tls: boolean): string | { problem: string } {

@@ -7,6 +7,7 @@ import type { Logger } from '../observe/log.ts';
 import type { OptionReader } from '../config/options.ts';
 import type { DriverFactory } from './registry.ts';
 import type { Change, Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
+import { abortable } from './backoff.ts';
 
 /**
  * Redis (ioredis): standalone, sentinel or cluster. Store key = `prefix` + routing key; only string values are
@@ -460,26 +461,6 @@ async function pipelinedGet(node: Redis, keys: string[]): Promise<Array<string |
   });
 }
 
-function abortable<T>(signal: AbortSignal, work: Promise<T>): Promise<T> {
-  if (signal.aborted) {
-    work.catch(() => undefined);
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
-}
 
 // ---- options ------------------------------------------------------------------------------------------
 

@@ -3,6 +3,7 @@ import type { Client, Event } from 'node-zookeeper-client';
 import { SourceError } from '../errors.ts';
 import type { DriverFactory } from './registry.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
+import { abortable } from './backoff.ts';
 
 /**
  * ZooKeeper (`node-zookeeper-client`, pure JS). Options (the Go module's names and defaults):
@@ -356,27 +357,6 @@ function op<T>(start: (cb: (err: unknown, value: T) => void) => void): Promise<T
   return new Promise<T>((resolve, reject) => start((err, value) => (err ? reject(err) : resolve(value))));
 }
 
-/** Waits for `work` unless `signal` aborts first (one listener per wait, however many calls `work` holds). */
-function abortable<T>(signal: AbortSignal, work: Promise<T>): Promise<T> {
-  if (signal.aborted) {
-    work.catch(() => undefined); // its outcome is no longer wanted; only its bookkeeping runs
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
-}
 
 /**
  * node-zookeeper-client has no handshake timeout: a socket the server accepted but never answers (ZooKeeper

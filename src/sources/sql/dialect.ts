@@ -34,27 +34,7 @@ export interface SqlDialect {
   close(): Promise<void>;
 }
 
-/** Waits for `work` unless `signal` aborts first; the late outcome of `work` is then dropped. */
-export function abortable<T>(signal: AbortSignal, work: Promise<T>): Promise<T> {
-  if (signal.aborted) {
-    work.catch(() => undefined); // nobody wants the outcome any more
-    return Promise.reject(signal.reason);
-  }
-  return new Promise<T>((resolve, reject) => {
-    const onAbort = (): void => reject(signal.reason);
-    signal.addEventListener('abort', onAbort, { once: true });
-    work.then(
-      (v) => {
-        signal.removeEventListener('abort', onAbort);
-        resolve(v);
-      },
-      (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
-        reject(err);
-      },
-    );
-  });
-}
+export { abortable } from '../backoff.ts';
 
 /**
  * Ends a pool without letting close() hang: a pool waits for queries still running on a connection that
