@@ -1,23 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { makeOptions, makeView } from './support.ts';
 import type { AlgorithmOptions } from '../../src/select/algorithm.ts';
 import { fnv1a } from '../../src/select/hash.ts';
 import { ipHash } from '../../src/select/ip-hash.ts';
-import { UpstreamStateTable } from '../../src/select/upstream-state.ts';
 import { RequestView } from '../../src/request/view.ts';
 
-function view(remoteIp: string): RequestView {
-  return new RequestView({ method: 'GET', uri: '/p', host: 'h', scheme: 'http', headers: { 'x-user': 'u1' }, remoteIp });
-}
+const view = (remoteIp: string): RequestView => makeView({ remoteIp });
 
-function options(weights: readonly number[]): AlgorithmOptions {
-  return {
-    upstreams: weights.map((weight, i) => ({ address: `10.0.0.${i + 1}:8080`, weight })),
-    key: undefined,
-    state: new UpstreamStateTable(),
-    random: () => 0.5,
-  };
-}
+const options = (weights: readonly number[]): AlgorithmOptions => makeOptions(weights);
 
 test('an empty list gives -1', () => {
   assert.equal(ipHash(options([])).pick(view('10.0.0.1')), -1);

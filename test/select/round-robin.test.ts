@@ -1,27 +1,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { makeOptions, makeView } from './support.ts';
 import type { AlgorithmOptions } from '../../src/select/algorithm.ts';
 import { roundRobin } from '../../src/select/round-robin.ts';
-import { UpstreamStateTable } from '../../src/select/upstream-state.ts';
 import { RequestView } from '../../src/request/view.ts';
 
-const view = new RequestView({
-  method: 'GET',
-  uri: '/p',
-  host: 'h',
-  scheme: 'http',
-  headers: { 'x-user': 'u1' },
-  remoteIp: '10.0.0.1',
-});
+const view = makeView();
 
-function options(weights: readonly number[]): AlgorithmOptions {
-  return {
-    upstreams: weights.map((weight, i) => ({ address: `10.0.0.${i + 1}:8080`, weight })),
-    key: undefined,
-    state: new UpstreamStateTable(),
-    random: () => 0.5,
-  };
-}
+const options = (weights: readonly number[]): AlgorithmOptions => makeOptions(weights);
 
 function picks(alg: { pick(v: RequestView): number }, count: number): number[] {
   const out: number[] = [];

@@ -1,23 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { makeOptions, makeView } from './support.ts';
 import type { AlgorithmOptions } from '../../src/select/algorithm.ts';
 import { fnv1a } from '../../src/select/hash.ts';
 import { uriHash } from '../../src/select/uri-hash.ts';
-import { UpstreamStateTable } from '../../src/select/upstream-state.ts';
 import { RequestView } from '../../src/request/view.ts';
 
-function view(uri: string, host = 'h'): RequestView {
-  return new RequestView({ method: 'GET', uri, host, scheme: 'http', headers: { 'x-user': 'u1' }, remoteIp: '10.0.0.1' });
-}
+const view = (uri: string, host = 'h'): RequestView => makeView({ uri, host });
 
-function options(weights: readonly number[]): AlgorithmOptions {
-  return {
-    upstreams: weights.map((weight, i) => ({ address: `10.0.0.${i + 1}:8080`, weight })),
-    key: undefined,
-    state: new UpstreamStateTable(),
-    random: () => 0.5,
-  };
-}
+const options = (weights: readonly number[]): AlgorithmOptions => makeOptions(weights);
 
 test('an empty list gives -1', () => {
   assert.equal(uriHash(options([])).pick(view('/p')), -1);

@@ -6,17 +6,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import Consul from 'consul';
-import { stringify } from 'yaml';
-import { buildService } from '../../src/app.ts';
-import { parseConfig } from '../../src/config/load.ts';
-import { ConfigError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/observe/log.ts';
 import { ConsulDriver } from '../../src/sources/consul.ts';
 import type { Change, Snapshot, WatchContext } from '../../src/sources/source.ts';
 import { describeSourceBehaviour } from './behaviour.ts';
 import { makeHarness, type ConsulHarness } from './harness/consul.ts';
 import { startFakeConsul, type FakeConsul } from '../support/fake-consul.ts';
-import { eventually, startTestService, type TestService } from '../support/service.ts';
+import { eventually, startTestService, type TestService, configError } from '../support/service.ts';
 
 /**
  * The `consul` source against the protocol-faithful fake Consul (no Consul server can be installed here):
@@ -30,18 +26,6 @@ const FAST = { backoff_initial: '100ms', backoff_max: '500ms', initial_load_time
 
 describeSourceBehaviour('consul', () => makeHarness());
 
-/** The ConfigError building a service with this `data_source` fails with. */
-async function configError(dataSource: Record<string, unknown>): Promise<ConfigError> {
-  const config = parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, policies: { default: { key: '{http.request.header.X-Tenant}', data_source: dataSource } } }));
-  try {
-    const service = await buildService(config, { logger: silentLogger });
-    await service.stop();
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail(`no ConfigError for ${JSON.stringify(dataSource)}`);
-}
 
 describe('consul options', () => {
   const field = (name: string): string => `policies.default.data_source.${name}`;

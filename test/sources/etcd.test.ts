@@ -3,13 +3,12 @@ import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { buildService } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/load.ts';
-import { ConfigError } from '../../src/errors.ts';
 import { normaliseEndpoint } from '../../src/sources/etcd.ts';
 import { silentLogger } from '../../src/observe/log.ts';
 import { describeSourceBehaviour } from './behaviour.ts';
 import { makeHarness, startSecureEtcd, type EtcdHarness, type SecureEtcd } from './harness/etcd.ts';
 import { requireServers } from '../support/servers.ts';
-import { eventually, startTestService, type TestService } from '../support/service.ts';
+import { eventually, startTestService, type TestService, configError } from '../support/service.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 
 const A1 = '127.0.0.1:9101';
@@ -21,18 +20,6 @@ before(() => requireServers('etcd'));
 
 describeSourceBehaviour('etcd', makeHarness);
 
-/** The ConfigError building a service with this `data_source` fails with. */
-async function configError(dataSource: Record<string, unknown>): Promise<ConfigError> {
-  const config = parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, policies: { default: { key: '{http.request.header.X-Tenant}', data_source: dataSource } } }));
-  try {
-    const service = await buildService(config, { logger: silentLogger });
-    await service.stop();
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail(`no ConfigError for ${JSON.stringify(dataSource)}`);
-}
 
 describe('etcd options', () => {
   const base = { source: 'etcd', endpoints: ['127.0.0.1:2379'] };

@@ -8,13 +8,12 @@ import { KubeConfig, type V1ConfigMap } from '@kubernetes/client-node';
 import { parseAllDocuments, stringify } from 'yaml';
 import { buildService } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/load.ts';
-import { ConfigError } from '../../src/errors.ts';
 import { createLogger, silentLogger } from '../../src/observe/log.ts';
 import { KubernetesDriver, loadKubeConfig } from '../../src/sources/kubernetes.ts';
 import type { Change, WatchContext } from '../../src/sources/source.ts';
 import { describeSourceBehaviour } from './behaviour.ts';
 import { CONFIGMAP, RBAC_FILE, makeHarness, shippedRole, type KubeHarness } from './harness/kubernetes.ts';
-import { eventually, startTestService, type TestService } from '../support/service.ts';
+import { eventually, startTestService, type TestService, configError } from '../support/service.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
 
 /**
@@ -384,18 +383,6 @@ describe('the shipped RBAC manifest (caddy-config/kubernetes-rbac.yaml)', () => 
 });
 
 describe('kubernetes options', () => {
-  /** The ConfigError building a service with this `data_source` fails with. */
-  async function configError(dataSource: Record<string, unknown>): Promise<ConfigError> {
-    const config = parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, policies: { default: { key: '{http.request.header.X-Tenant}', data_source: dataSource } } }));
-    try {
-      const service = await buildService(config, { logger: silentLogger });
-      await service.stop();
-    } catch (err) {
-      assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-      return err;
-    }
-    assert.fail(`no ConfigError for ${JSON.stringify(dataSource)}`);
-  }
   let dir: string;
   let kubeconfig: string;
   before(() => {

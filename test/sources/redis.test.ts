@@ -7,14 +7,13 @@ import { Redis } from 'ioredis';
 import { stringify } from 'yaml';
 import { buildService } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/load.ts';
-import { ConfigError } from '../../src/errors.ts';
 import { silentLogger } from '../../src/observe/log.ts';
 import { globEscape, missingKeyspaceFlags } from '../../src/sources/redis.ts';
 import { describeSourceBehaviour } from './behaviour.ts';
 import { makeCerts, type TestCerts } from './harness/etcd.ts';
 import { deleteByPrefix, makeHarness, makeKeyspaceHarness, spawnRedis, uniquePrefix, type RedisHarness, type SpawnedRedis } from './harness/redis.ts';
 import { infra, requireServers } from '../support/servers.ts';
-import { eventually, startTestService, type TestService } from '../support/service.ts';
+import { eventually, startTestService, type TestService, configError } from '../support/service.ts';
 
 const A1 = '127.0.0.1:9101';
 const A2 = '127.0.0.1:9102';
@@ -27,18 +26,6 @@ before(() => requireServers('redis'));
 describeSourceBehaviour('redis (pub/sub)', makeHarness);
 describeSourceBehaviour('redis (keyspace notifications)', makeKeyspaceHarness);
 
-/** The ConfigError building a service with this `data_source` fails with. */
-async function configError(dataSource: Record<string, unknown>): Promise<ConfigError> {
-  const config = parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, policies: { default: { key: '{http.request.header.X-Tenant}', data_source: dataSource } } }));
-  try {
-    const service = await buildService(config, { logger: silentLogger });
-    await service.stop();
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail(`no ConfigError for ${JSON.stringify(dataSource)}`);
-}
 
 describe('redis options', () => {
   const r = { source: 'redis' };

@@ -3,6 +3,7 @@ import { buildService, type Service } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { Metrics } from '../../src/metrics/metrics.ts';
 import { silentLogger } from '../../src/observe/log.ts';
+import { ConfigError } from '../../src/errors.ts';
 
 /**
  * A real service on loopback (ephemeral ports) for one policy `default` whose key is the `X-Tenant`
@@ -61,4 +62,17 @@ export async function eventually(check: () => Promise<boolean> | boolean, timeou
     await new Promise((r) => setTimeout(r, 10));
   }
   throw new Error(`timed out after ${timeoutMs}ms waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+}
+
+/** The ConfigError that building a service with this `data_source` fails with (fails the test if it builds). */
+export async function configError(dataSource: Record<string, unknown>): Promise<ConfigError> {
+  const config = parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, policies: { default: { key: '{http.request.header.X-Tenant}', data_source: dataSource } } }));
+  try {
+    const service = await buildService(config, { logger: silentLogger });
+    await service.stop();
+  } catch (err) {
+    if (err instanceof ConfigError) return err;
+    throw new Error(`expected a ConfigError, got ${String(err)}`, { cause: err });
+  }
+  throw new Error(`no ConfigError for ${JSON.stringify(dataSource)}`);
 }
