@@ -1,37 +1,18 @@
 import assert from 'node:assert/strict';
-import { createServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { OptionReader } from '../../src/config/options.ts';
 import { ConfigError } from '../../src/errors.ts';
-import { Metrics, ParseErrorLog } from '../../src/metrics/metrics.ts';
-import { silentLogger } from '../../src/observe/log.ts';
-import { algorithms } from '../../src/select/index.ts';
-import { UpstreamStateTable } from '../../src/select/upstream-state.ts';
-import { SqlDriver, factory } from '../../src/sources/sql.ts';
 import type { Change, PollResult, Snapshot } from '../../src/sources/source.ts';
 import { describeSourceBehaviour } from './behaviour.ts';
-import { SQL_VARIANTS, createTableSql, dropTableSql, makeHarness, mysqlDsn, sqlAdmin, uniqueTable, type SqlAdmin } from './harness/sql.ts';
+import { SQL_VARIANTS, createTableSql, driverFrom, dropTableSql, makeHarness, mysqlDsn, sqlAdmin, uniqueTable, type SqlAdmin } from './harness/sql.ts';
 import { startTestService } from '../support/service.ts';
 import { infra } from '../support/servers.ts';
+import { freePort } from '../support/ports.ts';
 
 describeSourceBehaviour('sql (mysql, full)', () => makeHarness(SQL_VARIANTS['mysql-full']));
 describeSourceBehaviour('sql (mysql, incremental + deleted_at_column)', () => makeHarness(SQL_VARIANTS['mysql-incremental']));
 
-const deps = { metrics: new Metrics(), parseErrors: new ParseErrorLog(), compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger };
 
-async function driverFrom(options: Record<string, unknown>): Promise<SqlDriver> {
-  const spec = await factory({ name: 'sql', options: new OptionReader(options, 'data_source'), deps, createChild: () => Promise.reject(new Error('no children')) });
-  assert.ok('driver' in spec && spec.driver instanceof SqlDriver);
-  return spec.driver;
-}
 
-async function closedPort(): Promise<number> {
-  const server = createServer();
-  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
-  const port = (server.address() as { port: number }).port;
-  await new Promise<void>((resolve) => server.close(() => resolve()));
-  return port;
-}
 
 const ADDRESS = `${infra.mariadb.host}:${infra.mariadb.port}`;
 const MY = mysqlDsn(ADDRESS);
@@ -55,7 +36,7 @@ describe('sql (mysql) driver', () => {
   });
 
   test('starting while the database is down does not fail: unhealthy and retried', async () => {
-    const port = await closedPort();
+    const port = await freePort();
     const started = performance.now();
     const svc = await startTestService({ source: 'sql', driver: 'mysql', dsn: mysqlDsn(`127.0.0.1:${port}`), initial_load_timeout: '1s', backoff_initial: '100ms', backoff_max: '500ms' });
     try {

@@ -3,6 +3,12 @@ import mysql from 'mysql2/promise';
 import pg from 'pg';
 import { infra, requireServers, startServer, stopServer } from '../../support/servers.ts';
 import type { StoreHarness } from '../behaviour.ts';
+import { OptionReader } from '../../../src/config/options.ts';
+import { Metrics, ParseErrorLog } from '../../../src/metrics/metrics.ts';
+import { silentLogger } from '../../../src/observe/log.ts';
+import { algorithms } from '../../../src/select/index.ts';
+import { UpstreamStateTable } from '../../../src/select/upstream-state.ts';
+import { SqlDriver, factory } from '../../../src/sources/sql.ts';
 
 /**
  * The SQL side of the behaviour suite and the propagation benchmark. Each harness creates its own table
@@ -209,3 +215,11 @@ export const makePostgresHarness = (): Promise<SqlHarness> => makeHarness(SQL_VA
 export const makeMysqlHarness = (): Promise<SqlHarness> => makeHarness(SQL_VARIANTS['mysql-full']);
 /** MariaDB, incremental polling with soft deletes (`deleted_at_column`). */
 export const makeMysqlIncrementalHarness = (): Promise<SqlHarness> => makeHarness(SQL_VARIANTS['mysql-incremental']);
+
+/** A bare SqlDriver built from `data_source` options, as the registry would (not connected yet). */
+export async function driverFrom(options: Record<string, unknown>): Promise<SqlDriver> {
+  const deps = { metrics: new Metrics(), parseErrors: new ParseErrorLog(), compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger };
+  const spec = await factory({ name: 'sql', options: new OptionReader(options, 'data_source'), deps, createChild: () => Promise.reject(new Error('no children')) });
+  if (!('driver' in spec) || !(spec.driver instanceof SqlDriver)) throw new Error('the sql factory did not return a SqlDriver');
+  return spec.driver;
+}
