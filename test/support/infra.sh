@@ -184,6 +184,9 @@ ensure_packages() {
   command -v caddy >/dev/null || need+=(caddy)
   command -v docker-compose >/dev/null || need+=(docker-compose)   # test/caddyfile/compose.test.ts: `config -q` (v1, no engine needed)
   command -v bc >/dev/null || need+=(bc)
+  command -v chromium >/dev/null || need+=(chromium)                # headless page tests (admin status page)
+  command -v promtool >/dev/null || need+=(prometheus)              # promtool check/test rules, PromQL parsing
+  command -v kubectl >/dev/null || need+=(kubernetes-client)        # kubectl kustomize (deploy/kubernetes)
   command -v ps >/dev/null || need+=(procps)
   [ -x "$PGBIN/postgres" ] || need+=(postgresql)
   [ ${#need[@]} -gt 0 ] || return 0
