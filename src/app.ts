@@ -20,6 +20,7 @@ import type { RuntimeDeps } from './sources/runner.ts';
 import { SourceNamer, createSource } from './sources/registry.ts';
 import type { RouteSource } from './sources/source.ts';
 import { ConfigError } from './errors.ts';
+import { UpstreamGuard } from './guard/upstream-guard.ts';
 
 /**
  * The composition root: builds sources, policies and servers from the service config and owns the start
@@ -65,13 +66,18 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
   const namer = new SourceNamer();
   const sources: RouteSource[] = [];
   const policies = new Map<string, PolicyRuntime>();
+  const guarded: Array<{ guard: UpstreamGuard; source: RouteSource | undefined }> = [];
   try {
     for (const p of config.policies) {
       // the source's events name their policy and, once it exists, the source instance
       const origin: { policy: string; source: string | undefined } = { policy: p.name, source: undefined };
-      const deps: RuntimeDeps = { ...baseDeps, events: sourceEvents(events, origin) };
+      // routes are checked against the policy's upstream guard when compiled (once per stored value)
+      const guard = new UpstreamGuard({ allowed: p.allowedUpstreams, denied: p.deniedUpstreams, self: { listen: config.listen, admin: config.admin.listen, dns: config.dns?.listen } });
+      guard.onRefused = (key, refused) => logger.warn({ policy: p.name, key, refused }, 'route names refused upstreams: they are never proxied');
+      const deps: RuntimeDeps = { ...baseDeps, compile: { ...baseDeps.compile, guard }, events: sourceEvents(events, origin) };
       const source = p.dataSource === undefined ? undefined : await createSource(p.dataSource, deps, namer);
       if (source !== undefined) sources.push(source);
+      guarded.push({ guard, source });
       origin.source = source?.name;
       const policy: Policy = {
         name: p.name,
@@ -119,10 +125,12 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       started = true;
       // the admin listener comes first so /readyz can answer 503 while sources load
       for (const l of extra.filter((e) => e.name === 'admin')) addresses.admin = await l.start();
+      refuseBound('admin');
       await Promise.all(sources.map((s) => s.start()));
-      caddyApi = createCaddyApi(policies, logger);
+      caddyApi = createCaddyApi(policies, logger, { maxConnections: config.maxConnections, metrics });
       addresses.listen = await listen(caddyApi, config.listen);
       for (const l of extra.filter((e) => e.name !== 'admin')) addresses[l.name] = await l.start();
+      refuseBound('listen', 'dns');
       logger.info({ listen: addresses.listen, admin: addresses.admin, dns: addresses.dns, policies: [...policies.keys()] }, 'dynamic-lb started');
     },
     async stop() {
@@ -132,6 +140,22 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       await flushTracing().catch((err: unknown) => logger.warn({ err }, 'flushing spans failed'));
     },
   };
+  /**
+   * A listener configured with port 0 (tests) has its address only once bound: the guards learn it then.
+   * Routes compiled before could only name that port by chance; if one does, its source reloads.
+   */
+  function refuseBound(...roles: Array<'listen' | 'admin' | 'dns'>): void {
+    const configured = { listen: config.listen, admin: config.admin.listen, dns: config.dns?.listen };
+    const changed = roles.filter((r) => addresses[r] !== undefined && addresses[r] !== configured[r]);
+    if (changed.length === 0) return;
+    for (const { guard, source } of guarded) {
+      for (const role of changed) guard.addSelf(role, addresses[role] as string);
+      if (source === undefined) continue;
+      let stale = false;
+      for (const route of source.routes()) for (const a of route.pool) stale ||= guard.refusal(a) !== undefined;
+      if (stale) source.clear();
+    }
+  }
   const admin = createAdminServer({ service, events, stats, logger });
   service.addListener(
     'admin',

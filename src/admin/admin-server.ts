@@ -4,6 +4,8 @@ import type { Service } from '../app.ts';
 import { DynamicLbError } from '../errors.ts';
 import type { Logger } from '../observe/log.ts';
 import { sendJson } from '../server/http-util.ts';
+import { answerClientErrors, capConnections } from '../server/listener-limits.ts';
+import { DEFAULT_ADMIN_MAX_CONNECTIONS } from '../config/load.ts';
 import { EVENT_NAMES, eventName, serveEvents, type EventBus, type EventName, type SseOptions } from './events.ts';
 import type { KeyStats } from './stats.ts';
 import { cacheView, clearCaches, explainDecision, healthView, policiesView, routesView, statsView } from './views.ts';
@@ -109,11 +111,15 @@ export function createAdminServer(deps: AdminDeps): Server {
 
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
-      logger.error({ err, url: req.url }, 'admin request failed');
-      if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
+      // a client that goes away mid-request is not a server error
+      if (req.destroyed || (err as { code?: string }).code === 'ECONNRESET') logger.debug({ err, url: req.url?.slice(0, 200) }, 'admin client went away');
+      else logger.error({ err, url: req.url?.slice(0, 200) }, 'admin request failed');
+      if (!res.headersSent && !res.destroyed) sendJson(res, 500, { error: 'internal error' });
       else res.destroy();
     });
   });
+  answerClientErrors(server, 'admin', logger);
+  capConnections(server, { listener: 'admin', max: service.config.admin.maxConnections ?? DEFAULT_ADMIN_MAX_CONNECTIONS, logger, metrics: service.metrics });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = req.url ?? '/';

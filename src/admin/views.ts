@@ -59,6 +59,8 @@ export interface RouteJson {
   /** Every address the config names, sorted and de-duplicated. */
   upstreams: string[];
   rule_count: number;
+  /** Addresses the policy's upstream guard refuses (never proxied); absent when none. */
+  refused_upstreams?: Array<{ address: string; reason: string }>;
 }
 
 /** Every cached route of every source, ordered by source then key. */
@@ -79,6 +81,7 @@ function routeSummary(s: RouteSource, r: CompiledRoute): RouteJson {
     ...(r.config.upstream ? { upstream: r.config.upstream } : {}),
     upstreams: [...r.sortedUpstreams],
     rule_count: r.config.rules.length,
+    ...(r.refused.length > 0 ? { refused_upstreams: r.refused.map((x) => ({ ...x })) } : {}),
   };
 }
 

@@ -3,10 +3,14 @@ import { LineCounter, parseDocument, isMap, isScalar, type Node } from 'yaml';
 import { ConfigError } from '../errors.ts';
 import { isDialAddress } from '../route/parse.ts';
 import { FALLBACK_POLICIES, type FallbackPolicyName } from '../select/fallback.ts';
+import { UpstreamGuard, parseUpstreamPattern } from '../guard/upstream-guard.ts';
 import { OptionReader, type LocateFn } from './options.ts';
 import type { PolicyConfig, ServiceConfig } from './schema.ts';
 
 export const DEFAULT_CONFIG_FILE = './dynamic-lb.yaml';
+/** Default connection caps per listener (`max_connections`, `admin.max_connections`). */
+export const DEFAULT_MAX_CONNECTIONS = 4096;
+export const DEFAULT_ADMIN_MAX_CONNECTIONS = 256;
 
 /** The config file to use: `--config`, else `DYNAMIC_LB_CONFIG`, else `./dynamic-lb.yaml`. */
 export function configPath(flag: string | undefined): string {
@@ -56,8 +60,14 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
   const r = new OptionReader(root as Record<string, unknown>, '', locate);
 
   const listen = address(r, 'listen', '127.0.0.1:2020');
+  const maxConnections = r.int('max_connections', DEFAULT_MAX_CONNECTIONS, { min: 1 });
   const adminReader = r.object('admin') ?? new OptionReader({}, 'admin', locate);
-  const admin = { listen: address(adminReader, 'listen', '127.0.0.1:2021'), token: adminReader.string('token') || undefined, eventsSampleRate: fraction(adminReader, 'events_sample_rate', 0.01) };
+  const admin = {
+    listen: address(adminReader, 'listen', '127.0.0.1:2021'),
+    token: adminReader.string('token') || undefined,
+    eventsSampleRate: fraction(adminReader, 'events_sample_rate', 0.01),
+    maxConnections: adminReader.int('max_connections', DEFAULT_ADMIN_MAX_CONNECTIONS, { min: 1 }),
+  };
   adminReader.done();
   const dnsReader = r.object('dns');
   let dns: ServiceConfig['dns'];
@@ -75,7 +85,7 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
   const policies = Object.keys(policiesReader.values).map((name) => {
     const p = policiesReader.object(name);
     if (p === undefined) return policiesReader.fail(name, 'must be an object');
-    return readPolicy(name, p);
+    return readPolicy(name, p, { listen, admin: admin.listen, dns: dns?.listen });
   });
   r.done();
   const seen = new Set<string>();
@@ -83,10 +93,10 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
     if (seen.has(p.name)) throw new ConfigError(p.path, 'duplicate policy name');
     seen.add(p.name);
   }
-  return { file, listen, admin, dns, logLevel, policies };
+  return { file, listen, maxConnections, admin, dns, logLevel, policies };
 }
 
-function readPolicy(name: string, p: OptionReader): PolicyConfig {
+function readPolicy(name: string, p: OptionReader, self: Record<string, string | undefined>): PolicyConfig {
   if (!/^[A-Za-z0-9_-]+$/.test(name)) p.fail('', `policy name ${JSON.stringify(name)} may only use letters, digits, _ and - (it appears in /select/<name> and DNS names)`);
   const fallbackRaw = p.raw('fallback');
   let fallback: FallbackPolicyName = 'random';
@@ -102,6 +112,14 @@ function readPolicy(name: string, p: OptionReader): PolicyConfig {
   pool.forEach((a, i) => {
     if (!isDialAddress(a)) p.fail(`pool[${i}]`, `malformed address ${JSON.stringify(a)}: expected host:port`);
   });
+  const allowedUpstreams = upstreamPatterns(p, 'allowed_upstreams');
+  const deniedUpstreams = upstreamPatterns(p, 'denied_upstreams') ?? [];
+  // the static pool is checked here, once: a refused member is a config error, not a runtime miss
+  const guard = new UpstreamGuard({ allowed: allowedUpstreams, denied: deniedUpstreams, self });
+  pool.forEach((a, i) => {
+    const why = guard.refusal(a);
+    if (why !== undefined) p.fail(`pool[${i}]`, `${a} is refused: ${why}`);
+  });
   const config: PolicyConfig = {
     name,
     key: p.string('key') || undefined,
@@ -111,12 +129,29 @@ function readPolicy(name: string, p: OptionReader): PolicyConfig {
     fallback,
     pool,
     restrictToPool: p.bool('restrict_to_pool', false),
+    allowedUpstreams,
+    deniedUpstreams,
     metricsCardinality: p.oneOf('metrics_cardinality', ['detailed', 'coarse'] as const, 'detailed'),
     dataSource: p.object('data_source'),
     path: p.path,
   };
   p.done();
   return config;
+}
+
+/** A list of upstream patterns (CIDRs, host patterns), each validated; undefined when absent. */
+function upstreamPatterns(p: OptionReader, name: string): string[] | undefined {
+  if (!p.has(name)) {
+    p.raw(name); // read (null counts as absent), so done() does not call it unknown
+    return undefined;
+  }
+  const list = p.stringList(name);
+  if (list.length === 0) p.fail(name, 'must list at least one CIDR or host pattern (omit it to allow any upstream not refused by default)');
+  list.forEach((text, i) => {
+    const parsed = parseUpstreamPattern(text);
+    if (typeof parsed === 'string') p.fail(`${name}[${i}]`, `${JSON.stringify(text)}: ${parsed}`);
+  });
+  return list;
 }
 
 /** A number from 0 to 1 (a share); numeric strings are accepted, as `${ENV}` interpolation yields text. */

@@ -10,11 +10,18 @@ export interface ServiceConfig {
   file: string;
   /** Caddy-facing API (`/select`, `/upstreams`, `/rpc`). Default `127.0.0.1:2020`. */
   listen: string;
+  /**
+   * `max_connections`: open connections the Caddy-facing listener keeps at once; further ones are closed on
+   * accept (counted in `caddy_dynamic_lb_connections_dropped_total{listener="listen"}`). Default 4096.
+   */
+  maxConnections?: number;
   admin: {
     /** `/dynamic-lb/*`, `/metrics`, `/healthz`, `/readyz`. Default `127.0.0.1:2021`. */
     listen: string;
     /** When set, `/dynamic-lb/*` requires `Authorization: Bearer <token>`. Secret: never logged. */
     token: string | undefined;
+    /** `admin.max_connections`: as `max_connections`, for the admin listener (`listener="admin"`). Default 256. */
+    maxConnections?: number;
     /**
      * Share of successful selections published as `dynamic_lb.route_selected` events (0…1, e.g. 0.01 = one
      * in a hundred). Misses are all published as `route_missed`, up to 100 per second per policy. Default 0.01.
@@ -43,6 +50,14 @@ export interface PolicyConfig {
   pool: string[];
   /** When true, routes may only choose members of `pool` (else miss `not_in_pool`). Default false. */
   restrictToPool: boolean;
+  /**
+   * `allowed_upstreams`: CIDRs and host patterns a route may name (`10.0.0.0/8`, `*.svc.cluster.local`,
+   * `backend-*.internal:8080`); others are refused (miss `not_allowed`). Default: any address not refused by
+   * default (link-local/metadata, the sidecar's own listeners — docs/security.md).
+   */
+  allowedUpstreams?: string[] | undefined;
+  /** `denied_upstreams`: more refusals in the same syntax (e.g. Caddy's admin `localhost:2019`). Default none. */
+  deniedUpstreams?: string[];
   /** `detailed` (key/upstream labels) or `coarse` (`__all__`). Default `detailed`. */
   metricsCardinality: 'detailed' | 'coarse';
   /** The data source options, read by the source registry. */

@@ -1,12 +1,16 @@
 import type { CompiledRoute, CompiledRule } from '../route/compile.ts';
 import type { AlgorithmName } from '../route/types.ts';
 
-/** The Go module's miss reasons (plus `not_in_pool` when `restrict_to_pool` is on). */
+/**
+ * The Go module's miss reasons, plus `not_in_pool` (`restrict_to_pool`) and `not_allowed` (every upstream of
+ * the matched rule is refused by the upstream guard: `allowed_upstreams` or a default refusal).
+ */
 export type MissReason =
   | 'no_key'
   | 'no_config'
   | 'no_match'
   | 'not_in_pool'
+  | 'not_allowed'
   | 'unhealthy'
   | 'error'
   | 'disabled'

@@ -80,6 +80,8 @@ function attempt(policy: Policy, view: RequestView, key: string, loaded: Readonl
   const rule = found.simple ?? firstMatchingRule(found, view);
   const matchSeconds = (performance.now() - started) / 1000;
   if (rule === undefined) return 'no_match';
+  // upstream guard: refused addresses were dropped when the route was compiled; a rule left with none is refused
+  if (rule.notAllowed) return 'not_allowed';
 
   const chosen = rule.algorithm.pick(view);
   if (chosen < 0) return 'no_available_upstream';

@@ -28,6 +28,8 @@ export class Metrics {
   readonly poolStale: Counter<'source_type' | 'instance'>;
   readonly poolTotal: Gauge<'source_type' | 'instance'>;
   readonly poolIdle: Gauge<'source_type' | 'instance'>;
+  /** Connections closed on accept because a listener was at its `max_connections` cap. */
+  readonly connectionsDropped: Counter<'listener'>;
 
   /**
    * Set by the app: the service's sources. The three state gauges are computed from them at scrape time
@@ -91,6 +93,7 @@ export class Metrics {
     this.poolStale = new Counter({ name: `${p}pool_stale_connections_total`, help: 'Redis client pool: connections dropped as stale.', labelNames: ['source_type', 'instance'], registers });
     this.poolTotal = new Gauge({ name: `${p}pool_total_connections`, help: 'Redis client pool: open connections.', labelNames: ['source_type', 'instance'], registers });
     this.poolIdle = new Gauge({ name: `${p}pool_idle_connections`, help: 'Redis client pool: idle connections.', labelNames: ['source_type', 'instance'], registers });
+    this.connectionsDropped = new Counter({ name: `${p}connections_dropped_total`, help: 'Connections closed on accept because the listener was at its max_connections cap.', labelNames: ['listener'], registers });
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry });
   }
 }

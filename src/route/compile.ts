@@ -1,4 +1,5 @@
 import type { Algorithm, AlgorithmRegistry } from '../select/algorithm.ts';
+import type { RefusedUpstream, UpstreamGuard } from '../guard/upstream-guard.ts';
 import type { UpstreamStateTable } from '../select/upstream-state.ts';
 import { compileConditionKey, type Getter } from '../request/placeholders.ts';
 import type { RequestView } from '../request/view.ts';
@@ -24,6 +25,11 @@ export interface CompiledRule {
   readonly upstreams: readonly WeightedUpstream[];
   readonly algorithmName: AlgorithmName;
   readonly algorithm: Algorithm;
+  /**
+   * Every upstream the rule names was refused by the upstream guard: the rule is a miss `not_allowed`.
+   * (Refused addresses are never in `upstreams`: the algorithm and the retry order never see them.)
+   */
+  readonly notAllowed: boolean;
   /** `X-Dynamic-Upstreams` value when upstream i is chosen: i first, then the rest in rule order after it. */
   retryOrder(chosen: number): string;
 }
@@ -37,10 +43,12 @@ export interface CompiledRoute {
   /** The simple-mode rule (only `upstream`, no rules), or undefined. */
   readonly simple: CompiledRule | undefined;
   readonly rules: readonly CompiledRule[];
-  /** Every address the route names: simple upstream first, then rule upstreams, de-duplicated (the pool). */
+  /** Every allowed address the route names: simple upstream first, then rule upstreams, de-duplicated (the pool). */
   readonly pool: readonly string[];
-  /** Sorted, de-duplicated addresses (the admin listing). */
+  /** Sorted, de-duplicated addresses (the admin listing), refused ones included. */
   readonly sortedUpstreams: readonly string[];
+  /** Addresses the upstream guard refused (never proxied, never in `pool`), with the reason; usually empty. */
+  readonly refused: readonly RefusedUpstream[];
   /** When the value was (re)confirmed by the store; renewed when a lazy store returns the same text. */
   loadedAt: number;
   /** The stored text this route was compiled from ('' when built in code). */
@@ -52,16 +60,21 @@ export interface CompileContext {
   state: UpstreamStateTable;
   random?: () => number;
   now?: number;
+  /** The policy's upstream guard (allowed_upstreams and the default refusals); absent: every address allowed. */
+  guard?: UpstreamGuard;
 }
 
 export function compileRoute(key: string, config: RouteConfig, ctx: CompileContext, raw = ''): CompiledRoute {
   const now = ctx.now ?? Date.now();
   const random = ctx.random ?? Math.random;
-  const build = (index: number, priority: number, upstreams: readonly WeightedUpstream[], name: AlgorithmName | undefined, algoKey: string | undefined, conditions: Condition[]): CompiledRule => {
+  const refused = refusedUpstreams(config, ctx.guard);
+  const build = (index: number, priority: number, named: readonly WeightedUpstream[], name: AlgorithmName | undefined, algoKey: string | undefined, conditions: Condition[]): CompiledRule => {
     const algorithmName = name ?? config.algorithm ?? 'weighted_random';
     const keyName = algoKey || config.algorithm_key || undefined;
+    const upstreams = refused.size === 0 ? named : named.filter((u) => !refused.has(u.address));
+    const notAllowed = upstreams.length === 0 && named.length > 0;
     const algorithm = ctx.algorithms[algorithmName]({ upstreams, key: keyName?.toLowerCase(), state: ctx.state, random });
-    return { index, priority, conditions, upstreams, algorithmName, algorithm, retryOrder: retryOrderFor(upstreams) };
+    return { index, priority, conditions, upstreams, algorithmName, algorithm, notAllowed, retryOrder: retryOrderFor(upstreams) };
   };
   const rules = config.rules.map((rule, i) =>
     build(i, rule.priority, rule.upstreams, rule.algorithm, rule.algorithm_key, compileConditions(rule.match)),
@@ -72,14 +85,19 @@ export function compileRoute(key: string, config: RouteConfig, ctx: CompileConte
       : undefined;
   const pool: string[] = [];
   const seen = new Set<string>();
+  const named = new Set<string>();
   const add = (a: string): void => {
-    if (a !== '' && !seen.has(a)) {
+    if (a === '') return;
+    named.add(a);
+    if (!seen.has(a) && !refused.has(a)) {
       seen.add(a);
       pool.push(a);
     }
   };
   if (config.upstream !== undefined) add(config.upstream);
   for (const r of config.rules) for (const u of r.upstreams) add(u.address);
+  const refusedList = [...refused].map(([address, reason]) => ({ address, reason }));
+  if (refusedList.length > 0) ctx.guard?.onRefused?.(key, refusedList);
   const ttl = config.ttl_ms ?? 0;
   // The Go module only honours ttl with a stored updated_at; we fall back to the time the value was loaded.
   const expiresAt = ttl > 0 ? (config.updated_at?.getTime() ?? now) + ttl : Infinity;
@@ -91,10 +109,27 @@ export function compileRoute(key: string, config: RouteConfig, ctx: CompileConte
     simple,
     rules,
     pool,
-    sortedUpstreams: [...pool].sort(),
+    sortedUpstreams: [...named].sort(),
+    refused: refusedList,
     loadedAt: now,
     raw,
   };
+}
+
+/** The route's addresses the guard refuses → why; checked once per address, here, so requests only read a flag. */
+function refusedUpstreams(config: RouteConfig, guard: UpstreamGuard | undefined): ReadonlyMap<string, string> {
+  const refused = new Map<string, string>();
+  if (guard === undefined) return refused;
+  const checked = new Set<string>();
+  const check = (address: string): void => {
+    if (checked.has(address)) return;
+    checked.add(address);
+    const why = guard.refusal(address);
+    if (why !== undefined) refused.set(address, why);
+  };
+  if (config.upstream !== undefined) check(config.upstream);
+  for (const r of config.rules) for (const u of r.upstreams) check(u.address);
+  return refused;
 }
 
 function compileConditions(match: Record<string, string>): Condition[] {

@@ -6,19 +6,31 @@ import { viewFromForwarded } from './request-view.ts';
 import { RpcHandler } from './rpc.ts';
 import { handleSelect } from './select-http.ts';
 import { BodyTooLarge, readBody, sendJson, tuneKeepAlive } from './http-util.ts';
+import { answerClientErrors, capConnections } from './listener-limits.ts';
+import type { Metrics } from '../metrics/metrics.ts';
+import { DEFAULT_MAX_CONNECTIONS } from '../config/load.ts';
 
 /**
  * The Caddy-facing listener (`listen`): `GET /select/{policy}`, `GET /upstreams/{policy}?key=K`,
  * `POST /rpc`. `/select` and `/upstreams` without a name mean policy `default`.
  */
-export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, logger: Logger): Server {
+export interface CaddyApiOptions {
+  /** `max_connections`; default DEFAULT_MAX_CONNECTIONS. */
+  maxConnections?: number;
+  /** Where dropped connections are counted. */
+  metrics?: Metrics;
+}
+
+export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, logger: Logger, options: CaddyApiOptions = {}): Server {
   const rpc = new RpcHandler(policies);
-  // Caddy accepts request headers up to ~1 MB and forward_auth forwards them all: Node's 16 KB default would 431
   const fail = (req: IncomingMessage, res: ServerResponse, err: unknown): void => {
-    logger.error({ err, url: req.url }, 'request failed');
-    if (!res.headersSent) sendJson(res, 500, { error: 'internal error' });
+    // a client that goes away mid-request is not a server error
+    if (req.destroyed || (err as { code?: string }).code === 'ECONNRESET') logger.debug({ err, url: req.url?.slice(0, 200) }, 'client went away');
+    else logger.error({ err, url: req.url?.slice(0, 200) }, 'request failed');
+    if (!res.headersSent && !res.destroyed) sendJson(res, 500, { error: 'internal error' });
     else res.destroy();
   };
+  // Caddy accepts request headers up to ~1 MB and forward_auth forwards them all: Node's 16 KB default would 431
   const server = createServer({ maxHeaderSize: 1 << 20 }, (req, res) => {
     try {
       // synchronous for a cached /select: no promise unless a handler really waits
@@ -28,6 +40,8 @@ export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, log
     }
   });
   tuneKeepAlive(server);
+  answerClientErrors(server, 'listen', logger);
+  capConnections(server, { listener: 'listen', max: options.maxConnections ?? DEFAULT_MAX_CONNECTIONS, logger, metrics: options.metrics });
 
   function route(req: IncomingMessage, res: ServerResponse): void | Promise<void> {
     const url = req.url ?? '/';
@@ -35,14 +49,16 @@ export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, log
     const path = q === -1 ? url : url.slice(0, q);
     if (path === '/select' || path.startsWith('/select/')) {
       if (req.method !== 'GET' && req.method !== 'HEAD') return methodNotAllowed(res, 'GET');
-      const runtime = policyFor(path, '/select');
-      if (runtime === undefined) return sendJson(res, 404, { error: `unknown policy ${JSON.stringify(policyName(path, '/select'))}` });
+      const name = policyName(path, '/select');
+      const runtime = name === undefined ? undefined : policies.get(name);
+      if (runtime === undefined) return unknownPolicy(res, name);
       return handleSelect(runtime, req, res);
     }
     if (path === '/upstreams' || path.startsWith('/upstreams/')) {
       if (req.method !== 'GET') return methodNotAllowed(res, 'GET');
-      const runtime = policyFor(path, '/upstreams');
-      if (runtime === undefined) return sendJson(res, 404, { error: `unknown policy ${JSON.stringify(policyName(path, '/upstreams'))}` });
+      const name = policyName(path, '/upstreams');
+      const runtime = name === undefined ? undefined : policies.get(name);
+      if (runtime === undefined) return unknownPolicy(res, name);
       const params = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
       const requested = params.get('key') ?? req.headers['x-dynamic-key']?.toString() ?? runtime.policy.key?.evaluate(viewFromForwarded(req)) ?? '';
       return upstreamPool(runtime.policy, poolKey(runtime.policy, requested)).then((pool) => sendJson(res, 200, poolJson(pool)));
@@ -62,24 +78,36 @@ export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, log
       if (err instanceof BodyTooLarge) return sendJson(res, 413, { error: err.message });
       throw err;
     }
-    const answer = await rpc.handle(body);
+    const envelope = { invalid: false };
+    const answer = await rpc.handle(body, envelope);
     if (answer === undefined) {
       res.writeHead(204);
       res.end();
       return;
     }
-    sendJson(res, 200, answer);
-  }
-
-  function policyFor(path: string, prefix: string): PolicyRuntime | undefined {
-    return policies.get(policyName(path, prefix));
+    // a body that is not JSON-RPC at all (parse error, invalid request, empty batch) is the client's fault: 400
+    sendJson(res, envelope.invalid ? 400 : 200, answer);
   }
   return server;
 }
 
-function policyName(path: string, prefix: string): string {
+/** The policy named in the path (percent-decoded), or undefined when the encoding is malformed. */
+function policyName(path: string, prefix: string): string | undefined {
   const rest = path.slice(prefix.length + 1);
-  return rest === '' ? 'default' : decodeURIComponent(rest);
+  if (rest === '') return 'default';
+  if (rest.indexOf('%') === -1) return rest;
+  try {
+    return decodeURIComponent(rest);
+  } catch {
+    return undefined;
+  }
+}
+
+/** 404 for a policy nobody configured (its name echoed, shortened); 400 when the name could not be decoded. */
+function unknownPolicy(res: ServerResponse, name: string | undefined): void {
+  if (name === undefined) return sendJson(res, 400, { error: 'malformed path: invalid percent-encoding in the policy name' });
+  const shown = name.length > 64 ? `${name.slice(0, 64)}…` : name;
+  sendJson(res, 404, { error: `unknown policy ${JSON.stringify(shown)}` });
 }
 
 function methodNotAllowed(res: ServerResponse, allow: string): void {

@@ -27,20 +27,28 @@ class InvalidParams extends Error {}
 export class RpcHandler {
   constructor(private readonly policies: ReadonlyMap<string, PolicyRuntime>) {}
 
-  /** The response body, or undefined when nothing must be sent (only notifications). */
-  async handle(body: string): Promise<string | undefined> {
+  /**
+   * The response body, or undefined when nothing must be sent (only notifications). `envelope.invalid` is set
+   * when the body as a whole was no JSON-RPC call (parse error, empty batch, a lone invalid request): HTTP 400.
+   */
+  async handle(body: string, envelope?: { invalid: boolean }): Promise<string | undefined> {
     let payload: unknown;
     try {
       payload = JSON.parse(body);
     } catch {
+      if (envelope) envelope.invalid = true;
       return JSON.stringify(failure(null, RPC_PARSE_ERROR, 'Parse error'));
     }
     if (Array.isArray(payload)) {
-      if (payload.length === 0) return JSON.stringify(failure(null, RPC_INVALID_REQUEST, 'Invalid Request: empty batch'));
+      if (payload.length === 0) {
+        if (envelope) envelope.invalid = true;
+        return JSON.stringify(failure(null, RPC_INVALID_REQUEST, 'Invalid Request: empty batch'));
+      }
       const answers = (await Promise.all(payload.map((call) => this.call(call)))).filter((a): a is RpcResponse => a !== undefined);
       return answers.length === 0 ? undefined : JSON.stringify(answers);
     }
     const answer = await this.call(payload);
+    if (envelope && answer !== undefined && 'error' in answer && answer.error.code === RPC_INVALID_REQUEST) envelope.invalid = true;
     return answer === undefined ? undefined : JSON.stringify(answer);
   }
 
