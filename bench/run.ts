@@ -29,6 +29,7 @@ const PROPAGATION: PropagationCase[] = [
 const sections: string[] = [`# dynamic-lb benchmarks — ${new Date().toISOString()}, Node ${process.version}`];
 if (want('selection')) sections.push(await benchSelection());
 if (want('engine')) sections.push(await benchEngine());
+if (want('edge')) sections.push(await (await import('./edge.ts')).benchEdge());
 const infra = new URL('../test/support/infra.sh', import.meta.url).pathname;
 const needsServers = want('propagation') || want('e2e');
 if (needsServers) {

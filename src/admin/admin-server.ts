@@ -112,7 +112,7 @@ export function createAdminServer(deps: AdminDeps): Server {
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       // a client that goes away mid-request is not a server error
-      if (req.destroyed || (err as { code?: string }).code === 'ECONNRESET') logger.debug({ err, url: req.url?.slice(0, 200) }, 'admin client went away');
+      if ((err as { code?: string }).code === 'ECONNRESET' || req.socket.destroyed) logger.debug({ err, url: req.url?.slice(0, 200) }, 'admin client went away');
       else logger.error({ err, url: req.url?.slice(0, 200) }, 'admin request failed');
       if (!res.headersSent && !res.destroyed) sendJson(res, 500, { error: 'internal error' });
       else res.destroy();

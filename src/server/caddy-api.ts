@@ -25,7 +25,7 @@ export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, log
   const rpc = new RpcHandler(policies);
   const fail = (req: IncomingMessage, res: ServerResponse, err: unknown): void => {
     // a client that goes away mid-request is not a server error
-    if (req.destroyed || (err as { code?: string }).code === 'ECONNRESET') logger.debug({ err, url: req.url?.slice(0, 200) }, 'client went away');
+    if ((err as { code?: string }).code === 'ECONNRESET' || req.socket.destroyed) logger.debug({ err, url: req.url?.slice(0, 200) }, 'client went away');
     else logger.error({ err, url: req.url?.slice(0, 200) }, 'request failed');
     if (!res.headersSent && !res.destroyed) sendJson(res, 500, { error: 'internal error' });
     else res.destroy();

@@ -107,7 +107,7 @@ test('the recorders detect a dial: a route to a recording port the guard does no
   }
 });
 
-test('under load on new connections, refused routes are served by the static pool and never dialled', { timeout: 120_000 }, async () => {
+test('under load on new connections, refused routes are served by the static pool and never dialled', { timeout: 120_000 }, async (t) => {
   const tenants = ['to-admin', 'to-listen', 'to-caddy-admin', 'to-metadata', 'mixed', 'ok'];
   const served = new Map<string, Map<string, number>>();
   const statuses = new Map<number, number>();
@@ -126,7 +126,8 @@ test('under load on new connections, refused routes are served by the static poo
     }
   };
   await Promise.all([0, 1, 2, 3].map(worker));
-  const summary = JSON.stringify([...served].map(([t, m]) => [t, [...m]]));
+  const summary = JSON.stringify([...served].map(([tenant, m]) => [tenant, [...m]]));
+  t.diagnostic(`${sent} requests on new connections: ${summary}`);
   assert.ok(sent >= 60, `enough requests: ${sent}`);
   assert.deepEqual([...statuses.keys()], [200], `every request answered: ${JSON.stringify([...statuses])}`);
   for (const t of ['to-admin', 'to-listen', 'to-caddy-admin', 'to-metadata']) assert.deepEqual([...(served.get(t) ?? [])].map(([b]) => b), ['pool'], `${t} → the static pool: ${summary}`);
