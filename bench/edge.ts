@@ -6,29 +6,22 @@
  */
 import { execFileSync } from 'node:child_process';
 import net from 'node:net';
-import { Writable } from 'node:stream';
 import { buildService, type Service } from '../src/app.ts';
 import { parseConfig } from '../src/config/load.ts';
 import { UpstreamGuard } from '../src/guard/upstream-guard.ts';
 import { Metrics } from '../src/metrics/metrics.ts';
-import { createLogger } from '../src/observe/log.ts';
 import { compileRoute } from '../src/route/compile.ts';
 import type { RouteConfig } from '../src/route/types.ts';
 import { algorithms } from '../src/select/index.ts';
 import { UpstreamStateTable } from '../src/select/upstream-state.ts';
+import { captureLogs } from '../test/support/logs.ts';
 
 const IDLE = 2000;
 
 async function start(extra: Record<string, unknown>): Promise<{ service: Service; lines: Array<{ level: number; msg: string }> }> {
-  const lines: Array<{ level: number; msg: string }> = [];
-  const sink = new Writable({
-    write(c: Buffer, _e, cb) {
-      for (const l of String(c).split('\n')) if (l.trim() !== '') lines.push(JSON.parse(l) as { level: number; msg: string });
-      cb();
-    },
-  });
+  const { logger, lines } = captureLogs('info');
   const config = parseConfig(JSON.stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, ...extra, policies: { default: { key: '{http.request.header.X-Tenant}', pool: ['10.0.0.1:80'] } } }));
-  const service = await buildService(config, { logger: createLogger('info', sink), metrics: new Metrics() });
+  const service = await buildService(config, { logger, metrics: new Metrics() });
   await service.start();
   return { service, lines };
 }

@@ -2,16 +2,16 @@
 // (select, pool, JSON-RPC, DNS), explained, counted, and logged once per compiled route — never chosen.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { Writable } from 'node:stream';
 import type { SrvAnswer } from 'dns-packet';
 import { stringify } from 'yaml';
 import { buildService, type Service } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { Metrics } from '../../src/metrics/metrics.ts';
-import { createLogger } from '../../src/observe/log.ts';
+import { silentLogger } from '../../src/observe/log.ts';
 import { DnsServer } from '../../src/server/dns.ts';
 import { routeDir } from '../e2e/harness.ts';
 import { eventually } from '../support/service.ts';
+import { captureLogs } from '../support/logs.ts';
 
 const ALLOWED = '10.0.0.1:80';
 const POOL = '10.9.0.1:80';
@@ -19,7 +19,8 @@ let service: Service;
 let metrics: Metrics;
 let url: string;
 let admin: string;
-const logs: Array<{ level: number; msg: string; key?: string; policy?: string; refused?: Array<{ address: string; reason: string }> }> = [];
+type LogLine = { level: number; msg: string; key?: string; policy?: string; refused?: Array<{ address: string; reason: string }> };
+const { logger, lines: logs } = captureLogs<LogLine>('debug');
 let routes: ReturnType<typeof routeDir>;
 
 before(async () => {
@@ -30,12 +31,6 @@ before(async () => {
     outside: '192.168.5.5:80',
     caddyadmin: 'localhost:2019',
     ok: ALLOWED,
-  });
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const line of String(chunk).split('\n')) if (line.trim() !== '') logs.push(JSON.parse(line) as (typeof logs)[number]);
-      cb();
-    },
   });
   const config = parseConfig(
     stringify({
@@ -49,7 +44,7 @@ before(async () => {
     '<test>',
   );
   metrics = new Metrics();
-  service = await buildService(config, { logger: createLogger('debug', sink), metrics });
+  service = await buildService(config, { logger, metrics });
   await service.start();
   url = `http://${service.addresses.listen}`;
   admin = `http://${service.addresses.admin}`;
@@ -101,7 +96,7 @@ test('a rule mixing refused and allowed upstreams only ever chooses and lists th
   assert.deepEqual(pool, [{ dial: ALLOWED }, { dial: '10.0.0.2:80' }]);
   const rpc = (await (await fetch(`${url}/rpc`, { method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'upstreams', params: { key: 'mixed' } }) })).json()) as { result: unknown };
   assert.deepEqual(rpc.result, [{ dial: ALLOWED }, { dial: '10.0.0.2:80' }]);
-  const dns = new DnsServer({ listen: '127.0.0.1:0', zone: 'lb.internal', ttlSeconds: 5, policies: service.policies, logger: createLogger('silent') });
+  const dns = new DnsServer({ listen: '127.0.0.1:0', zone: 'lb.internal', ttlSeconds: 5, policies: service.policies, logger: silentLogger });
   const srv = await dns.resolve({ name: 'mixed.default.lb.internal', type: 'SRV' });
   assert.deepEqual(srv.answers.map((a) => (a as SrvAnswer).data.target), ['ip-10-0-0-1.lb.internal', 'ip-10-0-0-2.lb.internal']);
   assert.deepEqual((await dns.resolve({ name: 'metadata.default.lb.internal', type: 'SRV' })).rcode, 'NXDOMAIN', 'a fully refused route has no pool');

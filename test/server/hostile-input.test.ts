@@ -4,14 +4,13 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import net from 'node:net';
-import { Writable } from 'node:stream';
 import { stringify } from 'yaml';
 import { buildService, type Service } from '../../src/app.ts';
 import { parseConfig } from '../../src/config/load.ts';
 import { Metrics } from '../../src/metrics/metrics.ts';
-import { createLogger } from '../../src/observe/log.ts';
 import { splitHostPort } from '../../src/server/http-util.ts';
 import { eventually } from '../support/service.ts';
+import { captureLogs } from '../support/logs.ts';
 
 interface LogLine {
   level: number;
@@ -21,19 +20,13 @@ interface LogLine {
 }
 
 async function startService(extra: Record<string, unknown> = {}): Promise<{ service: Service; metrics: Metrics; logs: LogLine[] }> {
-  const logs: LogLine[] = [];
-  const sink = new Writable({
-    write(chunk: Buffer, _enc, cb) {
-      for (const line of String(chunk).split('\n')) if (line.trim() !== '') logs.push(JSON.parse(line) as LogLine);
-      cb();
-    },
-  });
+  const { logger, lines: logs } = captureLogs<LogLine>('debug');
   const config = parseConfig(
     stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, ...extra, policies: { default: { key: '{http.request.header.X-Tenant}', pool: ['10.0.0.1:80'] } } }),
     '<test>',
   );
   const metrics = new Metrics();
-  const service = await buildService(config, { logger: createLogger('debug', sink), metrics });
+  const service = await buildService(config, { logger, metrics });
   await service.start();
   return { service, metrics, logs };
 }
