@@ -168,11 +168,12 @@ class SelfListener {
   matches(h: Host): boolean {
     if (h.port !== this.port || this.port === 0) return false;
     if (h.ip === undefined) return this.names.has(h.name) || (this.local && h.name.endsWith('.localhost'));
-    for (const ip of [h.ip, h.embedded]) {
-      if (ip === undefined) continue;
-      if (this.local && isLocalHost(ip)) return true;
-      for (const own of this.ips) if (sameIp(own, ip)) return true;
-    }
+    return this.isOwn(h.ip) || (h.embedded !== undefined && this.isOwn(h.embedded));
+  }
+
+  private isOwn(ip: Ip): boolean {
+    if (this.local && isLocalHost(ip)) return true;
+    for (const own of this.ips) if (sameIp(own, ip)) return true;
     return false;
   }
 }
@@ -191,6 +192,12 @@ export class UpstreamGuard {
   private readonly allowed: UpstreamPattern[] | undefined;
   private readonly denied: UpstreamPattern[];
   private readonly self: SelfListener[] = [];
+  /**
+   * Verdicts by address: routes of many tenants usually share a few backends, so a reload of 100k routes checks
+   * each distinct address once. Bounded: emptied when it reaches MAX_VERDICTS entries.
+   */
+  private readonly verdicts = new Map<string, string | null>();
+  private static readonly MAX_VERDICTS = 10_000;
   /** Called once per compiled route that names refused upstreams (the app logs it with the key). */
   onRefused: ((key: string, refused: readonly RefusedUpstream[]) => void) | undefined;
 
@@ -209,10 +216,21 @@ export class UpstreamGuard {
   /** A listener's bound address (port 0 in the config resolves when it binds). */
   addSelf(role: string, listen: string): void {
     if (!this.self.some((s) => s.role === role && s.listen === listen)) this.self.push(new SelfListener(role, listen));
+    this.verdicts.clear();
   }
 
   /** Why `address` (a validated `host:port`) may not be dialled, or undefined when it may. */
   refusal(address: string): string | undefined {
+    let verdict = this.verdicts.get(address);
+    if (verdict === undefined) {
+      if (this.verdicts.size >= UpstreamGuard.MAX_VERDICTS) this.verdicts.clear();
+      verdict = this.judge(address) ?? null;
+      this.verdicts.set(address, verdict);
+    }
+    return verdict ?? undefined;
+  }
+
+  private judge(address: string): string | undefined {
     const h = parseHost(address);
     for (const d of defaults) if (d.pattern.matches(h, false)) return d.reason;
     for (const s of this.self) if (s.matches(h)) return `the sidecar's own ${s.role} address (${s.listen})`;
