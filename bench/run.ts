@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { benchSelection } from './selection.ts';
 import { benchEngine } from './engine.ts';
 import { benchPropagation, type PropagationCase } from './propagation.ts';
+import { benchStartup } from './startup.ts';
 
 const only = process.env.BENCH?.split(',').map((s) => s.trim());
 const want = (name: string): boolean => only === undefined || only.includes(name);
@@ -30,6 +31,7 @@ const sections: string[] = [`# dynamic-lb benchmarks — ${new Date().toISOStrin
 if (want('selection')) sections.push(await benchSelection());
 if (want('engine')) sections.push(await benchEngine());
 if (want('edge')) sections.push(await (await import('./edge.ts')).benchEdge());
+if (want('startup')) sections.push(await benchStartup());
 const infra = new URL('../test/support/infra.sh', import.meta.url).pathname;
 const needsServers = want('propagation') || want('e2e');
 if (needsServers) {

@@ -5,6 +5,7 @@ import { configPath, loadConfigFile } from '../src/config/load.ts';
 import { demoTour, startDemo } from '../src/demo/demo.ts';
 import { ConfigError, DynamicLbError } from '../src/errors.ts';
 import { silentLogger } from '../src/observe/log.ts';
+import { packageVersion } from '../src/package.ts';
 import { validateRoutePaths } from '../src/route/validate-files.ts';
 
 /** `dynamic-lb`: serve | validate | explain | caddyfile | demo. Exit codes: 0 ok, 1 invalid input, 2 usage. */
@@ -14,6 +15,7 @@ const EXIT_USAGE = 2;
 const program = new Command()
   .name('dynamic-lb')
   .description('Per-request upstream selection for an unmodified Caddy, from route configs in etcd, Redis, Consul, ZooKeeper, SQL, Kubernetes, files or HTTP.')
+  .version(packageVersion(), '-V, --version', 'print the version and exit')
   .showHelpAfterError()
   .exitOverride();
 

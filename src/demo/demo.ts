@@ -1,9 +1,10 @@
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { stringify } from 'yaml';
 import { buildService, type Service } from '../app.ts';
 import { generateCaddyfile } from '../caddyfile/generate.ts';
 import { findCaddy, startCaddyProcess, type CaddyProcess } from '../caddyfile/run-caddy.ts';
 import { parseConfig } from '../config/load.ts';
+import { PACKAGE_ROOT } from '../package.ts';
 import { startBackend, stopBackends, type Backend } from './backends.ts';
 
 /**
@@ -11,7 +12,7 @@ import { startBackend, stopBackends, type Backend } from './backends.ts';
  * default ports with the embedded file source over the bundled example routes (examples/routes), and real
  * Caddy in front when `caddy` is on PATH. Runs until stopped.
  */
-export const EXAMPLE_ROUTES = fileURLToPath(new URL('../../examples/routes', import.meta.url));
+export const EXAMPLE_ROUTES = join(PACKAGE_ROOT, 'examples', 'routes');
 
 export interface DemoOptions {
   listen?: string;

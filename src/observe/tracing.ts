@@ -82,9 +82,8 @@ function sdkRegisteredElsewhere(): boolean {
 
 async function register(logger: Logger, env: NodeJS.ProcessEnv): Promise<Provider> {
   const protocol = (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL || env.OTEL_EXPORTER_OTLP_PROTOCOL || 'http/protobuf').trim().toLowerCase();
-  const [{ NodeTracerProvider }, { BatchSpanProcessor }, { resourceFromAttributes, detectResources, envDetector }, { ATTR_SERVICE_NAME }] = await Promise.all([
+  const [{ NodeTracerProvider, BatchSpanProcessor }, { resourceFromAttributes, detectResources, envDetector }, { ATTR_SERVICE_NAME }] = await Promise.all([
     import('@opentelemetry/sdk-trace-node'),
-    import('@opentelemetry/sdk-trace-base'),
     import('@opentelemetry/resources'),
     import('@opentelemetry/semantic-conventions'),
   ]);

@@ -1,5 +1,5 @@
 import { readFile } from 'node:fs/promises';
-import grpc from '@grpc/grpc-js';
+import { createRequire } from 'node:module';
 import { Etcd3, isRecoverableError, type IKeyValue, type IOptions } from 'etcd3';
 import { ResyncRequired, SourceError, errorMessage } from '../errors.ts';
 import type { DriverFactory } from './registry.ts';
@@ -210,6 +210,7 @@ export class EtcdDriver implements StoreDriver {
     if (!t.skipVerify) return new Etcd3(options);
     // etcd3 gives no way to pass grpc-js verify options, so wrap createSsl while the client builds its
     // credentials (synchronously, in its constructor) to turn certificate and host-name checks off.
+    const grpc = etcd3Grpc();
     const original = grpc.credentials.createSsl;
     let wrapped = false;
     grpc.credentials.createSsl = (rootCerts, privateKey, certChain) => {
@@ -229,6 +230,20 @@ export class EtcdDriver implements StoreDriver {
   }
 }
 
+interface VerifyOptions {
+  rejectUnauthorized?: boolean;
+  checkServerIdentity?: (host: string, cert: unknown) => Error | undefined;
+}
+type CreateSsl = (rootCerts?: Buffer | null, privateKey?: Buffer | null, certChain?: Buffer | null, verifyOptions?: VerifyOptions) => unknown;
+
+/**
+ * The grpc-js module etcd3 itself loads (its own dependency, resolved from where etcd3 is installed), so the
+ * wrapped `createSsl` is the one its constructor calls whether or not npm hoisted a single copy.
+ */
+function etcd3Grpc(): { credentials: { createSsl: CreateSsl } } {
+  const fromEtcd3 = createRequire(createRequire(import.meta.url).resolve('etcd3'));
+  return fromEtcd3('@grpc/grpc-js') as { credentials: { createSsl: CreateSsl } };
+}
 
 /** `host:port` → `http://host:port` (`https://` with TLS); explicit schemes must agree with the TLS setting. */
 export function normaliseEndpoint(endpoint: string, tls: boolean): string | { problem: string } {

@@ -182,7 +182,7 @@ ensure_packages() {
   { [ -x /usr/sbin/mariadbd ] && command -v mariadb-install-db; } >/dev/null || need+=(mariadb-server)
   { command -v mariadb && command -v mariadb-admin; } >/dev/null || need+=(mariadb-client)
   command -v caddy >/dev/null || need+=(caddy)
-  command -v docker-compose >/dev/null || need+=(docker-compose)   # test/caddyfile/compose.test.ts: `config -q` (v1, no engine needed)
+  command -v docker-compose >/dev/null || need+=(docker-compose)   # test/deploy/compose.test.ts: `config -q` (v1, no engine needed)
   command -v bc >/dev/null || need+=(bc)
   command -v chromium >/dev/null || need+=(chromium)                # headless page tests (admin status page)
   command -v promtool >/dev/null || need+=(prometheus)              # promtool check/test rules, PromQL parsing

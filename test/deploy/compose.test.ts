@@ -1,29 +1,24 @@
 // docker-compose.yml: accepted by Debian's docker-compose (v1, validates without an engine), wired to the
-// shipped select-mode Caddyfile and a sidecar config that the service accepts.
+// shipped select-mode Caddyfile, the image the Dockerfile builds and a sidecar config that the service accepts.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { execFile } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parse } from 'yaml';
 import { buildService } from '../../src/app.ts';
 import { loadConfigFile } from '../../src/config/load.ts';
 import { silentLogger } from '../../src/observe/log.ts';
+import { execForm, last, parseDockerfile, type Stage } from '../support/dockerfile.ts';
+import { run } from '../support/processes.ts';
 import { requireCommand } from '../support/servers.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const T = { timeout: 60_000 };
 
-function compose(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
-  const bin = requireCommand('docker-compose');
-  return new Promise((resolve) => {
-    execFile(bin, ['-f', 'docker-compose.yml', ...args], { cwd: ROOT, timeout: 30_000 }, (err, stdout, stderr) => {
-      resolve({ code: err === null ? 0 : typeof err.code === 'number' ? err.code : 1, stdout, stderr });
-    });
-  });
-}
+const compose = (...args: string[]) => run(requireCommand('docker-compose'), ['-f', 'docker-compose.yml', ...args], { cwd: ROOT, env: process.env, timeoutMs: 30_000 });
 
 interface ComposeFile {
-  services: Record<string, { image?: string; build?: unknown; volumes?: string[]; command?: string[] | string }>;
+  services: Record<string, { image?: string; build?: unknown; volumes?: string[]; command?: string[] | string; depends_on?: unknown; entrypoint?: string[] }>;
 }
 
 test('docker-compose config -q accepts docker-compose.yml', T, async () => {
@@ -50,4 +45,16 @@ test('the compose sidecar config is valid (as `dynamic-lb validate` checks it)',
   assert.deepEqual(config.policies.map((p) => p.name), ['default', 'redis']);
   const service = await buildService(config, { logger: silentLogger });
   await service.stop();
+});
+
+test('the sidecar runs the Dockerfile image with its CMD; a one-shot step seeds etcd', T, async () => {
+  const r = await compose('config');
+  assert.equal(r.code, 0, r.stderr);
+  const s = parse(r.stdout).services as ComposeFile['services'];
+  const final = parseDockerfile(readFileSync(`${ROOT}/Dockerfile`, 'utf8')).stages.at(-1) as Stage;
+  assert.deepEqual(s['dynamic-lb']?.command, execForm(last(final, 'CMD')?.args ?? ''));
+  assert.ok(s['dynamic-lb']?.volumes?.some((v) => v.endsWith(':/etc/dynamic-lb/dynamic-lb.yaml:ro')));
+  const seed = s['etcd-seed'];
+  assert.equal(seed?.image, s.etcd?.image);
+  assert.match(JSON.stringify(seed?.entrypoint) + JSON.stringify(seed?.command), /etcdctl --endpoints=http:\/\/etcd:2379 put \/caddy\/routing\/tenant-a/);
 });
