@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
-import { childEnv, serveUntilReady, treeRss, writeServeConfig } from '../test/support/processes.ts';
+import { childEnv, serveOnFreePorts, treeRss } from '../test/support/processes.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const ROUNDS = Number(process.env.BENCH_STARTUP_ROUNDS ?? 7);
@@ -45,8 +45,7 @@ export async function benchStartup(): Promise<string> {
         const t0 = performance.now();
         execFileSync(process.execPath, [...v.argv, '--version'], { cwd: ROOT, env: childEnv(), stdio: 'ignore' });
         const versionMs = performance.now() - t0;
-        const config = await writeServeConfig(join(dir, `r${round}`));
-        const serve = await serveUntilReady(process.execPath, [...v.argv, 'serve', '--config', config.file], { cwd: ROOT, adminUrl: config.adminUrl });
+        const { serve } = await serveOnFreePorts(join(dir, `r${round}`), process.execPath, (config) => [...v.argv, 'serve', '--config', config.file], { cwd: ROOT });
         await new Promise((r) => setTimeout(r, SETTLE_MS));
         const rss = treeRss(serve.child.pid ?? -1);
         const code = await serve.stop();

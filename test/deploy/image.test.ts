@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execForm, last, parseDockerfile, replay, stageEnv, type Dockerfile, type ReplayedStage, type Stage } from '../support/dockerfile.ts';
-import { childEnv, run, serveUntilReady, writeServeConfig } from '../support/processes.ts';
+import { childEnv, run, serveOnFreePorts } from '../support/processes.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -76,10 +76,9 @@ test('from the image files: --version, serve until /readyz, /select answers, HEA
   assert.equal(version.code, 0, version.stderr);
   assert.equal(version.stdout.trim(), VERSION);
 
-  const config = await writeServeConfig(join(tmp, 'config'));
+  const { config, serve } = await serveOnFreePorts(join(tmp, 'config'), cmd, (c) => [...entry, 'serve', '--config', c.file], { cwd: image.workdir, env });
   const healthcheck = execForm(last(final, 'HEALTHCHECK')?.args ?? '');
   const probe = () => run(healthcheck[0] as string, healthcheck.slice(1), { cwd: image.workdir, env: { ...env, DYNAMIC_LB_HEALTHCHECK_URL: `${config.adminUrl}/readyz` } });
-  const serve = await serveUntilReady(cmd, [...entry, 'serve', '--config', config.file], { cwd: image.workdir, adminUrl: config.adminUrl, env });
   try {
     const res = await fetch(`${config.url}/select/default`, { headers: { 'x-tenant': 'tenant-a' } });
     assert.equal(res.status, 200);

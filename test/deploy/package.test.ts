@@ -7,7 +7,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { childEnv, run, serveUntilReady, writeServeConfig } from '../support/processes.ts';
+import { childEnv, run, serveOnFreePorts, writeServeConfig } from '../support/processes.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string; files: string[] };
@@ -87,8 +87,7 @@ describe('installed from the tarball with production dependencies only', () => {
   });
 
   test('dynamic-lb serve: /readyz 200, /select answers, SIGTERM exits 0', { timeout: 120_000 }, async () => {
-    const config = await writeServeConfig(join(tmp, 'serve'));
-    const serve = await serveUntilReady(bin, ['serve', '--config', config.file], { cwd: app, adminUrl: config.adminUrl });
+    const { config, serve } = await serveOnFreePorts(join(tmp, 'serve'), bin, (c) => ['serve', '--config', c.file], { cwd: app });
     try {
       const res = await fetch(`${config.url}/select/default`, { headers: { 'x-tenant': 'tenant-a' } });
       assert.equal(res.status, 200);

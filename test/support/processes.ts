@@ -103,6 +103,21 @@ export async function serveUntilReady(command: string, args: readonly string[], 
   }
 }
 
+/**
+ * Writes a config on free ports (writeServeConfig) and starts `command args(config)` until ready. Another process
+ * may take a port between freePort and the bind (ports.ts): then it starts again on new ports, up to 3 times.
+ */
+export async function serveOnFreePorts(dir: string, command: string, args: (config: ServeConfig) => string[], o: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<{ config: ServeConfig; serve: ServeProcess }> {
+  for (let attempt = 1; ; attempt++) {
+    const config = await writeServeConfig(dir);
+    try {
+      return { config, serve: await serveUntilReady(command, args(config), { ...o, adminUrl: config.adminUrl }) };
+    } catch (err) {
+      if (attempt >= 3 || !/EADDRINUSE|already in use/.test(String(err))) throw err;
+    }
+  }
+}
+
 /** Resident memory (bytes) of a process and all its descendants (Linux /proc): tsx adds an esbuild child. */
 export function treeRss(pid: number): { bytes: number; processes: number } {
   const children = new Map<number, number[]>();
