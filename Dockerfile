@@ -31,7 +31,7 @@ ENV NODE_ENV=production \
 WORKDIR /app
 COPY --from=deps /deps/node_modules ./node_modules
 COPY --from=build /build/dist ./dist
-COPY package.json ./
+COPY package.json LICENSE ./
 COPY bin ./bin
 COPY examples ./examples
 COPY caddy-config ./caddy-config

@@ -60,7 +60,7 @@ test('the image: non-root, HEALTHCHECK, exec-form ENTRYPOINT (node is PID 1 and 
 });
 
 test('the final stage holds what runs, and no development dependency, source or test', () => {
-  assert.deepEqual(readdirSync(image.workdir).sort(), ['bin', 'caddy-config', 'dist', 'examples', 'node_modules', 'package.json']);
+  assert.deepEqual(readdirSync(image.workdir).sort(), ['LICENSE', 'bin', 'caddy-config', 'dist', 'examples', 'node_modules', 'package.json']);
   for (const dev of ['typescript', 'tsx', 'eslint', 'prettier', 'kubernetes-models']) assert.equal(existsSync(join(image.workdir, 'node_modules', dev)), false, `${dev} is not in the image`);
   for (const prod of ['commander', 'pino', 'etcd3', '@kubernetes/client-node']) assert.ok(existsSync(join(image.workdir, 'node_modules', prod, 'package.json')), `${prod} is in the image`);
   assert.ok(existsSync(join(image.workdir, 'dist/cmd/dynamic-lb.js')));
