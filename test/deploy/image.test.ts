@@ -2,7 +2,8 @@
 // — the production-dependency stage for real (`npm ci --omit=dev` from the lockfile, then the pruning), the final
 // stage's COPY list exactly as written — and the service is started from the final stage's directory with the
 // image's ENTRYPOINT and ENV, as `docker run` would: ready, answering, HEALTHCHECK 0, SIGTERM → exit 0. The
-// build stage is the repository itself: it runs `npm run build`, the script `npm ci` (prepare) ran here.
+// build stage is the repository itself (its node_modules are what that stage's `npm ci` installs), where the
+// stage's `npm run build` is run again so that dist/ matches the sources.
 import { after, before, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync } from 'node:fs';
@@ -21,13 +22,15 @@ let final: Stage;
 let image: ReplayedStage;
 
 before(
-  () => {
+  async () => {
     tmp = mkdtempSync(join(tmpdir(), 'cdr-image-'));
     dockerfile = parseDockerfile(readFileSync(join(ROOT, 'Dockerfile'), 'utf8'));
     final = dockerfile.stages.at(-1) as Stage;
-    // the build stage's /build is this repository (built by `npm ci` through prepare)
+    // the build stage's /build is this repository
     const build = dockerfile.stages.find((s) => s.instructions.some((i) => i.op === 'RUN' && /\bnpm run build\b/.test(i.args)));
     assert.ok(build, 'a stage runs `npm run build`');
+    const built = await run('npm', ['run', 'build'], { cwd: ROOT, timeoutMs: 240_000 });
+    assert.equal(built.code, 0, `npm run build: ${built.stdout}${built.stderr}`);
     const workdir = last(build, 'WORKDIR')?.args ?? '/';
     mkdirSync(join(tmp, 'prebuilt', workdir, '..'), { recursive: true });
     symlinkSync(ROOT, join(tmp, 'prebuilt', workdir));
