@@ -192,6 +192,23 @@ for (const dir of ['deploy/kubernetes/base', 'deploy/kubernetes/overlays/example
       assert.equal(volume(sidecar, '/etc/dynamic-lb')?.configMap?.name, find(objects, 'ConfigMap', 'caddy-dynamic-lb-config').metadata.name);
     });
 
+    test('every pod meets the restricted Pod Security Standard', T, () => {
+      const deployments = objects.filter((o) => o.kind === 'Deployment');
+      assert.ok(deployments.length > 0);
+      for (const d of deployments) {
+        const pod = podSpec(d) as PodSpec & { securityContext?: { seccompProfile?: { type: string } } };
+        assert.equal(pod.securityContext?.runAsNonRoot, true, `${d.metadata.name}: runAsNonRoot`);
+        assert.equal(pod.securityContext?.seccompProfile?.type, 'RuntimeDefault', `${d.metadata.name}: seccomp`);
+        assert.ok(pod.volumes === undefined || pod.volumes.every((v) => v.configMap !== undefined || v.emptyDir !== undefined), `${d.metadata.name}: configMap and emptyDir volumes only`);
+        for (const c of pod.containers) {
+          const sc = c.securityContext as Container['securityContext'] & { capabilities?: { add?: string[] } };
+          assert.equal(sc?.allowPrivilegeEscalation, false, `${d.metadata.name}/${c.name}: allowPrivilegeEscalation`);
+          assert.deepEqual(sc?.capabilities?.drop, ['ALL'], `${d.metadata.name}/${c.name}: drop ALL`);
+          assert.ok((sc?.capabilities?.add ?? []).every((cap) => cap === 'NET_BIND_SERVICE'), `${d.metadata.name}/${c.name}: adds only NET_BIND_SERVICE`);
+        }
+      }
+    });
+
     test('RBAC: the service account reads the one routes ConfigMap, in its own namespace', T, () => {
       const pod = podSpec(find(objects, 'Deployment', 'caddy-dynamic-lb'));
       const account = find(objects, 'ServiceAccount', pod.serviceAccountName);
