@@ -11,7 +11,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { execForm, last, parseDockerfile, replay, stageEnv, type Dockerfile, type ReplayedStage, type Stage } from '../support/dockerfile.ts';
-import { childEnv, run, serveOnFreePorts } from '../support/processes.ts';
+import { childEnv, resolveA, run, serveOnFreePorts } from '../support/processes.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const VERSION = (JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { version: string }).version;
@@ -70,7 +70,7 @@ test('the final stage holds what runs, and no development dependency, source or 
   assert.equal(existsSync(join(image.workdir, 'node_modules/@kubernetes/client-node/dist/index.d.ts')), false, 'type declarations are pruned');
 });
 
-test('from the image files: --version, serve until /readyz, /select answers, HEALTHCHECK 0, SIGTERM exits 0', { timeout: 120_000 }, async () => {
+test('from the image files: --version, serve until /readyz, /select and DNS answer, HEALTHCHECK 0, SIGTERM exits 0', { timeout: 120_000 }, async () => {
   const [cmd, ...entry] = execForm(last(final, 'ENTRYPOINT')?.args ?? '') as [string, ...string[]];
   const env = childEnv(stageEnv(final));
   assert.equal(env.NODE_ENV, 'production');
@@ -79,13 +79,14 @@ test('from the image files: --version, serve until /readyz, /select answers, HEA
   assert.equal(version.code, 0, version.stderr);
   assert.equal(version.stdout.trim(), VERSION);
 
-  const { config, serve } = await serveOnFreePorts(join(tmp, 'config'), cmd, (c) => [...entry, 'serve', '--config', c.file], { cwd: image.workdir, env });
+  const { config, serve } = await serveOnFreePorts(join(tmp, 'config'), cmd, (c) => [...entry, 'serve', '--config', c.file], { cwd: image.workdir, env, dns: true });
   const healthcheck = execForm(last(final, 'HEALTHCHECK')?.args ?? '');
   const probe = () => run(healthcheck[0] as string, healthcheck.slice(1), { cwd: image.workdir, env: { ...env, DYNAMIC_LB_HEALTHCHECK_URL: `${config.adminUrl}/readyz` } });
   try {
     const res = await fetch(`${config.url}/select/default`, { headers: { 'x-tenant': 'tenant-a' } });
     assert.equal(res.status, 200);
     assert.equal(res.headers.get('x-dynamic-upstream'), '127.0.0.1:9001');
+    assert.deepEqual(await resolveA(config.dns as string, 'tenant-a.default.dynamic-lb.internal'), ['127.0.0.1'], 'the DNS server (pool mode) answers');
     const healthy = await probe();
     assert.equal(healthy.code, 0, healthy.stderr);
   } finally {

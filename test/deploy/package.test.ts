@@ -7,7 +7,7 @@ import { copyFileSync, existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync 
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { childEnv, run, serveOnFreePorts, writeServeConfig } from '../support/processes.ts';
+import { childEnv, resolveA, run, serveOnFreePorts, writeServeConfig } from '../support/processes.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const PKG = JSON.parse(readFileSync(join(ROOT, 'package.json'), 'utf8')) as { name: string; version: string; files: string[] };
@@ -86,12 +86,13 @@ describe('installed from the tarball with production dependencies only', () => {
     assert.equal(r.stdout.trim(), join(app, 'node_modules', PKG.name, 'examples/routes'));
   });
 
-  test('dynamic-lb serve: /readyz 200, /select answers, SIGTERM exits 0', { timeout: 120_000 }, async () => {
-    const { config, serve } = await serveOnFreePorts(join(tmp, 'serve'), bin, (c) => ['serve', '--config', c.file], { cwd: app });
+  test('dynamic-lb serve: /readyz 200, /select and DNS answer, SIGTERM exits 0', { timeout: 120_000 }, async () => {
+    const { config, serve } = await serveOnFreePorts(join(tmp, 'serve'), bin, (c) => ['serve', '--config', c.file], { cwd: app, dns: true });
     try {
       const res = await fetch(`${config.url}/select/default`, { headers: { 'x-tenant': 'tenant-a' } });
       assert.equal(res.status, 200);
       assert.equal(res.headers.get('x-dynamic-upstream'), '127.0.0.1:9001');
+      assert.deepEqual(await resolveA(config.dns as string, 'tenant-a.default.dynamic-lb.internal'), ['127.0.0.1'], 'the DNS server (pool mode) answers');
     } finally {
       assert.equal(await serve.stop(), 0, serve.output());
     }

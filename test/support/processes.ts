@@ -3,6 +3,7 @@
 // test/deploy/* and bench/startup.ts.
 import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { Resolver } from 'node:dns/promises';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
@@ -31,25 +32,39 @@ export interface ServeConfig {
   url: string;
   /** The admin API (health, metrics), `http://127.0.0.1:port`. */
   adminUrl: string;
+  /** The DNS server (`127.0.0.1:port`, zone `dynamic-lb.internal`), when asked for. */
+  dns?: string;
 }
 
-/** Writes `dir`/dynamic-lb.yaml on free loopback ports, one policy over a file source with tenant-a → `upstream`. */
-export async function writeServeConfig(dir: string, upstream = '127.0.0.1:9001'): Promise<ServeConfig> {
+/**
+ * Writes `dir`/dynamic-lb.yaml on free loopback ports, one policy `default` over a file source with
+ * tenant-a → `upstream`; with `dns`, the DNS server too (pool mode: `tenant-a.default.dynamic-lb.internal`).
+ */
+export async function writeServeConfig(dir: string, o: { upstream?: string; dns?: boolean } = {}): Promise<ServeConfig> {
   const routes = join(dir, 'routes');
   mkdirSync(routes, { recursive: true });
-  writeFileSync(join(routes, 'tenant-a'), `${upstream}\n`);
+  writeFileSync(join(routes, 'tenant-a'), `${o.upstream ?? '127.0.0.1:9001'}\n`);
   const [listen, admin] = [await freePort(), await freePort()];
+  const dns = o.dns === true ? `127.0.0.1:${await freePort()}` : undefined;
   const file = join(dir, 'dynamic-lb.yaml');
   writeFileSync(
     file,
     stringify({
       listen: `127.0.0.1:${listen}`,
       admin: { listen: `127.0.0.1:${admin}` },
+      ...(dns !== undefined ? { dns: { listen: dns, zone: 'dynamic-lb.internal' } } : {}),
       log_level: 'warn',
       policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: routes } } },
     }),
   );
-  return { file, url: `http://127.0.0.1:${listen}`, adminUrl: `http://127.0.0.1:${admin}` };
+  return { file, url: `http://127.0.0.1:${listen}`, adminUrl: `http://127.0.0.1:${admin}`, ...(dns !== undefined ? { dns } : {}) };
+}
+
+/** The A records the service's DNS server answers for `name` (over UDP, as Caddy's resolver asks). */
+export async function resolveA(server: string, name: string): Promise<string[]> {
+  const resolver = new Resolver({ timeout: 2000, tries: 2 });
+  resolver.setServers([server]);
+  return resolver.resolve4(name);
 }
 
 export interface ServeProcess {
@@ -107,9 +122,9 @@ export async function serveUntilReady(command: string, args: readonly string[], 
  * Writes a config on free ports (writeServeConfig) and starts `command args(config)` until ready. Another process
  * may take a port between freePort and the bind (ports.ts): then it starts again on new ports, up to 3 times.
  */
-export async function serveOnFreePorts(dir: string, command: string, args: (config: ServeConfig) => string[], o: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<{ config: ServeConfig; serve: ServeProcess }> {
+export async function serveOnFreePorts(dir: string, command: string, args: (config: ServeConfig) => string[], o: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; dns?: boolean }): Promise<{ config: ServeConfig; serve: ServeProcess }> {
   for (let attempt = 1; ; attempt++) {
-    const config = await writeServeConfig(dir);
+    const config = await writeServeConfig(dir, { dns: o.dns === true });
     try {
       return { config, serve: await serveUntilReady(command, args(config), { ...o, adminUrl: config.adminUrl }) };
     } catch (err) {
