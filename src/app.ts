@@ -56,6 +56,7 @@ export interface Service {
 export async function buildService(config: ServiceConfig, options: ServiceOptions = {}): Promise<Service> {
   const logger = options.logger ?? createLogger(config.logLevel);
   const metrics = options.metrics ?? new Metrics({ processMetrics: true });
+  if (config.metrics !== undefined) metrics.setMaxSeries(config.metrics.maxSeries);
   const parseErrors = new ParseErrorLog();
   const upstreamState = new UpstreamStateTable();
   await initTracing(logger);
@@ -127,7 +128,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       for (const l of extra.filter((e) => e.name === 'admin')) addresses.admin = await l.start();
       refuseBound('admin');
       await Promise.all(sources.map((s) => s.start()));
-      caddyApi = createCaddyApi(policies, logger, { maxConnections: config.maxConnections, metrics });
+      caddyApi = createCaddyApi(policies, logger, { maxConnections: config.maxConnections, metrics, rpcMaxBatchSize: config.rpc?.maxBatchSize });
       addresses.listen = await listen(caddyApi, config.listen);
       for (const l of extra.filter((e) => e.name !== 'admin')) addresses[l.name] = await l.start();
       refuseBound('listen', 'dns');

@@ -2,6 +2,7 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Service } from '../app.ts';
 import { DynamicLbError } from '../errors.ts';
+import { renderMetrics } from '../metrics/render.ts';
 import type { Logger } from '../observe/log.ts';
 import { sendJson } from '../server/http-util.ts';
 import { answerClientErrors, capConnections } from '../server/listener-limits.ts';
@@ -54,7 +55,7 @@ export function createAdminServer(deps: AdminDeps): Server {
     '/dynamic-lb/events': { GET: (req, res, query) => streamEvents(req, res, query) },
     '/metrics': {
       GET: async (_req, res) => {
-        const body = await service.metrics.registry.metrics();
+        const body = await renderMetrics(service.metrics.registry);
         res.writeHead(200, { 'content-type': service.metrics.registry.contentType, 'content-length': Buffer.byteLength(body) });
         res.end(body);
       },

@@ -5,7 +5,7 @@ import { isDialAddress } from '../route/parse.ts';
 import { FALLBACK_POLICIES, type FallbackPolicyName } from '../select/fallback.ts';
 import { UpstreamGuard, parseUpstreamPattern } from '../guard/upstream-guard.ts';
 import { OptionReader, type LocateFn } from './options.ts';
-import type { PolicyConfig, ServiceConfig } from './schema.ts';
+import { DEFAULT_MAX_SERIES, DEFAULT_RPC_MAX_BATCH, type PolicyConfig, type ServiceConfig } from './schema.ts';
 
 export const DEFAULT_CONFIG_FILE = './dynamic-lb.yaml';
 /** Default connection caps per listener (`max_connections`, `admin.max_connections`). */
@@ -79,6 +79,12 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
     };
     dnsReader.done();
   }
+  const metricsReader = r.object('metrics');
+  const metrics = { maxSeries: metricsReader?.int('max_series', DEFAULT_MAX_SERIES, { min: 1 }) ?? DEFAULT_MAX_SERIES };
+  metricsReader?.done();
+  const rpcReader = r.object('rpc');
+  const rpc = { maxBatchSize: rpcReader?.int('max_batch_size', DEFAULT_RPC_MAX_BATCH, { min: 1 }) ?? DEFAULT_RPC_MAX_BATCH };
+  rpcReader?.done();
   const logLevel = r.oneOf('log_level', ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const, 'info');
   const policiesReader = r.object('policies');
   if (policiesReader === undefined || Object.keys(policiesReader.values).length === 0) return r.fail('policies', 'at least one policy is required');
@@ -93,7 +99,7 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
     if (seen.has(p.name)) throw new ConfigError(p.path, 'duplicate policy name');
     seen.add(p.name);
   }
-  return { file, listen, maxConnections, admin, dns, logLevel, policies };
+  return { file, listen, maxConnections, admin, dns, logLevel, metrics, rpc, policies };
 }
 
 function readPolicy(name: string, p: OptionReader, self: Record<string, string | undefined>): PolicyConfig {

@@ -96,6 +96,19 @@ export class OptionReader {
     }
   }
 
+  /** Bytes; accepts an integer or a size with a unit: `512`, `256KiB`, `1MiB`, `64KB`, `1MB`. */
+  bytes(name: string, fallback: number, range: { min?: number; max?: number } = {}): number {
+    const v = this.raw(name);
+    if (v === undefined || v === null || v === '') return fallback;
+    const m = typeof v === 'number' ? [String(v), String(v), ''] : /^\s*(\d+)\s*(B|KB|KiB|MB|MiB)?\s*$/i.exec(String(v));
+    const unit = (m?.[2] ?? '').toLowerCase();
+    const n = m === null || !/^\d+$/.test(m[1] as string) ? NaN : Number(m[1]) * ({ '': 1, b: 1, kb: 1000, kib: 1024, mb: 1e6, mib: 1024 * 1024 }[unit] ?? NaN);
+    if (!Number.isSafeInteger(n)) return this.fail(name, `must be a size in bytes (e.g. 262144, 256KiB, 1MiB), got ${JSON.stringify(v)}`);
+    if (range.min !== undefined && n < range.min) return this.fail(name, `must be ≥ ${range.min} bytes, got ${n}`);
+    if (range.max !== undefined && n > range.max) return this.fail(name, `must be ≤ ${range.max} bytes, got ${n}`);
+    return n;
+  }
+
   stringList(name: string, fallback: string[] = []): string[] {
     const v = this.raw(name);
     if (v === undefined || v === null) return fallback;

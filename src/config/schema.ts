@@ -5,6 +5,11 @@ import type { FallbackPolicyName } from '../select/fallback.ts';
  * The service config (`dynamic-lb.yaml`), after defaults and validation. Option names follow the contract
  * (§3) and, for policies and data sources, the Go module's JSON names.
  */
+/** `metrics.max_series`: series ceiling of each labelled metric. */
+export const DEFAULT_MAX_SERIES = 10_000;
+/** `rpc.max_batch_size`: calls in one JSON-RPC batch. */
+export const DEFAULT_RPC_MAX_BATCH = 1000;
+
 export interface ServiceConfig {
   /** Where the config came from (for messages), or '<inline>'. */
   file: string;
@@ -32,6 +37,10 @@ export interface ServiceConfig {
   dns: { listen: string; zone: string; ttlSeconds: number } | undefined;
   /** `debug`, `info` (default), `warn`, `error`, `silent`. */
   logLevel: string;
+  /** `metrics.max_series`: series ceiling of each labelled metric; past it label sets fold into `__other__`. Default 10000. */
+  metrics?: { maxSeries: number };
+  /** `rpc.max_batch_size`: calls in one JSON-RPC batch; a larger batch is answered with one -32600 error. Default 1000. */
+  rpc?: { maxBatchSize: number };
   policies: PolicyConfig[];
 }
 

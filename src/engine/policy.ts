@@ -27,10 +27,20 @@ export interface Policy {
 }
 
 /**
+ * The label value of every miss whose key has no route config in the store (`no_config`, `no_key`,
+ * `unhealthy`, `error`, …): keys a client makes up never become label values.
+ */
+export const UNKNOWN_KEY = '__unknown__';
+
+/** Miss reasons that are only given for a key whose route config is cached: its key is a real one. */
+const KEYED_REASONS: ReadonlySet<string> = new Set(['no_match', 'not_in_pool', 'disabled', 'expired', 'no_available_upstream', 'not_allowed']);
+
+/**
  * Hit/miss counters with label children resolved once (FastCounter children are plain number cells): in
  * coarse mode one per policy; in detailed mode a hit's child hangs off the compiled rule (so a hit builds no
- * label string), a miss's is kept per key, bounded. Detailed mode still creates one Prometheus series per
- * key and upstream — with client-chosen keys use `metrics_cardinality: coarse`.
+ * label string), a miss's is kept per key, bounded. In detailed mode the `key` label only takes keys that
+ * have a route config (a hit, or a miss in KEYED_REASONS); every other miss counts under `__unknown__`, and
+ * the metric's series ceiling (`metrics.max_series`) bounds the rest.
  */
 export class DecisionCounters {
   private readonly ruleHits = new WeakMap<CompiledRule, Map<string, Counter.Internal>>();
@@ -55,7 +65,7 @@ export class DecisionCounters {
       }
     } else {
       const reason = d.reason as MissReason;
-      const key = this.coarse ? '__all__' : d.key;
+      const key = this.coarse ? '__all__' : KEYED_REASONS.has(reason) ? d.key : UNKNOWN_KEY;
       const id = `${key}\u0000${reason}`;
       let child = this.misses.get(id);
       if (child === undefined) {

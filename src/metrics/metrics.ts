@@ -1,4 +1,8 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type CounterConfiguration } from 'prom-client';
+import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type CollectFunction, type CounterConfiguration, type MetricObjectWithValues, type MetricType, type MetricValue } from 'prom-client';
+import { DEFAULT_MAX_SERIES } from '../config/schema.ts';
+
+/** The label value that takes the observations of label sets beyond the ceiling. */
+export const OTHER = '__other__';
 
 /**
  * Every metric of the contract (§7), with the Go module's names, types, labels and buckets, on a registry
@@ -30,6 +34,8 @@ export class Metrics {
   readonly poolIdle: Gauge<'source_type' | 'instance'>;
   /** Connections closed on accept because a listener was at its `max_connections` cap. */
   readonly connectionsDropped: Counter<'listener'>;
+  /** Observations folded into `__other__` because their metric reached its series ceiling, per metric. */
+  readonly seriesFolded: FastCounter<'metric'>;
 
   /**
    * Set by the app: the service's sources. The three state gauges are computed from them at scrape time
@@ -41,8 +47,9 @@ export class Metrics {
   constructor(options: { registry?: Registry; processMetrics?: boolean } = {}) {
     const registers = [(this.registry = options.registry ?? new Registry())];
     const p = 'caddy_dynamic_lb_';
+    this.seriesFolded = new FastCounter({ name: `${p}metric_series_folded_total`, help: 'Observations counted under __other__ because their metric reached its series ceiling (metrics.max_series).', labelNames: ['metric'], registers });
     this.routeHits = new FastCounter({ name: `${p}route_hits_total`, help: 'Requests routed by a dynamic route config.', labelNames: ['key', 'upstream'], registers });
-    this.routeMisses = new FastCounter({ name: `${p}route_misses_total`, help: 'Requests handed to the fallback policy, by miss reason.', labelNames: ['key', 'reason'], registers });
+    this.routeMisses = new FastCounter({ name: `${p}route_misses_total`, help: 'Requests handed to the fallback policy, by miss reason (key="__unknown__" when the key has no route config).', labelNames: ['key', 'reason'], keep: ['reason'], registers });
     this.instanceFallbacks = new Counter({ name: `${p}instance_fallbacks_total`, help: 'Instance-key misses served by the version key, by instance miss reason.', labelNames: ['reason'], registers });
     this.parseErrors = new FastCounter({ name: `${p}route_config_parse_errors_total`, help: 'Stored route configs that could not be parsed (the last good config kept serving).', labelNames: ['source_type'], registers });
     // The Go module timed every Get, cache hits included; a cache hit here is a synchronous map lookup (counted
@@ -95,32 +102,65 @@ export class Metrics {
     this.poolIdle = new Gauge({ name: `${p}pool_idle_connections`, help: 'Redis client pool: idle connections.', labelNames: ['source_type', 'instance'], registers });
     this.connectionsDropped = new Counter({ name: `${p}connections_dropped_total`, help: 'Connections closed on accept because the listener was at its max_connections cap.', labelNames: ['listener'], registers });
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry });
+    this.setMaxSeries(DEFAULT_MAX_SERIES);
+  }
+
+  /** Sets the series ceiling of every labelled fast counter (`metrics.max_series`). */
+  setMaxSeries(max: number): void {
+    for (const m of this.registry.getMetricsAsArray()) {
+      if (m instanceof FastCounter && m !== this.seriesFolded) m.limitSeries(max, this.seriesFolded);
+    }
   }
 }
 
 /**
- * A Counter whose label children count in a plain number and hand their total to prom-client when the
- * metric is collected (every scrape and `get()`). prom-client's own children re-validate and re-hash their
- * labels on every `inc`; resolved once, ours cost one addition per request. Children are cached per label
- * set, so `.labels(...)` returns the same child each time, and a resolved child's series is exported from
- * the start (at 0).
+ * A Counter whose label children count in a plain number, read at collection (every scrape and `get()`).
+ * prom-client's own children re-validate and re-hash their labels on every `inc`; resolved once, ours cost
+ * one addition per request. Children are cached per label set, so `.labels(...)` returns the same child
+ * each time, and a resolved child's series is exported from the start (at 0).
+ *
+ * Bounded: at most `maxSeries` label sets get their own series. Past that, a new label set is folded — every
+ * label value except those named in `keep` (bounded ones such as `reason`) becomes `__other__` — and each
+ * observation so folded is also counted in `metric_series_folded_total{metric}`. Series are never dropped,
+ * so a counter never goes backwards.
  */
-export class FastCounter<T extends string> extends Counter<T> {
-  private readonly children = new Map<string, { labels: Partial<Record<T, string | number>>; n: number; inc(value?: number): void }>();
-  private readonly names: readonly T[];
-  private readonly metricName: string;
+interface Child<T extends string> {
+  readonly labels: Partial<Record<T, string | number>>;
+  n: number;
+  /** Exported even at 0 (false after a reset until counted again). */
+  shown: boolean;
+  inc(value?: number): void;
+}
 
-  constructor(configuration: CounterConfiguration<T>) {
-    const own = configuration.collect;
-    super({
-      ...configuration,
-      collect(this: Counter<T>) {
-        (this as FastCounter<T>).flush();
-        return own?.call(this);
-      },
-    });
+export class FastCounter<T extends string> extends Counter<T> {
+  private readonly children = new Map<string, Child<T>>();
+  private readonly names: readonly T[];
+  private readonly keep: ReadonlySet<string>;
+  private readonly metricName: string;
+  private readonly helpText: string;
+  private maxSeries = Infinity;
+  private ownSeries = 0;
+  private folds: FastCounter<'metric'> | undefined;
+  private foldChild: Counter.Internal | undefined;
+
+  constructor(configuration: CounterConfiguration<T> & { keep?: readonly T[] }) {
+    const { keep, ...config } = configuration;
+    super(config);
     this.names = configuration.labelNames ?? [];
+    this.keep = new Set(keep ?? []);
     this.metricName = configuration.name;
+    this.helpText = configuration.help;
+    // prom-client assigns `inc` per instance; the slow path (`counter.inc(labels, n)`) goes through a child too
+    (this as unknown as { inc: (labels?: Partial<Record<T, string | number>> | number, value?: number) => void }).inc = (labels, value) => {
+      if (labels !== null && typeof labels === 'object') this.labels(labels).inc(value ?? 1);
+      else this.labels({}).inc(labels ?? 1);
+    };
+  }
+
+  /** The series ceiling; `folds` counts the observations folded into `__other__`. */
+  limitSeries(max: number, folds?: FastCounter<'metric'>): void {
+    this.maxSeries = max;
+    this.folds = folds;
   }
 
   override labels(...values: string[]): Counter.Internal;
@@ -130,32 +170,83 @@ export class FastCounter<T extends string> extends Counter<T> {
     let labels: Partial<Record<T, string | number>> = {};
     if (given !== null && typeof given === 'object') labels = { ...(given as Partial<Record<T, string | number>>) };
     else this.names.forEach((n, i) => (labels[n] = String(args[i] ?? '')));
-    const id = this.names.map((n) => String(labels[n] ?? '')).join('\u0000');
-    let child = this.children.get(id);
-    if (child === undefined) {
-      // prom-client validates at `inc`; ours would only run at scrape time, so check the names now
-      for (const k of Object.keys(labels)) if (!(this.names as readonly string[]).includes(k)) throw new Error(`${this.metricName}: label "${k}" is not one of ${this.names.join(', ')}`);
-      const c = { labels, n: 0, inc: (value = 1) => void (c.n += value) };
-      this.children.set(id, (child = c));
-      this.inc(labels, 0); // the series exists from now on, at 0, so rate() sees its first increase
-    }
-    return child;
+    const id = this.idOf(labels);
+    const child = this.children.get(id);
+    if (child !== undefined) return child;
+    // prom-client validates at `inc`; ours would only run at scrape time, so check the names now
+    for (const k of Object.keys(labels)) if (!(this.names as readonly string[]).includes(k)) throw new Error(`${this.metricName}: label "${k}" is not one of ${this.names.join(', ')}`);
+    if (this.ownSeries >= this.maxSeries) return this.folded(labels);
+    this.ownSeries++;
+    return this.add(id, labels, false);
   }
 
-  /** Moves the children's counts into the counter. */
-  flush(): void {
-    for (const c of this.children.values()) {
-      if (c.n === 0) continue;
-      const n = c.n;
-      c.n = 0;
-      this.inc(c.labels, n); // prom-client assigns `inc` per instance, not on the prototype
+  private idOf(labels: Partial<Record<T, string | number>>): string {
+    return this.names.map((n) => String(labels[n] ?? '')).join('\u0000');
+  }
+
+  private add(id: string, labels: Partial<Record<T, string | number>>, folded: boolean): Child<T> {
+    const c: Child<T> = {
+      labels,
+      n: 0,
+      shown: true,
+      inc: folded
+        ? (value = 1) => {
+            c.n += value;
+            c.shown = true;
+            (this.foldChild ??= this.folds?.labels({ metric: this.metricName }))?.inc(value);
+          }
+        : (value = 1) => void (c.n += value),
+    };
+    this.children.set(id, c);
+    return c;
+  }
+
+  /** The `__other__` child for a label set past the ceiling (one per combination of kept labels). */
+  private folded(labels: Partial<Record<T, string | number>>): Child<T> {
+    const other: Partial<Record<T, string | number>> = {};
+    for (const n of this.names) other[n] = this.keep.has(n) ? (labels[n] ?? '') : OTHER;
+    const id = this.idOf(other);
+    return this.children.get(id) ?? this.add(id, other, true);
+  }
+
+  override async get(): Promise<MetricObjectWithValues<MetricValue<T>>> {
+    const collect = (this as unknown as { collect?: CollectFunction<Counter<T>> }).collect;
+    if (collect !== undefined) {
+      const v = collect.call(this);
+      if (v instanceof Promise) await v;
     }
+    const values: Array<MetricValue<T>> = [];
+    for (const c of this.children.values()) if (c.shown) values.push({ value: c.n, labels: c.labels });
+    // the shape of prom-client's Counter#get (its `type` is the string 'counter' at run time)
+    return { help: this.helpText, name: this.metricName, type: 'counter' as unknown as MetricType, values, aggregator: 'sum', collect: collect as CollectFunction<unknown> };
+  }
+
+  /** Number of label sets with their own series (not counting `__other__` ones). */
+  get seriesCount(): number {
+    return this.ownSeries;
   }
 
   override reset(): void {
     // also called by prom-client's constructor, before this class's fields exist
-    if (this.children !== undefined) for (const c of this.children.values()) c.n = 0;
+    if (this.children !== undefined) {
+      for (const c of this.children.values()) {
+        c.n = 0;
+        c.shown = false;
+      }
+    }
     super.reset();
+  }
+
+  override remove(...args: unknown[]): void {
+    const given = args[0];
+    const labels: Partial<Record<T, string | number>> = {};
+    if (given !== null && typeof given === 'object') Object.assign(labels, given);
+    else this.names.forEach((n, i) => (labels[n] = String(args[i] ?? '')));
+    const c = this.children.get(this.idOf(labels));
+    if (c !== undefined) {
+      c.n = 0;
+      c.shown = false;
+    }
   }
 }
 

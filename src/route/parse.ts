@@ -1,7 +1,8 @@
-import { parse as parseYaml } from 'yaml';
 import { RouteParseError } from '../errors.ts';
 import { parseDuration } from '../config/duration.ts';
+import { DEFAULT_ROUTE_LIMITS, formatSize, valueSize, type RouteLimits } from './limits.ts';
 import { compileRegex } from './regex.ts';
+import { parseYamlLinear } from './yaml.ts';
 import { ALGORITHMS, type AlgorithmName, type RouteConfig, type Rule, type WeightedUpstream } from './types.ts';
 
 /**
@@ -13,6 +14,9 @@ import { ALGORITHMS, type AlgorithmName, type RouteConfig, type Rule, type Weigh
  *  5. otherwise ⇒ simple: the whole text is the upstream.
  * Unlike the Go module, every document is validated (algorithm names, `host:port` addresses, integer weights,
  * RE2 regexes, durations) and a bad one is an error naming the field — never reinterpreted as an upstream.
+ * Every value is bounded (`limits.ts`): its size is checked before anything else, the YAML duplicate-key
+ * check is linear (`yaml.ts`), nesting, rules and upstreams per rule are capped, and messages quote at most
+ * 80 characters of what was stored.
  */
 export type Format = 'json' | 'yaml' | 'simple';
 
@@ -31,7 +35,9 @@ export function detectFormat(text: string): Format {
   return 'simple';
 }
 
-export function parseRouteConfig(raw: string | Uint8Array, format: Format | 'auto' = 'auto'): RouteConfig | null {
+export function parseRouteConfig(raw: string | Uint8Array, format: Format | 'auto' = 'auto', limits: Readonly<RouteLimits> = DEFAULT_ROUTE_LIMITS): RouteConfig | null {
+  const size = valueSize(raw);
+  if (size > limits.maxValueSize) throw new RouteParseError('', `value is ${formatSize(size)} (${size} bytes), over max_value_size ${formatSize(limits.maxValueSize)}`);
   const text = (typeof raw === 'string' ? raw : Buffer.from(raw).toString('utf8')).trim();
   if (text === '') return null;
   const fmt = format === 'auto' ? detectFormat(text) : format;
@@ -39,7 +45,10 @@ export function parseRouteConfig(raw: string | Uint8Array, format: Format | 'aut
   if (fmt === 'simple') return { upstream: checkAddress(/^[^:\s]+: \d+$/.test(text) ? text.replace(': ', ':') : text, 'upstream'), rules: [] };
   let doc: unknown;
   try {
-    doc = fmt === 'json' ? JSON.parse(text) : parseYaml(text, { schema: 'core', uniqueKeys: true });
+    if (fmt === 'json') {
+      doc = JSON.parse(text);
+      checkNesting(doc, limits.maxNesting);
+    } else doc = parseYamlLinear(text, { maxDepth: limits.maxNesting });
   } catch (err) {
     const detail = err instanceof Error ? err.message.split('\n')[0] : String(err);
     throw new RouteParseError('', `invalid ${fmt.toUpperCase()}: ${detail}`, undefined, { cause: err });
@@ -49,10 +58,21 @@ export function parseRouteConfig(raw: string | Uint8Array, format: Format | 'aut
   if (typeof doc !== 'object' || Array.isArray(doc)) {
     throw new RouteParseError('', `expected an object, a "host:port" string or a bare host:port, got ${kind(doc)}`);
   }
-  return decodeConfig(doc as Record<string, unknown>, fmt);
+  return decodeConfig(doc as Record<string, unknown>, fmt, limits);
 }
 
-function decodeConfig(doc: Record<string, unknown>, fmt: Format): RouteConfig {
+/** Throws when arrays/objects nest deeper than `max` (checked without recursion). */
+function checkNesting(value: unknown, max: number): void {
+  const stack: Array<[unknown, number]> = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop() as [unknown, number];
+    if (v === null || typeof v !== 'object') continue;
+    if (depth > max) throw new Error(`nesting deeper than ${max} levels`);
+    for (const child of Array.isArray(v) ? v : Object.values(v)) if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+  }
+}
+
+function decodeConfig(doc: Record<string, unknown>, fmt: Format, limits: Readonly<RouteLimits>): RouteConfig {
   const strict = fmt === 'json'; // YAML scalars may land in string fields, as with the Go module's decoder
   const config: RouteConfig = { rules: [] };
   if (doc.upstream !== undefined && doc.upstream !== null && doc.upstream !== '') {
@@ -76,7 +96,8 @@ function decodeConfig(doc: Record<string, unknown>, fmt: Format): RouteConfig {
   if (doc.metadata !== undefined && doc.metadata !== null) config.metadata = stringMap(doc.metadata, 'metadata', strict);
   if (doc.rules !== undefined && doc.rules !== null) {
     if (!Array.isArray(doc.rules)) throw new RouteParseError('rules', `must be a list, got ${kind(doc.rules)}`);
-    config.rules = doc.rules.map((r, i) => decodeRule(r, `rules[${i}]`, strict));
+    if (doc.rules.length > limits.maxRules) throw new RouteParseError('rules', `has ${doc.rules.length} rules, over max_rules ${limits.maxRules}`);
+    config.rules = doc.rules.map((r, i) => decodeRule(r, `rules[${i}]`, strict, limits));
     sortByPriority(config.rules);
   }
   if (config.upstream === undefined && config.rules.length === 0) {
@@ -85,7 +106,7 @@ function decodeConfig(doc: Record<string, unknown>, fmt: Format): RouteConfig {
   return config;
 }
 
-function decodeRule(raw: unknown, at: string, strict: boolean): Rule {
+function decodeRule(raw: unknown, at: string, strict: boolean, limits: Readonly<RouteLimits>): Rule {
   if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new RouteParseError(at, `must be an object, got ${kind(raw)}`);
   const r = raw as Record<string, unknown>;
   const rule: Rule = { match: {}, upstreams: [], priority: 0 };
@@ -96,13 +117,14 @@ function decodeRule(raw: unknown, at: string, strict: boolean): Rule {
         try {
           compileRegex(value.slice(1));
         } catch (err) {
-          throw new RouteParseError(`${at}.match[${JSON.stringify(key)}]`, `invalid regex ${JSON.stringify(value.slice(1))}: ${(err as Error).message.replace(/^Invalid regular expression: \/.*\/u: /, '')}`);
+          throw new RouteParseError(`${at}.match[${quote(key)}]`, `invalid regex ${quote(value.slice(1))}: ${(err as Error).message.replace(/^Invalid regular expression: \/.*\/u: /, '')}`);
         }
       }
     }
   }
   if (r.upstreams !== undefined && r.upstreams !== null) {
     if (!Array.isArray(r.upstreams)) throw new RouteParseError(`${at}.upstreams`, `must be a list, got ${kind(r.upstreams)}`);
+    if (r.upstreams.length > limits.maxUpstreams) throw new RouteParseError(`${at}.upstreams`, `has ${r.upstreams.length} upstreams, over max_upstreams ${limits.maxUpstreams}`);
     rule.upstreams = r.upstreams.map((u, j) => decodeUpstream(u, `${at}.upstreams[${j}]`, strict));
   }
   if (rule.upstreams.length === 0) throw new RouteParseError(`${at}.upstreams`, 'must list at least one upstream');
@@ -157,14 +179,14 @@ function checkAddress(address: string, at: string): string {
   const a = address.trim();
   if (!isDialAddress(a)) {
     const hint = a.includes('://') ? ' (no scheme: Caddy dials host:port)' : '';
-    throw new RouteParseError(at, `malformed address ${JSON.stringify(a)}: expected host:port${hint}`);
+    throw new RouteParseError(at, `malformed address ${quote(a)}: expected host:port${hint}`);
   }
   return a;
 }
 
 function algorithm(v: unknown, at: string): AlgorithmName {
   if (typeof v === 'string' && (ALGORITHMS as readonly string[]).includes(v)) return v as AlgorithmName;
-  throw new RouteParseError(at, `unknown algorithm ${JSON.stringify(v)}; one of ${ALGORITHMS.join(', ')}`);
+  throw new RouteParseError(at, `unknown algorithm ${quote(v)}; one of ${ALGORITHMS.join(', ')}`);
 }
 
 function str(v: unknown, at: string, strict: boolean): string {
@@ -191,7 +213,7 @@ const RFC3339 = /^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d+)?([Zz]|[+-]\d{2}
 
 function time(v: unknown, at: string): Date {
   const d = v instanceof Date ? v : typeof v === 'string' && RFC3339.test(v.trim()) ? new Date(v.trim()) : undefined;
-  if (d === undefined || Number.isNaN(d.getTime())) throw new RouteParseError(at, `must be an RFC 3339 timestamp, got ${JSON.stringify(v)}`);
+  if (d === undefined || Number.isNaN(d.getTime())) throw new RouteParseError(at, `must be an RFC 3339 timestamp, got ${quote(v)}`);
   return d;
 }
 
@@ -199,7 +221,7 @@ function stringMap(v: unknown, at: string, strict: boolean): Record<string, stri
   if (v === null || typeof v !== 'object' || Array.isArray(v)) throw new RouteParseError(at, `must be a map of strings, got ${kind(v)}`);
   const out: Record<string, string> = {};
   for (const [k, value] of Object.entries(v as Record<string, unknown>)) {
-    out[k] = value === null ? '' : str(value, `${at}[${JSON.stringify(k)}]`, strict);
+    out[k] = value === null ? '' : str(value, `${at}[${quote(k)}]`, strict);
   }
   return out;
 }
@@ -208,5 +230,11 @@ function kind(v: unknown): string {
   if (v === null) return 'null';
   if (Array.isArray(v)) return 'a list';
   if (typeof v === 'object') return 'an object';
-  return `${typeof v} ${JSON.stringify(v)}`;
+  return `${typeof v} ${quote(v)}`;
+}
+
+/** JSON text of a stored value for a message, cut after 80 characters: a hostile value must not make a 1 MB log line. */
+function quote(v: unknown): string {
+  const s = JSON.stringify(v) ?? String(v);
+  return s.length <= 80 ? s : `${s.slice(0, 79)}…" (${s.length} characters)`;
 }

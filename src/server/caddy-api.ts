@@ -19,10 +19,12 @@ export interface CaddyApiOptions {
   maxConnections?: number;
   /** Where dropped connections are counted. */
   metrics?: Metrics;
+  /** `rpc.max_batch_size`; default DEFAULT_RPC_MAX_BATCH. */
+  rpcMaxBatchSize?: number;
 }
 
 export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, logger: Logger, options: CaddyApiOptions = {}): Server {
-  const rpc = new RpcHandler(policies);
+  const rpc = new RpcHandler(policies, options.rpcMaxBatchSize);
   const fail = (req: IncomingMessage, res: ServerResponse, err: unknown): void => {
     // a client that goes away mid-request is not a server error
     if ((err as { code?: string }).code === 'ECONNRESET' || req.socket.destroyed) logger.debug({ err, url: req.url?.slice(0, 200) }, 'client went away');

@@ -1,3 +1,5 @@
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
+import { DEFAULT_RPC_MAX_BATCH } from '../config/schema.ts';
 import { select } from '../engine/select.ts';
 import type { PolicyRuntime } from '../engine/observer.ts';
 import { poolKey, upstreamPool } from '../engine/upstreams.ts';
@@ -8,7 +10,12 @@ import { viewFromRpc, type RpcRequestInput } from './request-view.ts';
 /**
  * JSON-RPC 2.0 over `POST /rpc` (single calls and batches; notifications get no answer) with the standard
  * error codes. Methods: `select`, `upstreams`, `route`.
+ *
+ * Batches are bounded: more than `maxBatchSize` calls (`rpc.max_batch_size`, default 1000) is one -32600
+ * error (id null) and none of the calls run; an accepted batch runs BATCH_SLICE calls at a time with a
+ * yield to the event loop between slices, so it never holds selections up.
  */
+const BATCH_SLICE = 64;
 export const RPC_PARSE_ERROR = -32700;
 export const RPC_INVALID_REQUEST = -32600;
 export const RPC_METHOD_NOT_FOUND = -32601;
@@ -25,7 +32,10 @@ type RpcResponse = { jsonrpc: '2.0'; id: Id; result: unknown } | { jsonrpc: '2.0
 class InvalidParams extends Error {}
 
 export class RpcHandler {
-  constructor(private readonly policies: ReadonlyMap<string, PolicyRuntime>) {}
+  constructor(
+    private readonly policies: ReadonlyMap<string, PolicyRuntime>,
+    private readonly maxBatchSize = DEFAULT_RPC_MAX_BATCH,
+  ) {}
 
   /**
    * The response body, or undefined when nothing must be sent (only notifications). `envelope.invalid` is set
@@ -44,7 +54,15 @@ export class RpcHandler {
         if (envelope) envelope.invalid = true;
         return JSON.stringify(failure(null, RPC_INVALID_REQUEST, 'Invalid Request: empty batch'));
       }
-      const answers = (await Promise.all(payload.map((call) => this.call(call)))).filter((a): a is RpcResponse => a !== undefined);
+      if (payload.length > this.maxBatchSize) {
+        if (envelope) envelope.invalid = true;
+        return JSON.stringify(failure(null, RPC_INVALID_REQUEST, `Invalid Request: batch of ${payload.length} calls, over max_batch_size ${this.maxBatchSize}`));
+      }
+      const answers: RpcResponse[] = [];
+      for (let i = 0; i < payload.length; i += BATCH_SLICE) {
+        if (i > 0) await yieldToLoop();
+        for (const a of await Promise.all(payload.slice(i, i + BATCH_SLICE).map((call) => this.call(call)))) if (a !== undefined) answers.push(a);
+      }
       return answers.length === 0 ? undefined : JSON.stringify(answers);
     }
     const answer = await this.call(payload);

@@ -1,5 +1,6 @@
 import type { OptionReader } from '../config/options.ts';
 import { ConfigError } from '../errors.ts';
+import { DEFAULT_ROUTE_LIMITS, type RouteLimits } from '../route/limits.ts';
 import { SourceRuntime, type RuntimeDeps, type RuntimeOptions } from './runner.ts';
 import { SOURCE_TYPES, type RouteSource, type SourceType, type StoreDriver } from './source.ts';
 
@@ -8,8 +9,9 @@ import { SOURCE_TYPES, type RouteSource, type SourceType, type StoreDriver } fro
  * loads the etcd gRPC stack. A driver module exports `factory`: it reads its own options (names and
  * defaults of the Go module) and returns the driver plus the runtime options that concern it; the common
  * options are read here, once for all stores: `max_cache_size` (10000), `negative_cache_ttl` (30s),
- * `backoff_initial` (1s) and `backoff_max` (60s) for reconnecting after a store failure. On a composite they
- * are defaults for its children.
+ * `backoff_initial` (1s) and `backoff_max` (60s) for reconnecting after a store failure, and the bounds on
+ * one stored value, `max_value_size` (256KiB), `max_rules` (1000), `max_upstreams` (1000 per rule) and
+ * `max_nesting` (32). On a composite they are defaults for its children.
  * A factory must not connect: connecting is the runner's job (`connect`/`list`), so `validate` can build
  * every source without touching the network.
  */
@@ -44,7 +46,7 @@ const MODULES: Record<SourceType, () => Promise<DriverModule>> = {
   composite: () => import('./composite.ts'),
 };
 
-const INHERITED = ['negative_cache_ttl', 'backoff_initial', 'backoff_max'] as const;
+const INHERITED = ['negative_cache_ttl', 'backoff_initial', 'backoff_max', 'max_value_size', 'max_rules', 'max_upstreams', 'max_nesting'] as const;
 
 export class SourceNamer {
   private readonly counts = new Map<string, number>();
@@ -71,6 +73,13 @@ export async function createSource(options: OptionReader, deps: RuntimeDeps, nam
   const negativeTtlMs = options.duration('negative_cache_ttl', 30_000);
   const backoffInitialMs = options.has('backoff_initial') ? options.duration('backoff_initial', 1_000) : undefined;
   const backoffMaxMs = options.has('backoff_max') ? options.duration('backoff_max', 60_000) : undefined;
+  // bounds on one stored value (route/limits.ts): larger or deeper values are parse errors
+  const limits: RouteLimits = {
+    maxValueSize: options.bytes('max_value_size', DEFAULT_ROUTE_LIMITS.maxValueSize, { min: 1, max: 64 * 1024 * 1024 }),
+    maxRules: options.int('max_rules', DEFAULT_ROUTE_LIMITS.maxRules, { min: 1 }),
+    maxUpstreams: options.int('max_upstreams', DEFAULT_ROUTE_LIMITS.maxUpstreams, { min: 1 }),
+    maxNesting: options.int('max_nesting', DEFAULT_ROUTE_LIMITS.maxNesting, { min: 5, max: 1000 }),
+  };
   // a source built over others (composite) hands these down to children that do not set their own
   const inherited: Record<string, unknown> = {};
   for (const name of INHERITED) if (options.has(name)) inherited[name] = options.values[name];
@@ -82,6 +91,6 @@ export async function createSource(options: OptionReader, deps: RuntimeDeps, nam
   });
   options.done(['type']);
   if ('source' in spec) return spec.source;
-  const common = { maxCacheSize, negativeTtlMs, ...(backoffInitialMs !== undefined ? { backoffInitialMs } : {}), ...(backoffMaxMs !== undefined ? { backoffMaxMs } : {}) };
+  const common = { maxCacheSize, negativeTtlMs, limits, ...(backoffInitialMs !== undefined ? { backoffInitialMs } : {}), ...(backoffMaxMs !== undefined ? { backoffMaxMs } : {}) };
   return new SourceRuntime(sourceName, sourceType, spec.driver, { ...spec.runtime, ...common }, deps);
 }

@@ -1,10 +1,14 @@
+import { createHash } from 'node:crypto';
+import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { RouteCache, type CacheStats } from '../cache/route-cache.ts';
 import { Singleflight } from '../cache/singleflight.ts';
 import { ResyncRequired, RouteParseError, SourceError, SourceTimeoutError, errorMessage } from '../errors.ts';
 import type { Metrics, ParseErrorLog } from '../metrics/metrics.ts';
 import type { Logger } from '../observe/log.ts';
 import { compileRoute, type CompileContext, type CompiledRoute } from '../route/compile.ts';
-import { parseRouteConfig } from '../route/parse.ts';
+import { DEFAULT_ROUTE_LIMITS, valueSize, type RouteLimits } from '../route/limits.ts';
+import { parseBounded } from '../route/offload.ts';
+import type { RouteConfig } from '../route/types.ts';
 import { backoffDelay, sleep, withTimeout } from './backoff.ts';
 import {
   LOAD_ERROR,
@@ -40,6 +44,8 @@ export interface RuntimeOptions {
   listTimeoutMs?: number;
   backoffInitialMs?: number;
   backoffMaxMs?: number;
+  /** Bounds on one stored value (`max_value_size`, `max_rules`, `max_upstreams`, `max_nesting`). */
+  limits?: Partial<RouteLimits>;
 }
 
 export interface SourceEvents {
@@ -57,6 +63,10 @@ export interface RuntimeDeps {
 }
 
 const STALE_RESULT = Symbol('stale');
+type Applied = CompiledRoute | null | typeof STALE_RESULT;
+
+/** A reload yields to the event loop after this much work, so selections keep being answered. */
+const SLICE_MS = 5;
 
 export class SourceRuntime implements RouteSource {
   readonly name: string;
@@ -65,7 +75,10 @@ export class SourceRuntime implements RouteSource {
   private readonly deps: RuntimeDeps;
   private readonly cache: RouteCache;
   private readonly flight = new Singleflight<RouteLookup>();
-  private readonly opts: Required<Omit<RuntimeOptions, 'maxCacheSize' | 'negativeTtlMs'>>;
+  private readonly opts: Required<Omit<RuntimeOptions, 'maxCacheSize' | 'negativeTtlMs' | 'limits'>>;
+  private readonly limits: RouteLimits;
+  /** Tail of the apply chain (undefined when idle): store data is applied in arrival order. */
+  private applying: Promise<void> | undefined;
   private readonly log: Logger;
   private readonly lifetime = new AbortController();
   private cycle: AbortController | undefined;
@@ -84,7 +97,7 @@ export class SourceRuntime implements RouteSource {
    * resumed watch replays what was missed (a non-resumable one re-lists).
    */
   private mirrorComplete = false;
-  /** The text of values that failed to parse, so an unchanged bad value is counted and logged once. */
+  /** The text (or digest, for long ones) of values that failed to parse, so an unchanged bad value is counted and logged once. */
   private readonly rejected = new Map<string, string>();
   private evictionsAtList = 0;
   private resyncWanted = false;
@@ -105,6 +118,7 @@ export class SourceRuntime implements RouteSource {
       backoffInitialMs: options.backoffInitialMs ?? 1_000,
       backoffMaxMs: options.backoffMaxMs ?? 60_000,
     };
+    this.limits = { ...DEFAULT_ROUTE_LIMITS, ...options.limits };
     this.log = deps.logger.child({ source: name, source_type: type });
     const m = deps.metrics;
     const t = { source_type: type };
@@ -185,7 +199,7 @@ export class SourceRuntime implements RouteSource {
       this.cache.setNegative(key, 'no_config', now);
       return NO_CONFIG;
     }
-    const result = this.applyValue(key, raw, 'get');
+    const result = await this.applyValue(key, raw, 'get');
     if (result === STALE_RESULT) {
       if (stale !== undefined) return stale;
       this.cache.setNegative(key, 'error', now);
@@ -258,7 +272,7 @@ export class SourceRuntime implements RouteSource {
           needList = false;
           // a full listing proves the store reachable and the cache in sync; the watch keeps it so
           if (snapshot.invalid === undefined) this.markInSync();
-          this.applySnapshot(snapshot);
+          await this.applySnapshot(snapshot);
         }
         if (!d.list) this.initialDone(); // lazy stores have nothing to load up front
         if (d.watch) {
@@ -267,8 +281,9 @@ export class SourceRuntime implements RouteSource {
             fromRevision: this.revision,
             onChange: (c) => this.applyChange(c),
             onSnapshot: (s) => {
-              this.applySnapshot(s, 'watch');
-              if (s.invalid === undefined) this.markInSync();
+              void this.applySnapshot(s, 'watch').then(() => {
+                if (s.invalid === undefined) this.markInSync();
+              });
             },
             onReady: () => {
               attempt = 0;
@@ -281,7 +296,7 @@ export class SourceRuntime implements RouteSource {
           await sleep(d.pollIntervalMs, cycle.signal);
           if (d.poll) {
             const result = await withTimeout(this.opts.listTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'poll', this.opts.listTimeoutMs), (s) => (d.poll as StoreDriver['poll'] & {})(this.revision, s));
-            if (isSnapshot(result)) this.applySnapshot(result, 'watch');
+            if (isSnapshot(result)) await this.applySnapshot(result, 'watch');
             else this.applyPoll(result);
             this.markInSync();
           } else needList = true;
@@ -322,36 +337,47 @@ export class SourceRuntime implements RouteSource {
   /**
    * Parse and cache one stored value. Returns the route, null for a blank value (no config: the key is
    * removed), or STALE_RESULT when the value is invalid — counted, logged with key and field, and the last
-   * good route (if any) is left in place.
+   * good route (if any) is left in place. Synchronous for small values; a large one is parsed on the parser
+   * thread (route/offload.ts) and the result is a promise.
    */
-  private applyValue(key: string, raw: StoredValue, origin: string): CompiledRoute | null | typeof STALE_RESULT {
-    const text = typeof raw === 'string' ? raw : Buffer.from(raw).toString('utf8');
+  private applyValue(key: string, raw: StoredValue, origin: string): Applied | Promise<Applied> {
+    const size = valueSize(raw);
+    // an oversize value is neither decoded nor kept: only its digest, to count it once
+    const text = size > this.limits.maxValueSize ? undefined : typeof raw === 'string' ? raw : Buffer.from(raw).toString('utf8');
     const current = this.cache.get(key);
-    if (current !== undefined && current.raw === text && text !== '') {
+    if (text !== undefined && current !== undefined && current.raw === text && text !== '') {
       // unchanged (a re-list, a 304): keep the compiled route and its algorithm state, renew its age
       current.loadedAt = Date.now();
       if (this.lastParseError?.key === key) this.lastParseError = undefined;
       return current;
     }
-    if (this.rejected.get(key) === text) return STALE_RESULT;
+    const print = fingerprint(text ?? raw);
+    if (this.rejected.get(key) === print) return STALE_RESULT;
+    let parsed: RouteConfig | null | Promise<RouteConfig | null>;
+    try {
+      parsed = parseBounded(text ?? raw, this.limits);
+    } catch (err) {
+      return this.reject(key, print, err, origin);
+    }
+    if (parsed instanceof Promise) {
+      return parsed.then(
+        (config) => this.install(key, text as string, print, config, origin),
+        (err: unknown) => this.reject(key, print, err, origin),
+      );
+    }
+    return this.install(key, text as string, print, parsed, origin);
+  }
+
+  private install(key: string, text: string, print: string, config: RouteConfig | null, origin: string): Applied {
     let route: CompiledRoute | null;
     try {
-      const config = parseRouteConfig(raw);
       route = config === null ? null : compileRoute(key, config, this.deps.compile, text);
     } catch (err) {
-      const e = err instanceof RouteParseError ? err.withKey(key) : new RouteParseError('', errorMessage(err), key);
-      this.labels.parse.inc();
-      this.deps.parseErrors.record(this.type);
-      this.lastParseError = { key, message: e.message };
-      this.rejected.delete(key);
-      this.rejected.set(key, text);
-      if (this.rejected.size > this.cache.maxSize) this.rejected.delete(this.rejected.keys().next().value as string);
-      this.log.warn({ key, field: e.field, origin, err: e.message }, 'invalid route config; keeping the last good one');
-      return STALE_RESULT;
+      return this.reject(key, print, err, origin);
     }
     if (this.lastParseError?.key === key) this.lastParseError = undefined;
     this.rejected.delete(key);
-    const previous = current;
+    const previous = this.cache.get(key);
     if (route === null) {
       if (this.cache.delete(key)) this.publishDeleted(key, previous);
       return null;
@@ -361,20 +387,67 @@ export class SourceRuntime implements RouteSource {
     return route;
   }
 
+  private reject(key: string, print: string, err: unknown, origin: string): typeof STALE_RESULT {
+    const e = err instanceof RouteParseError ? err.withKey(key) : new RouteParseError('', errorMessage(err), key);
+    this.labels.parse.inc();
+    this.deps.parseErrors.record(this.type);
+    this.lastParseError = { key, message: e.message };
+    this.rejected.delete(key);
+    this.rejected.set(key, print);
+    if (this.rejected.size > this.cache.maxSize) this.rejected.delete(this.rejected.keys().next().value as string);
+    this.log.warn({ key, field: e.field, origin, err: e.message }, 'invalid route config; keeping the last good one');
+    return STALE_RESULT;
+  }
+
+  /**
+   * Runs `work` after every apply before it (store data is applied in arrival order). When nothing is
+   * pending and `work` finishes synchronously (small values: the common case), it runs to completion now.
+   */
+  private serially(work: () => void | Promise<void>): Promise<void> {
+    const before = this.applying;
+    let result: void | Promise<void>;
+    if (before === undefined) {
+      try {
+        result = work();
+      } catch (err) {
+        result = Promise.reject(err);
+      }
+      if (result === undefined) return Promise.resolve();
+    } else result = before.then(work);
+    const tail: Promise<void> = result
+      .catch((err: unknown) => this.log.error({ err }, 'applying store data failed'))
+      .finally(() => {
+        if (this.applying === tail) this.applying = undefined;
+      });
+    this.applying = tail;
+    return tail;
+  }
+
   private applyChange(change: Change): void {
+    // the revision is taken at once: a resumed watch continues after it while the value is still applied
     if (change.revision !== undefined) this.revision = change.revision;
-    if (change.type === 'put') {
-      this.labels.put.inc();
-      if (this.applyValue(change.key, change.value, 'watch') !== STALE_RESULT) this.log.info({ key: change.key, change: 'put' }, 'route reloaded');
-    } else {
+    void this.serially(() => this.applyChangeNow(change));
+  }
+
+  private applyChangeNow(change: Change): void | Promise<void> {
+    if (change.type === 'delete') {
       this.labels.del.inc();
       const previous = this.cache.get(change.key);
       if (this.cache.delete(change.key)) {
         this.publishDeleted(change.key, previous);
         this.log.info({ key: change.key, change: 'delete' }, 'route reloaded');
       }
+      this.touchSync();
+      return;
     }
-    this.touchSync();
+    this.labels.put.inc();
+    const done = (applied: Applied): void => {
+      if (applied !== STALE_RESULT) this.log.info({ key: change.key, change: 'put' }, 'route reloaded');
+      this.touchSync();
+    };
+    const applied = this.applyValue(change.key, change.value, 'watch');
+    if (applied instanceof Promise) return applied.then(done);
+    done(applied);
   }
 
   private applyPoll(result: PollResult): void {
@@ -385,8 +458,14 @@ export class SourceRuntime implements RouteSource {
   /**
    * `origin` 'watch': a listing delivered by the watch or a poll (file, Consul, ConfigMap); the keys it
    * changes count as watch events (`put`/`delete`), as per-key changes from a KV watch do.
+   * The listing is applied in slices of SLICE_MS with a yield to the event loop between them, and large
+   * values are parsed off the loop, so a reload of any size never stalls selections.
    */
-  private applySnapshot(snapshot: Snapshot, origin: 'list' | 'watch' = 'list'): void {
+  private applySnapshot(snapshot: Snapshot, origin: 'list' | 'watch' = 'list'): Promise<void> {
+    return this.serially(() => this.applySnapshotNow(snapshot, origin));
+  }
+
+  private async applySnapshotNow(snapshot: Snapshot, origin: 'list' | 'watch'): Promise<void> {
     if (snapshot.invalid !== undefined) {
       this.labels.parse.inc();
       this.deps.parseErrors.record(this.type);
@@ -398,15 +477,26 @@ export class SourceRuntime implements RouteSource {
     const seen = new Set<string>();
     let updated = 0;
     let deleted = 0;
+    let slice = performance.now();
     for (const [key, value] of snapshot.entries) {
       seen.add(key);
       const current = this.cache.get(key);
-      const unchanged = current !== undefined && current.raw === (typeof value === 'string' ? value : Buffer.from(value).toString('utf8'));
+      const unchanged = current !== undefined && valueSize(value) <= this.limits.maxValueSize && current.raw === (typeof value === 'string' ? value : Buffer.from(value).toString('utf8'));
       if (!unchanged && origin === 'watch') this.labels.put.inc();
       // unchanged values keep their compiled route (and algorithm state); applyValue only renews them
-      if (this.applyValue(key, value, origin) !== STALE_RESULT && !unchanged) updated++;
+      let applied = this.applyValue(key, value, origin);
+      if (applied instanceof Promise) applied = await applied;
+      if (applied !== STALE_RESULT && !unchanged) updated++;
+      if (performance.now() - slice > SLICE_MS) {
+        await yieldToLoop();
+        slice = performance.now();
+      }
     }
     for (const key of [...this.cache.keys()]) {
+      if (performance.now() - slice > SLICE_MS) {
+        await yieldToLoop();
+        slice = performance.now();
+      }
       if (!seen.has(key)) {
         const previous = this.cache.get(key);
         this.cache.delete(key);
@@ -481,6 +571,12 @@ export class SourceRuntime implements RouteSource {
   cacheStats(): CacheStats {
     return this.cache.stats();
   }
+}
+
+/** What `rejected` keeps of a bad value: short texts as they are, anything longer as a digest. */
+function fingerprint(value: StoredValue): string {
+  if (typeof value === 'string' && value.length <= 256) return value;
+  return `sha256:${createHash('sha256').update(value).digest('base64')}`;
 }
 
 function isSnapshot(r: PollResult | Snapshot): r is Snapshot {

@@ -107,6 +107,13 @@ test('a full config is read as written', () => {
   assert.deepEqual(s?.pool, ['10.0.0.3:80', '10.0.0.4:80'], 'a comma-separated string is a list too');
 });
 
+test('metrics.max_series and rpc.max_batch_size: defaults 10000 and 1000, or as written', () => {
+  const d = parseConfig(lines('policies:', '  default: { key: "{host}" }'));
+  assert.deepEqual([d.metrics, d.rpc], [{ maxSeries: 10_000 }, { maxBatchSize: 1000 }]);
+  const c = parseConfig(lines('metrics: { max_series: 500 }', 'rpc: { max_batch_size: "50" }', 'policies:', '  default: { key: "{host}" }'));
+  assert.deepEqual([c.metrics, c.rpc], [{ maxSeries: 500 }, { maxBatchSize: 50 }]);
+});
+
 test('a JSON config is accepted', () => {
   const c = parseConfig(JSON.stringify({ listen: '127.0.0.1:4020', policies: { default: { key: '{header.X-Tenant}', fallback: 'first' } } }), 'svc.json', {});
   assert.equal(c.listen, '127.0.0.1:4020');
@@ -208,6 +215,21 @@ const errors: ReadonlyArray<{ desc: string; text: string; message: RegExp }> = [
     desc: 'a non-boolean restrict_to_pool',
     text: lines('policies:', '  default:', '    key: "{host}"', '    restrict_to_pool: maybe'),
     message: /^svc\.yaml:4: policies\.default\.restrict_to_pool: must be true or false/,
+  },
+  {
+    desc: 'a bad metrics.max_series',
+    text: lines('metrics:', '  max_series: 0', 'policies:', '  default: { key: "{host}" }'),
+    message: /^svc\.yaml:2: metrics\.max_series: must be ≥ 1, got 0$/,
+  },
+  {
+    desc: 'a bad rpc.max_batch_size',
+    text: lines('rpc:', '  max_batch_size: lots', 'policies:', '  default: { key: "{host}" }'),
+    message: /^svc\.yaml:2: rpc\.max_batch_size: must be an integer, got "lots"$/,
+  },
+  {
+    desc: 'a misspelt rpc option',
+    text: lines('rpc:', '  max_batch: 5', 'policies:', '  default: { key: "{host}" }'),
+    message: /^svc\.yaml:2: rpc\.max_batch: unknown option$/,
   },
   {
     desc: 'no policies',

@@ -453,10 +453,11 @@ async function recorded(cardinality: 'detailed' | 'coarse'): Promise<Metrics> {
   return metrics;
 }
 
-test('detailed cardinality: hits by key and upstream, misses by key and reason, instance fallbacks by reason', async () => {
+test('detailed cardinality: hits by key and upstream, misses by reason (keys without config as __unknown__), instance fallbacks by reason', async () => {
   const m = await recorded('detailed');
   assert.equal(await sample(m, 'caddy_dynamic_lb_route_hits_total', { key: 'acme', upstream: '10.0.0.1:80' }), 2);
-  assert.equal(await sample(m, 'caddy_dynamic_lb_route_misses_total', { key: 'ghost', reason: 'no_config' }), 1);
+  assert.equal(await sample(m, 'caddy_dynamic_lb_route_misses_total', { key: '__unknown__', reason: 'no_config' }), 1, 'a key without a route config is not a label value');
+  assert.equal(await sample(m, 'caddy_dynamic_lb_route_misses_total', { key: 'ghost', reason: 'no_config' }), 0);
   assert.equal(await sample(m, 'caddy_dynamic_lb_route_hits_total', { key: 'v-1', upstream: '10.0.2.1:80' }), 1);
   assert.equal(await sample(m, 'caddy_dynamic_lb_instance_fallbacks_total', { reason: 'no_config' }), 1);
   assert.equal(await sample(m, 'caddy_dynamic_lb_selection_latency_seconds', { policy: 'default' }) >= 0, true);

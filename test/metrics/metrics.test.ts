@@ -62,10 +62,12 @@ describe('Prometheus metrics after real traffic', () => {
     assert.equal(valueOf(s, 'caddy_dynamic_lb_route_hits_total', { key: 'tenant-b', upstream: '10.0.0.2:8080' }), 1);
   });
 
-  test('route_misses_total{key,reason}: the reason and the key ("" when no key was extracted)', async () => {
+  test('route_misses_total{key,reason}: a key without a route config (or no key at all) counts as __unknown__', async () => {
     const s = await read();
-    assert.equal(valueOf(s, 'caddy_dynamic_lb_route_misses_total', { key: 'nobody', reason: 'no_config' }), 2);
-    assert.equal(valueOf(s, 'caddy_dynamic_lb_route_misses_total', { key: '', reason: 'no_key' }), 1);
+    assert.equal(valueOf(s, 'caddy_dynamic_lb_route_misses_total', { key: '__unknown__', reason: 'no_config' }), 2);
+    assert.equal(valueOf(s, 'caddy_dynamic_lb_route_misses_total', { key: '__unknown__', reason: 'no_key' }), 1);
+    const missKeys = new Set(s.filter((x) => x.name === 'caddy_dynamic_lb_route_misses_total').map((x) => x.labels.key));
+    assert.ok(!missKeys.has('nobody') && !missKeys.has(''), 'an unknown key never becomes a label value');
   });
 
   test('coarse cardinality is per policy: its hits and misses use __all__, the detailed policy keeps keys', async () => {

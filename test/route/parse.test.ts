@@ -1,13 +1,14 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { RouteParseError } from '../../src/errors.ts';
+import { DEFAULT_ROUTE_LIMITS, type RouteLimits } from '../../src/route/limits.ts';
 import { detectFormat, parseRouteConfig, sortByPriority, type Format } from '../../src/route/parse.ts';
 import type { Rule } from '../../src/route/types.ts';
 
 /** The RouteParseError `text` raises; fails the test when it parses. */
-function parseError(text: string): RouteParseError {
+function parseError(text: string | Uint8Array, limits: Partial<RouteLimits> = {}): RouteParseError {
   try {
-    parseRouteConfig(text);
+    parseRouteConfig(text, 'auto', { ...DEFAULT_ROUTE_LIMITS, ...limits });
   } catch (err) {
     assert.ok(err instanceof RouteParseError, `expected a RouteParseError, got ${String(err)}`);
     return err;
@@ -291,4 +292,40 @@ test('sortByPriority sorts in place, stably', () => {
     rules.map((r) => r.match.n),
     ['1', '3', '0', '2', '4'],
   );
+});
+
+// ---- bounds on one value (issue 9) ----------------------------------------------------------------------
+
+const upstreamList = (n: number): string => Array.from({ length: n }, (_, i) => `10.0.${i >> 8}.${i & 255}:80`).join(', ');
+
+const bounds: ReadonlyArray<{ desc: string; text: string | Uint8Array; limits?: Partial<RouteLimits>; field: string; problem: RegExp }> = [
+  { desc: 'a value over max_value_size (bytes, before any parsing), named with its size', text: `upstream: "${'a'.repeat(300 * 1024)}"\n`, field: '', problem: /^value is 300 KiB \(307214 bytes\), over max_value_size 256 KiB$/ },
+  { desc: 'a byte value over a configured max_value_size', text: new TextEncoder().encode('{"upstream": "a:80", "description": "éé"}'), limits: { maxValueSize: 40 }, field: '', problem: /^value is 43 bytes \(43 bytes\), over max_value_size 40 bytes$/ },
+  { desc: 'more rules than max_rules', text: JSON.stringify({ rules: Array.from({ length: 4 }, () => ({ upstreams: ['a:80'] })) }), limits: { maxRules: 3 }, field: 'rules', problem: /^has 4 rules, over max_rules 3$/ },
+  { desc: 'more upstreams in one rule than max_upstreams', text: `rules:\n  - upstreams: [a:80]\n  - upstreams: [${upstreamList(1001)}]\n`, field: 'rules[1].upstreams', problem: /^has 1001 upstreams, over max_upstreams 1000$/ },
+  { desc: 'JSON nested deeper than max_nesting', text: `{"upstream": "a:80", "x": ${'['.repeat(40)}${']'.repeat(40)}}`, field: '', problem: /^invalid JSON: nesting deeper than 32 levels$/ },
+  { desc: 'YAML nested deeper than max_nesting', text: `upstream: a:80\nx: ${'['.repeat(40)}${']'.repeat(40)}\n`, field: '', problem: /^invalid YAML: nesting deeper than 32 levels at line 2$/ },
+  { desc: 'a duplicate YAML key, found in linear time, named with its line', text: `upstream: a:80\n${Array.from({ length: 20_000 }, (_, i) => `k${i}: ${i}`).join('\n')}\nk7: again\n`, field: '', problem: /^invalid YAML: duplicate key "k7" at line 20002$/ },
+  { desc: 'keys that are the same JS property ("1" and 1) are duplicates', text: 'upstream: a:80\n1: a\n"1": b\n', field: '', problem: /^invalid YAML: duplicate key "1" at line 3$/ },
+  { desc: 'a long bad address is quoted up to 80 characters', text: JSON.stringify({ upstream: 'x'.repeat(100_000) }), field: 'upstream', problem: /^malformed address "x{78}…" \(100002 characters\): expected host:port$/ },
+];
+
+for (const c of bounds) {
+  test(`bounded: ${c.desc}`, () => {
+    const err = parseError(c.text, c.limits);
+    assert.equal(err.field, c.field);
+    assert.match(err.problem, c.problem);
+  });
+}
+
+test('bounded: the defaults fit big real configs (1000 rules; 1000 upstreams in a rule; the 5 levels a route needs)', () => {
+  const rules = Array.from({ length: 1000 }, (_, i) => ({ match: { 'http.request.header.X-Shard': String(i) }, upstreams: [{ address: `10.1.${i >> 8}.${i & 255}:80`, weight: 2 }] }));
+  assert.equal(parseRouteConfig(JSON.stringify({ rules }))?.rules.length, 1000);
+  assert.equal(parseRouteConfig(`rules:\n  - upstreams: [${upstreamList(1000)}]\n`)?.rules[0]?.upstreams.length, 1000);
+  assert.equal(DEFAULT_ROUTE_LIMITS.maxValueSize, 256 * 1024);
+});
+
+test('bounded: a 15k-key YAML map still parses, without the quadratic duplicate check', () => {
+  const text = `upstream: a:80\n${Array.from({ length: 15_000 }, (_, i) => `k${i}: ${i}`).join('\n')}\n`;
+  assert.equal(parseRouteConfig(text)?.upstream, 'a:80');
 });
