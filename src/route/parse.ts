@@ -1,5 +1,7 @@
 import { RouteParseError } from '../errors.ts';
 import { parseDuration } from '../config/duration.ts';
+import { MAX_RING_POINTS, VNODES_PER_WEIGHT } from '../select/consistent-hash.ts';
+import { effectiveWeight } from '../select/weighted-random.ts';
 import { DEFAULT_ROUTE_LIMITS, formatSize, valueSize, type RouteLimits } from './limits.ts';
 import { compileRegex } from './regex.ts';
 import { parseYamlLinear } from './yaml.ts';
@@ -98,12 +100,34 @@ function decodeConfig(doc: Record<string, unknown>, fmt: Format, limits: Readonl
     if (!Array.isArray(doc.rules)) throw new RouteParseError('rules', `must be a list, got ${kind(doc.rules)}`);
     if (doc.rules.length > limits.maxRules) throw new RouteParseError('rules', `has ${doc.rules.length} rules, over max_rules ${limits.maxRules}`);
     config.rules = doc.rules.map((r, i) => decodeRule(r, `rules[${i}]`, strict, limits));
+    checkRingPoints(config);
     sortByPriority(config.rules);
   }
   if (config.upstream === undefined && config.rules.length === 0) {
     throw new RouteParseError('', 'empty config: needs "upstream" or at least one rule');
   }
   return config;
+}
+
+/**
+ * Compiling a route builds one consistent_hash ring per rule, up to MAX_RING_POINTS points each (~10 ms):
+ * a value of many heavily weighted consistent_hash rules would hold the event loop for seconds and take
+ * gigabytes. The rings of one route may hold RING_POINTS_PER_ROUTE points in all (e.g. four full rings, or
+ * 50 rules of 10 upstreams of weight 10).
+ */
+export const RING_POINTS_PER_ROUTE = 4 * MAX_RING_POINTS;
+
+function checkRingPoints(config: RouteConfig): void {
+  let points = 0;
+  for (const rule of config.rules) {
+    if ((rule.algorithm ?? config.algorithm) !== 'consistent_hash') continue;
+    let total = 0;
+    for (const u of rule.upstreams) total += effectiveWeight(u.weight);
+    points += Math.max(rule.upstreams.length, Math.min(MAX_RING_POINTS, Math.round(total * VNODES_PER_WEIGHT)));
+  }
+  if (points > RING_POINTS_PER_ROUTE) {
+    throw new RouteParseError('rules', `the consistent_hash rules need ${points} ring points, over ${RING_POINTS_PER_ROUTE} per route: use smaller weights (${VNODES_PER_WEIGHT} points per unit) or fewer consistent_hash rules`);
+  }
 }
 
 function decodeRule(raw: unknown, at: string, strict: boolean, limits: Readonly<RouteLimits>): Rule {

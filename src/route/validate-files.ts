@@ -1,9 +1,9 @@
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { RouteParseError } from '../errors.ts';
 import { lineOfField } from './locate.ts';
 import { parseRouteConfig } from './parse.ts';
+import { parseYamlLinear } from './yaml.ts';
 
 /**
  * `dynamic-lb validate ROUTE_FILE_OR_DIR…`: every route file checked as the file source would read it —
@@ -62,7 +62,7 @@ function checkRoute(file: string, text: string, key?: string, wholeText?: string
 function asRouteMap(text: string): Array<[string, string]> | undefined {
   let doc: unknown;
   try {
-    doc = parseYaml(text, { schema: 'core' });
+    doc = parseYamlLinear(text);
   } catch {
     return undefined;
   }

@@ -1,8 +1,8 @@
 import { watch as fsWatch, type FSWatcher } from 'node:fs';
 import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
-import { parse as parseYaml } from 'yaml';
 import { RouteParseError } from '../errors.ts';
+import { parseYamlLinear } from '../route/yaml.ts';
 import type { DriverFactory } from './registry.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
 
@@ -88,7 +88,7 @@ export class FileDriver implements StoreDriver {
     let doc: unknown;
     try {
       const format = this.o.format !== 'auto' ? this.o.format : /^\s*\{/.test(text) ? 'json' : 'yaml';
-      doc = format === 'json' ? JSON.parse(text) : parseYaml(text, { schema: 'core', uniqueKeys: true });
+      doc = format === 'json' ? JSON.parse(text) : parseYamlLinear(text);
     } catch (err) {
       return { entries: [], invalid: new RouteParseError(where, `invalid ${this.o.format === 'json' ? 'JSON' : 'JSON/YAML'}: ${(err as Error).message.split('\n')[0]}`) };
     }

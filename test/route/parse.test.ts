@@ -299,7 +299,7 @@ test('sortByPriority sorts in place, stably', () => {
 const upstreamList = (n: number): string => Array.from({ length: n }, (_, i) => `10.0.${i >> 8}.${i & 255}:80`).join(', ');
 
 const bounds: ReadonlyArray<{ desc: string; text: string | Uint8Array; limits?: Partial<RouteLimits>; field: string; problem: RegExp }> = [
-  { desc: 'a value over max_value_size (bytes, before any parsing), named with its size', text: `upstream: "${'a'.repeat(300 * 1024)}"\n`, field: '', problem: /^value is 300 KiB \(307214 bytes\), over max_value_size 256 KiB$/ },
+  { desc: 'a value over max_value_size (bytes, before any parsing), named with its size', text: `upstream: "${'a'.repeat(300 * 1024)}"\n`, field: '', problem: /^value is 300 KiB \(307213 bytes\), over max_value_size 256 KiB$/ },
   { desc: 'a byte value over a configured max_value_size', text: new TextEncoder().encode('{"upstream": "a:80", "description": "éé"}'), limits: { maxValueSize: 40 }, field: '', problem: /^value is 43 bytes \(43 bytes\), over max_value_size 40 bytes$/ },
   { desc: 'more rules than max_rules', text: JSON.stringify({ rules: Array.from({ length: 4 }, () => ({ upstreams: ['a:80'] })) }), limits: { maxRules: 3 }, field: 'rules', problem: /^has 4 rules, over max_rules 3$/ },
   { desc: 'more upstreams in one rule than max_upstreams', text: `rules:\n  - upstreams: [a:80]\n  - upstreams: [${upstreamList(1001)}]\n`, field: 'rules[1].upstreams', problem: /^has 1001 upstreams, over max_upstreams 1000$/ },
@@ -307,6 +307,7 @@ const bounds: ReadonlyArray<{ desc: string; text: string | Uint8Array; limits?: 
   { desc: 'YAML nested deeper than max_nesting', text: `upstream: a:80\nx: ${'['.repeat(40)}${']'.repeat(40)}\n`, field: '', problem: /^invalid YAML: nesting deeper than 32 levels at line 2$/ },
   { desc: 'a duplicate YAML key, found in linear time, named with its line', text: `upstream: a:80\n${Array.from({ length: 20_000 }, (_, i) => `k${i}: ${i}`).join('\n')}\nk7: again\n`, field: '', problem: /^invalid YAML: duplicate key "k7" at line 20002$/ },
   { desc: 'keys that are the same JS property ("1" and 1) are duplicates', text: 'upstream: a:80\n1: a\n"1": b\n', field: '', problem: /^invalid YAML: duplicate key "1" at line 3$/ },
+  { desc: 'consistent_hash rings over the per-route budget (compiling them would hold the loop for seconds)', text: JSON.stringify({ algorithm: 'consistent_hash', rules: Array.from({ length: 5 }, () => ({ upstreams: [{ address: 'a:80', weight: 100_000 }] })) }), field: 'rules', problem: /^the consistent_hash rules need 1638400 ring points, over 1310720 per route: use smaller weights/ },
   { desc: 'a long bad address is quoted up to 80 characters', text: JSON.stringify({ upstream: 'x'.repeat(100_000) }), field: 'upstream', problem: /^malformed address "x{78}…" \(100002 characters\): expected host:port$/ },
 ];
 
@@ -323,6 +324,12 @@ test('bounded: the defaults fit big real configs (1000 rules; 1000 upstreams in 
   assert.equal(parseRouteConfig(JSON.stringify({ rules }))?.rules.length, 1000);
   assert.equal(parseRouteConfig(`rules:\n  - upstreams: [${upstreamList(1000)}]\n`)?.rules[0]?.upstreams.length, 1000);
   assert.equal(DEFAULT_ROUTE_LIMITS.maxValueSize, 256 * 1024);
+});
+
+test('bounded: four full consistent_hash rings, or many lightly weighted ones, are within the ring budget', () => {
+  const rules = (n: number, upstreams: number, weight: number): string => JSON.stringify({ rules: Array.from({ length: n }, () => ({ algorithm: 'consistent_hash', upstreams: Array.from({ length: upstreams }, (_, i) => ({ address: `h${i}:80`, weight })) })) });
+  assert.equal(parseRouteConfig(rules(4, 1, 100_000))?.rules.length, 4);
+  assert.equal(parseRouteConfig(rules(50, 10, 10))?.rules.length, 50);
 });
 
 test('bounded: a 15k-key YAML map still parses, without the quadratic duplicate check', () => {
