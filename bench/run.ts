@@ -7,6 +7,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
 import { benchSelection } from './selection.ts';
 import { benchEngine } from './engine.ts';
+import { benchHostile } from './hostile.ts';
 import { benchPropagation, type PropagationCase } from './propagation.ts';
 import { benchStartup } from './startup.ts';
 
@@ -32,6 +33,7 @@ if (want('selection')) sections.push(await benchSelection());
 if (want('engine')) sections.push(await benchEngine());
 if (want('edge')) sections.push(await (await import('./edge.ts')).benchEdge());
 if (want('startup')) sections.push(await benchStartup());
+if (want('hostile')) sections.push(await benchHostile());
 const infra = new URL('../test/support/infra.sh', import.meta.url).pathname;
 const needsServers = want('propagation') || want('e2e');
 if (needsServers) {
