@@ -1,5 +1,8 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { Metrics, ParseErrorLog } from '../../src/metrics/metrics.ts';
 import { silentLogger } from '../../src/observe/log.ts';
 import { algorithms } from '../../src/select/index.ts';
@@ -7,7 +10,7 @@ import { UpstreamStateTable } from '../../src/select/upstream-state.ts';
 import { SourceRuntime } from '../../src/sources/runner.ts';
 import { isMiss, type Change, type Snapshot, type StoreDriver, type StoredValue, type WatchContext } from '../../src/sources/source.ts';
 import { loopProbe } from '../support/loop-probe.ts';
-import { eventually } from '../support/service.ts';
+import { configError, eventually, startTestService } from '../support/service.ts';
 
 /**
  * Hostile stored values (issue 9): whatever a store holds, loading it never holds the event loop for long,
@@ -137,5 +140,28 @@ test('changes are applied in arrival order even when a large one is parsed off t
     assert.equal([...source.routes()].some((x) => x.key === 'gone'), false, 'the delete after the large put wins');
   } finally {
     await source.stop();
+  }
+});
+
+test('the value bounds are data_source options: validated at load, applied by the source', async () => {
+  const dir = await mkdtemp(join(tmpdir(), 'dlb-bounds-'));
+  try {
+    assert.match((await configError({ source: 'file', path: dir, max_value_size: 'lots' })).message, /policies\.default\.data_source\.max_value_size: must be a size in bytes \(e\.g\. 262144, 256KiB, 1MiB\), got "lots"/);
+    assert.match((await configError({ source: 'file', path: dir, max_nesting: 2 })).message, /data_source\.max_nesting: must be ≥ 5, got 2/);
+    assert.match((await configError({ source: 'file', path: dir, max_rules: 0 })).message, /data_source\.max_rules: must be ≥ 1/);
+    await writeFile(join(dir, 'big.yaml'), `upstream: 10.0.0.1:80\ndescription: "${'d'.repeat(70 * 1024)}"\n`);
+    await writeFile(join(dir, 'many.json'), JSON.stringify({ rules: [{ upstreams: ['a:80', 'b:80', 'c:80'] }] }));
+    await writeFile(join(dir, 'ok.yaml'), 'upstream: 10.0.0.2:80\n');
+    const svc = await startTestService({ source: 'file', path: dir, max_value_size: '64KiB', max_upstreams: 2 });
+    try {
+      assert.equal((await svc.select('ok')).upstream, '10.0.0.2:80');
+      assert.equal((await svc.select('big')).reason, 'no_config');
+      assert.equal((await svc.select('many')).reason, 'no_config');
+      assert.equal(await svc.metric('caddy_dynamic_lb_route_config_parse_errors_total', { source_type: 'file' }), 2);
+    } finally {
+      await svc.stop();
+    }
+  } finally {
+    await rm(dir, { recursive: true, force: true });
   }
 });
