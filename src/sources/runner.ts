@@ -490,6 +490,7 @@ export class SourceRuntime implements RouteSource {
       if (performance.now() - slice > SLICE_MS) {
         await yieldToLoop();
         slice = performance.now();
+        if (this.lifetime.signal.aborted) return; // stopped mid-listing: the rest would be thrown away
       }
     }
     for (const key of [...this.cache.keys()]) {
