@@ -40,11 +40,7 @@ class ParserThread {
 
   private start(): Worker {
     if (this.worker !== undefined) return this.worker;
-    // The sources are TypeScript run through tsx: the thread registers tsx's loader before it imports its
-    // entry (Node 20 does not apply a parent's `--import tsx` hooks to a worker's own entry module).
-    const entry = new URL('./parse-worker.ts', import.meta.url).href;
-    const bootstrap = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
-    const worker = new Worker(bootstrap, { eval: true });
+    const worker = startParseWorker();
     worker.unref();
     worker.on('message', (reply: ParseReply) => {
       this.answered = true;
@@ -69,6 +65,19 @@ class ParserThread {
     this.worker = worker;
     return worker;
   }
+}
+
+/**
+ * The compiled package (dist/, `.js`) starts the worker's entry directly. Run from the TypeScript sources
+ * through tsx, the thread registers tsx's loader before it imports its entry: Node 20 does not apply a
+ * parent's `--import tsx` hooks to a worker's own entry module (and tsx is a dev dependency, absent from
+ * a production install, so it is only looked up on this path).
+ */
+function startParseWorker(): Worker {
+  if (import.meta.url.endsWith('.js')) return new Worker(new URL('./parse-worker.js', import.meta.url));
+  const entry = new URL('./parse-worker.ts', import.meta.url).href;
+  const bootstrap = `import(${JSON.stringify(import.meta.resolve('tsx/esm/api'))}).then((tsx) => { tsx.register(); return import(${JSON.stringify(entry)}); });`;
+  return new Worker(bootstrap, { eval: true });
 }
 
 function inPlace(text: string, limits: RouteLimits): Promise<RouteConfig | null> {
