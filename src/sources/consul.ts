@@ -7,6 +7,7 @@ import { SourceError, errorMessage } from '../errors.ts';
 import type { OptionReader } from '../config/options.ts';
 import type { Logger } from '../observe/log.ts';
 import type { DriverFactory } from './registry.ts';
+import { tcpProbe } from './probe.ts';
 import type { Revision, Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
 
 /**
@@ -106,6 +107,11 @@ export class ConsulDriver implements StoreDriver {
     };
     this.client = new Consul(options);
     this.kvGet = this.client.kv.get.bind(this.client.kv) as unknown as KvGet;
+  }
+
+  /** A TCP connect to the agent. */
+  probe(signal: AbortSignal): Promise<void> {
+    return tcpProbe([{ host: this.o.host, port: this.o.port }], signal);
   }
 
   async list(signal: AbortSignal): Promise<Snapshot> {

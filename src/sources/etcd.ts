@@ -1,10 +1,11 @@
 import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
-import { Etcd3, isRecoverableError, type IKeyValue, type IOptions } from 'etcd3';
+import { Etcd3, GRPCResourceExhastedError, Range, isRecoverableError, type IKeyValue, type IOptions, type IRangeResponse } from 'etcd3';
 import { ResyncRequired, SourceError, errorMessage } from '../errors.ts';
 import type { DriverFactory } from './registry.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
 import { abortable } from './backoff.ts';
+import { addressOf, tcpProbe } from './probe.ts';
 
 /**
  * etcd v3 (the `etcd3` gRPC client). Store key = `prefix` + routing key.
@@ -25,9 +26,11 @@ import { abortable } from './backoff.ts';
  *  - `tls_skip_verify` — default false: accept any server certificate (testing only).
  *  Common options read by the registry: `max_cache_size` (10000), `negative_cache_ttl` (30s), `backoff_*`.
  *
- * How it stays in sync: `list` is one range read of the prefix and returns the header revision; `watch` is a
- * prefix watch from that revision + 1, so nothing written between the listing and the watch — or during a
- * disconnect — is missed: after a failure the runner resumes from the last revision seen (`resumable`).
+ * How it stays in sync: `list` reads the prefix in pages of at most PAGE_KEYS keys (each page continues after
+ * the last key of the previous one, at the revision of the first page, so the pages form one consistent
+ * snapshot however large the prefix; a page too large for the gRPC receive limit is read again in halves) and
+ * returns that revision; `watch` is a prefix watch from that revision + 1, so nothing written between the
+ * listing and the watch — or during a disconnect — is missed: after a failure the runner resumes from the last revision seen (`resumable`).
  * When that revision was compacted meanwhile the watch throws `ResyncRequired` and the runner re-lists.
  * etcd3 reconnects watches silently; this driver instead rejects on its first 'disconnected', so the source
  * turns unhealthy while etcd is unreachable and the runner decides when to retry. The source is healthy only
@@ -46,6 +49,12 @@ export interface EtcdOptions {
 type HostPolicy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
 type WatchBackoff = NonNullable<NonNullable<IOptions['faultHandling']>['watchBackoff']>;
 
+/** Keys per page of a listing (1,000 values of 1 KB ≈ 1 MB per response). */
+const PAGE_KEYS = 1_000;
+/** gRPC receive limit (default 4 MB): a safety net only — pages are kept far below it, and halved if not. */
+const MAX_RECEIVE_BYTES = 64 * 1024 * 1024;
+
+const ZERO = Buffer.from([0]);
 const noEvent = (): { dispose(): void } => ({ dispose: () => undefined });
 
 /** A policy that just runs the call. */
@@ -92,16 +101,47 @@ export class EtcdDriver implements StoreDriver {
     this.client ??= await this.createClient();
   }
 
+  /** A TCP connect to any endpoint (etcd3 opens a fresh channel after a failure, so no gRPC backoff is left to wait out). */
+  probe(signal: AbortSignal): Promise<void> {
+    return tcpProbe(this.o.hosts.map((h) => addressOf(h, 2379)), signal);
+  }
+
   async list(signal: AbortSignal): Promise<Snapshot> {
-    const res = await abortable(signal, this.etcd().getAll().prefix(this.o.prefix).options({ deadline: Date.now() + this.o.dialTimeoutMs }).exec()).catch((err: unknown) => {
-      throw new SourceError(this.name, `listing ${this.o.prefix} on ${this.o.hosts.join(',')}: ${errorMessage(err)}`, { cause: err });
-    });
+    const end = Range.prefix(this.o.prefix).end;
     const entries: Array<[string, StoredValue]> = [];
-    for (const kv of res.kvs) {
-      const key = this.routingKey(kv);
-      if (key !== undefined) entries.push([key, kv.value]);
+    let start: Buffer = Buffer.from(this.o.prefix);
+    let revision: string | undefined;
+    let limit = PAGE_KEYS;
+    for (;;) {
+      let res: IRangeResponse;
+      try {
+        res = await this.page(start, end, limit, revision, signal);
+      } catch (err) {
+        if (signal.aborted) throw err;
+        if (err instanceof GRPCResourceExhastedError && limit > 1) {
+          limit = Math.max(1, Math.floor(limit / 2)); // a page of very large values: read it in smaller pieces
+          continue;
+        }
+        if (revision !== undefined && /compacted/i.test(errorMessage(err))) throw new ResyncRequired(`etcd: revision ${revision} was compacted while listing; listing again`);
+        throw new SourceError(this.name, `listing ${this.o.prefix} on ${this.o.hosts.join(',')}: ${errorMessage(err)}`, { cause: err });
+      }
+      revision ??= res.header.revision;
+      for (const kv of res.kvs) {
+        const key = this.routingKey(kv);
+        if (key !== undefined) entries.push([key, kv.value]);
+      }
+      const last = res.kvs[res.kvs.length - 1];
+      if (!res.more || last === undefined) break;
+      start = Buffer.concat([last.key, ZERO]); // the next key after the last one read
     }
-    return { entries, revision: res.header.revision };
+    return { entries, revision };
+  }
+
+  /** One page: keys in [start, end), at most `limit`, at `revision` (the first page's, so pages agree). */
+  private page(start: Buffer, end: Buffer, limit: number, revision: string | undefined, signal: AbortSignal): Promise<IRangeResponse> {
+    const builder = this.etcd().getAll().inRange({ start, end }).limit(limit);
+    if (revision !== undefined) builder.revision(revision);
+    return abortable(signal, builder.options({ deadline: Date.now() + this.o.dialTimeoutMs }).exec());
   }
 
   async get(key: string, signal: AbortSignal): Promise<StoredValue | null> {
@@ -191,7 +231,7 @@ export class EtcdDriver implements StoreDriver {
     const options: IOptions = {
       hosts: this.o.hosts,
       // half-open connections: a ping every 10 s (etcd accepts ≥ 5 s), dead after 5 s without an answer
-      grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000 },
+      grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000, 'grpc.max_receive_message_length': MAX_RECEIVE_BYTES },
       faultHandling: {
         // one endpoint: no circuit breaker (it would refuse calls for 5 s after etcd came back); several: keep
         // etcd3's (3 failures ⇒ that endpoint is skipped for 5 s), so watches and reads go to live endpoints

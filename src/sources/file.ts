@@ -15,6 +15,11 @@ import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.
  * catches editors' atomic-rename saves and Kubernetes' `..data` symlink swap of mounted ConfigMaps —
  * debounced, then the whole path is re-read and the runner applies only what changed. A bad file keeps its
  * last good route; a broken single file keeps all of them.
+ *
+ * Size: a directory is read READ_CONCURRENCY files at a time, and a listing stops between files once its
+ * signal aborts (a listing cut by `initial_load_timeout`, a stop), so abandoned listings never pile up. A
+ * cache miss (more files than `max_cache_size`) reads only the file(s) that can hold that key — the name
+ * remembered from the last listing, else `<key>` + each extension seen — never the whole directory.
  */
 export interface FileOptions {
   /** File or directory. Required; must exist at start. */
@@ -29,8 +34,15 @@ export interface FileOptions {
   debounceMs: number;
 }
 
+/** Files read at the same time while listing a directory. */
+const READ_CONCURRENCY = 32;
+/** Extensions a key's file is looked for under even before a listing has seen one. */
+const COMMON_EXTENSIONS = ['.yaml', '.yml', '.json'];
+
 export class FileDriver implements StoreDriver {
   private readonly path: string;
+  /** Extensions (with the dot) of the files seen by the last directory listing, plus COMMON_EXTENSIONS. */
+  private extensions = new Set(COMMON_EXTENSIONS);
   readonly watch: StoreDriver['watch'];
   readonly pollIntervalMs: number | undefined;
   constructor(private readonly o: FileOptions) {
@@ -40,45 +52,84 @@ export class FileDriver implements StoreDriver {
     this.pollIntervalMs = o.watch ? undefined : o.pollIntervalMs || undefined;
   }
 
-  async list(): Promise<Snapshot> {
+  async list(signal?: AbortSignal): Promise<Snapshot> {
     const info = await stat(this.path);
-    return info.isDirectory() ? this.listDirectory() : this.listFile();
+    return info.isDirectory() ? this.listDirectory(signal) : this.listFile();
   }
 
-  async get(key: string): Promise<StoredValue | null> {
-    if ((await stat(this.path)).isDirectory()) {
-      // only the file(s) named like the key: a cache miss must not re-read the whole directory
-      for (const name of (await readdir(this.path)).sort()) {
-        if (name.startsWith('.')) continue;
-        const ext = extname(name);
-        if ((ext ? name.slice(0, -ext.length) : name) !== key) continue;
-        const file = join(this.path, name);
-        if ((await stat(file)).isFile()) return readFile(file, 'utf8');
-      }
-      return null;
-    }
+  /** The path is there (the runner's reachability probe while a failed listing backs off). */
+  async probe(): Promise<void> {
+    await stat(this.path);
+  }
+
+  async get(key: string, signal?: AbortSignal): Promise<StoredValue | null> {
+    if ((await stat(this.path)).isDirectory()) return this.readKey(key, signal);
     const snapshot = await this.listFile();
     if (snapshot.invalid) throw snapshot.invalid;
     for (const [k, v] of snapshot.entries) if (k === key) return v;
     return null;
   }
 
-  private async listDirectory(): Promise<Snapshot> {
-    const entries: Array<[string, string]> = [];
-    for (const name of (await readdir(this.path)).sort()) {
-      if (name.startsWith('.')) continue; // hidden files, and the ..data / ..2024_… dirs of a mounted ConfigMap
+  /**
+   * One key of a directory, without reading the directory: the files that can be named like the key are
+   * stat'ed (a handful), and of those present the one a listing would apply (the last in name order) is read.
+   */
+  private async readKey(key: string, signal: AbortSignal | undefined): Promise<string | null> {
+    // a key is a file name minus its extension: never a path, never hidden
+    if (key === '' || key.startsWith('.') || /[/\\\0]/.test(key)) return null;
+    const names = [...this.extensions].map((ext) => key + ext);
+    if (extname(key) === '') names.push(key);
+    for (const name of names.sort().reverse()) {
+      if (extname(name) !== name.slice(key.length)) continue; // a listing would derive another key from this name
       const file = join(this.path, name);
-      let info;
       try {
-        info = await stat(file); // follows symlinks: mounted ConfigMap keys are links into ..data
-      } catch {
-        continue; // vanished between readdir and stat (a save in progress); the next event reloads
+        if (!(await stat(file)).isFile()) continue;
+        return await readFile(file, { encoding: 'utf8', ...(signal ? { signal } : {}) });
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code === 'ENOENT' || (err as NodeJS.ErrnoException).code === 'ENOTDIR') continue;
+        throw err;
       }
-      if (!info.isFile()) continue;
-      const ext = extname(name);
-      const key = ext ? name.slice(0, -ext.length) : name;
-      entries.push([key, await readFile(file, 'utf8')]);
     }
+    return null;
+  }
+
+  /**
+   * Every file directly in the directory, READ_CONCURRENCY at a time, in name order (of two files with the same
+   * key, the later name wins, as before). Stops between files when `signal` aborts.
+   */
+  private async listDirectory(signal: AbortSignal | undefined): Promise<Snapshot> {
+    // hidden files, and the ..data / ..2024_… dirs of a mounted ConfigMap, are skipped
+    const names = (await readdir(this.path)).filter((n) => !n.startsWith('.')).sort();
+    const texts: Array<string | undefined> = new Array<string | undefined>(names.length);
+    let next = 0;
+    let failed = false;
+    const worker = async (): Promise<void> => {
+      while (next < names.length && !failed) {
+        signal?.throwIfAborted();
+        const i = next++;
+        const file = join(this.path, names[i] as string);
+        try {
+          // stat follows symlinks: mounted ConfigMap keys are links into ..data
+          if ((await stat(file)).isFile()) texts[i] = await readFile(file, { encoding: 'utf8', ...(signal ? { signal } : {}) });
+        } catch (err) {
+          // vanished between readdir and read (a save in progress): the next event reloads
+          if ((err as NodeJS.ErrnoException).code === 'ENOENT') continue;
+          failed = true;
+          throw err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: Math.min(READ_CONCURRENCY, names.length) }, worker));
+    const entries: Array<[string, string]> = [];
+    const extensions = new Set(COMMON_EXTENSIONS);
+    names.forEach((name, i) => {
+      const text = texts[i];
+      if (text === undefined) return;
+      const ext = extname(name);
+      if (ext !== '') extensions.add(ext);
+      entries.push([ext ? name.slice(0, -ext.length) : name, text]);
+    });
+    this.extensions = extensions;
     return { entries };
   }
 
@@ -121,9 +172,11 @@ export class FileDriver implements StoreDriver {
     const reload = (): void => {
       reloading = reloading.then(async () => {
         if (ctx.signal.aborted) return;
-        ctx.onSnapshot(await this.list());
+        ctx.onSnapshot(await this.list(ctx.signal));
       });
-      reloading.catch(fail);
+      reloading.catch((err: unknown) => {
+        if (!ctx.signal.aborted) fail(err);
+      });
     };
     const schedule = (): void => {
       clearTimeout(timer);
@@ -139,7 +192,7 @@ export class FileDriver implements StoreDriver {
       watcher.on('error', fail);
       if (this.o.pollIntervalMs > 0) poller = setInterval(reload, this.o.pollIntervalMs);
       // the listing may have changed between list() and the watcher starting
-      ctx.onSnapshot(await this.list());
+      ctx.onSnapshot(await this.list(ctx.signal));
       ctx.onReady();
       await ended;
     } finally {
@@ -166,5 +219,8 @@ export const factory: DriverFactory = async ({ options }) => {
   } catch {
     options.fail('path', `${resolve(path)} does not exist`);
   }
-  return { driver: new FileDriver(o), runtime: { initialLoadTimeoutMs: options.duration('initial_load_timeout', 30_000), backoffInitialMs: 200, backoffMaxMs: 5_000 } };
+  // no connection to wait for: the timeout bounds the start and every full listing (a large directory)
+  const initialLoadTimeoutMs = options.duration('initial_load_timeout', 30_000);
+  if (initialLoadTimeoutMs <= 0) options.fail('initial_load_timeout', 'must be greater than 0');
+  return { driver: new FileDriver(o), runtime: { initialLoadTimeoutMs, listTimeoutMs: initialLoadTimeoutMs, backoffInitialMs: 200, backoffMaxMs: 5_000 } };
 };

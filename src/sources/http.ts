@@ -2,13 +2,14 @@ import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import { SourceError, SourceTimeoutError, errorMessage } from '../errors.ts';
 import { sleep, withTimeout } from './backoff.ts';
 import type { DriverFactory } from './registry.ts';
-import type { StoreDriver, StoredValue, WatchContext } from './source.ts';
+import type { Change, PollResult, StoreDriver, StoredValue } from './source.ts';
 
 /**
  * Route configs served by an HTTP service — a lazy store: nothing is listed up front, each routing key is
  * fetched on its first request and kept for `cache_ttl`; after that the next request refetches it (and the
- * stale route keeps serving when the refetch fails). A background loop probes `health_endpoint` (so a
- * service that was down recovers by itself) and, with `refresh_interval`, re-fetches every known key.
+ * stale route keeps serving when the refetch fails). The runner's lazy-store loop probes `health_endpoint`
+ * (`probe`: so a service that was down recovers by itself, within about a second of answering again even
+ * during a long backoff) and, with `refresh_interval`, re-fetches every known key (`poll`).
  *
  * Options (the Go module's names and defaults):
  *  - `url` (required): `http://svc/routes/{key}` (every `{key}` replaced) or a base URL to which `/<key>` is
@@ -68,7 +69,9 @@ const DEFAULT_PROBE_INTERVAL_MS = 10_000;
 
 export class HttpDriver implements StoreDriver {
   readonly entryTtlMs: number | undefined;
-  private readonly checkIntervalMs: number;
+  /** How often the runner probes the service while healthy (and refreshes the known keys, with `refresh_interval`). */
+  readonly pollIntervalMs: number;
+  readonly poll: StoreDriver['poll'];
   private readonly agent: Agent;
   private readonly dispatcher: Dispatcher;
   private readonly headers: Record<string, string>;
@@ -76,13 +79,12 @@ export class HttpDriver implements StoreDriver {
   private readonly parts: readonly string[];
   /** Keys fetched so far (LRU, bounded like the route cache): what refresh re-fetches and 304 stands for. */
   private readonly known = new Map<string, Known>();
-  /** connect() has just probed the service: the watch's first round need not ask again. */
-  private probedByConnect = false;
   private closed = false;
 
   constructor(private readonly o: HttpOptions) {
     this.entryTtlMs = o.cacheTtlMs > 0 ? o.cacheTtlMs : undefined;
-    this.checkIntervalMs = o.refreshIntervalMs > 0 ? o.refreshIntervalMs : DEFAULT_PROBE_INTERVAL_MS;
+    this.pollIntervalMs = o.refreshIntervalMs > 0 ? o.refreshIntervalMs : DEFAULT_PROBE_INTERVAL_MS;
+    this.poll = o.refreshIntervalMs > 0 ? (_from, signal) => this.refresh(signal) : undefined;
     this.agent = new Agent({ connect: { rejectUnauthorized: !o.tlsSkipVerify } });
     this.dispatcher = this.agent.compose(interceptors.redirect({ maxRedirections: 5 }));
     const hasAccept = Object.keys(o.headers).some((h) => h.toLowerCase() === 'accept');
@@ -98,34 +100,15 @@ export class HttpDriver implements StoreDriver {
   }
 
   /** The first probe: start (and /readyz) waits, bounded by `initial_load_timeout`, until the service answers once. */
-  async connect(signal: AbortSignal): Promise<void> {
-    await this.checkHealth(signal);
-    this.probedByConnect = true;
+  connect(signal: AbortSignal): Promise<void> {
+    return this.probe(signal);
   }
 
   /**
-   * Not a change stream — an HTTP service has none — but the loop that keeps a lazy store honest: probe,
-   * report in sync, refresh the known keys (with `refresh_interval`), sleep. A failed probe or an unreachable
-   * service rejects, so the runner marks the source unhealthy, backs off and calls this again.
+   * HEAD `health_endpoint`: healthy unless a network error or a status ≥ 500. The runner runs it every
+   * `pollIntervalMs` while healthy and every 500 ms while backing off after a failure.
    */
-  async watch(ctx: WatchContext): Promise<void> {
-    const { signal } = ctx;
-    // connect() probed a moment ago: report ready synchronously, so the source is healthy when start() returns
-    if (!this.probedByConnect) await this.checkHealth(signal);
-    this.probedByConnect = false;
-    for (;;) {
-      ctx.onReady();
-      if (this.o.refreshIntervalMs > 0) await this.refresh(ctx);
-      try {
-        await sleep(this.checkIntervalMs, signal);
-      } catch {
-        return; // stopped or resync requested
-      }
-      await this.checkHealth(signal);
-    }
-  }
-
-  private async checkHealth(signal: AbortSignal): Promise<void> {
+  async probe(signal: AbortSignal): Promise<void> {
     const url = this.o.healthEndpoint;
     let res: Response;
     try {
@@ -137,20 +120,22 @@ export class HttpDriver implements StoreDriver {
   }
 
   /** Re-fetch every known key in turn; report what changed. An error status keeps the key as it is. */
-  private async refresh(ctx: WatchContext): Promise<void> {
+  private async refresh(signal: AbortSignal): Promise<PollResult> {
+    const changes: Change[] = [];
     for (const key of [...this.known.keys()]) {
-      if (ctx.signal.aborted) return;
+      signal.throwIfAborted();
       const previous = this.known.get(key);
       let value: string | null;
       try {
-        value = await this.fetch(key, ctx.signal);
+        value = await this.fetch(key, signal);
       } catch (err) {
         if (err instanceof HttpStatusError) continue;
         throw err; // unreachable: the runner marks the source unhealthy and reconnects
       }
-      if (value === null) ctx.onChange({ type: 'delete', key });
-      else if (previous === undefined || previous.body !== value) ctx.onChange({ type: 'put', key, value });
+      if (value === null) changes.push({ type: 'delete', key });
+      else if (previous === undefined || previous.body !== value) changes.push({ type: 'put', key, value });
     }
+    return { changes };
   }
 
   get(key: string, signal: AbortSignal): Promise<StoredValue | null> {

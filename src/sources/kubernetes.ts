@@ -4,6 +4,7 @@ import { ConfigError, ResyncRequired, SourceError, errorMessage } from '../error
 import type { Logger } from '../observe/log.ts';
 import type { DriverFactory } from './registry.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
+import { addressOf, tcpProbe, type Address } from './probe.ts';
 
 /**
  * Route configs in Kubernetes ConfigMaps: each `.data` entry is `routing key → config text` (`binaryData`
@@ -72,6 +73,8 @@ export class KubernetesDriver implements StoreDriver {
   /** Duplicate keys already reported, so a conflict is logged once, not on every event. */
   private reported = new Set<string>();
   private readonly where: string;
+  /** The API server, for the reachability probe. */
+  private readonly server: Address | undefined;
 
   constructor(
     private readonly name: string,
@@ -81,11 +84,18 @@ export class KubernetesDriver implements StoreDriver {
   ) {
     this.api = kc.makeApiClient(CoreV1Api);
     this.watcher = new Watch(kc);
+    const url = kc.getCurrentCluster()?.server;
+    this.server = url ? addressOf(url, 443) : undefined;
     this.where = o.labelSelector !== undefined ? `configmaps matching ${JSON.stringify(o.labelSelector)} in namespace "${o.namespace}"` : `configmap "${o.configmapName}" in namespace "${o.namespace}"`;
   }
 
   private selectorQuery(): { labelSelector: string } | { fieldSelector: string } {
     return this.o.labelSelector !== undefined ? { labelSelector: this.o.labelSelector } : { fieldSelector: `metadata.name=${this.o.configmapName}` };
+  }
+
+  /** A TCP connect to the API server. */
+  probe(signal: AbortSignal): Promise<void> {
+    return this.server === undefined ? Promise.reject(new SourceError(this.name, 'no API server address')) : tcpProbe([this.server], signal);
   }
 
   async list(signal: AbortSignal): Promise<Snapshot> {

@@ -8,6 +8,7 @@ import type { OptionReader } from '../config/options.ts';
 import type { DriverFactory } from './registry.ts';
 import type { Change, Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
 import { abortable } from './backoff.ts';
+import { tcpProbe } from './probe.ts';
 
 /**
  * Redis (ioredis): standalone, sentinel or cluster. Store key = `prefix` + routing key; only string values are
@@ -113,6 +114,11 @@ export class RedisDriver implements StoreDriver {
       ...(key ? { key } : {}),
       ...(t.skipVerify ? { rejectUnauthorized: false, checkServerIdentity: () => undefined } : {}),
     };
+  }
+
+  /** A TCP connect to any of the addresses (the sentinels in sentinel mode); no AUTH, no command. */
+  probe(signal: AbortSignal): Promise<void> {
+    return tcpProbe(this.o.sentinel?.addresses ?? this.o.addresses, signal);
   }
 
   async list(signal: AbortSignal): Promise<Snapshot> {

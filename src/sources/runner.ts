@@ -40,7 +40,7 @@ export interface RuntimeOptions {
   initialLoadTimeoutMs?: number;
   /** Per-key read timeout on a cache miss. */
   getTimeoutMs?: number;
-  /** Timeout of one full listing. */
+  /** Timeout of one full listing (default: `initialLoadTimeoutMs`, at least 30 s). */
   listTimeoutMs?: number;
   backoffInitialMs?: number;
   backoffMaxMs?: number;
@@ -67,6 +67,13 @@ type Applied = CompiledRoute | null | typeof STALE_RESULT;
 
 /** A reload yields to the event loop after this much work, so selections keep being answered. */
 const SLICE_MS = 5;
+
+/** While a failed source waits out its backoff, its store is probed this often … */
+const RECOVERY_PROBE_INTERVAL_MS = 500;
+/** … and one probe may take at most this long (less when the per-key read timeout is shorter). */
+const RECOVERY_PROBE_TIMEOUT_MS = 1_000;
+/** Health-probe period of a lazy store (no listing) whose driver sets no `pollIntervalMs`. */
+const LAZY_PROBE_INTERVAL_MS = 30_000;
 
 export class SourceRuntime implements RouteSource {
   readonly name: string;
@@ -111,10 +118,11 @@ export class SourceRuntime implements RouteSource {
     this.driver = driver;
     this.deps = deps;
     this.cache = new RouteCache({ maxSize: options.maxCacheSize, negativeTtlMs: options.negativeTtlMs });
+    const initialLoadTimeoutMs = options.initialLoadTimeoutMs ?? 30_000;
     this.opts = {
-      initialLoadTimeoutMs: options.initialLoadTimeoutMs ?? 30_000,
+      initialLoadTimeoutMs,
       getTimeoutMs: options.getTimeoutMs ?? 2_000,
-      listTimeoutMs: options.listTimeoutMs ?? 30_000,
+      listTimeoutMs: options.listTimeoutMs ?? Math.max(30_000, initialLoadTimeoutMs),
       backoffInitialMs: options.backoffInitialMs ?? 1_000,
       backoffMaxMs: options.backoffMaxMs ?? 60_000,
     };
@@ -261,10 +269,11 @@ export class SourceRuntime implements RouteSource {
       const cycle = (this.cycle = new AbortController());
       const onStop = (): void => cycle.abort(stopped.reason);
       stopped.addEventListener('abort', onStop, { once: true });
+      let justConnected = false;
       try {
         if (!connected && d.connect) {
           await d.connect(cycle.signal);
-          connected = true;
+          connected = justConnected = true;
         }
         if (d.list && (needList || this.resyncWanted)) {
           this.resyncWanted = false;
@@ -301,11 +310,13 @@ export class SourceRuntime implements RouteSource {
             this.markInSync();
           } else needList = true;
           attempt = 0;
-        } else if (d.probe) {
-          await withTimeout(this.opts.getTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'health probe', this.opts.getTimeoutMs), (s) => (d.probe as StoreDriver['probe'] & {})(s));
+        } else if (!d.list && d.probe) {
+          // a lazy store: its health is the probe (connect() has just probed), then refresh what was fetched
+          if (!justConnected) await withTimeout(this.opts.getTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'health probe', this.opts.getTimeoutMs), (s) => (d.probe as StoreDriver['probe'] & {})(s));
           this.markInSync();
           attempt = 0;
-          await sleep(d.probeIntervalMs ?? 30_000, cycle.signal);
+          if (d.poll) this.applyPoll(asPollResult(await withTimeout(this.opts.listTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'refresh', this.opts.listTimeoutMs), (s) => (d.poll as StoreDriver['poll'] & {})(this.revision, s))));
+          await sleep(d.pollIntervalMs || LAZY_PROBE_INTERVAL_MS, cycle.signal);
         } else {
           this.markInSync();
           // the cycle may have been aborted while the listing ran (stop during a slow initial load)
@@ -325,10 +336,50 @@ export class SourceRuntime implements RouteSource {
         this.noteError(errorMessage(err));
         const delay = backoffDelay(attempt++, { initialMs: this.opts.backoffInitialMs, maxMs: this.opts.backoffMaxMs });
         this.log.warn({ err: errorMessage(err), retry_in_ms: Math.round(delay) }, 'store unavailable; retrying');
-        await sleep(delay, stopped).catch(() => undefined);
+        const waited = performance.now();
+        if (await this.waitToRetry(delay, stopped).catch(() => false)) {
+          // the store is back: retry now, and should it still fail, start again from the short end of the schedule
+          attempt = 0;
+          this.log.info({ waited_ms: Math.round(performance.now() - waited), backoff_ms: Math.round(delay) }, 'store reachable again; retrying now');
+        }
       } finally {
         stopped.removeEventListener('abort', onStop);
       }
+    }
+  }
+
+  /**
+   * Waits out one backoff delay. With a driver probe the store is checked every RECOVERY_PROBE_INTERVAL_MS:
+   * once a store that did not answer answers again, the wait ends at once (true) — whatever the backoff
+   * position, a store that comes back is noticed within about a second. A store that answers the first probe
+   * is reachable but failing for another reason (credentials, a refused watch, a bad value of an option): it
+   * gets the whole delay without further probes, so the backoff still protects it. Rejects when stopped.
+   */
+  private async waitToRetry(delayMs: number, stopped: AbortSignal): Promise<boolean> {
+    const probe = this.driver.probe;
+    if (probe === undefined) {
+      await sleep(delayMs, stopped);
+      return false;
+    }
+    const until = performance.now() + delayMs;
+    const timeoutMs = Math.min(RECOVERY_PROBE_TIMEOUT_MS, this.opts.getTimeoutMs);
+    let unreachable = false;
+    for (;;) {
+      const reachable = await withTimeout(timeoutMs, stopped, () => new SourceTimeoutError(this.name, 'probe', timeoutMs), (s) => probe.call(this.driver, s)).then(
+        () => true,
+        (err: unknown) => {
+          if (stopped.aborted) throw err;
+          return false;
+        },
+      );
+      const left = until - performance.now();
+      if (reachable && unreachable) return true;
+      if (reachable || left <= 0) {
+        if (left > 0) await sleep(left, stopped);
+        return false;
+      }
+      unreachable = true;
+      await sleep(Math.min(RECOVERY_PROBE_INTERVAL_MS, left), stopped);
     }
   }
 
@@ -582,6 +633,12 @@ function fingerprint(value: StoredValue): string {
 
 function isSnapshot(r: PollResult | Snapshot): r is Snapshot {
   return (r as Snapshot).entries !== undefined;
+}
+
+/** A lazy store has no listing to replace: its poll reports per-key changes. */
+function asPollResult(r: PollResult | Snapshot): PollResult {
+  if (isSnapshot(r)) throw new SourceError('poll', 'a lazy store must poll changes, not a snapshot');
+  return r;
 }
 
 export { isMiss };

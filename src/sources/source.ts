@@ -112,13 +112,19 @@ export interface StoreDriver {
   watch?(ctx: WatchContext): Promise<void>;
   /** True when `watch` can resume from `fromRevision` after a failure, so no re-list is needed. */
   readonly resumable?: boolean;
-  /** Poll period for stores without a watch (0/undefined: no polling). */
+  /** Poll period for stores without a watch (0/undefined: no polling); for lazy stores, the health-probe period. */
   readonly pollIntervalMs?: number;
-  /** Incremental poll from a revision (SQL incremental); without it, a poll is a full `list`. */
+  /** Incremental poll from a revision (SQL incremental, HTTP refresh of the known keys); without it, a poll is a full `list`. */
   poll?(fromRevision: Revision | undefined, signal: AbortSignal): Promise<PollResult | Snapshot>;
-  /** Health probe for lazy stores, run every `probeIntervalMs`. */
+  /**
+   * A cheap, bounded reachability check (a TCP connect, a HEAD, a stat — see probe.ts), owned by the runner:
+   *  - while the source waits out its backoff after a failure, the runner probes every 500 ms; when a store
+   *    that did not answer answers again the wait ends at once and the runner reconnects and resyncs (a store
+   *    that answers the probe but keeps failing — bad credentials, a refused watch — keeps its backoff);
+   *  - for a lazy store (no `list`), it is also the health check, run every `pollIntervalMs` while healthy,
+   *    followed by `poll` (if any) to refresh the keys fetched so far.
+   */
   probe?(signal: AbortSignal): Promise<void>;
-  readonly probeIntervalMs?: number;
   /** How long a fetched value may be served before it is fetched again (lazy stores); default: forever. */
   readonly entryTtlMs?: number;
   /**

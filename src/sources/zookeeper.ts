@@ -4,6 +4,7 @@ import { SourceError } from '../errors.ts';
 import type { DriverFactory } from './registry.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
 import { abortable } from './backoff.ts';
+import { addressOf, tcpProbe } from './probe.ts';
 
 /**
  * ZooKeeper (`node-zookeeper-client`, pure JS). Options (the Go module's names and defaults):
@@ -111,6 +112,11 @@ export class ZooKeeperDriver implements StoreDriver {
 
   async connect(signal: AbortSignal): Promise<void> {
     await this.connected(signal);
+  }
+
+  /** A TCP connect to any server of the ensemble. */
+  probe(signal: AbortSignal): Promise<void> {
+    return tcpProbe(this.o.servers.map((s) => addressOf(s, 2181)), signal);
   }
 
   /** Reads every child and arms the watches that are not pending yet. */

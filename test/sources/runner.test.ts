@@ -260,6 +260,80 @@ test('the retry delay grows (exponential backoff), it does not hammer the store'
   assert.ok(performance.now() - started >= 120, `three retries after ${(performance.now() - started).toFixed(0)} ms`);
 });
 
+/** A MemoryDriver with the runner's reachability probe: `reachable` says whether the probe connects. */
+class ProbedDriver extends MemoryDriver {
+  reachable = true;
+  probeCalls = 0;
+  async probe(): Promise<void> {
+    this.probeCalls++;
+    if (!this.reachable) throw new Error('connect ECONNREFUSED');
+  }
+}
+
+function probed(o: ConstructorParameters<typeof MemoryDriver>[0] = {}): ProbedDriver {
+  const d = new ProbedDriver(o);
+  d.put('a', '10.0.0.1:80');
+  return d;
+}
+
+const LONG_BACKOFF = { initialLoadTimeoutMs: 100, backoffInitialMs: 60_000, backoffMaxMs: 60_000 };
+
+test('prompt recovery: a store that comes back during a long backoff is noticed by the probe and resynced at once', async () => {
+  const driver = probed();
+  driver.listMode = 'fail';
+  driver.reachable = false;
+  const { source, events } = runtime(driver, LONG_BACKOFF);
+  await source.start();
+  assert.equal(source.healthy(), false);
+  await eventually(() => driver.probeCalls >= 2, 5000, 'probed while backing off');
+  assert.equal(driver.listCalls, 1, 'no retry before the backoff (30-60 s) ends');
+  driver.put('b', '10.0.0.2:80');
+  driver.listMode = 'ok';
+  driver.reachable = true;
+  // the backoff has 30 s or more to run: only the probe can have ended it
+  await eventually(() => source.healthy(), 10_000, 'healthy again long before the backoff ends');
+  assert.equal(driver.listCalls, 2);
+  assert.equal(upstreamOf(source.peek('b')), '10.0.0.2:80', 'resynced: a write made while down is served');
+  assert.deepEqual(events.health.at(-1), { healthy: true, previous_healthy: false });
+});
+
+test('prompt recovery: a store that stays down is probed cheaply, its listing still waits for the backoff', async () => {
+  const driver = probed();
+  driver.listMode = 'fail';
+  driver.reachable = false;
+  const { source } = runtime(driver, LONG_BACKOFF);
+  await source.start();
+  await eventually(() => driver.probeCalls >= 3, 5000, 'probed every 500 ms');
+  assert.equal(driver.listCalls, 1);
+  assert.equal(source.healthy(), false);
+});
+
+test('prompt recovery: a store that answers the probe but keeps failing gets its whole backoff, probed once per wait', async () => {
+  const driver = probed();
+  driver.listMode = 'fail'; // e.g. bad credentials: the port answers, the listing is refused
+  const { source } = runtime(driver, { initialLoadTimeoutMs: 100, backoffInitialMs: 2_000, backoffMaxMs: 2_000 });
+  await source.start();
+  await eventually(() => driver.probeCalls >= 1, 5000, 'probed once');
+  await sleep(700); // the delay is 1-2 s
+  assert.equal(driver.listCalls, 1, 'not retried early');
+  assert.equal(driver.probeCalls, 1, 'one probe per wait');
+  await eventually(() => driver.listCalls >= 2, 5000, 'retried when the backoff ends');
+  assert.ok(driver.probeCalls <= driver.listCalls, `${driver.probeCalls} probes for ${driver.listCalls} listings`);
+});
+
+test('a lazy store (no listing): the probe is its health check; a failed probe turns it unhealthy until the probe answers', async () => {
+  const driver = probed({ list: false, watch: false, pollIntervalMs: 50 });
+  const { source } = runtime(driver, LONG_BACKOFF);
+  await source.start();
+  assert.equal(source.healthy(), true);
+  await eventually(() => driver.probeCalls >= 2, 5000, 'probed every pollIntervalMs');
+  driver.reachable = false;
+  await eventually(() => !source.healthy(), 5000, 'unhealthy when the probe fails');
+  driver.reachable = true;
+  await eventually(() => source.healthy(), 10_000, 'healthy again, without waiting out the backoff');
+  assert.equal(upstreamOf(await source.load('a')), '10.0.0.1:80');
+});
+
 test('ResyncRequired from the watch re-lists at once, without backoff, and stays healthy', async () => {
   const driver = seeded();
   const { source, counter } = runtime(driver, { backoffInitialMs: 60_000, backoffMaxMs: 60_000 });

@@ -21,6 +21,8 @@ export interface SqlListener {
 
 export interface SqlDialect {
   readonly name: 'postgres' | 'mysql';
+  /** The server's TCP address, for the runner's reachability probe (undefined: a Unix socket). */
+  readonly address: Address | undefined;
   /** Quotes an identifier already validated as `name` or `schema.name`. */
   quote(identifier: string): string;
   /** The n-th (1-based) parameter placeholder. */
@@ -35,6 +37,7 @@ export interface SqlDialect {
 }
 
 export { abortable } from '../backoff.ts';
+import type { Address } from '../probe.ts';
 
 /**
  * Ends a pool without letting close() hang: a pool waits for queries still running on a connection that

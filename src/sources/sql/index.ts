@@ -3,6 +3,7 @@ import type { OptionReader } from '../../config/options.ts';
 import type { DriverFactory } from '../registry.ts';
 import type { Change, PollResult, Revision, Snapshot, StoreDriver, StoredValue, WatchContext } from '../source.ts';
 import type { SqlDialect, SqlListener, SqlRow } from './dialect.ts';
+import { tcpProbe } from '../probe.ts';
 
 /**
  * SQL tables (PostgreSQL with `pg`, MySQL/MariaDB with `mysql2`): one row per routing key. Options (the Go
@@ -71,6 +72,8 @@ export class SqlDriver implements StoreDriver {
   readonly pollIntervalMs: number | undefined;
   readonly poll: StoreDriver['poll'];
   readonly watch: StoreDriver['watch'];
+  /** A TCP connect to the server — no login, so a wrong password is not retried every probe; none on a Unix socket. */
+  readonly probe: StoreDriver['probe'];
   private readonly sql: { list: string; get: string; last: string; since: string; all: string };
   private lastFullAt = 0;
 
@@ -98,11 +101,14 @@ export class SqlDriver implements StoreDriver {
     this.poll = o.refreshMode === 'incremental' ? (from, signal) => this.pollSince(from, signal) : undefined;
     this.watch = o.notifyChannel !== undefined ? (ctx) => this.listenAndPoll(ctx) : undefined;
     this.pollIntervalMs = this.watch ? undefined : polling;
+    const address = db.address;
+    this.probe = address === undefined ? undefined : (signal) => tcpProbe([address], signal);
   }
 
   async connect(signal: AbortSignal): Promise<void> {
     await this.query('SELECT 1', [], signal);
   }
+
 
   async list(signal: AbortSignal): Promise<Snapshot> {
     // incremental: the cursor is read BEFORE the rows, so a write in between is seen again, never missed

@@ -1,4 +1,5 @@
 import pg from 'pg';
+import type { Address } from '../probe.ts';
 import { QUERY_TIMEOUT_MS, abortable, endWithin, type SqlDialect, type SqlListener, type SqlPoolOptions, type SqlRow } from './dialect.ts';
 
 /**
@@ -27,6 +28,7 @@ export function createPostgres(dsn: string, pool: SqlPoolOptions): SqlDialect {
   };
   return {
     name: 'postgres',
+    address: tcpAddress(connection),
     quote: (identifier) => identifier.split('.').map((part) => `"${part}"`).join('.'),
     placeholder: (n) => `$${n}`,
     asText: (expr) => `CAST(${expr} AS text)`,
@@ -71,6 +73,19 @@ export function createPostgres(dsn: string, pool: SqlPoolOptions): SqlDialect {
       if (pool !== undefined) await endWithin(2000, () => pool.end());
     },
   };
+}
+
+/** Where the server listens: the URL's or the key=value host and port (none for a Unix socket directory). */
+function tcpAddress(c: pg.ClientConfig): Address | undefined {
+  let host = c.host;
+  let port = c.port;
+  if (c.connectionString !== undefined && !c.connectionString.startsWith('/')) {
+    const url = new URL(c.connectionString);
+    host = url.searchParams.get('host') ?? decodeURIComponent(url.hostname).replace(/^\[(.*)\]$/, '$1');
+    port = url.port !== '' ? Number(url.port) : Number(url.searchParams.get('port') ?? 5432);
+  }
+  host ||= 'localhost';
+  return host.startsWith('/') ? undefined : { host, port: port || 5432 };
 }
 
 /** URL as is; libpq `key=value` pairs mapped to pg's options. */
