@@ -44,6 +44,9 @@ export interface EtcdOptions {
   dialTimeoutMs: number;
   requestTimeoutMs: number;
   tls?: { caFile?: string; certFile?: string; keyFile?: string; skipVerify: boolean };
+  /** Listing page size and gRPC receive limit: PAGE_KEYS and MAX_RECEIVE_BYTES unless a test sets them. */
+  pageKeys?: number;
+  maxReceiveBytes?: number;
 }
 
 type HostPolicy = ReturnType<NonNullable<NonNullable<IOptions['faultHandling']>['host']>>;
@@ -111,7 +114,7 @@ export class EtcdDriver implements StoreDriver {
     const entries: Array<[string, StoredValue]> = [];
     let start: Buffer = Buffer.from(this.o.prefix);
     let revision: string | undefined;
-    let limit = PAGE_KEYS;
+    let limit = this.o.pageKeys ?? PAGE_KEYS;
     for (;;) {
       let res: IRangeResponse;
       try {
@@ -231,7 +234,7 @@ export class EtcdDriver implements StoreDriver {
     const options: IOptions = {
       hosts: this.o.hosts,
       // half-open connections: a ping every 10 s (etcd accepts ≥ 5 s), dead after 5 s without an answer
-      grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000, 'grpc.max_receive_message_length': MAX_RECEIVE_BYTES },
+      grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000, 'grpc.max_receive_message_length': this.o.maxReceiveBytes ?? MAX_RECEIVE_BYTES },
       faultHandling: {
         // one endpoint: no circuit breaker (it would refuse calls for 5 s after etcd came back); several: keep
         // etcd3's (3 failures ⇒ that endpoint is skipped for 5 s), so watches and reads go to live endpoints

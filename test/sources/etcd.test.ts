@@ -2,12 +2,14 @@ import assert from 'node:assert/strict';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
 import { buildService } from '../../src/app.ts';
+import { ResyncRequired } from '../../src/errors.ts';
 import { parseConfig } from '../../src/config/load.ts';
-import { normaliseEndpoint } from '../../src/sources/etcd.ts';
+import { EtcdDriver, normaliseEndpoint } from '../../src/sources/etcd.ts';
 import { silentLogger } from '../../src/observe/log.ts';
 import { describeSourceBehaviour } from './behaviour.ts';
 import { makeHarness, startSecureEtcd, type EtcdHarness, type SecureEtcd } from './harness/etcd.ts';
-import { requireServers } from '../support/servers.ts';
+import { infra, requireServers } from '../support/servers.ts';
+import { freePort } from '../support/ports.ts';
 import { eventually, startTestService, type TestService, configError } from '../support/service.ts';
 import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 
@@ -228,5 +230,97 @@ describe('etcd with TLS (client certificate) and auth', () => {
     } finally {
       await svc.stop();
     }
+  });
+});
+
+describe('etcd listings of any size', () => {
+  let h: EtcdHarness;
+  before(async () => {
+    h = await makeHarness();
+  });
+  after(() => h?.close());
+
+  /** `count` values of `bytes` each under the harness prefix, 100 puts per transaction. */
+  async function fill(count: number, bytes: number, tag: string): Promise<void> {
+    const filler = 'x'.repeat(Math.max(0, bytes - 40));
+    for (let i = 0; i < count; i += 100) {
+      const ops = [];
+      for (let j = i; j < Math.min(count, i + 100); j++) ops.push(h.client.put(`${h.prefix}${tag}-${String(j).padStart(5, '0')}`).value(JSON.stringify({ upstream: A1, metadata: { pad: filler } })));
+      await h.client.if(`${h.prefix}${tag}-none`, 'Version', '==', 0).then(...ops).commit();
+    }
+  }
+
+  test('a prefix larger than the 4 MB gRPC default (5,000 × 1 KB) loads in pages, every key served, watch from the listing', async () => {
+    await fill(5_000, 1_024, 'big');
+    const svc = await startTestService({ ...h.dataSource(`${h.target.host}:${h.target.port}`), ...FAST, initial_load_timeout: '30s', max_cache_size: 10_000 });
+    try {
+      const source = svc.service.sources[0];
+      assert.ok(source);
+      assert.equal(source.healthy(), true, source.health().last_error);
+      assert.equal(source.health().config_count, 5_000);
+      for (const i of ['00000', '00999', '01000', '02500', '04999']) assert.equal((await svc.select(`big-${i}`)).upstream, A1, `big-${i}`);
+      await h.put('big-after', A2);
+      await eventually(async () => (await svc.select('big-after')).upstream === A2, 5_000, 'watch continues after a paged listing');
+    } finally {
+      await svc.stop();
+    }
+  });
+
+  test('a page over the receive limit is read again in smaller pages (RESOURCE_EXHAUSTED halves the page)', async () => {
+    await fill(60, 8_192, 'wide');
+    // 64 KB receive limit: a page of 1,000 keys (the default) of 8 KB values cannot arrive in one response
+    const driver = new EtcdDriver('etcd', { hosts: infra.etcd.hosts, prefix: `${h.prefix}`, dialTimeoutMs: 5_000, requestTimeoutMs: 2_000, maxReceiveBytes: 64 * 1024 });
+    try {
+      await driver.connect();
+      const snapshot = await driver.list(new AbortController().signal);
+      const keys = [...snapshot.entries].map(([k]) => k).filter((k) => k.startsWith('wide-'));
+      assert.equal(keys.length, 60);
+      assert.equal(new Set(keys).size, 60, 'no key read twice across pages');
+      assert.ok(snapshot.revision !== undefined);
+    } finally {
+      await driver.close();
+    }
+  });
+
+  test('the prefix compacted between two pages: ResyncRequired (the runner lists again at once), never a mixed snapshot', async () => {
+    await fill(30, 100, 'compact');
+    const driver = new EtcdDriver('etcd', { hosts: infra.etcd.hosts, prefix: h.prefix, dialTimeoutMs: 5_000, requestTimeoutMs: 2_000, pageKeys: 10 });
+    // after the first page, a writer moves on and the history is compacted past the listing's revision
+    const internals = driver as unknown as { page: (...args: unknown[]) => Promise<unknown> };
+    const page = internals.page.bind(driver);
+    let pages = 0;
+    internals.page = async (...args: unknown[]) => {
+      if (pages++ === 1) {
+        const res = await h.client.put(`${h.prefix}compact-new`).value(A2).exec();
+        await h.client.kv.compact({ revision: res.header.revision, physical: true });
+      }
+      return page(...args);
+    };
+    try {
+      await driver.connect();
+      await assert.rejects(driver.list(new AbortController().signal), (err: unknown) => err instanceof ResyncRequired && /compacted/.test(err.message));
+    } finally {
+      await driver.close();
+    }
+  });
+
+  test('a listing cut off by its signal rejects with the abort reason', async () => {
+    const driver = new EtcdDriver('etcd', { hosts: infra.etcd.hosts, prefix: h.prefix, dialTimeoutMs: 5_000, requestTimeoutMs: 2_000, pageKeys: 10 });
+    try {
+      await driver.connect();
+      const stop = new AbortController();
+      stop.abort(new Error('cut'));
+      await assert.rejects(driver.list(stop.signal), /cut/);
+    } finally {
+      await driver.close();
+    }
+  });
+
+  test('the probe: connects to a live endpoint, fails on a closed one', async () => {
+    const live = new EtcdDriver('etcd', { hosts: infra.etcd.hosts, prefix: h.prefix, dialTimeoutMs: 5_000, requestTimeoutMs: 2_000 });
+    const port = await freePort();
+    const dead = new EtcdDriver('etcd', { hosts: [`http://127.0.0.1:${port}`], prefix: h.prefix, dialTimeoutMs: 5_000, requestTimeoutMs: 2_000 });
+    await live.probe(new AbortController().signal);
+    await assert.rejects(dead.probe(new AbortController().signal), /ECONNREFUSED/);
   });
 });

@@ -12,6 +12,7 @@ import { Metrics, ParseErrorLog } from '../../src/metrics/metrics.ts';
 import { silentLogger } from '../../src/observe/log.ts';
 import { algorithms } from '../../src/select/index.ts';
 import { UpstreamStateTable } from '../../src/select/upstream-state.ts';
+import { FileDriver } from '../../src/sources/file.ts';
 import { SourceNamer, createSource } from '../../src/sources/registry.ts';
 import { isMiss, type RouteLookup, type RouteSource } from '../../src/sources/source.ts';
 import { eventually } from '../support/service.ts';
@@ -382,4 +383,76 @@ test('path is required', async () => {
 test('a misspelt file option is rejected as unknown', async () => {
   const dir = await tempDir();
   await assert.rejects(fileSource({ path: dir, wacth: false }), (err: unknown) => err instanceof ConfigError && /policies\.default\.data_source\.wacth: unknown option/.test(err.message));
+});
+
+// ---- size: large directories, lookups without a scan, bounded listings ---------------------------------------------
+
+/** `count` route files `t-00000.yaml` … in `dir`, written a few hundred at a time. */
+async function manyFiles(dir: string, count: number): Promise<void> {
+  for (let i = 0; i < count; i += 500) {
+    await Promise.all(Array.from({ length: Math.min(500, count - i) }, (_, j) => writeFile(join(dir, `t-${String(i + j).padStart(5, '0')}.yaml`), `10.0.${(i + j) >> 8}.${(i + j) & 255}:80\n`)));
+  }
+}
+
+test('a large directory (3,000 files) loads within initial_load_timeout; keys beyond max_cache_size are read from their own file', async () => {
+  const dir = await tempDir();
+  await manyFiles(dir, 3_000);
+  const { source } = await fileSource({ path: dir, watch: false, initial_load_timeout: '20s', max_cache_size: 100 });
+  assert.equal(source.healthy(), true, source.health().last_error);
+  // the cache keeps 100 routes; every other key is a cache miss answered from the file named like it
+  assert.equal(await resolve(source, 't-00000'), '10.0.0.0:80');
+  assert.equal(await resolve(source, 't-02999'), '10.0.11.183:80');
+  assert.equal(await resolve(source, 't-01500'), '10.0.5.220:80');
+  assert.equal(await resolve(source, 't-99999'), 'miss:no_config');
+  // a file written after the listing (no watch) is found by its name, without a new listing
+  await writeFile(join(dir, 'late.json'), JSON.stringify({ upstream: '10.9.9.9:80' }));
+  assert.equal(await resolve(source, 'late'), '10.9.9.9:80');
+  // the extensions seen by the listing count too
+  await writeFile(join(dir, 'other.conf'), '10.9.9.8:80');
+  await writeFile(join(dir, 'x.conf'), '10.9.9.7:80');
+  assert.equal(await resolve(source, 'x'), 'miss:no_config', '.conf was not seen by the last listing (nor is it a common extension)');
+});
+
+test('a cache miss never reads outside the directory: keys that are paths or hidden names are "no config"', async () => {
+  const parent = await tempDir();
+  const dir = join(parent, 'routes');
+  await mkdir(dir);
+  await writeFile(join(parent, 'secret.yaml'), '10.6.6.6:80');
+  await writeFile(join(dir, '.hidden.yaml'), '10.6.6.7:80');
+  await manyFiles(dir, 20);
+  const { source } = await fileSource({ path: dir, watch: false, max_cache_size: 5 });
+  for (const key of ['../secret', '..', '.hidden', 'a/../../secret', 'a\\b', 'nul\0byte', '']) assert.equal(await resolve(source, key), 'miss:no_config', JSON.stringify(key));
+  assert.equal(await resolve(source, 't-00019'), '10.0.0.19:80');
+});
+
+test('initial_load_timeout bounds each listing: a directory that cannot be read in time leaves the source unhealthy, with the timeout named', async () => {
+  const dir = await tempDir();
+  await manyFiles(dir, 3_000);
+  const { source } = await fileSource({ path: dir, watch: false, initial_load_timeout: '1ms' });
+  assert.equal(source.ready(), true);
+  await eventually(() => /list did not finish within 1ms/.test(source.health().last_error ?? ''), 5_000, 'the listing timeout reported');
+  assert.equal(source.healthy(), false);
+});
+
+test('an abandoned listing stops between files: list() rejects with the abort reason instead of reading on', async () => {
+  const dir = await tempDir();
+  await manyFiles(dir, 2_000);
+  const driver = new FileDriver({ path: dir, format: 'auto', watch: false, pollIntervalMs: 0, debounceMs: 100 });
+  const controller = new AbortController();
+  const listing = driver.list(controller.signal);
+  setImmediate(() => controller.abort(new Error('abandoned')));
+  await assert.rejects(listing, /abandoned/);
+  // and a listing left alone reads them all
+  assert.equal([...(await driver.list(new AbortController().signal)).entries].length, 2_000);
+});
+
+test('initial_load_timeout must be greater than 0', async () => {
+  const dir = await tempDir();
+  await assert.rejects(fileSource({ path: dir, initial_load_timeout: '0s' }), (err: unknown) => err instanceof ConfigError && /policies\.default\.data_source\.initial_load_timeout: must be greater than 0/.test(err.message));
+});
+
+test('the probe reports whether the path exists', async () => {
+  const dir = await tempDir();
+  await new FileDriver({ path: dir, format: 'auto', watch: false, pollIntervalMs: 0, debounceMs: 100 }).probe();
+  await assert.rejects(new FileDriver({ path: join(dir, 'gone'), format: 'auto', watch: false, pollIntervalMs: 0, debounceMs: 100 }).probe(), /ENOENT/);
 });

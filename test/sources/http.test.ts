@@ -247,6 +247,27 @@ describe('http source', () => {
     }
   });
 
+  test('prompt recovery: a service that comes back during a long backoff is noticed by the probe, without waiting the backoff out', async () => {
+    const other = await makeHarness();
+    await other.put('back', A1);
+    try {
+      const s = await build({ url: `${other.origin}/routes/{key}`, refresh_interval: '200ms', backoff_initial: '60s', backoff_max: '60s' });
+      assert.equal(answer(await s.load('back')), A1);
+      await other.restartServer?.stop();
+      await eventually(() => !s.healthy(), 15_000, 'unhealthy once the service is gone');
+      const heads = other.requests('/routes/', 'HEAD').length;
+      await sleep(1200);
+      await other.restartServer?.start();
+      // the backoff is 30-60 s: only the probe (HEAD every 500 ms while backing off) can bring it back this soon
+      await eventually(() => s.healthy(), 10_000, 'healthy again long before the backoff ends');
+      assert.ok(other.requests('/routes/', 'HEAD').length > heads, 'probed the health endpoint');
+      await other.put('back', A2);
+      await eventually(() => answer(s.peek('back')) === A2, 5_000, 'refreshing again');
+    } finally {
+      await other.close();
+    }
+  });
+
   test('a malformed value is an error counted per source type, and the last good route keeps serving', async () => {
     await h.put('bad', A1);
     const deps = testDeps();
