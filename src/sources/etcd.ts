@@ -16,7 +16,7 @@ import { addressOf, tcpProbe } from './probe.ts';
  *    endpoints, one that failed 3 times in a row is skipped for 5 s (etcd3's circuit breaker).
  *  - `prefix` — default `/caddy/routing/`.
  *  - `username`, `password` — etcd auth (both or neither); `password` is a secret.
- *  - `dial_timeout` — default 5s: bounds the prefix listing and establishing the watch (etcd3 itself has no
+ *  - `dial_timeout` — default 5s: bounds each page of the prefix listing and establishing the watch (etcd3 itself has no
  *    dial timeout); 0 ⇒ default.
  *  - `request_timeout` — default 2s: bounds one per-key read on a cache miss; 0 ⇒ default.
  *  - `initial_load_timeout` — default = `dial_timeout`.
