@@ -72,6 +72,8 @@ const SLICE_MS = 5;
 const RECOVERY_PROBE_INTERVAL_MS = 500;
 /** … and one probe may take at most this long (less when the per-key read timeout is shorter). */
 const RECOVERY_PROBE_TIMEOUT_MS = 1_000;
+/** Retries RECOVERY_PROBE_INTERVAL_MS apart after the probe saw a store come back, before the backoff resumes. */
+const RECOVERY_QUICK_RETRIES = 4;
 /** Health-probe period of a lazy store (no listing) whose driver sets no `pollIntervalMs`. */
 const LAZY_PROBE_INTERVAL_MS = 30_000;
 
@@ -263,6 +265,8 @@ export class SourceRuntime implements RouteSource {
     const d = this.driver;
     const stopped = this.lifetime.signal;
     let attempt = 0;
+    /** Quick retries left after the probe saw the store come back (it may accept connections before it serves). */
+    let settling = 0;
     let connected = false;
     let needList = true;
     while (!stopped.aborted) {
@@ -315,7 +319,11 @@ export class SourceRuntime implements RouteSource {
           if (!justConnected) await withTimeout(this.opts.getTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'health probe', this.opts.getTimeoutMs), (s) => (d.probe as StoreDriver['probe'] & {})(s));
           this.markInSync();
           attempt = 0;
-          if (d.poll) this.applyPoll(asPollResult(await withTimeout(this.opts.listTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'refresh', this.opts.listTimeoutMs), (s) => (d.poll as StoreDriver['poll'] & {})(this.revision, s))));
+          if (d.poll) {
+            const result = await withTimeout(this.opts.listTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'refresh', this.opts.listTimeoutMs), (s) => (d.poll as StoreDriver['poll'] & {})(this.revision, s));
+            if (isSnapshot(result)) this.applySnapshot(result, 'watch');
+            else this.applyPoll(result);
+          }
           await sleep(d.pollIntervalMs || LAZY_PROBE_INTERVAL_MS, cycle.signal);
         } else {
           this.markInSync();
@@ -333,13 +341,23 @@ export class SourceRuntime implements RouteSource {
         }
         this.labels.error.inc();
         needList = needList || !d.resumable || this.revision === undefined;
+        if (this.isHealthy) settling = 0; // a new outage
         this.noteError(errorMessage(err));
+        if (settling > 0) {
+          // back on the network but not serving yet (Redis loading its dataset, etcd electing): retry shortly
+          settling--;
+          this.log.debug({ err: errorMessage(err), retry_in_ms: RECOVERY_PROBE_INTERVAL_MS }, 'store reachable but not ready; retrying');
+          await sleep(RECOVERY_PROBE_INTERVAL_MS, stopped).catch(() => undefined);
+          continue;
+        }
         const delay = backoffDelay(attempt++, { initialMs: this.opts.backoffInitialMs, maxMs: this.opts.backoffMaxMs });
         this.log.warn({ err: errorMessage(err), retry_in_ms: Math.round(delay) }, 'store unavailable; retrying');
         const waited = performance.now();
         if (await this.waitToRetry(delay, stopped).catch(() => false)) {
-          // the store is back: retry now, and should it still fail, start again from the short end of the schedule
+          // the store is back: retry now (and a few times more, quickly, while it starts up); should it still
+          // fail after that, the schedule starts again from its short end
           attempt = 0;
+          settling = RECOVERY_QUICK_RETRIES;
           this.log.info({ waited_ms: Math.round(performance.now() - waited), backoff_ms: Math.round(delay) }, 'store reachable again; retrying now');
         }
       } finally {
@@ -633,12 +651,6 @@ function fingerprint(value: StoredValue): string {
 
 function isSnapshot(r: PollResult | Snapshot): r is Snapshot {
   return (r as Snapshot).entries !== undefined;
-}
-
-/** A lazy store has no listing to replace: its poll reports per-key changes. */
-function asPollResult(r: PollResult | Snapshot): PollResult {
-  if (isSnapshot(r)) throw new SourceError('poll', 'a lazy store must poll changes, not a snapshot');
-  return r;
 }
 
 export { isMiss };

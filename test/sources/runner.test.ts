@@ -297,6 +297,19 @@ test('prompt recovery: a store that comes back during a long backoff is noticed 
   assert.deepEqual(events.health.at(-1), { healthy: true, previous_healthy: false });
 });
 
+test('prompt recovery: a store that accepts connections before it serves is retried quickly, not after a new backoff', async () => {
+  const driver = probed();
+  driver.listMode = 'fail';
+  driver.reachable = false;
+  const { source } = runtime(driver, LONG_BACKOFF);
+  await source.start();
+  await eventually(() => driver.probeCalls >= 2, 5000, 'probed while backing off');
+  driver.reachable = true; // listening again, but still loading: the next two listings fail
+  await eventually(() => driver.listCalls >= 3, 10_000, 'two quick retries after the probe saw it come back');
+  driver.listMode = 'ok';
+  await eventually(() => source.healthy(), 10_000, 'in sync without waiting out a 30-60 s backoff');
+});
+
 test('prompt recovery: a store that stays down is probed cheaply, its listing still waits for the backoff', async () => {
   const driver = probed();
   driver.listMode = 'fail';
