@@ -5,8 +5,8 @@
  *   - files: a directory of 30,000 routes with the default cache (10,000): latency of a cache miss (p50/p99);
  *     a directory of 100,000 routes: time to load, with `initial_load_timeout` 120s;
  *   - recovery: etcd and Redis stopped until the source's current backoff wait is 4-8 s long (backoff_initial
- *     2s, three failed attempts), then started again: time from the server being up (infra.sh start returned)
- *     to the source being in sync again (RUNS runs each); a write made then must be served.
+ *     2s, three failed attempts), then started again: time from the store accepting connections again to the
+ *     source being in sync again (RUNS runs each); a write made then must be served.
  * Needs the real servers (`npm run bench` starts them). Sizes: BENCH_STORES_SCALE (default 1) scales every count.
  *   node --import tsx bench/stores.ts
  */
@@ -16,6 +16,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
 import type { StoreHarness } from '../test/sources/behaviour.ts';
+import { isPortOpen } from '../test/support/ports.ts';
 import { infra, startServer, stopServer, type ServerName } from '../test/support/servers.ts';
 import { startTestService, type TestService } from '../test/support/service.ts';
 
@@ -60,6 +61,8 @@ async function etcdLoad(count: number, valueBytes: number): Promise<string> {
       const loaded = await until(() => source?.health().config_count === count, 1_000);
       const took = performance.now() - started;
       const rss = process.memoryUsage().rss - rssBefore;
+      // not loaded: wait for the store's own error to replace the start-up timeout message
+      if (!loaded) await until(() => !/initial load/.test(source?.health().last_error ?? 'initial load'), 5_000);
       const row = `| etcd ${count.toLocaleString('en')} × ${valueBytes} B (${mb(count * valueBytes)} MB) |`;
       return loaded ? `${row} ${took.toFixed(0)} ms | loaded, +${mb(rss)} MB RSS |` : `${row} – | not loaded: ${(source?.health().last_error ?? '?').slice(0, 90).replace(/\|/g, '/')} |`;
     } finally {
@@ -138,9 +141,17 @@ async function recovery(server: ServerName, make: () => Promise<StoreHarness>): 
       const errorsBefore = await errors();
       await stopServer(server);
       if (!(await until(async () => (await errors()) >= errorsBefore + 3, 60_000))) failures.push(`run ${run}: not three failures`);
-      await startServer(server);
-      const upAt = performance.now();
-      if (await until(() => source.healthy(), 90_000)) delays.push(performance.now() - upAt);
+      // "up" = the first moment the store accepts connections again (infra.sh returns later, once it is ready)
+      let upAt: number | undefined;
+      let syncedAt: number | undefined;
+      const starting = startServer(server);
+      const synced = until(() => source.healthy() && (syncedAt = performance.now()) > 0, 90_000);
+      while (upAt === undefined) {
+        if (await isPortOpen(h.target.port, '127.0.0.1', 200)) upAt = performance.now();
+        else await new Promise((r) => setTimeout(r, 10));
+      }
+      await starting;
+      if ((await synced) && syncedAt !== undefined) delays.push(Math.max(0, syncedAt - upAt));
       else failures.push(`run ${run}: not in sync within 90 s`);
       await h.put('tenant-r', want);
       if (!(await until(async () => (await svc.select('tenant-r')).upstream === want, 10_000))) failures.push(`run ${run}: a write after the restart not served`);

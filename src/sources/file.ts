@@ -18,8 +18,8 @@ import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.
  *
  * Size: a directory is read READ_CONCURRENCY files at a time, and a listing stops between files once its
  * signal aborts (a listing cut by `initial_load_timeout`, a stop), so abandoned listings never pile up. A
- * cache miss (more files than `max_cache_size`) reads only the file(s) that can hold that key — the name
- * remembered from the last listing, else `<key>` + each extension seen — never the whole directory.
+ * cache miss (more files than `max_cache_size`) reads only the file(s) that can hold that key — `<key>` with
+ * each extension the last listing saw (and COMMON_EXTENSIONS), and `<key>` bare — never the whole directory.
  */
 export interface FileOptions {
   /** File or directory. Required; must exist at start. */
@@ -71,8 +71,8 @@ export class FileDriver implements StoreDriver {
   }
 
   /**
-   * One key of a directory, without reading the directory: the files that can be named like the key are
-   * stat'ed (a handful), and of those present the one a listing would apply (the last in name order) is read.
+   * One key of a directory, without reading the directory: the files that can be named like the key are tried
+   * (a handful), in reverse name order, so the one a listing would apply (the last in name order) is read.
    */
   private async readKey(key: string, signal: AbortSignal | undefined): Promise<string | null> {
     // a key is a file name minus its extension: never a path, never hidden

@@ -9,7 +9,7 @@ import { compileRoute, type CompileContext, type CompiledRoute } from '../route/
 import { DEFAULT_ROUTE_LIMITS, valueSize, type RouteLimits } from '../route/limits.ts';
 import { parseBounded } from '../route/offload.ts';
 import type { RouteConfig } from '../route/types.ts';
-import { backoffDelay, sleep, withTimeout } from './backoff.ts';
+import { abortable, backoffDelay, sleep, withTimeout } from './backoff.ts';
 import {
   LOAD_ERROR,
   NO_CONFIG,
@@ -320,7 +320,8 @@ export class SourceRuntime implements RouteSource {
           this.markInSync();
           attempt = 0;
           if (d.poll) {
-            const result = await withTimeout(this.opts.listTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'refresh', this.opts.listTimeoutMs), (s) => (d.poll as StoreDriver['poll'] & {})(this.revision, s));
+            // no overall bound: a refresh is one request per known key, each bounded by the driver's own timeout
+            const result = await abortable(cycle.signal, d.poll(this.revision, cycle.signal));
             if (isSnapshot(result)) this.applySnapshot(result, 'watch');
             else this.applyPoll(result);
           }
