@@ -278,14 +278,20 @@ function probed(o: ConstructorParameters<typeof MemoryDriver>[0] = {}): ProbedDr
 
 const LONG_BACKOFF = { initialLoadTimeoutMs: 100, backoffInitialMs: 60_000, backoffMaxMs: 60_000 };
 
-test('prompt recovery: a store that comes back during a long backoff is noticed by the probe and resynced at once', async () => {
+/** A source whose store is down (listing refused, probe unreachable) and which is now in a 30-60 s backoff wait. */
+async function downInLongBackoff(): Promise<{ driver: ProbedDriver } & ReturnType<typeof runtime>> {
   const driver = probed();
   driver.listMode = 'fail';
   driver.reachable = false;
-  const { source, events } = runtime(driver, LONG_BACKOFF);
-  await source.start();
-  assert.equal(source.healthy(), false);
+  const r = runtime(driver, LONG_BACKOFF);
+  await r.source.start();
+  assert.equal(r.source.healthy(), false);
   await eventually(() => driver.probeCalls >= 2, 5000, 'probed while backing off');
+  return { driver, ...r };
+}
+
+test('prompt recovery: a store that comes back during a long backoff is noticed by the probe and resynced at once', async () => {
+  const { driver, source, events } = await downInLongBackoff();
   assert.equal(driver.listCalls, 1, 'no retry before the backoff (30-60 s) ends');
   driver.put('b', '10.0.0.2:80');
   driver.listMode = 'ok';
@@ -298,12 +304,7 @@ test('prompt recovery: a store that comes back during a long backoff is noticed 
 });
 
 test('prompt recovery: a store that accepts connections before it serves is retried quickly, not after a new backoff', async () => {
-  const driver = probed();
-  driver.listMode = 'fail';
-  driver.reachable = false;
-  const { source } = runtime(driver, LONG_BACKOFF);
-  await source.start();
-  await eventually(() => driver.probeCalls >= 2, 5000, 'probed while backing off');
+  const { driver, source } = await downInLongBackoff();
   driver.reachable = true; // listening again, but still loading: the next two listings fail
   await eventually(() => driver.listCalls >= 3, 10_000, 'two quick retries after the probe saw it come back');
   driver.listMode = 'ok';
@@ -311,11 +312,7 @@ test('prompt recovery: a store that accepts connections before it serves is retr
 });
 
 test('prompt recovery: a store that stays down is probed cheaply, its listing still waits for the backoff', async () => {
-  const driver = probed();
-  driver.listMode = 'fail';
-  driver.reachable = false;
-  const { source } = runtime(driver, LONG_BACKOFF);
-  await source.start();
+  const { driver, source } = await downInLongBackoff();
   await eventually(() => driver.probeCalls >= 3, 5000, 'probed every 500 ms');
   assert.equal(driver.listCalls, 1);
   assert.equal(source.healthy(), false);
