@@ -16,11 +16,13 @@ import { UpstreamStateTable } from './select/upstream-state.ts';
 import { createCaddyApi } from './server/caddy-api.ts';
 import { DnsServer } from './server/dns.ts';
 import { closeServer, listen } from './server/http-util.ts';
-import type { RuntimeDeps } from './sources/runner.ts';
+import type { RuntimeDeps, SourceEvents } from './sources/runner.ts';
 import { SourceNamer, createSource } from './sources/registry.ts';
 import type { RouteSource } from './sources/source.ts';
 import { ConfigError } from './errors.ts';
 import { UpstreamGuard } from './guard/upstream-guard.ts';
+import { HealthService, type HealthPolicy } from './health/service.ts';
+import { HealthTable } from './health/state.ts';
 
 /**
  * The composition root: builds sources, policies and servers from the service config and owns the start
@@ -39,6 +41,8 @@ export interface Service {
   readonly metrics: Metrics;
   readonly parseErrors: ParseErrorLog;
   readonly upstreamState: UpstreamStateTable;
+  /** Upstream health: shared state, active checks, passive reports (src/health). */
+  readonly health: HealthService;
   readonly sources: readonly RouteSource[];
   readonly policies: ReadonlyMap<string, PolicyRuntime>;
   /** Config, health and selection events (`/dynamic-lb/events` streams them). */
@@ -59,11 +63,14 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
   if (config.metrics !== undefined) metrics.setMaxSeries(config.metrics.maxSeries);
   const parseErrors = new ParseErrorLog();
   const upstreamState = new UpstreamStateTable();
+  const healthTable = new HealthTable();
   await initTracing(logger);
   const events = options.events ?? new EventBus(logger);
   const stats = new KeyStats();
   const sampleRate = config.admin.eventsSampleRate ?? DEFAULT_SAMPLE_RATE;
-  const baseDeps: RuntimeDeps = { metrics, parseErrors, compile: { algorithms, state: upstreamState }, logger };
+  const baseDeps: RuntimeDeps = { metrics, parseErrors, compile: { algorithms, state: upstreamState, health: healthTable }, logger };
+  const healthPolicies: HealthPolicy[] = [];
+  let health: HealthService | undefined;
   const namer = new SourceNamer();
   const sources: RouteSource[] = [];
   const policies = new Map<string, PolicyRuntime>();
@@ -75,7 +82,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       // routes are checked against the policy's upstream guard when compiled (once per stored value)
       const guard = new UpstreamGuard({ allowed: p.allowedUpstreams, denied: p.deniedUpstreams, self: { listen: config.listen, admin: config.admin.listen, dns: config.dns?.listen } });
       guard.onRefused = (key, refused) => logger.warn({ policy: p.name, key, refused }, 'route names refused upstreams: they are never proxied');
-      const deps: RuntimeDeps = { ...baseDeps, compile: { ...baseDeps.compile, guard }, events: sourceEvents(events, origin) };
+      const deps: RuntimeDeps = { ...baseDeps, compile: { ...baseDeps.compile, guard }, events: routesChangedToo(sourceEvents(events, origin), () => health?.routesChanged()) };
       const source = p.dataSource === undefined ? undefined : await createSource(p.dataSource, deps, namer);
       if (source !== undefined) sources.push(source);
       guarded.push({ guard, source });
@@ -87,7 +94,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
         versionKey: expression(p.versionKey, `${p.path}.version_key`, logger),
         defaultKey: p.defaultKey,
         source: source === undefined ? undefined : new ObservedSource(source, metrics),
-        fallback: buildFallback(p.fallback, p.pool, algorithms, upstreamState),
+        fallback: buildFallback(p.fallback, p.pool, algorithms, upstreamState, healthTable),
         restrictToPool: p.restrictToPool,
         poolSet: new Set(p.pool),
         metricsCardinality: p.metricsCardinality,
@@ -96,12 +103,15 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       runtime.onDecision(stats.listener);
       runtime.onDecision(decisionEvents(events, { sampleRate, ...(source !== undefined ? { source: source.name } : {}) }));
       policies.set(p.name, runtime);
+      healthPolicies.push({ name: p.name, checks: p.healthChecks, pool: p.pool, coarse: p.metricsCardinality === 'coarse', sources: () => (source === undefined ? [] : [source]) });
     }
   } catch (err) {
     await Promise.all(sources.map((s) => s.stop()));
     throw err;
   }
   metrics.sourcesForGauges = () => sources;
+  const healthService = (health = new HealthService(healthPolicies, { table: healthTable, metrics, logger: logger.child({ component: 'health' }), events }));
+  for (const runtime of policies.values()) runtime.reportFailure = (address, reason) => healthService.reportFailure(runtime.policy.name, address, reason);
 
   const addresses: Service['addresses'] = {};
   const extra: Array<{ name: 'admin' | 'dns'; start: () => Promise<string>; stop: () => Promise<void> }> = [];
@@ -113,6 +123,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     metrics,
     parseErrors,
     upstreamState,
+    health: healthService,
     sources,
     policies,
     events,
@@ -128,6 +139,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       for (const l of extra.filter((e) => e.name === 'admin')) addresses.admin = await l.start();
       refuseBound('admin');
       await Promise.all(sources.map((s) => s.start()));
+      healthService.start();
       caddyApi = createCaddyApi(policies, logger, { maxConnections: config.maxConnections, metrics, rpcMaxBatchSize: config.rpc?.maxBatchSize });
       addresses.listen = await listen(caddyApi, config.listen);
       for (const l of extra.filter((e) => e.name !== 'admin')) addresses[l.name] = await l.start();
@@ -137,6 +149,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     async stop() {
       for (const l of [...extra].reverse()) await l.stop().catch((err: unknown) => logger.warn({ err }, `stopping ${l.name} failed`));
       if (caddyApi !== undefined) await closeServer(caddyApi);
+      await healthService.stop();
       await Promise.all(sources.map((s) => s.stop()));
       await flushTracing().catch((err: unknown) => logger.warn({ err }, 'flushing spans failed'));
     },
@@ -168,6 +181,21 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     service.addListener('dns', () => dns.start(), () => dns.stop());
   }
   return service;
+}
+
+/** The source's events, plus a nudge to recompute which upstreams the policy uses when its routes change. */
+function routesChangedToo(events: SourceEvents, changed: () => void): SourceEvents {
+  return {
+    ...events,
+    configUpdated(e) {
+      events.configUpdated?.(e);
+      changed();
+    },
+    configDeleted(e) {
+      events.configDeleted?.(e);
+      changed();
+    },
+  };
 }
 
 function expression(text: string | undefined, field: string, logger: Logger): CompiledExpression | undefined {

@@ -14,6 +14,7 @@ import { cacheView, clearCaches, explainDecision, healthView, policiesView, rout
 /**
  * The admin listener (`admin.listen`):
  *  - `GET /dynamic-lb/stats|health|routes|policies|cache`, `DELETE /dynamic-lb/cache` — the Go module's JSON;
+ *  - `GET /dynamic-lb/upstreams` — every upstream in use: health, last check, failures, policies (src/health);
  *  - `GET /dynamic-lb/explain?policy=&key=&header=Name:%20value&uri=&method=&remote_ip=` — a dry-run decision;
  *  - `GET /dynamic-lb/events[?events=config_updated,route_missed]` — Server-Sent Events;
  *  - `GET /metrics` (Prometheus text), `GET /healthz` (the process answers), `GET /readyz` (503 until every
@@ -24,7 +25,7 @@ import { cacheView, clearCaches, explainDecision, healthView, policiesView, rout
  * existing scripts keep working — probes should use `/readyz`.
  */
 export interface AdminDeps {
-  service: Pick<Service, 'config' | 'sources' | 'policies' | 'metrics' | 'parseErrors' | 'ready'>;
+  service: Pick<Service, 'config' | 'sources' | 'policies' | 'metrics' | 'parseErrors' | 'ready'> & Partial<Pick<Service, 'health'>>;
   events: EventBus;
   stats: KeyStats;
   logger: Logger;
@@ -51,6 +52,7 @@ export function createAdminServer(deps: AdminDeps): Server {
         sendJson(res, 200, result);
       },
     },
+    '/dynamic-lb/upstreams': { GET: (_req, res) => sendJson(res, 200, service.health?.view() ?? { upstreams: [], total: 0, healthy: 0, unhealthy: 0 }) },
     '/dynamic-lb/explain': { GET: (_req, res, query) => explain(res, query) },
     '/dynamic-lb/events': { GET: (req, res, query) => streamEvents(req, res, query) },
     '/metrics': {

@@ -20,6 +20,7 @@ export const EVENT_NAMES = [
   'dynamic_lb.config_updated',
   'dynamic_lb.config_deleted',
   'dynamic_lb.datasource_health_changed',
+  'dynamic_lb.upstream_health_changed',
 ] as const;
 export type EventName = (typeof EVENT_NAMES)[number];
 
@@ -80,12 +81,29 @@ export interface HealthChangedEvent {
   timestamp: string;
 }
 
+/** An upstream address became unhealthy or healthy again (src/health). */
+export interface UpstreamHealthChangedEvent {
+  upstream: string;
+  healthy: boolean;
+  previous_healthy: boolean;
+  /** `active` (probes), `passive` (failures reported by Caddy, or their expiry), `released` (no check holds it any more). */
+  cause: 'active' | 'passive' | 'released';
+  /** The failing probe's error, when an active check took it down. */
+  error?: string;
+  /** Unexpired passive failures. */
+  failures: number;
+  /** Policies that use the address. */
+  policies: string[];
+  timestamp: string;
+}
+
 export interface EventPayloads {
   'dynamic_lb.route_selected': RouteSelectedEvent;
   'dynamic_lb.route_missed': RouteMissedEvent;
   'dynamic_lb.config_updated': ConfigUpdatedEvent;
   'dynamic_lb.config_deleted': ConfigDeletedEvent;
   'dynamic_lb.datasource_health_changed': HealthChangedEvent;
+  'dynamic_lb.upstream_health_changed': UpstreamHealthChangedEvent;
 }
 
 export type AnyEvent = { [N in EventName]: { name: N; payload: EventPayloads[N] } }[EventName];

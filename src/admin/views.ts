@@ -1,10 +1,10 @@
 import type { Service } from '../app.ts';
 import type { Decision, MissReason } from '../engine/decision.ts';
 import type { PolicyRuntime } from '../engine/observer.ts';
-import { select } from '../engine/select.ts';
+import { FAILED_UPSTREAM_HEADER, select } from '../engine/select.ts';
 import { DynamicLbError } from '../errors.ts';
 import { eachSource, type ParseErrorLog } from '../metrics/metrics.ts';
-import type { CompiledRoute } from '../route/compile.ts';
+import { ruleMatches, type CompiledRoute } from '../route/compile.ts';
 import { viewFromRpc } from '../server/request-view.ts';
 import type { RouteSource, SourceHealth, SourceType } from '../sources/source.ts';
 import type { KeyStats } from './stats.ts';
@@ -210,6 +210,12 @@ export interface ExplainResult {
   rule: { index: number; priority: number; match: Record<string, string>; algorithm: string } | null;
   /** What the algorithm chose among: the rule's upstreams, or the fallback pool. */
   candidates: Array<{ address: string; weight: number }>;
+  /**
+   * Candidates left out before the algorithm ran, and why: `unhealthy` (health checks) or `failed_upstream`
+   * (this request reported it failed). `from`: the matched rule's upstreams, or the fallback pool. Absent when
+   * nothing was dropped.
+   */
+  dropped?: Array<{ address: string; reason: 'unhealthy' | 'failed_upstream'; from: 'rule' | 'pool' }>;
   algorithm: string | null;
   fallback_policy: string;
   request: { method: string; uri: string; host: string; remote_ip: string };
@@ -258,6 +264,11 @@ export async function explainDecision(service: Pick<Service, 'policies'>, input:
   }
   const rule = d.rule;
   const configRule = rule !== undefined && rule.index >= 0 ? compiled?.config.rules[rule.index] : undefined;
+  const failed = view.header(FAILED_UPSTREAM_HEADER);
+  // a rule whose candidates were all dropped is not in the decision: find it again to show why
+  const ruleSeen = rule ?? (d.reason === 'no_available_upstream' && compiled !== undefined ? (compiled.simple ?? compiled.rules.find((r) => ruleMatches(r, view))) : undefined);
+  const dropped: NonNullable<ExplainResult['dropped']> = (ruleSeen?.available.dropped(failed) ?? []).map((x) => ({ ...x, from: 'rule' as const }));
+  if (d.route !== 'hit') for (const x of p.fallback.available?.dropped(failed) ?? []) dropped.push({ ...x, from: 'pool' });
   return {
     policy: name,
     key: d.key,
@@ -269,6 +280,7 @@ export async function explainDecision(service: Pick<Service, 'policies'>, input:
     route_config: routeConfig,
     rule: rule === undefined ? null : { index: rule.index, priority: rule.priority, match: { ...(configRule?.match ?? {}) }, algorithm: rule.algorithmName },
     candidates: rule !== undefined ? rule.upstreams.map((u) => ({ address: u.address, weight: u.weight })) : p.fallback.pool.map((address) => ({ address, weight: 1 })),
+    ...(dropped.length > 0 ? { dropped } : {}),
     algorithm: d.algorithm ?? (d.route === 'fallback' ? p.fallback.name : null),
     fallback_policy: p.fallback.name,
     request: { method: view.method, uri: view.uri, host: view.hostport, remote_ip: view.remoteIp },

@@ -4,6 +4,7 @@ import { ConfigError } from '../errors.ts';
 import { isDialAddress } from '../route/parse.ts';
 import { FALLBACK_POLICIES, type FallbackPolicyName } from '../select/fallback.ts';
 import { UpstreamGuard, parseUpstreamPattern } from '../guard/upstream-guard.ts';
+import { readHealthChecks } from '../health/options.ts';
 import { OptionReader, type LocateFn } from './options.ts';
 import { DEFAULT_MAX_SERIES, DEFAULT_RPC_MAX_BATCH, type PolicyConfig, type ServiceConfig } from './schema.ts';
 
@@ -138,6 +139,7 @@ function readPolicy(name: string, p: OptionReader, self: Record<string, string |
     allowedUpstreams,
     deniedUpstreams,
     metricsCardinality: p.oneOf('metrics_cardinality', ['detailed', 'coarse'] as const, 'detailed'),
+    healthChecks: readHealthChecks(p.object('health_checks')),
     dataSource: p.object('data_source'),
     path: p.path,
   };

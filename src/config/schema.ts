@@ -1,5 +1,6 @@
 import type { OptionReader } from './options.ts';
 import type { FallbackPolicyName } from '../select/fallback.ts';
+import type { HealthCheckOptions } from '../health/options.ts';
 
 /**
  * The service config (`dynamic-lb.yaml`), after defaults and validation. Option names follow the contract
@@ -69,6 +70,8 @@ export interface PolicyConfig {
   deniedUpstreams?: string[];
   /** `detailed` (key/upstream labels) or `coarse` (`__all__`). Default `detailed`. */
   metricsCardinality: 'detailed' | 'coarse';
+  /** `health_checks.active` / `.passive`, Caddy's options (src/health/options.ts); undefined: no checks. */
+  healthChecks: HealthCheckOptions | undefined;
   /** The data source options, read by the source registry. */
   dataSource: OptionReader | undefined;
   /** Field path of this policy, for messages. */

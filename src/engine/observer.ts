@@ -14,6 +14,11 @@ export class PolicyRuntime {
   readonly counters: DecisionCounters;
   private readonly latency: Histogram.Internal<'policy'>;
   private readonly listeners: DecisionListener[] = [];
+  /**
+   * Caddy reported that the proxy to `address` failed for a request of this policy (`X-Dynamic-Failed-Upstream`,
+   * reason from `X-Dynamic-Failed-Reason`). The app wires it to the health service (passive checks).
+   */
+  reportFailure: (address: string, reason: string) => void = () => undefined;
 
   constructor(
     readonly policy: Policy,

@@ -7,6 +7,12 @@ import type { Decision, MissReason, NeedsLoad } from './decision.ts';
 import type { Policy } from './policy.ts';
 
 /**
+ * Sent by Caddy when the proxy to the upstream it was given failed (`host:port`): that address is left out
+ * of this request's answer (and, with passive checks, counted as a failure by server/select-http.ts).
+ */
+export const FAILED_UPSTREAM_HEADER = 'x-dynamic-failed-upstream';
+
+/**
  * THE request path, top to bottom: key → cached route → rule → algorithm → answer.
  *
  * `decide` is synchronous and does no I/O: when a route is not cached it returns `{route: 'load', key}` and
@@ -83,10 +89,14 @@ function attempt(policy: Policy, view: RequestView, key: string, loaded: Readonl
   // upstream guard: refused addresses were dropped when the route was compiled; a rule left with none is refused
   if (rule.notAllowed) return 'not_allowed';
 
-  const chosen = rule.algorithm.pick(view);
-  if (chosen < 0) return 'no_available_upstream';
+  // the health filter: unhealthy candidates (and one that just failed for this request) are dropped first
+  const candidates = rule.available.candidates(view.header(FAILED_UPSTREAM_HEADER));
+  if (candidates === undefined) return 'no_available_upstream';
+  const k = candidates.algorithm.pick(view);
+  if (k < 0) return 'no_available_upstream';
+  const chosen = candidates.index[k] as number;
   let upstream = (rule.upstreams[chosen] as { address: string }).address;
-  let upstreams = rule.retryOrder(chosen);
+  let upstreams = candidates.retryOrder(k);
   if (policy.restrictToPool && !(policy.poolSet.has(upstream) && allInPool(policy, rule))) {
     const allowed = upstreams.split(', ').filter((a) => policy.poolSet.has(a));
     if (allowed.length === 0) return 'not_in_pool';
@@ -114,9 +124,12 @@ function allInPool(policy: Policy, rule: CompiledRule): boolean {
 /** The policy's fallback over its static pool, or `none` (503). */
 function fallback(policy: Policy, view: RequestView, key: string, reason: MissReason): Decision {
   const fb = policy.fallback;
-  const chosen = fb.algorithm === undefined ? -1 : fb.algorithm.pick(view);
-  if (chosen < 0) {
+  // the pool is health-filtered too; nothing healthy left → 503
+  const candidates = fb.available?.candidates(view.header(FAILED_UPSTREAM_HEADER));
+  const k = candidates === undefined ? -1 : candidates.algorithm.pick(view);
+  if (candidates === undefined || k < 0) {
     return { route: 'none', upstream: '', upstreams: '', key, reason, compiled: undefined, rule: undefined, algorithm: undefined, instanceFallbackReason: undefined, matchSeconds: 0 };
   }
-  return { route: 'fallback', upstream: fb.pool[chosen] as string, upstreams: fb.retryOrder(chosen), key, reason, compiled: undefined, rule: undefined, algorithm: undefined, instanceFallbackReason: undefined, matchSeconds: 0 };
+  const chosen = candidates.index[k] as number;
+  return { route: 'fallback', upstream: fb.pool[chosen] as string, upstreams: candidates.retryOrder(k), key, reason, compiled: undefined, rule: undefined, algorithm: undefined, instanceFallbackReason: undefined, matchSeconds: 0 };
 }

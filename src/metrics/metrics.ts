@@ -37,6 +37,12 @@ export class Metrics {
   readonly connectionsDropped: Counter<'listener'>;
   /** Observations folded into `__other__` because their metric reached its series ceiling, per metric. */
   readonly seriesFolded: FastCounter<'metric'>;
+  readonly upstreamHealthy: Gauge<'upstream'>;
+  readonly healthChecks: Counter<'result'>;
+  readonly passiveFailures: Counter<'upstream' | 'reason'>;
+
+  /** Set by the health service: each address in use and whether it is healthy (read at scrape time). */
+  upstreamsForGauges: () => Iterable<{ upstream: string; healthy: boolean }> = () => [];
 
   /**
    * Set by the app: the service's sources. The three state gauges are computed from them at scrape time
@@ -105,6 +111,17 @@ export class Metrics {
     this.poolTotal = new Gauge({ name: `${p}pool_total_connections`, help: 'Redis client pool: open connections.', labelNames: ['source_type', 'instance'], registers });
     this.poolIdle = new Gauge({ name: `${p}pool_idle_connections`, help: 'Redis client pool: idle connections.', labelNames: ['source_type', 'instance'], registers });
     this.connectionsDropped = new Counter({ name: `${p}connections_dropped_total`, help: 'Connections closed on accept because the listener was at its max_connections cap.', labelNames: ['listener'], registers });
+    // upstream health (src/health): the gauge is computed at scrape time, so addresses that left every route vanish
+    const upstreams = (): Iterable<{ upstream: string; healthy: boolean }> => this.upstreamsForGauges();
+    this.upstreamHealthy = new Gauge({
+      name: `${p}upstream_healthy`, help: '1 when the upstream passes its health checks, else 0 (`__all__` for metrics_cardinality coarse: 1 when all are healthy).', labelNames: ['upstream'], registers,
+      collect() {
+        this.reset();
+        for (const u of upstreams()) this.set({ upstream: u.upstream }, u.healthy ? 1 : 0);
+      },
+    });
+    this.healthChecks = new FastCounter({ name: `${p}health_checks_total`, help: 'Active health probes finished, by result (pass, timeout, error, status, body).', labelNames: ['result'], registers });
+    this.passiveFailures = new FastCounter({ name: `${p}passive_failures_total`, help: 'Failed proxy attempts reported by Caddy (X-Dynamic-Failed-Upstream), by upstream and reason (dial, timeout, status, other).', labelNames: ['upstream', 'reason'], registers });
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry });
     this.setMaxSeries(DEFAULT_MAX_SERIES);
   }

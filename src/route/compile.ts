@@ -1,5 +1,7 @@
 import type { Algorithm, AlgorithmRegistry } from '../select/algorithm.ts';
 import type { RefusedUpstream, UpstreamGuard } from '../guard/upstream-guard.ts';
+import { Availability } from '../select/available.ts';
+import type { HealthCell, HealthTable } from '../health/state.ts';
 import type { UpstreamStateTable } from '../select/upstream-state.ts';
 import { compileConditionKey, type Getter } from '../request/placeholders.ts';
 import type { RequestView } from '../request/view.ts';
@@ -32,6 +34,8 @@ export interface CompiledRule {
   readonly notAllowed: boolean;
   /** `X-Dynamic-Upstreams` value when upstream i is chosen: i first, then the rest in rule order after it. */
   retryOrder(chosen: number): string;
+  /** The health filter: the candidates available now and the algorithm over them (select/available.ts). */
+  readonly available: Availability;
 }
 
 export interface CompiledRoute {
@@ -45,6 +49,8 @@ export interface CompiledRoute {
   readonly rules: readonly CompiledRule[];
   /** Every allowed address the route names: simple upstream first, then rule upstreams, de-duplicated (the pool). */
   readonly pool: readonly string[];
+  /** Health of each `pool` member, in pool order; undefined when health is not tracked. */
+  readonly poolHealth: readonly HealthCell[] | undefined;
   /** Sorted, de-duplicated addresses (the admin listing), refused ones included. */
   readonly sortedUpstreams: readonly string[];
   /** Addresses the upstream guard refused (never proxied, never in `pool`), with the reason; usually empty. */
@@ -58,6 +64,8 @@ export interface CompiledRoute {
 export interface CompileContext {
   algorithms: AlgorithmRegistry;
   state: UpstreamStateTable;
+  /** Upstream health; without it every upstream counts as healthy. */
+  health?: HealthTable;
   random?: () => number;
   now?: number;
   /** The policy's upstream guard (allowed_upstreams and the default refusals); absent: every address allowed. */
@@ -73,8 +81,12 @@ export function compileRoute(key: string, config: RouteConfig, ctx: CompileConte
     const keyName = algoKey || config.algorithm_key || undefined;
     const upstreams = refused.size === 0 ? named : named.filter((u) => !refused.has(u.address));
     const notAllowed = upstreams.length === 0 && named.length > 0;
-    const algorithm = ctx.algorithms[algorithmName]({ upstreams, key: keyName?.toLowerCase(), state: ctx.state, random });
-    return { index, priority, conditions, upstreams, algorithmName, algorithm, notAllowed, retryOrder: retryOrderFor(upstreams) };
+    const over = (list: readonly WeightedUpstream[]): Algorithm => ctx.algorithms[algorithmName]({ upstreams: list, key: keyName?.toLowerCase(), state: ctx.state, random });
+    const algorithm = over(upstreams);
+    const retryOrder = retryOrderFor(upstreams);
+    // the health filter sees only allowed upstreams (refused ones were removed above)
+    const available = new Availability(upstreams, { algorithm, retryOrder }, ctx.health, (list) => ({ algorithm: over(list), retryOrder: retryOrderFor(list) }));
+    return { index, priority, conditions, upstreams, algorithmName, algorithm, notAllowed, retryOrder, available };
   };
   const rules = config.rules.map((rule, i) =>
     build(i, rule.priority, rule.upstreams, rule.algorithm, rule.algorithm_key, compileConditions(rule.match)),
@@ -109,6 +121,7 @@ export function compileRoute(key: string, config: RouteConfig, ctx: CompileConte
     simple,
     rules,
     pool,
+    poolHealth: ctx.health === undefined ? undefined : pool.map((a) => (ctx.health as HealthTable).cell(a)),
     sortedUpstreams: [...named].sort(),
     refused: refusedList,
     loadedAt: now,
@@ -162,7 +175,7 @@ export function ruleMatches(rule: CompiledRule, view: RequestView): boolean {
  * keeps as ropes (linear memory in total), so the per-request value is an O(1) concatenation even at
  * N = 1000; the only O(N) work left is writing the header itself.
  */
-function retryOrderFor(upstreams: readonly WeightedUpstream[]): (chosen: number) => string {
+export function retryOrderFor(upstreams: readonly WeightedUpstream[]): (chosen: number) => string {
   const unique: string[] = [];
   const slot: number[] = [];
   const seen = new Map<string, number>();

@@ -1,6 +1,6 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { PolicyRuntime } from '../engine/observer.ts';
-import { poolJson, poolKey, upstreamPool } from '../engine/upstreams.ts';
+import { lookupRoute, poolJson, poolKey, poolWithHealth, upstreamPool } from '../engine/upstreams.ts';
 import type { Logger } from '../observe/log.ts';
 import { viewFromForwarded } from './request-view.ts';
 import { RpcHandler } from './rpc.ts';
@@ -63,7 +63,10 @@ export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, log
       if (runtime === undefined) return unknownPolicy(res, name);
       const params = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
       const requested = params.get('key') ?? req.headers['x-dynamic-key']?.toString() ?? runtime.policy.key?.evaluate(viewFromForwarded(req)) ?? '';
-      return upstreamPool(runtime.policy, poolKey(runtime.policy, requested)).then((pool) => sendJson(res, 200, poolJson(pool)));
+      const key = poolKey(runtime.policy, requested);
+      // ?health=true: every member with its health; default: the healthy members, as Caddy's [{"dial"}]
+      if (/^(1|true|yes)$/i.test(params.get('health') ?? '')) return lookupRoute(runtime.policy, key).then((found) => sendJson(res, 200, found === undefined ? [] : poolWithHealth(found)));
+      return upstreamPool(runtime.policy, key).then((pool) => sendJson(res, 200, poolJson(pool)));
     }
     if (path === '/rpc') {
       if (req.method !== 'POST') return methodNotAllowed(res, 'POST');

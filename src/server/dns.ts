@@ -5,7 +5,7 @@ import net from 'node:net';
 import * as dnsPacket from 'dns-packet';
 import type { Answer, DecodedPacket, OptAnswer, Question, SoaAnswer, SrvAnswer, StringAnswer } from 'dns-packet';
 import type { PolicyRuntime } from '../engine/observer.ts';
-import { poolKey, usablePool } from '../engine/upstreams.ts';
+import { healthyPool, poolKey, usablePool } from '../engine/upstreams.ts';
 import type { Logger } from '../observe/log.ts';
 import type { CompiledRoute } from '../route/compile.ts';
 import { isMiss, type RouteLookup } from '../sources/source.ts';
@@ -32,6 +32,8 @@ import { splitHostPort } from './http-util.ts';
  * The default-key name of a policy named like a synthetic target (`ip-1-2-3-4`, `h--…`) is shadowed by it; keys
  * starting with `h--` or `dk--` are reached only through the `dk--` encoding.
  * Label rules (keys, `dk--` encoding, synthetic targets): src/server/dns-names.ts.
+ * Only healthy upstreams are answered (src/health); a route whose upstreams are all unhealthy gets NOERROR
+ * with no records.
  * Answers: NXDOMAIN when the key has no usable route (absent, disabled or expired) or the policy is unknown;
  * SERVFAIL when the store could not be read; REFUSED outside the zone; NOTIMP for opcodes other than QUERY.
  * Every in-zone answer is authoritative (AA): Go's resolver treats a non-authoritative empty answer as a lame
@@ -310,7 +312,8 @@ export class DnsServer {
       }
       const pool = usablePool(lookup);
       if (pool.length > 0) {
-        found = { route: lookup, pool };
+        // only healthy upstreams are answered; none healthy → an empty answer (NOERROR, no records)
+        found = { route: lookup, pool: healthyPool(lookup, pool) };
         break;
       }
     }

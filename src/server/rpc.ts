@@ -2,7 +2,7 @@ import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { DEFAULT_RPC_MAX_BATCH } from '../config/schema.ts';
 import { select } from '../engine/select.ts';
 import type { PolicyRuntime } from '../engine/observer.ts';
-import { poolKey, upstreamPool } from '../engine/upstreams.ts';
+import { lookupRoute, poolKey, poolWithHealth, upstreamPool } from '../engine/upstreams.ts';
 import { toStoredForm } from '../route/serialize.ts';
 import { isMiss } from '../sources/source.ts';
 import { viewFromRpc, type RpcRequestInput } from './request-view.ts';
@@ -97,7 +97,15 @@ export class RpcHandler {
         return this.select(params);
       case 'upstreams': {
         const runtime = this.policy(params);
-        const pool = await upstreamPool(runtime.policy, poolKey(runtime.policy, optionalString(params, 'key') ?? ''));
+        const key = poolKey(runtime.policy, optionalString(params, 'key') ?? '');
+        const health = params.health;
+        if (health !== undefined && typeof health !== 'boolean') throw new InvalidParams('health must be a boolean');
+        // health: true → every member with its health; default: the healthy members
+        if (health === true) {
+          const found = await lookupRoute(runtime.policy, key);
+          return found === undefined ? [] : poolWithHealth(found);
+        }
+        const pool = await upstreamPool(runtime.policy, key);
         return pool.map((dial) => ({ dial }));
       }
       case 'route': {

@@ -1,6 +1,7 @@
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Decision } from '../engine/decision.ts';
-import { select, selectCached } from '../engine/select.ts';
+import { FAILED_UPSTREAM_HEADER, select, selectCached } from '../engine/select.ts';
+import { FAILED_REASON_HEADER } from '../health/passive.ts';
 import type { RequestView } from '../request/view.ts';
 import type { PolicyRuntime } from '../engine/observer.ts';
 import { viewFromForwarded } from './request-view.ts';
@@ -13,6 +14,9 @@ import { viewFromForwarded } from './request-view.ts';
 export function handleSelect(runtime: PolicyRuntime, req: IncomingMessage, res: ServerResponse): void | Promise<void> {
   const started = performance.now();
   const view = viewFromForwarded(req);
+  // a retry after a failed proxy attempt: count the failure (passive checks); decide() leaves the address out
+  const failed = view.header(FAILED_UPSTREAM_HEADER);
+  if (failed !== '') runtime.reportFailure(failed.trim(), view.header(FAILED_REASON_HEADER));
   const cached = selectCached(runtime.policy, view);
   if (cached !== undefined) return answer(runtime, res, cached, view, started);
   return selectAndAnswer(runtime, req, res, view, started);
