@@ -82,7 +82,7 @@ export function readHealthChecks(r: OptionReader | undefined): HealthCheckOption
 function readActive(a: OptionReader): ActiveHealthOptions {
   const uri = a.string('uri', '').trim();
   const port = a.int('port', 0, { min: 0, max: 65535 });
-  if (uri === '' && port === 0) a.fail('uri', 'set uri (or port) to enable active health checks, as in Caddy');
+  if (uri === '' && port === 0) a.fail('', 'set uri (or port) to enable active health checks, as in Caddy');
   if (uri !== '' && !uri.startsWith('/')) a.fail('uri', `must be a path starting with /, got ${JSON.stringify(uri)}`);
   if (/[\s#]/.test(uri)) a.fail('uri', `must be a path and query without spaces or fragment, got ${JSON.stringify(uri)}`);
   const intervalMs = a.duration('interval', DEFAULT_INTERVAL_MS);
@@ -112,7 +112,7 @@ function readActive(a: OptionReader): ActiveHealthOptions {
 }
 
 function readPassive(p: OptionReader): PassiveHealthOptions {
-  if (!p.has('fail_duration')) p.fail('fail_duration', 'is required: a duration > 0 enables passive health checks (as in Caddy)');
+  if (!p.has('fail_duration')) p.fail('', 'fail_duration is required: a duration > 0 enables passive health checks (as in Caddy)');
   const failDurationMs = p.duration('fail_duration', 0);
   if (!(failDurationMs > 0)) p.fail('fail_duration', 'must be > 0 (0 disables passive health checks in Caddy; remove the passive block instead)');
   const maxFails = p.int('max_fails', 1, { min: 1, max: MAX_FAILS_LIMIT });
