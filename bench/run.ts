@@ -8,6 +8,7 @@ import { existsSync } from 'node:fs';
 import { benchSelection } from './selection.ts';
 import { benchEngine } from './engine.ts';
 import { benchHostile } from './hostile.ts';
+import { benchHealth } from './health.ts';
 import { benchPropagation, type PropagationCase } from './propagation.ts';
 import { benchStartup } from './startup.ts';
 
@@ -34,6 +35,7 @@ if (want('engine')) sections.push(await benchEngine());
 if (want('edge')) sections.push(await (await import('./edge.ts')).benchEdge());
 if (want('startup')) sections.push(await benchStartup());
 if (want('hostile')) sections.push(await benchHostile());
+if (want('health')) sections.push(await benchHealth());
 const infra = new URL('../test/support/infra.sh', import.meta.url).pathname;
 const needsServers = want('propagation') || want('e2e') || want('stores');
 if (needsServers) {

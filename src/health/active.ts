@@ -35,6 +35,8 @@ export interface ActiveHealthDeps {
 export const DEFAULT_MAX_CONCURRENT = 64;
 /** Share of the interval by which a probe time may move either way. */
 export const JITTER = 0.1;
+/** Probes due within this many ms of a timer firing run with it: fewer wake-ups when probes are sparse. */
+export const BATCH_MS = 20;
 
 interface Target {
   readonly key: string;
@@ -58,6 +60,8 @@ export class ActiveHealth {
   private readonly targets = new Map<string, Target>();
   /** Per policy: the target keys it holds. */
   private readonly byPolicy = new Map<string, Set<string>>();
+  /** Check settings → a short number for target keys (the settings' own id is long). */
+  private readonly specIds = new Map<string, number>();
   private readonly heap: Target[] = [];
   private timer: NodeJS.Timeout | undefined;
   private timerAt = Infinity;
@@ -99,7 +103,8 @@ export class ActiveHealth {
     this.lifetime.abort(new Error('health checks stopped'));
     if (this.timer !== undefined) clearTimeout(this.timer);
     this.timer = undefined;
-    await this.agent?.close().catch(() => undefined);
+    // destroy, not close: a probe in flight must not hold up shutdown for its timeout
+    await this.agent?.destroy().catch(() => undefined);
   }
 
   /**
@@ -109,7 +114,12 @@ export class ActiveHealth {
   sync(policy: string, options: ActiveHealthOptions | undefined, addresses: ReadonlySet<string>): void {
     const held = this.byPolicy.get(policy) ?? new Set<string>();
     const wanted = new Set<string>();
-    if (options !== undefined) for (const address of addresses) wanted.add(`${options.id}\u0000${address}`);
+    let spec = 0;
+    if (options !== undefined) {
+      spec = this.specIds.get(options.id) ?? this.specIds.size;
+      this.specIds.set(options.id, spec);
+      for (const address of addresses) wanted.add(`${spec} ${address}`);
+    }
     for (const key of held) {
       if (wanted.has(key)) continue;
       held.delete(key);
@@ -121,7 +131,7 @@ export class ActiveHealth {
     if (options !== undefined) {
       const now = performance.now();
       for (const address of addresses) {
-        const key = `${options.id}\u0000${address}`;
+        const key = `${spec} ${address}`;
         if (held.has(key)) continue;
         held.add(key);
         let t = this.targets.get(key);
@@ -185,7 +195,7 @@ export class ActiveHealth {
         this.pop();
         continue;
       }
-      if (top.due > now) break;
+      if (top.due > now + BATCH_MS) break; // due within the batch window: run it now, one wake-up for several
       this.pop();
       this.run(top);
     }
@@ -197,7 +207,7 @@ export class ActiveHealth {
     this.running++;
     const started = performance.now();
     const agent = (this.agent ??= probeAgent(this.maxInterval(), 5_000));
-    const check = this.deps.probe ?? ((url: string, o: ActiveHealthOptions, s: AbortSignal) => probe(agent, url, o, s));
+    const check = this.deps.probe ?? ((url: string, o: ActiveHealthOptions) => probe(agent, url, o));
     check(t.url, t.options, this.lifetime.signal)
       .catch((err: unknown): ProbeResult => ({ outcome: 'error', error: String(err) }))
       .then((result) => {

@@ -38,15 +38,24 @@ export function probeAgent(maxIntervalMs: number, connectTimeoutMs: number): Age
   });
 }
 
-export async function probe(agent: Agent, url: string, options: ActiveHealthOptions, signal: AbortSignal): Promise<ProbeResult> {
-  const timeout = AbortSignal.timeout(options.timeoutMs);
-  const both = AbortSignal.any([timeout, signal]);
+/**
+ * Probes `url`. The whole probe is bounded by `timeout` (one timer, cleared when done); the checker stops
+ * probes in flight by closing the agent. (No AbortSignal.any per probe: on Node 20 each one leaves a listener
+ * on the long-lived signal until collected, which costs at thousands of probes per second.)
+ */
+export async function probe(agent: Agent, url: string, options: ActiveHealthOptions): Promise<ProbeResult> {
+  const controller = new AbortController();
+  let timedOut = false;
+  const timer = setTimeout(() => {
+    timedOut = true;
+    controller.abort();
+  }, options.timeoutMs);
   try {
     const res = await request(url, {
       dispatcher: agent,
       method: 'GET',
       headers: options.headers,
-      signal: both,
+      signal: controller.signal,
       headersTimeout: options.timeoutMs,
       bodyTimeout: options.timeoutMs,
     });
@@ -64,13 +73,15 @@ export async function probe(agent: Agent, url: string, options: ActiveHealthOpti
     if (!options.expectBody.test(body)) return { outcome: 'body', error: `body does not match ${JSON.stringify(options.expectBody.source)}` };
     return { outcome: 'pass' };
   } catch (err) {
-    if (timeout.aborted) return { outcome: 'timeout', error: `no answer within ${options.timeoutMs}ms` };
+    if (timedOut) return { outcome: 'timeout', error: `no answer within ${options.timeoutMs}ms` };
     const e = err as { code?: string; message?: string };
     if (e.code === 'UND_ERR_HEADERS_TIMEOUT' || e.code === 'UND_ERR_BODY_TIMEOUT' || e.code === 'UND_ERR_CONNECT_TIMEOUT') {
       return { outcome: 'timeout', error: `no answer within ${options.timeoutMs}ms` };
     }
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     return { outcome: 'error', error: cause?.code ?? e.code ?? cause?.message ?? e.message ?? String(err) };
+  } finally {
+    clearTimeout(timer);
   }
 }
 

@@ -131,9 +131,17 @@ export class HealthService {
     for (const p of this.policies) {
       const now = new Set<string>(p.pool);
       for (const s of eachSource(p.sources())) for (const r of s.routes()) for (const a of r.pool) now.add(a);
-      const before = this.referenced.get(p.name) ?? new Set<string>();
-      for (const a of before) if (!now.has(a)) this.table.find(a)?.policies.delete(p.name);
-      for (const a of now) if (!before.has(a)) this.table.cell(a).policies.add(p.name);
+      const before = this.referenced.get(p.name);
+      let changed = before === undefined || before.size !== now.size;
+      if (before !== undefined) {
+        for (const a of before) {
+          if (now.has(a)) continue;
+          this.table.find(a)?.policies.delete(p.name);
+          changed = true;
+        }
+      }
+      if (!changed) continue; // same size, none removed: the same set (the common case, nothing to tell the checker)
+      for (const a of now) if (before === undefined || !before.has(a)) this.table.cell(a).policies.add(p.name);
       this.referenced.set(p.name, now);
       this.active.sync(p.name, p.checks?.active, now);
     }
