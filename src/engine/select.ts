@@ -98,7 +98,8 @@ function attempt(policy: Policy, view: RequestView, key: string, loaded: Readonl
   let upstream = (rule.upstreams[chosen] as { address: string }).address;
   let upstreams = candidates.retryOrder(k);
   if (policy.restrictToPool && !(policy.poolSet.has(upstream) && allInPool(policy, rule))) {
-    const allowed = upstreams.split(', ').filter((a) => policy.poolSet.has(a));
+    // only the candidate set's part of the retry order (the dropped, unhealthy ones follow it)
+    const allowed = upstreams.split(', ').slice(0, candidates.index.length).filter((a) => policy.poolSet.has(a));
     if (allowed.length === 0) return 'not_in_pool';
     upstream = allowed[0] as string;
     upstreams = allowed.join(', ');

@@ -269,3 +269,25 @@ test('upstream_health_changed on the event stream; explain shows dropped candida
     { address: b!.address, reason: 'failed_upstream', from: 'rule' },
   ]);
 });
+
+test('restrict_to_pool: an unhealthy pool member is not picked from the retry order (not_in_pool, then the healthy pool)', T, async (t) => {
+  const routes = await routesDir({ t1: JSON.stringify({ rules: [{ upstreams: [{ address: '10.0.0.1:80' }, { address: '10.0.0.9:80' }], algorithm: 'first' }] }) });
+  t.after(() => routes.cleanup());
+  const s = await startService({
+    policies: {
+      default: {
+        key: '{http.request.header.X-Tenant}',
+        fallback: 'first',
+        pool: ['10.0.0.1:80', '10.0.0.2:80'],
+        restrict_to_pool: true,
+        health_checks: { passive: { fail_duration: '1m' } },
+        data_source: { source: 'file', path: routes.dir },
+      },
+    },
+  });
+  t.after(() => s.stop());
+  assert.equal((await s.select('default', { 'x-tenant': 't1' })).upstream, '10.0.0.1:80');
+  await s.select('default', { 'x-tenant': 't1', 'x-dynamic-failed-upstream': '10.0.0.1:80' });
+  const r = await s.select('default', { 'x-tenant': 't1' });
+  assert.deepEqual([r.route, r.reason, r.upstream], ['fallback', 'not_in_pool', '10.0.0.2:80']);
+});
