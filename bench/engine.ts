@@ -7,6 +7,7 @@
 import { performance } from 'node:perf_hooks';
 import { decide } from '../src/engine/select.ts';
 import type { Policy } from '../src/engine/policy.ts';
+import type { HealthTable } from '../src/health/state.ts';
 import { Metrics, ParseErrorLog } from '../src/metrics/metrics.ts';
 import { silentLogger } from '../src/observe/log.ts';
 import { compileExpression } from '../src/request/placeholders.ts';
@@ -58,7 +59,7 @@ function views(count: number): RequestView[] {
 }
 
 /** A source that always has the route: what the engine sees on a cache hit. */
-function fixedSource(route: CompiledRoute): RouteSource {
+export function fixedSource(route: CompiledRoute): RouteSource {
   const miss: RouteLookup = { miss: 'no_config' };
   return {
     name: 'bench',
@@ -76,7 +77,7 @@ function fixedSource(route: CompiledRoute): RouteSource {
   };
 }
 
-function policyFor(source: RouteSource, state: UpstreamStateTable): Policy {
+export function policyFor(source: RouteSource, state: UpstreamStateTable, health?: HealthTable): Policy {
   return {
     name: 'default',
     key: compileExpression('{http.request.header.X-Tenant}'),
@@ -84,7 +85,7 @@ function policyFor(source: RouteSource, state: UpstreamStateTable): Policy {
     versionKey: undefined,
     defaultKey: undefined,
     source,
-    fallback: buildFallback('random', ['127.0.0.1:9999'], algorithms, state),
+    fallback: buildFallback('random', ['127.0.0.1:9999'], algorithms, state, health),
     restrictToPool: false,
     poolSet: new Set(),
     metricsCardinality: 'detailed',

@@ -20,14 +20,12 @@ import { HealthService } from '../src/health/service.ts';
 import { HealthTable } from '../src/health/state.ts';
 import { Metrics } from '../src/metrics/metrics.ts';
 import { silentLogger } from '../src/observe/log.ts';
-import { compileExpression } from '../src/request/placeholders.ts';
 import { RequestView } from '../src/request/view.ts';
 import { compileRoute, type CompiledRoute } from '../src/route/compile.ts';
 import type { AlgorithmName } from '../src/route/types.ts';
-import { buildFallback } from '../src/select/fallback.ts';
 import { algorithms } from '../src/select/index.ts';
 import { UpstreamStateTable } from '../src/select/upstream-state.ts';
-import type { RouteLookup, RouteSource } from '../src/sources/source.ts';
+import { fixedSource, policyFor } from './engine.ts';
 
 const BATCH = 500;
 const BATCHES = 400;
@@ -48,24 +46,6 @@ function views(count: number): RequestView[] {
         remoteIp: `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`,
       }),
   );
-}
-
-function policyFor(route: CompiledRoute, health: HealthTable | undefined): Policy {
-  const miss: RouteLookup = { miss: 'no_config' };
-  const source = { peek: (key: string) => (key === route.key ? route : miss) } as unknown as RouteSource;
-  const state = new UpstreamStateTable();
-  return {
-    name: 'default',
-    key: compileExpression('{http.request.header.X-Tenant}'),
-    instanceKey: undefined,
-    versionKey: undefined,
-    defaultKey: undefined,
-    source,
-    fallback: buildFallback('random', ['127.0.0.1:9999'], algorithms, state, health),
-    restrictToPool: false,
-    poolSet: new Set(),
-    metricsCardinality: 'detailed',
-  };
 }
 
 function routeFor(name: AlgorithmName, n: number, health: HealthTable | undefined): CompiledRoute {
@@ -103,11 +83,12 @@ function selectionRows(): string[] {
     ['consistent_hash', 100],
   ];
   for (const [name, n] of cases) {
-    const off = policyFor(routeFor(name, n, undefined), undefined);
+    const policy = (health: HealthTable | undefined): Policy => policyFor(fixedSource(routeFor(name, n, health)), new UpstreamStateTable(), health);
+    const off = policy(undefined);
     const onTable = new HealthTable();
-    const on = policyFor(routeFor(name, n, onTable), onTable);
+    const on = policy(onTable);
     const downTable = new HealthTable();
-    const down = policyFor(routeFor(name, n, downTable), downTable);
+    const down = policy(downTable);
     downTable.setActiveDown(downTable.cell('10.1.0.1:8080'), true);
     const run = (p: Policy) => (i: number) => {
       const d = decide(p, vs[i & 4095] as RequestView);

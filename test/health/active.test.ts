@@ -1,12 +1,12 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { OptionReader } from '../../src/config/options.ts';
 import { ActiveHealth } from '../../src/health/active.ts';
 import { readHealthChecks, type ActiveHealthOptions } from '../../src/health/options.ts';
 import type { ProbeOutcome } from '../../src/health/probe.ts';
-import { HealthTable } from '../../src/health/state.ts';
+import { HealthTable, type HealthCell } from '../../src/health/state.ts';
 import { silentLogger } from '../../src/observe/log.ts';
-import { startBackend, waitFor } from './support.ts';
+import { startBackend, waitFor, type Backend } from './support.ts';
 
 function active(options: Record<string, unknown>): ActiveHealthOptions {
   return readHealthChecks(new OptionReader({ active: options }, 'health_checks'))?.active as ActiveHealthOptions;
@@ -16,7 +16,8 @@ function checker(table: HealthTable, outcomes: ProbeOutcome[] = []): ActiveHealt
   return new ActiveHealth({ table, logger: silentLogger, count: (o) => outcomes.push(o) });
 }
 
-test('fails consecutive failed probes take an upstream down, passes consecutive good ones bring it back', async (t) => {
+/** A real backend probed under `options` by a started checker; the probe outcomes are collected. */
+async function probed(t: TestContext, options: Record<string, unknown>): Promise<{ backend: Backend; cell: HealthCell; outcomes: ProbeOutcome[] }> {
   const backend = await startBackend('a');
   t.after(() => backend.close());
   const table = new HealthTable();
@@ -24,8 +25,13 @@ test('fails consecutive failed probes take an upstream down, passes consecutive 
   const health = checker(table, outcomes);
   t.after(() => health.stop());
   const cell = table.cell(backend.address);
-  health.sync('p', active({ uri: '/health', interval: '30ms', timeout: '1s', fails: 3, passes: 2 }), new Set([backend.address]));
+  health.sync('p', active(options), new Set([backend.address]));
   health.start();
+  return { backend, cell, outcomes };
+}
+
+test('fails consecutive failed probes take an upstream down, passes consecutive good ones bring it back', async (t) => {
+  const { backend, cell, outcomes } = await probed(t, { uri: '/health', interval: '30ms', timeout: '1s', fails: 3, passes: 2 });
   await waitFor(() => backend.hitsOn('/health') >= 2, 'probes');
   assert.equal(cell.healthy, true);
 
@@ -46,15 +52,7 @@ test('fails consecutive failed probes take an upstream down, passes consecutive 
 });
 
 test('a killed backend fails by connection error, a slow one by timeout; both recover', async (t) => {
-  const backend = await startBackend('a');
-  t.after(() => backend.close());
-  const table = new HealthTable();
-  const outcomes: ProbeOutcome[] = [];
-  const health = checker(table, outcomes);
-  t.after(() => health.stop());
-  const cell = table.cell(backend.address);
-  health.sync('p', active({ uri: '/health', interval: '30ms', timeout: '150ms' }), new Set([backend.address]));
-  health.start();
+  const { backend, cell, outcomes } = await probed(t, { uri: '/health', interval: '30ms', timeout: '150ms' });
   await waitFor(() => outcomes.includes('pass'), 'a first pass');
 
   await backend.kill();

@@ -1,8 +1,8 @@
-import { test } from 'node:test';
+import { test, type TestContext } from 'node:test';
 import assert from 'node:assert/strict';
 import { Resolver } from 'node:dns/promises';
 import { request } from 'node:http';
-import { getJson, routesDir, scrape, startService, valueOf, type Running } from '../admin/support.ts';
+import { getJson, routesDir, scrape, startService, valueOf, type RoutesDir, type Running } from '../admin/support.ts';
 import type { UpstreamHealthJson } from '../../src/health/service.ts';
 import { startBackend, waitFor, type Backend } from './support.ts';
 
@@ -23,16 +23,27 @@ async function upstreamsView(s: Running): Promise<UpstreamHealthJson[]> {
   return (await getJson<{ upstreams: UpstreamHealthJson[] }>(`${s.admin}/dynamic-lb/upstreams`)).body.upstreams;
 }
 
+/** One rule over `addresses` (stored route text). */
+function rule(addresses: string[], algorithm?: string): string {
+  return JSON.stringify({ rules: [{ upstreams: addresses.map((address) => ({ address })), ...(algorithm !== undefined ? { algorithm } : {}) }] });
+}
+
+/** Route files (key → text) and a running service whose policy `default` reads them: X-Tenant key, no fallback unless `policy` says otherwise. */
+async function serve(t: TestContext, files: Record<string, string>, policy: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Promise<{ s: Running; routes: RoutesDir }> {
+  const routes = await routesDir(files);
+  t.after(() => routes.cleanup());
+  const s = await startService({ ...extra, policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', ...policy, data_source: { source: 'file', path: routes.dir } } } });
+  t.after(() => s.stop());
+  return { s, routes };
+}
+
 function healthyIn(view: UpstreamHealthJson[], address: string): boolean | undefined {
   return view.find((u) => u.address === address)?.healthy;
 }
 
 test('a killed upstream stops being chosen once detected, and is chosen again after it recovers', T, async (t) => {
   const [a, b, c] = await backends(t, 3);
-  const routes = await routesDir({ t1: JSON.stringify({ rules: [{ upstreams: [{ address: a!.address }, { address: b!.address }, { address: c!.address }], algorithm: 'round_robin' }] }) });
-  t.after(() => routes.cleanup());
-  const s = await startService({ policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', health_checks: { active: ACTIVE }, data_source: { source: 'file', path: routes.dir } } } });
-  t.after(() => s.stop());
+  const { s } = await serve(t, { t1: rule([a!.address, b!.address, c!.address], 'round_robin') }, { health_checks: { active: ACTIVE } });
   await waitFor(() => a!.hitsOn('/health') > 0 && b!.hitsOn('/health') > 0 && c!.hitsOn('/health') > 0, 'every upstream probed');
 
   await b!.kill();
@@ -66,12 +77,7 @@ test('a killed upstream stops being chosen once detected, and is chosen again af
 
 test('only upstream down: miss no_available_upstream, then the health-checked fallback pool; everything down: 503', T, async (t) => {
   const [only, p1, p2] = await backends(t, 3);
-  const routes = await routesDir({ solo: only!.address });
-  t.after(() => routes.cleanup());
-  const s = await startService({
-    policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'round_robin', pool: [p1!.address, p2!.address], health_checks: { active: ACTIVE }, data_source: { source: 'file', path: routes.dir } } },
-  });
-  t.after(() => s.stop());
+  const { s } = await serve(t, { solo: only!.address }, { fallback: 'round_robin', pool: [p1!.address, p2!.address], health_checks: { active: ACTIVE } });
   await waitFor(async () => (await upstreamsView(s)).length === 3, 'route and pool upstreams referenced');
   assert.equal((await s.select('default', { 'x-tenant': 'solo' })).upstream, only!.address);
 
@@ -90,21 +96,11 @@ test('only upstream down: miss no_available_upstream, then the health-checked fa
 
 test('instance/version: the instance backend down → the version key serves (instance fallback reason no_available_upstream)', T, async (t) => {
   const [i1, v1, pool] = await backends(t, 3);
-  const routes = await routesDir({ 't1-svc-blue-i1': i1!.address, 't1-svc-blue': v1!.address });
-  t.after(() => routes.cleanup());
-  const s = await startService({
-    policies: {
-      default: {
-        instance_key: '{http.request.header.X-Instance}',
-        version_key: '{http.request.header.X-Version}',
-        fallback: 'random',
-        pool: [pool!.address],
-        health_checks: { active: { ...ACTIVE, interval: '30ms' } },
-        data_source: { source: 'file', path: routes.dir },
-      },
-    },
-  });
-  t.after(() => s.stop());
+  const { s } = await serve(
+    t,
+    { 't1-svc-blue-i1': i1!.address, 't1-svc-blue': v1!.address },
+    { key: undefined, instance_key: '{http.request.header.X-Instance}', version_key: '{http.request.header.X-Version}', fallback: 'random', pool: [pool!.address], health_checks: { active: { ...ACTIVE, interval: '30ms' } } },
+  );
   const headers = { 'x-instance': 't1-svc-blue-i1', 'x-version': 't1-svc-blue' };
   assert.equal((await s.select('default', headers)).upstream, i1!.address);
   await waitFor(() => i1!.hitsOn('/health') > 0, 'instance probed');
@@ -119,10 +115,7 @@ test('instance/version: the instance backend down → the version key serves (in
 });
 
 test('X-Dynamic-Failed-Upstream: the failed address is excluded for that request even without passive checks', T, async (t) => {
-  const routes = await routesDir({ t1: JSON.stringify({ rules: [{ upstreams: [{ address: '10.0.0.1:80' }, { address: '10.0.0.2:80' }], algorithm: 'first' }] }) });
-  t.after(() => routes.cleanup());
-  const s = await startService({ policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: routes.dir } } } });
-  t.after(() => s.stop());
+  const { s, routes } = await serve(t, { t1: rule(['10.0.0.1:80', '10.0.0.2:80'], 'first') });
   assert.equal((await s.select('default', { 'x-tenant': 't1' })).upstream, '10.0.0.1:80');
   const res = await fetch(`${s.url}/select/default`, { headers: { 'x-tenant': 't1', 'x-dynamic-failed-upstream': '10.0.0.1:80', 'x-dynamic-failed-reason': 'dial' } });
   assert.equal(res.status, 200);
@@ -142,20 +135,7 @@ test('X-Dynamic-Failed-Upstream: the failed address is excluded for that request
 });
 
 test('passive checks: max_fails reported failures within fail_duration take an upstream down until they expire', T, async (t) => {
-  const routes = await routesDir({ t1: JSON.stringify({ rules: [{ upstreams: [{ address: '10.0.0.1:80' }, { address: '10.0.0.2:80' }], algorithm: 'first' }] }) });
-  t.after(() => routes.cleanup());
-  const s = await startService({
-    policies: {
-      default: {
-        key: '{http.request.header.X-Tenant}',
-        fallback: 'none',
-        metrics_cardinality: 'coarse',
-        health_checks: { passive: { fail_duration: '600ms', max_fails: 2, unhealthy_status: [502, 503] } },
-        data_source: { source: 'file', path: routes.dir },
-      },
-    },
-  });
-  t.after(() => s.stop());
+  const { s } = await serve(t, { t1: rule(['10.0.0.1:80', '10.0.0.2:80'], 'first') }, { metrics_cardinality: 'coarse', health_checks: { passive: { fail_duration: '600ms', max_fails: 2, unhealthy_status: [502, 503] } } });
   await waitFor(async () => (await upstreamsView(s)).length === 2, 'upstreams referenced');
   const fail = (reason: string): Promise<{ upstream: string | null }> => s.select('default', { 'x-tenant': 't1', 'x-dynamic-failed-upstream': '10.0.0.1:80', 'x-dynamic-failed-reason': reason });
   // a status not in unhealthy_status is not a failure (but the request still moves on)
@@ -178,10 +158,7 @@ test('passive checks: max_fails reported failures within fail_duration take an u
 });
 
 test('a report about an address the policy does not use is ignored', T, async (t) => {
-  const routes = await routesDir({ t1: '10.0.0.1:80' });
-  t.after(() => routes.cleanup());
-  const s = await startService({ policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', health_checks: { passive: { fail_duration: '1m' } }, data_source: { source: 'file', path: routes.dir } } } });
-  t.after(() => s.stop());
+  const { s } = await serve(t, { t1: '10.0.0.1:80' }, { health_checks: { passive: { fail_duration: '1m' } } });
   await waitFor(async () => (await upstreamsView(s)).length === 1, 'upstream referenced');
   for (let i = 0; i < 3; i++) await s.select('default', { 'x-tenant': 't1', 'x-dynamic-failed-upstream': '10.9.9.9:80' });
   const view = await upstreamsView(s);
@@ -191,13 +168,7 @@ test('a report about an address the policy does not use is ignored', T, async (t
 
 test('pool mode: DNS SRV answers and /upstreams drop a dead upstream; ?health=true and RPC report each', T, async (t) => {
   const [a, b] = await backends(t, 2);
-  const routes = await routesDir({ t1: JSON.stringify({ rules: [{ upstreams: [{ address: a!.address }, { address: b!.address }] }] }) });
-  t.after(() => routes.cleanup());
-  const s = await startService({
-    dns: { listen: '127.0.0.1:0', zone: 'dlb.test' },
-    policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', health_checks: { active: ACTIVE }, data_source: { source: 'file', path: routes.dir } } },
-  });
-  t.after(() => s.stop());
+  const { s } = await serve(t, { t1: rule([a!.address, b!.address]) }, { health_checks: { active: ACTIVE } }, { dns: { listen: '127.0.0.1:0', zone: 'dlb.test' } });
   const resolver = new Resolver();
   resolver.setServers([s.service.addresses.dns as string]);
   const ports = async (): Promise<number[]> => (await resolver.resolveSrv('t1.default.dlb.test')).map((r) => r.port).sort();
@@ -222,10 +193,7 @@ test('pool mode: DNS SRV answers and /upstreams drop a dead upstream; ?health=tr
 
 test('routes that stop naming an upstream stop its probes; a new route starts them', T, async (t) => {
   const [a, b] = await backends(t, 2);
-  const routes = await routesDir({ t1: a!.address });
-  t.after(() => routes.cleanup());
-  const s = await startService({ policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', health_checks: { active: ACTIVE }, data_source: { source: 'file', path: routes.dir } } } });
-  t.after(() => s.stop());
+  const { s, routes } = await serve(t, { t1: a!.address }, { health_checks: { active: ACTIVE } });
   await waitFor(() => a!.hitsOn('/health') >= 2, 'a probed');
   assert.equal(b!.hitsOn('/health'), 0);
   await routes.write('t1', b!.address);
@@ -239,10 +207,7 @@ test('routes that stop naming an upstream stop its probes; a new route starts th
 
 test('upstream_health_changed on the event stream; explain shows dropped candidates and why', T, async (t) => {
   const [a, b] = await backends(t, 2);
-  const routes = await routesDir({ t1: JSON.stringify({ rules: [{ upstreams: [{ address: a!.address }, { address: b!.address }], algorithm: 'first' }] }) });
-  t.after(() => routes.cleanup());
-  const s = await startService({ policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', health_checks: { active: ACTIVE }, data_source: { source: 'file', path: routes.dir } } } });
-  t.after(() => s.stop());
+  const { s } = await serve(t, { t1: rule([a!.address, b!.address], 'first') }, { health_checks: { active: ACTIVE } });
   await waitFor(() => a!.hitsOn('/health') > 0, 'probed');
   const events: string[] = [];
   const stream = await new Promise<import('node:http').IncomingMessage>((resolve, reject) => {
@@ -271,21 +236,7 @@ test('upstream_health_changed on the event stream; explain shows dropped candida
 });
 
 test('restrict_to_pool: an unhealthy pool member is not picked from the retry order (not_in_pool, then the healthy pool)', T, async (t) => {
-  const routes = await routesDir({ t1: JSON.stringify({ rules: [{ upstreams: [{ address: '10.0.0.1:80' }, { address: '10.0.0.9:80' }], algorithm: 'first' }] }) });
-  t.after(() => routes.cleanup());
-  const s = await startService({
-    policies: {
-      default: {
-        key: '{http.request.header.X-Tenant}',
-        fallback: 'first',
-        pool: ['10.0.0.1:80', '10.0.0.2:80'],
-        restrict_to_pool: true,
-        health_checks: { passive: { fail_duration: '1m' } },
-        data_source: { source: 'file', path: routes.dir },
-      },
-    },
-  });
-  t.after(() => s.stop());
+  const { s } = await serve(t, { t1: rule(['10.0.0.1:80', '10.0.0.9:80'], 'first') }, { fallback: 'first', pool: ['10.0.0.1:80', '10.0.0.2:80'], restrict_to_pool: true, health_checks: { passive: { fail_duration: '1m' } } });
   assert.equal((await s.select('default', { 'x-tenant': 't1' })).upstream, '10.0.0.1:80');
   await s.select('default', { 'x-tenant': 't1', 'x-dynamic-failed-upstream': '10.0.0.1:80' });
   const r = await s.select('default', { 'x-tenant': 't1' });
