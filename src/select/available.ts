@@ -43,13 +43,12 @@ export class Availability {
   private readonly build: CandidateBuilder;
   private seen = -1;
   private now: CandidateSet | undefined;
-  private readonly variants = new Map<string, CandidateSet>();
+  /** Subsets built so far, by signature; created on the first flip (most rules never need one). */
+  private variants: Map<string, CandidateSet> | undefined;
 
   constructor(upstreams: readonly WeightedUpstream[], full: { algorithm: Algorithm; retryOrder(k: number): string }, table: HealthTable | undefined, build: CandidateBuilder) {
     this.upstreams = upstreams;
-    const index = new Int32Array(upstreams.length);
-    for (let i = 0; i < index.length; i++) index[i] = i;
-    this.full = { algorithm: full.algorithm, index, retryOrder: full.retryOrder };
+    this.full = { algorithm: full.algorithm, index: identity(upstreams.length), retryOrder: full.retryOrder };
     this.now = this.full;
     this.table = table;
     this.cells = table === undefined ? undefined : upstreams.map((u) => table.cell(u.address));
@@ -94,7 +93,8 @@ export class Availability {
     if (included === 0) return undefined;
     let signature = '';
     for (let i = 0; i < n; i++) if (this.usable(i, exclude)) signature += `${i},`;
-    let set = this.variants.get(signature);
+    const variants = (this.variants ??= new Map<string, CandidateSet>());
+    let set = variants.get(signature);
     if (set === undefined) {
       const kept: WeightedUpstream[] = [];
       const index = new Int32Array(included);
@@ -114,8 +114,8 @@ export class Availability {
         index,
         retryOrder: (k) => (orders[k] ??= tail === '' ? built.retryOrder(k) : `${built.retryOrder(k)}, ${tail}`),
       };
-      if (this.variants.size >= MAX_VARIANTS) this.variants.clear();
-      this.variants.set(signature, set);
+      if (variants.size >= MAX_VARIANTS) variants.clear();
+      variants.set(signature, set);
     }
     return set;
   }
@@ -124,4 +124,16 @@ export class Availability {
     if (this.cells !== undefined && !(this.cells[i] as HealthCell).healthy) return false;
     return exclude === '' || (this.upstreams[i] as WeightedUpstream).address !== exclude;
   }
+}
+
+/** 0, 1, …, n-1 — one shared, never written array per length (every rule of that size points to it). */
+const identities = new Map<number, Int32Array>();
+function identity(n: number): Int32Array {
+  let index = identities.get(n);
+  if (index === undefined) {
+    index = new Int32Array(n);
+    for (let i = 0; i < n; i++) index[i] = i;
+    identities.set(n, index);
+  }
+  return index;
 }
