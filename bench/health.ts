@@ -187,7 +187,8 @@ async function probingRow(total: number, intervalMs: number, measureMs: number):
     const failed = checks.values.filter((v) => v.labels.result !== 'pass').reduce((n, v) => n + v.value, 0);
     const unhealthy = [...table.all()].filter((c) => !c.healthy).length;
     const cpuPct = ((cpu.user + cpu.system) / 1000 / wall) * 100;
-    return `| ${total === 0 ? '0 (idle baseline)' : total.toLocaleString('en')} | ${intervalMs / 1000} s | ${(probes / (wall / 1000)).toFixed(0)} | ${cpuPct.toFixed(1)} % | ${probes === 0 ? '—' : `${((cpu.user + cpu.system) / probes).toFixed(0)} µs`} | ${maxLag.toFixed(1)} ms | ${failed} / ${unhealthy} |`;
+    const heapMb = process.memoryUsage().heapUsed / 2 ** 20;
+    return `| ${total === 0 ? '0 (idle baseline)' : total.toLocaleString('en')} | ${intervalMs / 1000} s | ${(probes / (wall / 1000)).toFixed(0)} | ${cpuPct.toFixed(1)} % | ${probes === 0 ? '—' : `${((cpu.user + cpu.system) / probes).toFixed(0)} µs`} | ${maxLag.toFixed(1)} ms | ${heapMb.toFixed(0)} MiB | ${failed} / ${unhealthy} |`;
   } finally {
     await service.stop();
     backends.stop();
@@ -206,8 +207,8 @@ export async function benchHealth(): Promise<string> {
     '',
     '### Health: sidecar CPU while probing (GET /health, keep-alive, loopback backends in child processes)',
     '',
-    '| upstreams | interval | probes/s | sidecar CPU (one core) | CPU per probe | max event-loop delay (shared machine: see the idle row) | failed probes / unhealthy |',
-    '|---:|---:|---:|---:|---:|---:|---:|',
+    '| upstreams | interval | probes/s | sidecar CPU (one core) | CPU per probe | max event-loop delay (shared machine: see the idle row) | sidecar JS heap | failed probes / unhealthy |',
+    '|---:|---:|---:|---:|---:|---:|---:|---:|',
     ...probing,
     '',
     `(checksum ${sink % 10})`,
