@@ -11,19 +11,10 @@ import type { ServiceConfig } from '../../src/config/schema.ts';
 import { ConfigError } from '../../src/errors.ts';
 import { Metrics } from '../../src/metrics/metrics.ts';
 import { silentLogger } from '../../src/observe/log.ts';
+import { configError } from './support.ts';
 
 const lines = (...l: string[]): string => `${l.join('\n')}\n`;
 
-/** The ConfigError `text` raises (as file svc.yaml); fails the test when it loads. */
-function configError(text: string, env: NodeJS.ProcessEnv = {}): ConfigError {
-  try {
-    parseConfig(text, 'svc.yaml', env);
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the config to be rejected');
-}
 
 async function buildError(text: string): Promise<ConfigError> {
   const config = parseConfig(text, 'svc.yaml', {});

@@ -2,20 +2,11 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, parseConfig } from '../../src/config/load.ts';
-import { ConfigError } from '../../src/errors.ts';
+import { configError } from './support.ts';
 
 const lines = (...l: string[]): string => `${l.join('\n')}\n`;
 const policy = (...extra: string[]): string => lines('policies:', '  default:', '    key: "{http.request.header.X-Tenant}"', ...extra.map((l) => `    ${l}`));
 
-function configError(text: string): ConfigError {
-  try {
-    parseConfig(text, 'svc.yaml', {});
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the config to be rejected');
-}
 
 test('defaults: no allowlist, no extra refusals, connection caps 4096 (listen) and 256 (admin)', () => {
   const c = parseConfig(policy(), 'svc.yaml', {});

@@ -1,21 +1,12 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../../src/config/load.ts';
-import { ConfigError } from '../../src/errors.ts';
 import { statusMatches } from '../../src/health/options.ts';
+import { configError } from '../config/support.ts';
 
 const policy = (health: string[]): string =>
   ['policies:', '  default:', '    key: "{http.request.header.X-Tenant}"', '    health_checks:', ...health.map((l) => `      ${l}`), ''].join('\n');
 
-function configError(text: string): ConfigError {
-  try {
-    parseConfig(text, 'svc.yaml', {});
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the config to be rejected');
-}
 
 test('defaults are Caddy\'s: interval 30s, timeout 5s, any 2xx, passes and fails 1, max_fails 1', () => {
   const config = parseConfig(policy(['active:', '  uri: /health', 'passive:', '  fail_duration: 30s']), 'svc.yaml', {});
