@@ -54,6 +54,14 @@ const configs: Record<string, ServiceConfig> = {
     { listen: '0.0.0.0:2020', dns: { listen: '[::]:2053', zone: 'lb.example.' } },
   ),
 };
+const health = {
+  active: { uri: '/health', interval: '5s', passes: 2 },
+  passive: { fail_duration: '30s', max_fails: 2, unhealthy_status: [429, '5xx'], unhealthy_latency: '1500ms' },
+};
+configs['health checks'] = config({
+  default: { key: '{header.X-Tenant}', pool: ['127.0.0.1:9001'], health_checks: health, data_source: file },
+  dialonly: { key: '{header.X-Tenant}', fallback: 'none', health_checks: { passive: { fail_duration: '10s' } }, data_source: file },
+});
 const variants: Array<[string, CaddyfileOptions]> = [
   ['select', { mode: 'select' }],
   ['upstreams (srv)', { mode: 'upstreams' }],
@@ -82,9 +90,9 @@ describe('select mode text', () => {
     assert.ok(route.indexOf('{http.request.body}') < route.indexOf('\tforward_auth '), 'body buffering comes before forward_auth');
   });
 
-  test('forward_auth: the policy URI, the key pre-evaluated, both headers copied, short timeouts, keep-alive', () => {
+  test('forward_auth: the policy URI, the key pre-evaluated, the choice copied, short timeouts, keep-alive', () => {
     assert.match(route, /forward_auth 127\.0\.0\.1:2020 \{\n\t+uri \/select\/default\n\t+header_up X-Dynamic-Key \{http\.request\.header\.X-Tenant\}\n/);
-    assert.match(route, /copy_headers X-Dynamic-Upstream X-Dynamic-Upstream-Alt/);
+    assert.match(route, /copy_headers X-Dynamic-Upstream\n/);
     assert.match(route, /dial_timeout 1s\n\t+response_header_timeout 2s/);
     assert.match(route, /keepalive 2m/);
     assert.match(route, /reverse_proxy \{http\.request\.header\.X-Dynamic-Upstream\} \{[^}]*header_up -X-Dynamic-\*/);
@@ -102,9 +110,20 @@ describe('select mode text', () => {
     assert.match(org, /header_up X-Dynamic-Var-region \{http\.vars\.region\}/);
   });
 
-  test('handle_errors: retry on the alternate, and per policy the static pool or a 503 JSON', () => {
+  test('handle_errors: a failed choice is reported to its policy and replaced; else the static pool or a 503 JSON', () => {
     const errors = text.slice(text.indexOf('(dynamic-lb-errors)'));
-    assert.match(errors, /reverse_proxy \{http\.request\.header\.X-Dynamic-Upstream-Alt\}/);
+    const failed = errors.slice(errors.indexOf('@dlb_failed_canary'), errors.indexOf('@dlb_failsafe_canary'));
+    assert.match(failed, /expression `\{http\.vars\.dlb_policy\} == "canary" && \{http\.request\.header\.X-Dynamic-Upstream\} != "" && \{http\.error\.status_code\} in \[502, 504\]`/);
+    assert.match(failed, /vars @dlb_dial dlb_failed_reason dial/);
+    assert.match(failed, /vars @dlb_timeout dlb_failed_reason timeout/);
+    assert.match(failed, /forward_auth 127\.0\.0\.1:2020 \{\n\t+uri \/select\/canary\n/, 'the report goes to the same policy');
+    assert.match(failed, /header_up X-Dynamic-Instance-Key \{http\.request\.header\.X-Instance\}/, 'with the same keys');
+    assert.match(failed, /header_up X-Dynamic-Failed-Upstream \{http\.request\.header\.X-Dynamic-Upstream\}\n\t+header_up X-Dynamic-Failed-Reason \{http\.vars\.dlb_failed_reason\}\n\t+header_up -X-Dynamic-Upstream\n/);
+    assert.match(failed, /@dlb_replay expression `\{method\} in \["GET", "HEAD", "OPTIONS"\] \|\| \{http\.vars\.dlb_failed_reason\} == "dial" && \(\{http\.vars\.dlb_body_buffered\} == true/);
+    assert.match(failed, /reverse_proxy @dlb_replay \{http\.request\.header\.X-Dynamic-Upstream\} \{/);
+    assert.ok(failed.indexOf('forward_auth') < failed.indexOf('reverse_proxy @dlb_replay'), 'report first, then proxy to its answer');
+    assert.match(failed, /respond "\{http\.error\.status_code\} \{http\.error\.status_text\}" \{http\.error\.status_code\}\n\t+\}\n\t+\}\n/, 'not replayed: the error stands');
+    assert.doesNotMatch(text, /X-Dynamic-Upstream-Alt/, 'the sidecar picks the retry target, not a precomputed alternate');
     assert.match(errors, /@dlb_failsafe_default expression `\{http\.vars\.dlb_policy\} == "default" && \{http\.request\.header\.X-Dynamic-Upstream\} == ""`/);
     assert.match(errors, /reverse_proxy 127\.0\.0\.1:9001 \{[^}]*lb_policy least_conn/);
     assert.match(errors, /reverse_proxy \[::1\]:9002 backend\.svc:80 \{[^}]*lb_policy first/);
@@ -112,11 +131,46 @@ describe('select mode text', () => {
     assert.match(empty, /respond `\{"error":"routing service unavailable","reason":"sidecar_unreachable"\}` 503/);
   });
 
+  test('without passive health checks the first attempt has no response handling and no extra timeout', () => {
+    assert.doesNotMatch(text, /handle_response|@dlb_unhealthy/);
+    const proxy = route.slice(route.indexOf('reverse_proxy {http.request.header.X-Dynamic-Upstream}'));
+    assert.doesNotMatch(proxy, /transport/);
+  });
+
   test('a wildcard listen address is dialled on loopback; --sidecar overrides the host', () => {
     assert.equal(sidecarAddress('0.0.0.0:2020'), '127.0.0.1:2020');
     assert.equal(sidecarAddress('[::]:2020'), '[::1]:2020');
     assert.equal(sidecarAddress('10.1.2.3:2020'), '10.1.2.3:2020');
     assert.equal(sidecarAddress('0.0.0.0:2020', 'dynamic-lb'), 'dynamic-lb:2020');
+  });
+});
+
+describe('select mode text with passive health checks', () => {
+  const text = generateCaddyfile(configs['health checks'] as ServiceConfig, { mode: 'select' });
+  const route = text.slice(text.indexOf('(dynamic-lb-default)'), text.indexOf('(dynamic-lb-dialonly)'));
+  const first = route.slice(route.indexOf('reverse_proxy {http.request.header.X-Dynamic-Upstream}'));
+
+  test('unhealthy_status: matched on the first attempt; an idempotent request is reported and retried, others copied', () => {
+    assert.match(first, /@dlb_unhealthy status 429 5xx\n\t+handle_response @dlb_unhealthy \{\n\t+@dlb_replay method GET HEAD OPTIONS\n\t+handle @dlb_replay \{\n/);
+    const replay = first.slice(first.indexOf('handle @dlb_replay'), first.indexOf('copy_response'));
+    assert.match(replay, /forward_auth 127\.0\.0\.1:2020 \{\n\t+uri \/select\/default\n/);
+    assert.match(replay, /header_up X-Dynamic-Failed-Upstream \{http\.request\.header\.X-Dynamic-Upstream\}\n\t+header_up X-Dynamic-Failed-Reason status:\{http\.reverse_proxy\.status_code\}\n/);
+    assert.ok(replay.indexOf('forward_auth') < replay.lastIndexOf('reverse_proxy {http.request.header.X-Dynamic-Upstream}'), 'retried on the new choice');
+    assert.equal(replay.match(/handle_response/g), null, 'the retry itself is not checked again');
+    assert.match(first, /handle \{\n\t+copy_response\n/);
+  });
+
+  test('unhealthy_latency: the response-header timeout of every attempt at the choice', () => {
+    assert.match(first, /^reverse_proxy \{http\.request\.header\.X-Dynamic-Upstream\} \{\n\t+header_up -X-Dynamic-\*\n\t+#[^\n]*\n\t+transport http \{\n\t+response_header_timeout 1500ms\n/);
+    const errors = text.slice(text.indexOf('(dynamic-lb-errors)'));
+    const failed = errors.slice(errors.indexOf('@dlb_failed_default'), errors.indexOf('@dlb_failsafe_default'));
+    assert.match(failed, /reverse_proxy @dlb_replay \{http\.request\.header\.X-Dynamic-Upstream\} \{[^]*?response_header_timeout 1500ms/);
+  });
+
+  test('passive checks without unhealthy_status or unhealthy_latency: failures are reported from handle_errors only', () => {
+    const dialonly = text.slice(text.indexOf('(dynamic-lb-dialonly)'), text.indexOf('(dynamic-lb-errors)'));
+    assert.doesNotMatch(dialonly, /handle_response|response_header_timeout 1500ms/);
+    assert.match(text, /@dlb_failed_dialonly expression/);
   });
 });
 

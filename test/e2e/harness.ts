@@ -28,19 +28,22 @@ export async function startSidecar(policies: Record<string, unknown>, extra: Rec
   return service;
 }
 
-/** The generated Caddyfile for a started sidecar: its bound addresses, the test global block, site :{{HTTP_PORT}}. */
-export function caddyfileFor(service: Service, o: Omit<CaddyfileOptions, 'site' | 'globalOptions'>): string {
+/**
+ * The generated Caddyfile for a started sidecar: its bound addresses, the test global block (plus `globals`),
+ * site :{{HTTP_PORT}}.
+ */
+export function caddyfileFor(service: Service, o: Omit<CaddyfileOptions, 'site' | 'globalOptions'>, globals: readonly string[] = []): string {
   const { config, addresses } = service;
   const bound = {
     ...config,
     listen: addresses.listen ?? config.listen,
     dns: config.dns === undefined ? undefined : { ...config.dns, listen: addresses.dns ?? config.dns.listen },
   };
-  return generateCaddyfile(bound, { ...o, site: ':{{HTTP_PORT}}', globalOptions: TEST_GLOBAL_OPTIONS });
+  return generateCaddyfile(bound, { ...o, site: ':{{HTTP_PORT}}', globalOptions: [...TEST_GLOBAL_OPTIONS, ...globals] });
 }
 
-export async function startCaddyFor(service: Service, o: Omit<CaddyfileOptions, 'site' | 'globalOptions'>): Promise<CaddyInstance> {
-  return startCaddy(caddyfileFor(service, o));
+export async function startCaddyFor(service: Service, o: Omit<CaddyfileOptions, 'site' | 'globalOptions'>, globals: readonly string[] = []): Promise<CaddyInstance> {
+  return startCaddy(caddyfileFor(service, o, globals));
 }
 
 /** A backend that answers JSON `{backend, method, url, body, headers}` (the demo backends do not echo bodies). */

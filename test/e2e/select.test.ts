@@ -82,7 +82,7 @@ describe('select mode through Caddy', () => {
     assert.ok(!res.body.includes('127.0.0.1'), 'no internal address in the body');
   });
 
-  test('the chosen upstream refuses the connection: a GET is retried on the next candidate', T, async () => {
+  test('the chosen upstream refuses the connection: Caddy reports it, and a GET is proxied to the new choice', T, async () => {
     for (let i = 0; i < 5; i++) {
       const res = await request(caddy.url, { headers: { 'X-Tenant': 'tenant-retry' } });
       assert.equal(res.status, 200);
@@ -91,7 +91,7 @@ describe('select mode through Caddy', () => {
     }
   });
 
-  test('the chosen upstream refuses the connection: a POST is retried with its body', T, async () => {
+  test('the chosen upstream refuses the connection: a POST is proxied to the new choice with its body', T, async () => {
     for (const body of ['hello=world', JSON.stringify({ n: 1, s: 'x'.repeat(50_000) })]) {
       const res = await request(caddy.url, { method: 'POST', body, headers: { 'X-Tenant': 'tenant-retry', 'Content-Type': 'application/octet-stream' } });
       assert.equal(res.status, 200);
@@ -111,10 +111,11 @@ describe('select mode through Caddy', () => {
     }
   });
 
-  test('a tenant whose only upstream is down gets 502, not another tenant\'s backend', T, async () => {
+  test('a tenant whose only upstream is down (fallback none): the report leaves no candidate, 503 JSON, never another tenant\'s backend', T, async () => {
     const res = await request(caddy.url, { headers: { 'X-Tenant': 'tenant-down' } });
-    assert.equal(res.status, 502);
+    assert.equal(res.status, 503);
     assert.equal(res.backend, undefined);
+    assert.deepEqual(res.json, { error: 'no upstream available', reason: 'no_available_upstream' });
   });
 
   test('a route edit in the file source is in effect through Caddy within 1 s', T, async () => {
