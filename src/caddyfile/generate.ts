@@ -207,7 +207,7 @@ function proxyToChoice(out: Lines, passive: PassiveSettings | undefined, more?: 
   if (passive !== undefined && passive.unhealthyLatencyMs > 0) {
     out.comment('health_checks.passive.unhealthy_latency: a slower answer is abandoned (504) and reported as a timeout');
     out.open('transport http');
-    out.line(`response_header_timeout ${passive.unhealthyLatencyMs}ms`);
+    out.line(`response_header_timeout ${caddyDuration(passive.unhealthyLatencyMs)}`);
     out.close();
   }
   more?.();
@@ -370,6 +370,11 @@ function snippetName(policy: string): string {
 
 function quote(value: string): string {
   return /^[^\s"'`{}]+$/.test(value) ? value : JSON.stringify(value);
+}
+
+/** Milliseconds as a Caddy duration: `5s`, `1500ms`. */
+function caddyDuration(ms: number): string {
+  return ms % 1000 === 0 ? `${ms / 1000}s` : `${ms}ms`;
 }
 
 function quoteless(value: string): string {
