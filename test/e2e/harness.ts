@@ -12,7 +12,6 @@ import { Metrics } from '../../src/metrics/metrics.ts';
 import { silentLogger } from '../../src/observe/log.ts';
 import { closeServer, listen } from '../../src/server/http-util.ts';
 import { startCaddy, type CaddyInstance } from '../support/caddy.ts';
-import { freePort } from '../support/ports.ts';
 
 /** The global options every test Caddy needs (see test/support/caddy.ts). */
 export const TEST_GLOBAL_OPTIONS = ['admin {{ADMIN}}', 'auto_https off', 'default_bind 127.0.0.1', 'http_port {{HTTP_PORT}}'];
@@ -88,9 +87,13 @@ export async function request(url: string, init: RequestInit = {}): Promise<Echo
   return { status: res.status, backend: res.headers.get('x-backend') ?? undefined, body, json, headers: res.headers };
 }
 
-/** An address nothing listens on: connecting is refused at once. */
+let refused = 0;
+/**
+ * An address nothing listens on: connecting is refused at once. A port below 1024 (1–9, in turn), which no test
+ * binds: a freed ephemeral port could be handed to the next server a test starts (seen here under load).
+ */
 export async function refusedAddress(): Promise<string> {
-  return `127.0.0.1:${await freePort()}`;
+  return `127.0.0.1:${(refused++ % 9) + 1}`;
 }
 
 /** A temp directory of route files for the file source; `write` replaces one atomically. */
