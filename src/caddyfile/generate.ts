@@ -1,4 +1,5 @@
 import type { PolicyConfig, ServiceConfig } from '../config/schema.ts';
+import type { PassiveHealthOptions } from '../health/options.ts';
 import { expandShortcuts } from '../request/placeholders.ts';
 import { splitHostPort } from '../server/http-util.ts';
 
@@ -201,7 +202,7 @@ function selectCall(out: Lines, config: ServiceConfig, policy: PolicyConfig, o: 
 }
 
 /** `reverse_proxy` to the sidecar's choice; `more` adds lines inside the block (the first attempt's status check). */
-function proxyToChoice(out: Lines, passive: PassiveSettings | undefined, more?: () => void, matcher = ''): void {
+function proxyToChoice(out: Lines, passive: PassiveHealthOptions | undefined, more?: () => void, matcher = ''): void {
   out.open(`reverse_proxy ${matcher}{http.request.header.X-Dynamic-Upstream}`);
   out.line('header_up -X-Dynamic-*');
   if (passive !== undefined && passive.unhealthyLatencyMs > 0) {
@@ -267,14 +268,9 @@ function errorsSnippet(out: Lines, config: ServiceConfig, o: CaddyfileOptions): 
   out.close();
 }
 
-/** What the generated Caddyfile needs of `health_checks.passive` (judged by Caddy: statuses and latency). */
-interface PassiveSettings {
-  readonly unhealthyStatus: readonly number[];
-  readonly unhealthyLatencyMs: number;
-}
-
-function passiveOf(policy: PolicyConfig): PassiveSettings | undefined {
-  return (policy as PolicyConfig & { healthChecks?: { passive?: PassiveSettings } }).healthChecks?.passive;
+/** `health_checks.passive`: Caddy judges `unhealthy_status` and `unhealthy_latency`, the sidecar counts what it reports. */
+function passiveOf(policy: PolicyConfig): PassiveHealthOptions | undefined {
+  return policy.healthChecks?.passive;
 }
 
 function upstreamsSnippet(out: Lines, config: ServiceConfig, policy: PolicyConfig, o: CaddyfileOptions): void {

@@ -340,6 +340,7 @@ describe('upstream health through Caddy: pool mode (dynamic srv)', () => {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cdr-e2e-health-pool-'));
   const log = path.join(dir, 'caddy-dials.log');
   let three: KillableBackend[] = [];
+  let solo: KillableBackend;
   let fallbackPool: KillableBackend;
   let routes: ReturnType<typeof routeDir>;
   let sidecar: Service;
@@ -348,8 +349,9 @@ describe('upstream health through Caddy: pool mode (dynamic srv)', () => {
 
   before(async () => {
     three = await Promise.all(['a', 'b', 'c'].map((n) => KillableBackend.start(n, 20)));
+    solo = await KillableBackend.start('solo');
     fallbackPool = await KillableBackend.start('pool');
-    routes = routeDir({ 'tenant-3.yaml': `rules:\n  - upstreams: [${three.map((b) => `{ address: ${b.address} }`).join(', ')}]\n` });
+    routes = routeDir({ 'tenant-3.yaml': `rules:\n  - upstreams: [${three.map((b) => `{ address: ${b.address} }`).join(', ')}]\n`, 'tenant-solo': solo.address });
     sidecar = await startSidecar(
       {
         default: {
@@ -368,7 +370,7 @@ describe('upstream health through Caddy: pool mode (dynamic srv)', () => {
   after(async () => {
     await caddy?.stop();
     await sidecar?.stop();
-    await Promise.all([...three, fallbackPool].filter(Boolean).map((b) => b.kill()));
+    await Promise.all([...three, solo, fallbackPool].filter(Boolean).map((b) => b.kill()));
     routes?.remove();
     fs.rmSync(dir, { recursive: true, force: true });
   });
@@ -410,5 +412,26 @@ describe('upstream health through Caddy: pool mode (dynamic srv)', () => {
       await b.revive();
     }
     await eventually(async () => (await srvPorts()).includes(port(b.address)), 10_000, 'b back in the SRV answer');
+  });
+
+  test('a key whose only upstream is down: an empty answer, and Caddy uses the static pool', T, async () => {
+    const resolver = new Resolver({ timeout: 1000, tries: 2 });
+    resolver.setServers([sidecar.addresses.dns as string]);
+    assert.equal((await request(caddy.url, { headers: { 'X-Tenant': 'tenant-solo' } })).backend, 'solo');
+    await solo.kill();
+    try {
+      await waitHealth(sidecar, solo.address, false);
+      await assert.rejects(resolver.resolveSrv('tenant-solo.default.dlb.test'), 'no SRV record left');
+      await eventually(async () => (await request(caddy.url, { headers: { 'X-Tenant': 'tenant-solo' } })).backend === 'pool', 5000, 'the static pool');
+      for (let i = 0; i < 4; i++) {
+        const post = await oneShot(caddy.url, 'POST', { 'X-Tenant': 'tenant-solo' }, `p=${i}`);
+        assert.equal(`${post.status} ${post.backend}`, '200 pool');
+        assert.ok(post.bodyOk);
+      }
+    } finally {
+      await solo.revive();
+    }
+    await waitHealth(sidecar, solo.address, true);
+    await eventually(async () => (await request(caddy.url, { headers: { 'X-Tenant': 'tenant-solo' } })).backend === 'solo', 5000, 'solo again');
   });
 });
