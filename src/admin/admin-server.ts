@@ -1,4 +1,4 @@
-import { createHash, timingSafeEqual } from 'node:crypto';
+import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { Service } from '../app.ts';
 import { DynamicLbError } from '../errors.ts';
@@ -9,6 +9,8 @@ import { answerClientErrors, capConnections } from '../server/listener-limits.ts
 import { DEFAULT_ADMIN_MAX_CONNECTIONS } from '../config/load.ts';
 import { EVENT_NAMES, eventName, serveEvents, type EventBus, type EventName, type SseOptions } from './events.ts';
 import type { KeyStats } from './stats.ts';
+import { uiPage } from './ui-page.ts';
+import { routeLimit, uiState } from './ui-state.ts';
 import { cacheView, clearCaches, explainDecision, healthView, policiesView, routesView, statsView } from './views.ts';
 
 /**
@@ -17,10 +19,12 @@ import { cacheView, clearCaches, explainDecision, healthView, policiesView, rout
  *  - `GET /dynamic-lb/upstreams` — every upstream in use: health, last check, failures, policies (src/health);
  *  - `GET /dynamic-lb/explain?policy=&key=&header=Name:%20value&uri=&method=&remote_ip=` — a dry-run decision;
  *  - `GET /dynamic-lb/events[?events=config_updated,route_missed]` — Server-Sent Events;
+ *  - `GET /dynamic-lb/ui` — the status page (HTML), and `GET /dynamic-lb/ui/state?q=&limit=` — what it shows;
  *  - `GET /metrics` (Prometheus text), `GET /healthz` (the process answers), `GET /readyz` (503 until every
  *    source finished its initial load or its `initial_load_timeout` passed).
  * A wrong method gets 405 JSON with `Allow`. With `admin.token` set, `/dynamic-lb/*` needs
- * `Authorization: Bearer <token>` (401 JSON otherwise); `/metrics`, `/healthz` and `/readyz` stay open for
+ * `Authorization: Bearer <token>` (401 JSON otherwise) — the page alone also takes `?token=<token>`, since a
+ * browser cannot add a header to a navigation (its script then sends the header itself); `/metrics`, `/healthz` and `/readyz` stay open for
  * scrapers and probes. `/dynamic-lb/health` answers 200 even when degraded, as the Go module did, so
  * existing scripts keep working — probes should use `/readyz`.
  */
@@ -55,6 +59,18 @@ export function createAdminServer(deps: AdminDeps): Server {
     '/dynamic-lb/upstreams': { GET: (_req, res) => sendJson(res, 200, service.health?.view() ?? { upstreams: [], total: 0, healthy: 0, unhealthy: 0 }) },
     '/dynamic-lb/explain': { GET: (_req, res, query) => explain(res, query) },
     '/dynamic-lb/events': { GET: (req, res, query) => streamEvents(req, res, query) },
+    '/dynamic-lb/ui': { GET: (_req, res) => sendPage(res) },
+    '/dynamic-lb/ui/state': {
+      GET: (_req, res, query) => {
+        let limit: number;
+        try {
+          limit = routeLimit(query.get('limit'));
+        } catch (err) {
+          return sendJson(res, 400, { error: (err as Error).message });
+        }
+        sendJson(res, 200, uiState(service, stats, { q: query.get('q') ?? '', limit }), { 'cache-control': 'no-store' });
+      },
+    },
     '/metrics': {
       GET: async (_req, res) => {
         const body = await renderMetrics(service.metrics.registry);
@@ -105,18 +121,35 @@ export function createAdminServer(deps: AdminDeps): Server {
     serveEvents(events, req, res, wanted.length > 0 ? wanted : EVENT_NAMES, deps.sse);
   }
 
-  function authorized(req: IncomingMessage): boolean {
+  function sendPage(res: ServerResponse): void {
+    const nonce = randomBytes(16).toString('base64');
+    const body = uiPage(nonce);
+    res.writeHead(200, {
+      'content-type': 'text/html; charset=utf-8',
+      'content-length': Buffer.byteLength(body),
+      'cache-control': 'no-store',
+      'referrer-policy': 'no-referrer',
+      'x-content-type-options': 'nosniff',
+      'x-frame-options': 'DENY',
+      'content-security-policy': `default-src 'none'; script-src 'nonce-${nonce}'; style-src 'nonce-${nonce}'; connect-src 'self'; img-src data:; base-uri 'none'; form-action 'none'; frame-ancestors 'none'`,
+    });
+    res.end(body);
+  }
+
+  function authorized(req: IncomingMessage, path: string, query: URLSearchParams): boolean {
     if (expected === undefined) return true;
     const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '');
+    // the page only: a browser cannot send a header when it navigates (see docs/status-page.md)
+    const given = m !== null ? (m[1] as string) : path === '/dynamic-lb/ui' ? query.get('token') : null;
     // compare digests: equal length whatever was sent, and constant time
-    return m !== null && timingSafeEqual(digest(m[1] as string), expected);
+    return given !== null && timingSafeEqual(digest(given), expected);
   }
 
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       // a client that goes away mid-request is not a server error
-      if ((err as { code?: string }).code === 'ECONNRESET' || req.socket.destroyed) logger.debug({ err, url: req.url?.slice(0, 200) }, 'admin client went away');
-      else logger.error({ err, url: req.url?.slice(0, 200) }, 'admin request failed');
+      if ((err as { code?: string }).code === 'ECONNRESET' || req.socket.destroyed) logger.debug({ err, url: loggable(req.url) }, 'admin client went away');
+      else logger.error({ err, url: loggable(req.url) }, 'admin request failed');
       if (!res.headersSent && !res.destroyed) sendJson(res, 500, { error: 'internal error' });
       else res.destroy();
     });
@@ -129,7 +162,7 @@ export function createAdminServer(deps: AdminDeps): Server {
     const q = url.indexOf('?');
     const path = q === -1 ? url : url.slice(0, q);
     const query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
-    if ((path === '/dynamic-lb' || path.startsWith('/dynamic-lb/')) && !authorized(req)) {
+    if ((path === '/dynamic-lb' || path.startsWith('/dynamic-lb/')) && !authorized(req, path, query)) {
       return sendJson(res, 401, { error: 'unauthorized: send Authorization: Bearer <admin.token>' }, { 'www-authenticate': 'Bearer realm="dynamic-lb"' });
     }
     const methods = routes[path];
@@ -144,6 +177,11 @@ export function createAdminServer(deps: AdminDeps): Server {
   }
 
   return server;
+}
+
+/** The request URL for a log line: at most 200 characters, a `token` query value masked. */
+export function loggable(url: string | undefined): string {
+  return (url ?? '').replace(/([?&]token=)[^&#]*/gi, '$1***').slice(0, 200);
 }
 
 function digest(text: string): Buffer {

@@ -1,4 +1,4 @@
-import type { Decision } from '../engine/decision.ts';
+import type { Decision, MissReason } from '../engine/decision.ts';
 import type { DecisionListener } from '../engine/observer.ts';
 
 /**
@@ -67,19 +67,49 @@ export class BoundedCounts {
   }
 }
 
+/** Per-policy outcome counts (the status page's hit/miss rates); policies are few, so this is bounded by the config. */
+export interface PolicyCounts {
+  hits: number;
+  /** Misses the static pool answered. */
+  fallbacks: number;
+  /** Misses nothing could answer (503). */
+  none: number;
+  /** Misses by reason (a fixed set of names). */
+  reasons: Partial<Record<MissReason, number>>;
+}
+
 export class KeyStats {
   readonly hits: BoundedCounts;
   readonly misses: BoundedCounts;
   /** Subscribe with `PolicyRuntime.onDecision(stats.listener)`. */
   readonly listener: DecisionListener;
+  private readonly perPolicy = new Map<string, PolicyCounts>();
 
   constructor(maxKeys = DEFAULT_MAX_KEYS) {
     this.hits = new BoundedCounts(maxKeys);
     this.misses = new BoundedCounts(maxKeys);
-    this.listener = (_policy, d) => this.record(d);
+    this.listener = (policy, d) => this.record(d, policy);
   }
 
-  record(d: Decision): void {
+  /** A copy of every policy's counts since start, by policy name. */
+  policies(): Record<string, PolicyCounts> {
+    const out: Record<string, PolicyCounts> = {};
+    for (const [name, c] of this.perPolicy) out[name] = { ...c, reasons: { ...c.reasons } };
+    return out;
+  }
+
+  record(d: Decision, policy?: string): void {
+    if (policy !== undefined) {
+      let c = this.perPolicy.get(policy);
+      if (c === undefined) this.perPolicy.set(policy, (c = { hits: 0, fallbacks: 0, none: 0, reasons: {} }));
+      if (d.route === 'hit') c.hits++;
+      else {
+        if (d.route === 'fallback') c.fallbacks++;
+        else c.none++;
+        const reason = d.reason ?? 'error';
+        c.reasons[reason] = (c.reasons[reason] ?? 0) + 1;
+      }
+    }
     if (d.key === '') return;
     if (d.route === 'hit') this.hits.inc(d.key);
     else this.misses.inc(d.key);
