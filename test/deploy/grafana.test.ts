@@ -4,7 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { routesDir, scrape, startService, type Running, type RoutesDir } from '../admin/support.ts';
 import { eventually } from '../support/service.ts';
-import { checkExpressions, exportedNames, metricNames, startPrometheus, type Prometheus } from './support.ts';
+import { checkExpressions, exportedNames, metricNames, startPrometheus, type Prometheus } from './promql.ts';
 
 /**
  * deploy/grafana/dynamic-lb.json: every panel query (and variable query) parses with Prometheus's own parser

@@ -5,7 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { routesDir, scrape, startService, type Running, type RoutesDir } from '../admin/support.ts';
 import { eventually } from '../support/service.ts';
-import { checkExpressions, exportedNames, metricNames, promtool, startPrometheus, type Prometheus } from './support.ts';
+import { checkExpressions, exportedNames, metricNames, promtool, startPrometheus, type Prometheus } from './promql.ts';
 
 /**
  * deploy/prometheus/: the rules pass `promtool check rules`, their unit tests (`promtool test rules`, fixture
