@@ -2,18 +2,8 @@ import assert from 'node:assert/strict';
 import { rename } from 'node:fs/promises';
 import { after, before, describe, test } from 'node:test';
 import { eventually } from '../support/service.ts';
-import { getJson, routesDir, startService, type Running, type RoutesDir } from './support.ts';
+import { getJson, routesDir, startService, type Running, type RoutesDir, TENANT_B } from './support.ts';
 
-const TENANT_B = `
-version: 7
-rules:
-  - match: { http.request.header.X-Version: v2 }
-    upstreams: [{ address: 10.0.0.3:8080 }]
-    priority: 10
-  - upstreams:
-      - { address: 10.0.0.2:8080, weight: 3 }
-      - { address: 10.0.0.1:8080, weight: 1 }
-`;
 const POOL = ['10.0.9.1:80', '10.0.9.2:80'];
 const ISO = /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/;
 

@@ -9,6 +9,18 @@ import { silentLogger } from '../../src/observe/log.ts';
 
 /** Helpers shared by the admin, metrics and observability tests: a routes directory, a running service, JSON and Prometheus reads. */
 
+/** A route with a header rule (priority 10) and a weighted catch-all rule, version 7. */
+export const TENANT_B = `
+version: 7
+rules:
+  - match: { http.request.header.X-Version: v2 }
+    upstreams: [{ address: 10.0.0.3:8080 }]
+    priority: 10
+  - upstreams:
+      - { address: 10.0.0.2:8080, weight: 3 }
+      - { address: 10.0.0.1:8080, weight: 1 }
+`;
+
 export interface RoutesDir {
   dir: string;
   write(key: string, text: string, ext?: string): Promise<void>;

@@ -7,7 +7,7 @@ import { loggable } from '../../src/admin/admin-server.ts';
 import type { UiState } from '../../src/admin/ui-state.ts';
 import { launchChromium, type Browser, type Problem } from '../support/chromium.ts';
 import { eventually } from '../support/service.ts';
-import { getJson, routesDir, startService, type Running, type RoutesDir } from './support.ts';
+import { getJson, routesDir, startService, type Running, type RoutesDir, TENANT_B } from './support.ts';
 
 /**
  * The status page (`GET /dynamic-lb/ui`) in a real headless Chromium: it loads with no console error under
@@ -17,16 +17,6 @@ import { getJson, routesDir, startService, type Running, type RoutesDir } from '
  */
 const TOKEN = 'page-token-0123456789';
 const AUTH = { authorization: `Bearer ${TOKEN}` };
-const TENANT_B = `
-version: 7
-rules:
-  - match: { http.request.header.X-Version: v2 }
-    upstreams: [{ address: 10.0.0.3:8080 }]
-    priority: 10
-  - upstreams:
-      - { address: 10.0.0.2:8080, weight: 3 }
-      - { address: 10.0.0.1:8080, weight: 1 }
-`;
 
 describe('status page: auth and state', () => {
   let routes: RoutesDir;

@@ -1,18 +1,17 @@
-import { spawn, execFile, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { stringify } from 'yaml';
 import { eventually } from '../support/service.ts';
 import { freePort } from '../support/ports.ts';
+import { run, terminate } from '../support/processes.ts';
 
 /**
  * What the deploy/ tests share: the metric names a PromQL expression reads, the names a sidecar exports,
  * `promtool` runs, and a real `prometheus` server (Debian `prometheus`; `PROMETHEUS` / `PROMTOOL` override
  * the binaries) scraping a sidecar on loopback with a temp data dir.
  */
-const run = promisify(execFile);
 export const PROMTOOL = process.env.PROMTOOL ?? 'promtool';
 const PROMETHEUS = process.env.PROMETHEUS ?? 'prometheus';
 
@@ -58,14 +57,9 @@ export interface ToolResult {
 }
 
 export async function promtool(...args: string[]): Promise<ToolResult> {
-  try {
-    const { stdout, stderr } = await run(PROMTOOL, args, { timeout: 60_000 });
-    return { code: 0, output: stdout + stderr };
-  } catch (err) {
-    const e = err as { code?: number | string; stdout?: string; stderr?: string; message: string };
-    if (e.code === 'ENOENT') throw new Error(`${PROMTOOL} not found: install the Debian package prometheus (test/support/infra.sh)`);
-    return { code: typeof e.code === 'number' ? e.code : 1, output: `${e.stdout ?? ''}${e.stderr ?? ''}` || e.message };
-  }
+  const r = await run(PROMTOOL, args);
+  if (r.code !== 0 && /ENOENT/.test(r.stderr)) throw new Error(`${PROMTOOL} not found: install the Debian package prometheus (test/support/infra.sh)`);
+  return { code: r.code, output: r.stdout + r.stderr };
 }
 
 /** `promtool check rules` on a rules file that records each expression: parses every one with Prometheus's own parser. */
@@ -129,13 +123,7 @@ export async function startPrometheus(target: string, ruleFiles: readonly string
     api,
     query: (expr) => api<QueryResult>(`/api/v1/query?query=${encodeURIComponent(expr)}`),
     async stop() {
-      if (running.exitCode === null && running.signalCode === null) {
-        const exited = new Promise((r) => running.once('exit', r));
-        running.kill('SIGTERM');
-        const timer = setTimeout(() => running.kill('SIGKILL'), 10_000);
-        await exited;
-        clearTimeout(timer);
-      }
+      await terminate(running);
       await rm(dir, { recursive: true, force: true });
     },
   };

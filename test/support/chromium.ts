@@ -3,6 +3,7 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { WebSocket } from 'undici';
+import { terminate } from './processes.ts';
 
 /**
  * A real headless Chromium (Debian `chromium`) driven over the DevTools protocol: one page, its console
@@ -54,13 +55,7 @@ export async function launchChromium(options: { width?: number; height?: number 
   ];
   const child = spawn(process.env.CHROMIUM ?? 'chromium', args, { stdio: ['ignore', 'ignore', 'pipe'] });
   const stopChild = async (): Promise<void> => {
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((r) => child.once('exit', r));
-      child.kill('SIGTERM');
-      const timer = setTimeout(() => child.kill('SIGKILL'), 5000);
-      await exited;
-      clearTimeout(timer);
-    }
+    await terminate(child, 5000);
     await rm(profile, { recursive: true, force: true });
   };
   let browserWs: string;

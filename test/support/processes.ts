@@ -1,7 +1,7 @@
 // Child processes for the tests of what users run: commands (`run`), and `dynamic-lb serve` started the way a
 // user starts it (the bin, the packed package, the image's entrypoint), timed until /readyz answers 200. Used by
 // test/deploy/* and bench/startup.ts.
-import { execFile, spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFile, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { Resolver } from 'node:dns/promises';
 import { join } from 'node:path';
@@ -23,6 +23,17 @@ export function run(cmd: string, args: readonly string[], o: { cwd?: string; env
       resolve({ code, stdout, stderr: err !== null && typeof err.code !== 'number' ? `${stderr}${err.message}` : stderr });
     });
   });
+}
+
+/** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code (null when killed by a signal, or already gone that way). */
+export async function terminate(child: ChildProcess, graceMs = 10_000): Promise<number | null> {
+  if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  child.kill('SIGTERM');
+  const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
+  const code = await exited;
+  clearTimeout(timer);
+  return code;
 }
 
 export interface ServeConfig {
@@ -93,15 +104,7 @@ export async function serveUntilReady(command: string, args: readonly string[], 
   let output = '';
   child.stdout.on('data', (d: Buffer) => (output += d.toString()));
   child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
-  const stop = async (graceMs = 10_000): Promise<number | null> => {
-    if (child.exitCode !== null || child.signalCode !== null) return child.exitCode;
-    child.kill('SIGTERM');
-    const timer = setTimeout(() => child.kill('SIGKILL'), graceMs);
-    const code = await exited;
-    clearTimeout(timer);
-    return code;
-  };
+  const stop = (graceMs = 10_000): Promise<number | null> => terminate(child, graceMs);
   const deadline = started + (o.timeoutMs ?? 30_000);
   for (;;) {
     if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${command} ${args.join(' ')} exited (${child.exitCode ?? child.signalCode}) before /readyz was 200:\n${output}`);
