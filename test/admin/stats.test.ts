@@ -49,3 +49,23 @@ test('hits and misses are counted per key; empty keys and nothing-chosen count a
   assert.deepEqual(s.misses.snapshot(), { b: 2 });
   assert.equal(new KeyStats().hits.snapshot(), undefined);
 });
+
+test('per-policy counts (the status page): hits, fallbacks, 503s and misses by reason, empty keys included; copies', () => {
+  const s = new KeyStats();
+  const view = new RequestView({ method: 'GET', uri: '/', host: '', scheme: 'http', headers: {}, remoteIp: '' });
+  s.listener('a', decision('hit', 'k'), view, 0);
+  s.listener('a', decision('hit', ''), view, 0);
+  s.listener('a', decision('fallback', ''), view, 0);
+  s.listener('a', { ...decision('none', 'k'), reason: 'unhealthy' }, view, 0);
+  s.listener('b', { ...decision('fallback', 'k'), reason: undefined }, view, 0);
+  s.record(decision('hit', 'k')); // no policy: per-key only
+  const counts = s.policies();
+  assert.deepEqual(counts, {
+    a: { hits: 2, fallbacks: 1, none: 1, reasons: { no_config: 1, unhealthy: 1 } },
+    b: { hits: 0, fallbacks: 1, none: 0, reasons: { error: 1 } },
+  });
+  (counts.a as { hits: number }).hits = 99;
+  (counts.a?.reasons as Record<string, number>).no_config = 99;
+  assert.deepEqual(s.policies().a, { hits: 2, fallbacks: 1, none: 1, reasons: { no_config: 1, unhealthy: 1 } }, 'a snapshot, not the live counts');
+  assert.equal(s.hits.get('k'), 2);
+});
