@@ -2,7 +2,7 @@
  * The status page's HTML: one self-contained document (inline style and script, no external asset, no
  * build step), so it works offline and under a strict Content-Security-Policy (`nonce` on the inline
  * style and script, `connect-src 'self'`). The script renders from `GET ui/state` (refreshed every few
- * seconds, at once after a config or health event) and streams `GET events` with `fetch` — not
+ * seconds, at once after a config, source health or upstream health event) and streams `GET events` with `fetch` — not
  * `EventSource`, which cannot send an `Authorization` header. A `?token=` the page was opened with is read
  * once, removed from the address bar and kept in memory for those requests.
  * Everything from the stores is rendered with `textContent`, never as HTML.
@@ -37,6 +37,10 @@ export function uiPage(nonce: string): string {
     <table id="sources"><thead><tr><th>Source</th><th>Type</th><th>Health</th><th>Routes</th><th>Last sync</th><th>Last error</th></tr></thead><tbody></tbody></table>
     <p id="cache" class="muted"></p>
     <p id="parse-errors" class="warn"></p>
+  </section>
+  <section>
+    <h2>Upstream health <span id="upstream-count" class="muted"></span></h2>
+    <table id="upstreams"><thead><tr><th>Upstream</th><th>Health</th><th>Checked</th><th>Last check</th><th>Failures</th><th>Last error</th><th>Policies</th></tr></thead><tbody></tbody></table>
   </section>
   <section>
     <h2>Routes <span id="route-count" class="muted"></span></h2>
@@ -171,6 +175,20 @@ function renderRoutes(state) {
   $('route-count').textContent = '(' + (r.query ? r.matched + ' of ' + r.total + ' match' : r.total + ' cached') + (r.matched > r.items.length ? ', first ' + r.items.length + ' shown' : '') + ')';
 }
 
+function renderUpstreams(state) {
+  const u = state.upstreams;
+  const rows = u.items.map((x) => h('tr', { 'data-upstream': x.address },
+    h('td', {}, h('code', {}, x.address)),
+    h('td', { class: x.healthy ? 'ok' : 'bad' }, x.healthy ? 'healthy' : 'down'),
+    h('td', {}, x.active_checked ? 'active' : 'passive only'),
+    h('td', { title: x.last_check || '' }, x.last_check ? ago(x.last_check) + (x.last_check_ok === false ? ' (failed)' : '') : '—'),
+    h('td', {}, x.failures + ' now, ' + x.failures_total + ' total'),
+    h('td', { class: 'bad' }, x.last_error || ''),
+    h('td', {}, x.policies.join(', '))));
+  fill($('upstreams').tBodies[0], rows, 'no upstream in use', 7);
+  $('upstream-count').textContent = '(' + u.healthy + ' healthy, ' + u.unhealthy + ' down' + (u.total > u.items.length ? ', first ' + u.items.length + ' shown, down first' : '') + ')';
+}
+
 let loading = false, again = false, timer;
 async function refresh() {
   if (loading) { again = true; return; }
@@ -188,6 +206,7 @@ async function refresh() {
     renderPolicies(state);
     renderSources(state);
     renderRoutes(state);
+    renderUpstreams(state);
   } catch (err) {
     $('updated').textContent = 'update failed: ' + err.message;
   } finally {
@@ -204,7 +223,7 @@ const MAX_EVENTS = 200;
 let paused = false;
 $('pause').addEventListener('click', () => { paused = !paused; $('pause').textContent = paused ? 'Resume' : 'Pause'; });
 $('clear').addEventListener('click', () => $('events').replaceChildren());
-const REFRESHING = new Set(['dynamic_lb.config_updated', 'dynamic_lb.config_deleted', 'dynamic_lb.datasource_health_changed']);
+const REFRESHING = new Set(['dynamic_lb.config_updated', 'dynamic_lb.config_deleted', 'dynamic_lb.datasource_health_changed', 'dynamic_lb.upstream_health_changed']);
 let eventRefresh;
 function onEvent(name, data) {
   if (REFRESHING.has(name)) { clearTimeout(eventRefresh); eventRefresh = setTimeout(refresh, 150); }

@@ -1,4 +1,5 @@
 import type { Service } from '../app.ts';
+import type { UpstreamHealthJson } from '../health/service.ts';
 import type { CompiledRoute } from '../route/compile.ts';
 import type { RouteSource, SourceHealth } from '../sources/source.ts';
 import type { KeyStats, PolicyCounts } from './stats.ts';
@@ -38,6 +39,8 @@ export interface UiState {
   parse_errors: Record<string, { total: number; last_at: string }>;
   cache: CacheNumbers;
   routes: { total: number; matched: number; limit: number; query: string; items: UiRoute[] };
+  /** Upstream health (`GET /dynamic-lb/upstreams`): unhealthy first, then by address; at most `limit` listed. */
+  upstreams: { total: number; healthy: number; unhealthy: number; items: UpstreamHealthJson[] };
 }
 
 export interface UiQuery {
@@ -53,7 +56,7 @@ export function routeLimit(text: string | null): number {
   return n;
 }
 
-export function uiState(service: Pick<Service, 'sources' | 'policies' | 'parseErrors'>, stats: KeyStats, query: UiQuery = {}): UiState {
+export function uiState(service: Pick<Service, 'sources' | 'policies' | 'parseErrors'> & Partial<Pick<Service, 'health'>>, stats: KeyStats, query: UiQuery = {}): UiState {
   const health = healthView(service.sources, service.parseErrors);
   const counts = stats.policies();
   const policies = policiesView(service.policies).policies.map((p) => ({ ...p, counts: counts[p.name] ?? { hits: 0, fallbacks: 0, none: 0, reasons: {} } }));
@@ -67,7 +70,15 @@ export function uiState(service: Pick<Service, 'sources' | 'policies' | 'parseEr
     parse_errors: parseErrors ?? {},
     cache: totals,
     routes: routeList(service.sources, query.q ?? '', query.limit ?? DEFAULT_ROUTE_LIMIT),
+    upstreams: upstreamList(service.health?.view(), query.limit ?? DEFAULT_ROUTE_LIMIT),
   };
+}
+
+function upstreamList(view: { upstreams: UpstreamHealthJson[]; total: number; healthy: number; unhealthy: number } | undefined, limit: number): UiState['upstreams'] {
+  if (view === undefined) return { total: 0, healthy: 0, unhealthy: 0, items: [] };
+  // the view is sorted by address; a stable sort keeps that order within the unhealthy and the healthy part
+  const items = [...view.upstreams].sort((a, b) => Number(a.healthy) - Number(b.healthy)).slice(0, limit);
+  return { total: view.total, healthy: view.healthy, unhealthy: view.unhealthy, items };
 }
 
 function routeList(sources: readonly RouteSource[], q: string, limit: number): UiState['routes'] {

@@ -2,9 +2,12 @@ import assert from 'node:assert/strict';
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { loggable } from '../../src/admin/admin-server.ts';
 import type { UiState } from '../../src/admin/ui-state.ts';
+import { freePort } from '../support/ports.ts';
 import { launchChromium, type Browser, type Problem } from '../support/chromium.ts';
 import { eventually } from '../support/service.ts';
 import { getJson, routesDir, startService, type Running, type RoutesDir, TENANT_B } from './support.ts';
@@ -95,21 +98,31 @@ describe('status page in a real headless Chromium', { timeout: 180_000 }, () => 
   let routes: RoutesDir;
   let svc: Running;
   let browser: Browser;
+  let backend: Server;
+  let up: string;
+  let down: string;
   before(async () => {
     routes = await routesDir({ 'tenant-a': '10.0.0.1:8080', 'tenant-b': TENANT_B });
+    // a loopback backend that passes its health probe, and a closed port that fails it (only `checked` probes)
+    backend = createServer((_req, res) => res.end('ok'));
+    await new Promise<void>((resolve) => backend.listen(0, '127.0.0.1', resolve));
+    up = `127.0.0.1:${(backend.address() as AddressInfo).port}`;
+    down = `127.0.0.1:${await freePort()}`; // nothing listens there
     svc = await startService({
       admin: { token: TOKEN, events_sample_rate: 1 },
       policies: {
         default: { key: '{http.request.header.X-Tenant}', fallback: 'random', pool: ['10.0.9.1:80', '10.0.9.2:80'], data_source: { source: 'file', path: routes.dir } },
         static: { key: '{http.request.header.X-Tenant}', fallback: 'first', pool: ['10.0.8.1:80'] },
+        checked: { key: '{http.request.header.X-Tenant}', fallback: 'first', pool: [up, down], health_checks: { active: { uri: '/health', interval: '500ms', timeout: '1s' } } },
       },
     });
-    browser = await launchChromium({ width: 1280, height: 1000 });
+    browser = await launchChromium({ width: 1280, height: 1200 });
   });
   after(async () => {
     await browser?.close();
     await svc?.stop();
     await routes?.cleanup();
+    await new Promise((r) => backend?.close(r));
   });
 
   test('loads with no console error, drops the token from the address bar, shows policies, sources and routes', async () => {
@@ -117,9 +130,20 @@ describe('status page in a real headless Chromium', { timeout: 180_000 }, () => 
     await browser.waitFor(`document.querySelector('#routes tr[data-key="tenant-b"]')?.textContent.includes('10.0.0.3:8080')`, 'route tenant-b with its rule');
     assert.equal(await browser.evaluate('location.href'), `${svc.admin}/dynamic-lb/ui`);
     assert.equal(await browser.evaluate(`document.getElementById('overall').textContent`), 'healthy');
-    assert.deepEqual(await browser.evaluate(`[...document.querySelectorAll('#policies tr[data-policy]')].map((r) => r.dataset.policy)`), ['default', 'static']);
+    assert.deepEqual(await browser.evaluate(`[...document.querySelectorAll('#policies tr[data-policy]')].map((r) => r.dataset.policy)`), ['checked', 'default', 'static']);
     assert.match(await browser.evaluate<string>(`document.querySelector('#sources tr[data-source="file"]').textContent`), /^filefilehealthy2\d+ s ago$/);
     await browser.waitFor(`document.getElementById('conn').textContent === 'events: live'`, 'the event stream');
+    assert.deepEqual(browser.problems, []);
+  });
+
+  test('upstream health: the probed closed port shows down (listed first) with its error, the live backend healthy', async () => {
+    const row = (a: string): string => `document.querySelector('#upstreams tr[data-upstream="${a}"]')?.textContent ?? ''`;
+    await browser.waitFor(`(${row(down)}).includes('down') && (${row(up)}).includes('healthy')`, 'the probe verdicts', 30_000);
+    assert.ok((await browser.evaluate<string>(row(down))).startsWith(`${down}downactive`));
+    assert.ok((await browser.evaluate<string>(row(up))).startsWith(`${up}healthyactive`));
+    assert.match(await browser.evaluate<string>(row(down)), /ECONNREFUSED|refused|connect/i);
+    assert.equal(await browser.evaluate(`document.querySelector('#upstreams tr[data-upstream]').dataset.upstream`), down, 'down first');
+    assert.match(await browser.evaluate<string>(`document.getElementById('upstream-count').textContent`), /^\(\d+ healthy, 1 down\)$/);
     assert.deepEqual(browser.problems, []);
   });
 
