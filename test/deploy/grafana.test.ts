@@ -69,7 +69,7 @@ describe('deploy/grafana dashboard', () => {
       assert.ok(p.gridPos.x + p.gridPos.w <= 24, `panel ${p.title}: fits the 24-column grid`);
     }
     const titles = dashboard.panels.map((p) => p.title);
-    for (const t of ['Requests by route outcome', 'Fallback reasons', 'Selection latency', 'Data-source latency', 'Route cache hit ratio', 'Propagation: watch events', 'Data source health']) assert.ok(titles.includes(t), `panel ${t}`);
+    for (const t of ['Requests by route outcome', 'Fallback reasons', 'Selection latency', 'Data-source latency', 'Route cache hit ratio', 'Propagation: watch events', 'Data source health', 'Upstream health', 'Upstreams down', 'Health checks by result']) assert.ok(titles.includes(t), `panel ${t}`);
     assert.ok(queries.length >= 20, `${queries.length} queries`);
   });
 

@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { parse } from 'yaml';
 import { routesDir, scrape, startService, type Running, type RoutesDir } from '../admin/support.ts';
+import { freePort } from '../support/ports.ts';
 import { eventually } from '../support/service.ts';
 import { checkExpressions, exportedNames, metricNames, promtool, startPrometheus, type Prometheus } from './promql.ts';
 
@@ -61,11 +62,17 @@ describe('deploy/prometheus: a real Prometheus scraping a running sidecar', { ti
   let prom: Prometheus;
   let traffic: Promise<void> | undefined;
   let stopTraffic = false;
+  let closed: string;
   before(async () => {
+    closed = `127.0.0.1:${await freePort()}`;
     routes = await routesDir({ 'tenant-a': '127.0.0.1:9', 'tenant-b': 'rules:\n  - upstreams: [{ address: 127.0.0.1:10 }]\n' });
     svc = await startService({
       admin: { token: 'secret-admin-token' },
-      policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'random', pool: ['127.0.0.1:11'], data_source: { source: 'file', path: routes.dir } } },
+      policies: {
+        default: { key: '{http.request.header.X-Tenant}', fallback: 'random', pool: ['127.0.0.1:11'], data_source: { source: 'file', path: routes.dir } },
+        // probes a loopback port nothing listens on: that upstream goes down
+        checked: { key: '{http.request.header.X-Tenant}', fallback: 'first', pool: [closed], health_checks: { active: { uri: '/health', interval: '500ms', timeout: '1s' } } },
+      },
     });
     prom = await startPrometheus(svc.admin.replace('http://', ''), [RULES]);
   });
@@ -98,19 +105,23 @@ describe('deploy/prometheus: a real Prometheus scraping a running sidecar', { ti
     const ratio = Number((await prom.query('dynamic_lb:fallback_ratio:rate5m')).data?.result[0]?.value[1]);
     assert.ok(ratio > 0.5 && ratio <= 1, `fallback ratio ${ratio}`);
 
+    const raised = ['DynamicLbRouteConfigParseErrors', 'DynamicLbFallbackRatioHigh', 'DynamicLbUpstreamDown'];
     await eventually(
       async () => {
         const alerts = (await prom.api<{ data: { alerts: Array<{ labels: { alertname: string }; state: string }> } }>('/api/v1/alerts')).data.alerts;
         const names = new Set(alerts.map((a) => a.labels.alertname));
-        return names.has('DynamicLbRouteConfigParseErrors') && names.has('DynamicLbFallbackRatioHigh');
+        return raised.every((n) => names.has(n));
       },
       60_000,
-      'DynamicLbRouteConfigParseErrors and DynamicLbFallbackRatioHigh raised (pending or firing)',
+      `${raised.join(', ')} raised (pending or firing)`,
     );
     const alerts = (await prom.api<{ data: { alerts: Array<{ labels: Record<string, string>; state: string }> } }>('/api/v1/alerts')).data.alerts;
-    assert.deepEqual(alerts.find((a) => a.labels.alertname === 'DynamicLbRouteConfigParseErrors')?.labels, { alertname: 'DynamicLbRouteConfigParseErrors', instance: svc.admin.replace('http://', ''), job: 'dynamic-lb', severity: 'warning', source_type: 'file' });
+    const instance = svc.admin.replace('http://', '');
+    assert.deepEqual(alerts.find((a) => a.labels.alertname === 'DynamicLbRouteConfigParseErrors')?.labels, { alertname: 'DynamicLbRouteConfigParseErrors', instance, job: 'dynamic-lb', severity: 'warning', source_type: 'file' });
     assert.equal(alerts.find((a) => a.labels.alertname === 'DynamicLbFallbackRatioHigh')?.state, 'pending', 'for: 10m');
-    assert.deepEqual(alerts.map((a) => a.labels.alertname).filter((n) => n !== 'DynamicLbRouteConfigParseErrors' && n !== 'DynamicLbFallbackRatioHigh'), [], 'nothing else is wrong');
+    const upstreamDown = alerts.filter((a) => a.labels.alertname === 'DynamicLbUpstreamDown');
+    assert.deepEqual(upstreamDown.map((a) => a.labels.upstream), [closed], 'only the probed closed port');
+    assert.deepEqual(alerts.map((a) => a.labels.alertname ?? '').filter((n) => !raised.includes(n)), [], 'nothing else is wrong');
 
     // Prometheus evaluated every rule, none with an error
     const groups = (await prom.api<{ data: { groups: Array<{ rules: Array<{ name: string; health: string; lastError?: string }> }> } }>('/api/v1/rules')).data.groups;
@@ -129,7 +140,7 @@ describe('deploy/prometheus: a real Prometheus scraping a running sidecar', { ti
       for (const name of names) assert.ok(exported.has(name) || recorded.has(name), `${label(r)}: ${name} is neither exported by the sidecar nor recorded by a rule`);
     }
     // and Prometheus has series for the raw metrics this traffic produces
-    for (const name of ['caddy_dynamic_lb_route_hits_total', 'caddy_dynamic_lb_route_misses_total', 'caddy_dynamic_lb_datasource_healthy', 'caddy_dynamic_lb_watch_events_total', 'caddy_dynamic_lb_route_config_parse_errors_total', 'caddy_dynamic_lb_selection_latency_seconds_bucket', 'caddy_dynamic_lb_cache_hits_total', 'caddy_dynamic_lb_cache_misses_total']) {
+    for (const name of ['caddy_dynamic_lb_route_hits_total', 'caddy_dynamic_lb_route_misses_total', 'caddy_dynamic_lb_datasource_healthy', 'caddy_dynamic_lb_watch_events_total', 'caddy_dynamic_lb_route_config_parse_errors_total', 'caddy_dynamic_lb_selection_latency_seconds_bucket', 'caddy_dynamic_lb_cache_hits_total', 'caddy_dynamic_lb_cache_misses_total', 'caddy_dynamic_lb_upstream_healthy', 'caddy_dynamic_lb_health_checks_total']) {
       assert.ok(((await prom.query(`count(${name})`)).data?.result.length ?? 0) > 0, `${name} scraped`);
     }
   });
