@@ -81,11 +81,14 @@ describe('status page: auth and state', () => {
         { priority: 0, match: {}, algorithm: 'weighted_random', upstreams: [{ address: '10.0.0.2:8080', weight: 3 }, { address: '10.0.0.1:8080', weight: 1 }] },
       ],
     });
+    assert.deepEqual([body.upstreams.unhealthy, body.upstreams.healthy], [0, body.upstreams.total]);
+    assert.ok(body.upstreams.items.some((u) => u.address === '10.0.0.3:8080' && u.healthy && !u.active_checked && u.policies.includes('default')), JSON.stringify(body.upstreams));
     const byUpstream = await getJson<UiState>(`${svc.admin}/dynamic-lb/ui/state?q=10.0.5`, { headers: AUTH });
     assert.deepEqual(byUpstream.body.routes.items.map((r) => r.key), ['zeta-x']);
     assert.deepEqual([byUpstream.body.routes.total, byUpstream.body.routes.matched], [3, 1]);
     const limited = await getJson<UiState>(`${svc.admin}/dynamic-lb/ui/state?q=TENANT&limit=1`, { headers: AUTH });
     assert.deepEqual([limited.body.routes.items.map((r) => r.key), limited.body.routes.matched], [['tenant-a'], 2]);
+    assert.equal(limited.body.upstreams.items.length, 1, 'the limit caps the upstream list too');
     for (const bad of ['0', '2001', 'x', '1.5']) {
       const r = await getJson<{ error: string }>(`${svc.admin}/dynamic-lb/ui/state?limit=${bad}`, { headers: AUTH });
       assert.equal(r.status, 400);
