@@ -1,7 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { buildService } from '../src/app.ts';
 import { generateCaddyfile, type CaddyfileMode } from '../src/caddyfile/generate.ts';
-import { configPath, loadConfigFile } from '../src/config/load.ts';
+import { DEFAULT_SHUTDOWN_TIMEOUT_MS, configPath, loadConfigFile } from '../src/config/load.ts';
 import { demoTour, startDemo } from '../src/demo/demo.ts';
 import { ConfigError, DynamicLbError } from '../src/errors.ts';
 import { silentLogger } from '../src/observe/log.ts';
@@ -21,14 +21,38 @@ const program = new Command()
 
 program
   .command('serve')
-  .description('run the service')
+  .description('run the service (SIGTERM/SIGINT: drain and exit 0 within shutdown_timeout; SIGHUP: reload the config)')
   .option('-c, --config <file>', 'service config (default ./dynamic-lb.yaml, or $DYNAMIC_LB_CONFIG)')
   .action(async (o: { config?: string }) => {
-    const service = await buildService(loadConfigFile(configPath(o.config)));
+    const file = configPath(o.config);
+    const service = await buildService(loadConfigFile(file));
+    // a failed start (port in use, …) has closed everything again; the error is printed as one line below
     await service.start();
-    await untilSignal();
-    service.logger.info('stopping');
+    const onHup = (): void => {
+      service.logger.info({ file }, 'SIGHUP: reloading the config');
+      void service.reload(() => loadConfigFile(file));
+    };
+    process.on('SIGHUP', onHup);
+    const signal = await untilSignal();
+    process.off('SIGHUP', onHup);
+    // SIGHUP's default action would end the process in the middle of its drain
+    process.on('SIGHUP', () => service.logger.warn('SIGHUP ignored: stopping'));
+    const timeoutMs = service.config.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
+    service.logger.info({ signal, shutdown_timeout_ms: timeoutMs }, 'stopping: draining requests in flight');
+    const again = (): void => {
+      service.logger.warn('second signal: exiting without finishing the drain');
+      process.exit(EXIT_INVALID);
+    };
+    process.once('SIGINT', again);
+    process.once('SIGTERM', again);
+    setTimeout(() => {
+      service.logger.error({ shutdown_timeout_ms: timeoutMs }, 'stop did not finish within shutdown_timeout; exiting');
+      process.exit(EXIT_INVALID);
+    }, timeoutMs).unref();
     await service.stop();
+    service.logger.info('stopped');
+    // a store client that keeps a handle open must not keep the process past its drain
+    process.exit(0);
   });
 
 program
@@ -120,12 +144,12 @@ program
     await demo.stop();
   });
 
-function untilSignal(): Promise<void> {
+function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {
-    const done = (): void => {
+    const done = (signal: NodeJS.Signals): void => {
       process.off('SIGINT', done);
       process.off('SIGTERM', done);
-      resolve();
+      resolve(signal);
     };
     process.once('SIGINT', done);
     process.once('SIGTERM', done);
@@ -140,9 +164,10 @@ try {
     process.exitCode = err.exitCode === 0 ? 0 : EXIT_USAGE;
   } else if (err instanceof DynamicLbError) {
     process.stderr.write(`dynamic-lb: ${err.message}\n`);
-    process.exitCode = EXIT_INVALID;
+    // a failed start has closed what it opened; exit now so no stray handle keeps the process alive
+    process.exit(EXIT_INVALID);
   } else {
     process.stderr.write(`dynamic-lb: ${err instanceof Error ? (err.stack ?? err.message) : String(err)}\n`);
-    process.exitCode = EXIT_INVALID;
+    process.exit(EXIT_INVALID);
   }
 }

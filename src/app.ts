@@ -1,4 +1,4 @@
-import type { Server } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createAdminServer } from './admin/admin-server.ts';
 import { DEFAULT_SAMPLE_RATE, EventBus, decisionEvents, sourceEvents } from './admin/events.ts';
 import { KeyStats } from './admin/stats.ts';
@@ -6,7 +6,7 @@ import type { ServiceConfig } from './config/schema.ts';
 import { PolicyRuntime } from './engine/observer.ts';
 import type { Policy } from './engine/policy.ts';
 import { Metrics, ParseErrorLog } from './metrics/metrics.ts';
-import { createLogger, type Logger } from './observe/log.ts';
+import { createLogger, logLevel, type Logger } from './observe/log.ts';
 import { ObservedSource } from './observe/observed-source.ts';
 import { flushTracing, initTracing } from './observe/tracing.ts';
 import { compileExpression, type CompiledExpression } from './request/placeholders.ts';
@@ -15,14 +15,16 @@ import { buildFallback } from './select/fallback.ts';
 import { UpstreamStateTable } from './select/upstream-state.ts';
 import { createCaddyApi } from './server/caddy-api.ts';
 import { DnsServer } from './server/dns.ts';
-import { closeServer, listen } from './server/http-util.ts';
+import { DnsFront } from './server/dns-front.ts';
+import { closeServer, drainServer, listen } from './server/http-util.ts';
 import type { RuntimeDeps, SourceEvents } from './sources/runner.ts';
 import { SourceNamer, createSource } from './sources/registry.ts';
 import type { RouteSource } from './sources/source.ts';
-import { ConfigError } from './errors.ts';
+import { ConfigError, StartError, errorMessage } from './errors.ts';
 import { UpstreamGuard } from './guard/upstream-guard.ts';
 import { HealthService, type HealthPolicy } from './health/service.ts';
 import { HealthTable } from './health/state.ts';
+import { DEFAULT_SHUTDOWN_TIMEOUT_MS } from './config/load.ts';
 
 /**
  * The composition root: builds sources, policies and servers from the service config and owns the start
@@ -35,7 +37,17 @@ export interface ServiceOptions {
   events?: EventBus;
 }
 
+/** What a SIGHUP reload did. */
+export interface ReloadOutcome {
+  result: 'success' | 'failure';
+  /** Why the new config was not swapped in (failure). */
+  error?: string;
+  /** Changed settings that only a restart applies (listen addresses, the DNS server), e.g. `listen`. */
+  restartRequired: string[];
+}
+
 export interface Service {
+  /** The config in use (replaced by a successful reload). */
   readonly config: ServiceConfig;
   readonly logger: Logger;
   readonly metrics: Metrics;
@@ -49,16 +61,35 @@ export interface Service {
   readonly events: EventBus;
   /** Bound addresses, once started (port 0 in the config resolves to a real port). */
   readonly addresses: { listen?: string; admin?: string; dns?: string };
-  /** True when every source finished (or timed out) its initial load. */
+  /**
+   * The /readyz answer: true while every listener serves and every source finished (or timed out) its initial
+   * load; false before start, during a drain and after stop.
+   */
   ready(): boolean;
+  /** The sources still loading, and `stopping` during a drain (the /readyz 503 body). */
+  notReady(): string[];
+  /**
+   * Binds every listener first (a port in use fails here, within milliseconds: StartError), then loads the
+   * sources. On failure everything already bound or started is closed again.
+   */
   start(): Promise<void>;
+  /**
+   * Drain and stop (idempotent): /readyz turns 503, the listeners stop accepting, requests in flight finish
+   * (connections still open after `shutdown_timeout` minus a reserve are closed), then the sources close.
+   */
   stop(): Promise<void>;
+  /**
+   * Re-reads the service config and swaps in new policies and sources without dropping a request: the new
+   * sources load first while the old ones serve; an invalid config (or a source that cannot load) keeps the
+   * old one. Counted in `caddy_dynamic_lb_config_reloads_total{result}`.
+   */
+  reload(read: () => ServiceConfig): Promise<ReloadOutcome>;
   /** Registers a server to start after the sources and stop before them (admin, DNS). */
   addListener(name: 'admin' | 'dns', start: () => Promise<string>, stop: () => Promise<void>): void;
 }
 
 export async function buildService(config: ServiceConfig, options: ServiceOptions = {}): Promise<Service> {
-  const logger = options.logger ?? createLogger(config.logLevel);
+  const logger = options.logger ?? createLogger(logLevel(config.logLevel));
   const metrics = options.metrics ?? new Metrics({ processMetrics: true });
   if (config.metrics !== undefined) metrics.setMaxSeries(config.metrics.maxSeries);
   const parseErrors = new ParseErrorLog();
@@ -67,58 +98,58 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
   await initTracing(logger);
   const events = options.events ?? new EventBus(logger);
   const stats = new KeyStats();
-  const sampleRate = config.admin.eventsSampleRate ?? DEFAULT_SAMPLE_RATE;
-  const baseDeps: RuntimeDeps = { metrics, parseErrors, compile: { algorithms, state: upstreamState, health: healthTable }, logger };
-  const healthPolicies: HealthPolicy[] = [];
   let health: HealthService | undefined;
-  const namer = new SourceNamer();
-  const sources: RouteSource[] = [];
-  const policies = new Map<string, PolicyRuntime>();
-  const guarded: Array<{ guard: UpstreamGuard; source: RouteSource | undefined }> = [];
-  try {
-    for (const p of config.policies) {
-      // the source's events name their policy and, once it exists, the source instance
-      const origin: { policy: string; source: string | undefined } = { policy: p.name, source: undefined };
-      // routes are checked against the policy's upstream guard when compiled (once per stored value)
-      const guard = new UpstreamGuard({ allowed: p.allowedUpstreams, denied: p.deniedUpstreams, self: { listen: config.listen, admin: config.admin.listen, dns: config.dns?.listen } });
-      guard.onRefused = (key, refused) => logger.warn({ policy: p.name, key, refused }, 'route names refused upstreams: they are never proxied');
-      const deps: RuntimeDeps = { ...baseDeps, compile: { ...baseDeps.compile, guard }, events: routesChangedToo(sourceEvents(events, origin), () => health?.routesChanged()) };
-      const source = p.dataSource === undefined ? undefined : await createSource(p.dataSource, deps, namer);
-      if (source !== undefined) sources.push(source);
-      guarded.push({ guard, source });
-      origin.source = source?.name;
-      const policy: Policy = {
-        name: p.name,
-        key: expression(p.key, `${p.path}.key`, logger),
-        instanceKey: expression(p.instanceKey, `${p.path}.instance_key`, logger),
-        versionKey: expression(p.versionKey, `${p.path}.version_key`, logger),
-        defaultKey: p.defaultKey,
-        source: source === undefined ? undefined : new ObservedSource(source, metrics),
-        fallback: buildFallback(p.fallback, p.pool, algorithms, upstreamState, healthTable),
-        restrictToPool: p.restrictToPool,
-        poolSet: new Set(p.pool),
-        metricsCardinality: p.metricsCardinality,
-      };
-      const runtime = new PolicyRuntime(policy, metrics);
-      runtime.onDecision(stats.listener);
-      runtime.onDecision(decisionEvents(events, { sampleRate, ...(source !== undefined ? { source: source.name } : {}) }));
-      policies.set(p.name, runtime);
-      healthPolicies.push({ name: p.name, checks: p.healthChecks, pool: p.pool, coarse: p.metricsCardinality === 'coarse', sources: () => (source === undefined ? [] : [source]) });
-    }
-  } catch (err) {
-    await Promise.all(sources.map((s) => s.stop()));
-    throw err;
-  }
+  const parts: Omit<AssembleDeps, 'config'> = {
+    logger,
+    metrics,
+    parseErrors,
+    upstreamState,
+    healthTable,
+    events,
+    stats,
+    routesChanged: () => health?.routesChanged(),
+    reportFailure: (policy, address, reason) => health?.reportFailure(policy, address, reason),
+  };
+  const first = await assemble({ ...parts, config });
+  // one array and one map for the service's life: a reload swaps their contents, so the listeners, the admin
+  // views and the metrics keep reading the same objects
+  const sources: RouteSource[] = [...first.sources];
+  const policies = new Map<string, PolicyRuntime>(first.policies);
+  let guarded = first.guarded;
   metrics.sourcesForGauges = () => sources;
-  const healthService = (health = new HealthService(healthPolicies, { table: healthTable, metrics, logger: logger.child({ component: 'health' }), events }));
-  for (const runtime of policies.values()) runtime.reportFailure = (address, reason) => healthService.reportFailure(runtime.policy.name, address, reason);
+  // one health service for the service's life: its policies read the live policies map, so a reload's new
+  // sources and pools are tracked; checks of a policy are fixed at start (a reload reports changed ones)
+  const healthPolicies = new Map<string, { -readonly [K in keyof HealthPolicy]: HealthPolicy[K] }>();
+  for (const p of config.policies) {
+    healthPolicies.set(p.name, {
+      name: p.name,
+      checks: p.healthChecks,
+      pool: p.pool,
+      coarse: p.metricsCardinality === 'coarse',
+      sources: () => {
+        const source = policies.get(p.name)?.policy.source;
+        return source === undefined ? [] : [source];
+      },
+    });
+  }
+  const healthService = (health = new HealthService([...healthPolicies.values()], { table: healthTable, metrics, logger: logger.child({ component: 'health' }), events }));
+  let current = config;
+  const retired = new Set<RouteSource>();
 
   const addresses: Service['addresses'] = {};
   const extra: Array<{ name: 'admin' | 'dns'; start: () => Promise<string>; stop: () => Promise<void> }> = [];
   let caddyApi: Server | undefined;
   let started = false;
+  let stopping: Promise<void> | undefined;
+  let reloading: Promise<ReloadOutcome> = Promise.resolve({ result: 'success', restartRequired: [] });
+  // pool mode: the service's DNS server, behind a DNS front process on `dns.listen` unless `separate_process: false`
+  const dns = config.dns === undefined ? undefined : new DnsServer({ ...config.dns, ...(config.dns.separateProcess !== false ? { listen: '127.0.0.1:0' } : {}), policies, logger: logger.child({ component: 'dns' }) });
+  const dnsListener = config.dns === undefined || dns === undefined ? undefined : config.dns.separateProcess !== false ? new DnsFront({ ...config.dns, logger }, dns) : dns;
+  const listening = (): boolean => caddyApi?.listening === true && (dnsListener === undefined || dnsListener.listening());
   const service: Service = {
-    config,
+    get config() {
+      return current;
+    },
     logger,
     metrics,
     parseErrors,
@@ -128,41 +159,146 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     policies,
     events,
     addresses,
-    ready: () => sources.every((s) => s.ready()),
+    ready: () => started && stopping === undefined && listening() && sources.every((s) => s.ready()),
+    notReady: () => (stopping !== undefined ? ['stopping'] : sources.filter((s) => !s.ready()).map((s) => s.name)),
     addListener(name, start, stop) {
       extra.push({ name, start, stop });
     },
     async start() {
       if (started) return;
       started = true;
-      // the admin listener comes first so /readyz can answer 503 while sources load
-      for (const l of extra.filter((e) => e.name === 'admin')) addresses.admin = await l.start();
-      refuseBound('admin');
-      await Promise.all(sources.map((s) => s.start()));
-      healthService.start();
-      caddyApi = createCaddyApi(policies, logger, { maxConnections: config.maxConnections, metrics, rpcMaxBatchSize: config.rpc?.maxBatchSize });
-      addresses.listen = await listen(caddyApi, config.listen);
-      for (const l of extra.filter((e) => e.name !== 'admin')) addresses[l.name] = await l.start();
-      refuseBound('listen', 'dns');
+      try {
+        // every port is bound before any store is contacted: a port in use fails the start at once; the admin
+        // listener comes first so /readyz answers 503 while the sources load
+        for (const l of extra.filter((e) => e.name === 'admin')) addresses.admin = await bind(config.file, 'admin.listen', config.admin.listen, l.start);
+        refuseBound(guarded, 'admin');
+        const api = createCaddyApi(policies, logger, { maxConnections: config.maxConnections, metrics, rpcMaxBatchSize: config.rpc?.maxBatchSize });
+        // while draining, every answer closes its connection, so Caddy never reuses one being closed
+        api.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => {
+          if (stopping !== undefined) res.shouldKeepAlive = false;
+        });
+        caddyApi = api;
+        addresses.listen = await bind(config.file, 'listen', config.listen, () => listen(api, config.listen));
+        for (const l of extra.filter((e) => e.name !== 'admin')) addresses[l.name] = await bind(config.file, `${l.name}.listen`, config.dns?.listen ?? '', l.start);
+        refuseBound(guarded, 'listen', 'dns');
+        // until a source finished its initial load it answers `unhealthy`, so early requests get the fallback
+        await Promise.all(sources.map((s) => s.start()));
+        healthService.start();
+      } catch (err) {
+        await service.stop();
+        throw err;
+      }
       logger.info({ listen: addresses.listen, admin: addresses.admin, dns: addresses.dns, policies: [...policies.keys()] }, 'dynamic-lb started');
     },
-    async stop() {
-      for (const l of [...extra].reverse()) await l.stop().catch((err: unknown) => logger.warn({ err }, `stopping ${l.name} failed`));
-      if (caddyApi !== undefined) await closeServer(caddyApi);
-      await healthService.stop();
-      await Promise.all(sources.map((s) => s.stop()));
-      await flushTracing().catch((err: unknown) => logger.warn({ err }, 'flushing spans failed'));
+    stop() {
+      stopping ??= (async () => {
+        const timeoutMs = current.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS;
+        // a reserve for closing the sources after the connections are gone, within shutdown_timeout
+        const drainMs = Math.max(0, timeoutMs - Math.min(1000, timeoutMs / 5));
+        await reloading.catch(() => undefined);
+        const others = [...extra].reverse().filter((l) => l.name !== 'admin');
+        await Promise.all([
+          caddyApi === undefined ? undefined : drainServer(caddyApi, drainMs),
+          ...others.map((l) => l.stop().catch((err: unknown) => logger.warn({ err }, `stopping ${l.name} failed`))),
+        ]);
+        await healthService.stop();
+        await Promise.all([...sources, ...retired].map((s) => s.stop()));
+        retired.clear();
+        for (const l of extra.filter((e) => e.name === 'admin')) await l.stop().catch((err: unknown) => logger.warn({ err }, 'stopping admin failed'));
+        await flushTracing().catch((err: unknown) => logger.warn({ err }, 'flushing spans failed'));
+      })();
+      return stopping;
+    },
+    reload(read) {
+      reloading = reloading.catch(() => undefined).then(() => (stopping !== undefined ? { result: 'failure' as const, error: 'stopping', restartRequired: [] } : swap(read)));
+      return reloading;
     },
   };
+
+  /** Health checks are scheduled per policy at start: changed or new ones need a restart. */
+  function healthRestartOnly(next: ServiceConfig): string[] {
+    const out: string[] = [];
+    for (const p of next.policies) {
+      const h = healthPolicies.get(p.name);
+      if (h === undefined) out.push(`policies.${p.name} (health tracking)`);
+      else if (JSON.stringify(h.checks ?? null) !== JSON.stringify(p.healthChecks ?? null)) out.push(`policies.${p.name}.health_checks`);
+    }
+    return out;
+  }
+
+  async function swap(read: () => ServiceConfig): Promise<ReloadOutcome> {
+    const fail = (error: string, restartRequired: string[] = []): ReloadOutcome => {
+      metrics.configReloads.labels({ result: 'failure' }).inc();
+      logger.error({ file: current.file, error }, `config reload failed; the previous config keeps serving: ${error}`);
+      return { result: 'failure', error, restartRequired };
+    };
+    let next: ServiceConfig;
+    try {
+      next = read();
+    } catch (err) {
+      return fail(errorMessage(err));
+    }
+    const restartRequired = [...restartOnly(current, next), ...healthRestartOnly(next)];
+    let built: Assembled;
+    try {
+      built = await assemble({ ...parts, config: next });
+    } catch (err) {
+      return fail(errorMessage(err), restartRequired);
+    }
+    // the new sources load while the old ones serve
+    await Promise.all(built.sources.map((s) => s.start()));
+    const unloaded = await unhealthyAfter(built.sources, 2000);
+    if (unloaded.length > 0) {
+      await Promise.all(built.sources.map((s) => s.stop()));
+      return fail(`source${unloaded.length > 1 ? 's' : ''} ${unloaded.map((s) => `${s.name} (${s.health().last_error ?? 'not in sync'})`).join(', ')} did not load`, restartRequired);
+    }
+    if (stopping !== undefined) {
+      await Promise.all(built.sources.map((s) => s.stop()));
+      return { result: 'failure', error: 'stopping', restartRequired };
+    }
+    // the new guards refuse the bound addresses too (port 0 resolved at start)
+    refuseBound(built.guarded, 'listen', 'admin', 'dns');
+    // the swap itself is synchronous: a request sees either the old or the new policies, never a mix
+    guarded = built.guarded;
+    const old = sources.splice(0, sources.length, ...built.sources);
+    policies.clear();
+    for (const [name, runtime] of built.policies) policies.set(name, runtime);
+    dns?.reindex();
+    for (const p of next.policies) {
+      const h = healthPolicies.get(p.name);
+      if (h === undefined) continue;
+      h.pool = p.pool;
+      h.coarse = p.metricsCardinality === 'coarse';
+    }
+    healthService.refresh();
+    // what only a restart applies keeps its old value, so the next reload compares against what runs
+    current = { ...next, listen: current.listen, maxConnections: current.maxConnections, admin: { ...next.admin, listen: current.admin.listen, maxConnections: current.admin.maxConnections }, dns: current.dns, rpc: current.rpc, metrics: current.metrics };
+    if (!process.env.LOG_LEVEL) logger.level = next.logLevel;
+    // requests that already hold an old policy finish on its sources; they are stopped a little later
+    for (const s of old) retired.add(s);
+    setTimeout(() => {
+      for (const s of old) {
+        if (!retired.delete(s)) continue;
+        s.stop().catch((err: unknown) => logger.warn({ err, source: s.name }, 'stopping a replaced source failed'));
+      }
+    }, RETIRE_GRACE_MS).unref();
+    metrics.configReloads.labels({ result: 'success' }).inc();
+    if (restartRequired.length > 0) {
+      logger.warn({ file: next.file, restart_required: restartRequired }, `config reloaded, but ${restartRequired.join(', ')} changed: only a restart applies ${restartRequired.length > 1 ? 'them' : 'it'} (still using the old value)`);
+    } else {
+      logger.info({ file: next.file, policies: [...policies.keys()], sources: sources.map((s) => s.name) }, 'config reloaded');
+    }
+    return { result: 'success', restartRequired };
+  }
   /**
    * A listener configured with port 0 (tests) has its address only once bound: the guards learn it then.
    * Routes compiled before could only name that port by chance; if one does, its source reloads.
    */
-  function refuseBound(...roles: Array<'listen' | 'admin' | 'dns'>): void {
+  function refuseBound(list: readonly Guarded[], ...roles: Array<'listen' | 'admin' | 'dns'>): void {
     const configured = { listen: config.listen, admin: config.admin.listen, dns: config.dns?.listen };
     const changed = roles.filter((r) => addresses[r] !== undefined && addresses[r] !== configured[r]);
     if (changed.length === 0) return;
-    for (const { guard, source } of guarded) {
+    for (const { guard, source } of list) {
       for (const role of changed) guard.addSelf(role, addresses[role] as string);
       if (source === undefined) continue;
       let stale = false;
@@ -176,11 +312,123 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     () => listen(admin, config.admin.listen),
     () => closeServer(admin),
   );
-  if (config.dns !== undefined) {
-    const dns = new DnsServer({ ...config.dns, policies, logger: logger.child({ component: 'dns' }) });
-    service.addListener('dns', () => dns.start(), () => dns.stop());
-  }
+  if (dnsListener !== undefined) service.addListener('dns', () => dnsListener.start(), () => dnsListener.stop());
   return service;
+}
+
+/** How long replaced sources keep serving requests that already hold them (a store read is bounded by its get timeout). */
+const RETIRE_GRACE_MS = 5000;
+
+interface AssembleDeps {
+  config: ServiceConfig;
+  logger: Logger;
+  metrics: Metrics;
+  parseErrors: ParseErrorLog;
+  upstreamState: UpstreamStateTable;
+  healthTable: HealthTable;
+  events: EventBus;
+  stats: KeyStats;
+  /** A route changed: the health service recomputes which upstreams are in use. */
+  routesChanged(): void;
+  /** Caddy reported a failed proxy attempt (X-Dynamic-Failed-Upstream). */
+  reportFailure(policy: string, address: string, reason: string): void;
+}
+
+interface Assembled {
+  sources: RouteSource[];
+  policies: Map<string, PolicyRuntime>;
+  /** Each policy's upstream guard with its source (refuseBound teaches them the bound addresses). */
+  guarded: Guarded[];
+}
+
+type Guarded = { guard: UpstreamGuard; source: RouteSource | undefined };
+
+/** The policies of a config with their sources (not started); a failure stops what was already built. */
+async function assemble(d: AssembleDeps): Promise<Assembled> {
+  const { config, logger, metrics, events, stats } = d;
+  const sampleRate = config.admin.eventsSampleRate ?? DEFAULT_SAMPLE_RATE;
+  const baseDeps: RuntimeDeps = { metrics, parseErrors: d.parseErrors, compile: { algorithms, state: d.upstreamState, health: d.healthTable }, logger };
+  const namer = new SourceNamer();
+  const sources: RouteSource[] = [];
+  const policies = new Map<string, PolicyRuntime>();
+  const guarded: Guarded[] = [];
+  try {
+    for (const p of config.policies) {
+      // the source's events name their policy and, once it exists, the source instance
+      const origin: { policy: string; source: string | undefined } = { policy: p.name, source: undefined };
+      // routes are checked against the policy's upstream guard when compiled (once per stored value)
+      const guard = new UpstreamGuard({ allowed: p.allowedUpstreams, denied: p.deniedUpstreams, self: { listen: config.listen, admin: config.admin.listen, dns: config.dns?.listen } });
+      guard.onRefused = (key, refused) => logger.warn({ policy: p.name, key, refused }, 'route names refused upstreams: they are never proxied');
+      const deps: RuntimeDeps = { ...baseDeps, compile: { ...baseDeps.compile, guard }, events: routesChangedToo(sourceEvents(events, origin), d.routesChanged) };
+      const source = p.dataSource === undefined ? undefined : await createSource(p.dataSource, deps, namer);
+      if (source !== undefined) sources.push(source);
+      guarded.push({ guard, source });
+      origin.source = source?.name;
+      const policy: Policy = {
+        name: p.name,
+        key: expression(p.key, `${p.path}.key`, logger),
+        instanceKey: expression(p.instanceKey, `${p.path}.instance_key`, logger),
+        versionKey: expression(p.versionKey, `${p.path}.version_key`, logger),
+        defaultKey: p.defaultKey,
+        source: source === undefined ? undefined : new ObservedSource(source, metrics),
+        fallback: buildFallback(p.fallback, p.pool, algorithms, d.upstreamState, d.healthTable),
+        restrictToPool: p.restrictToPool,
+        poolSet: new Set(p.pool),
+        metricsCardinality: p.metricsCardinality,
+      };
+      const runtime = new PolicyRuntime(policy, metrics);
+      runtime.onDecision(stats.listener);
+      runtime.onDecision(decisionEvents(events, { sampleRate, ...(source !== undefined ? { source: source.name } : {}) }));
+      runtime.reportFailure = (address, reason) => d.reportFailure(p.name, address, reason);
+      policies.set(p.name, runtime);
+    }
+  } catch (err) {
+    await Promise.all(sources.map((s) => s.stop()));
+    throw err;
+  }
+  return { sources, policies, guarded };
+}
+
+/** Settings a running service cannot change: their sockets are bound. */
+function restartOnly(a: ServiceConfig, b: ServiceConfig): string[] {
+  const out: string[] = [];
+  if (a.listen !== b.listen) out.push('listen');
+  if (a.admin.listen !== b.admin.listen) out.push('admin.listen');
+  if (JSON.stringify(a.dns ?? null) !== JSON.stringify(b.dns ?? null)) out.push('dns');
+  // fixed when the listeners and the registry were built
+  if (a.maxConnections !== b.maxConnections) out.push('max_connections');
+  if (a.admin.maxConnections !== b.admin.maxConnections) out.push('admin.max_connections');
+  if (JSON.stringify(a.rpc ?? null) !== JSON.stringify(b.rpc ?? null)) out.push('rpc');
+  if (JSON.stringify(a.metrics ?? null) !== JSON.stringify(b.metrics ?? null)) out.push('metrics');
+  return out;
+}
+
+/** The sources still not healthy after up to `waitMs` (a lazy store's first probe may lag its start). */
+async function unhealthyAfter(sources: readonly RouteSource[], waitMs: number): Promise<RouteSource[]> {
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const bad = sources.filter((s) => !s.healthy());
+    if (bad.length === 0 || Date.now() >= deadline) return bad;
+    await new Promise((r) => setTimeout(r, 25));
+  }
+}
+
+/** Binds one listener; a bind failure becomes one line with the field, the cause and the fix. */
+async function bind(file: string, field: string, address: string, start: () => Promise<string>): Promise<string> {
+  try {
+    return await start();
+  } catch (err) {
+    const code = (err as NodeJS.ErrnoException).code;
+    const fix =
+      code === 'EADDRINUSE'
+        ? `${address} is already in use by another process: stop it, or set ${field} to a free address`
+        : code === 'EACCES'
+          ? `no permission to bind ${address} (ports below 1024 need privileges): set ${field} to a port above 1023`
+          : code === 'EADDRNOTAVAIL'
+            ? `${address} is not an address of this machine: set ${field} to a local address (e.g. 127.0.0.1 or 0.0.0.0)`
+            : `cannot bind ${address}: ${errorMessage(err)}; check ${field}`;
+    throw new StartError(`${file === '<inline>' ? '' : `${file}: `}${field}: ${fix}`, { cause: err });
+  }
 }
 
 /** The source's events, plus a nudge to recompute which upstreams the policy uses when its routes change. */

@@ -9,7 +9,8 @@ export type ErrorCode =
   | 'DLB_SOURCE'
   | 'DLB_SOURCE_TIMEOUT'
   | 'DLB_RESYNC_REQUIRED'
-  | 'DLB_USAGE';
+  | 'DLB_USAGE'
+  | 'DLB_START';
 
 export class DynamicLbError extends Error {
   readonly code: ErrorCode;
@@ -77,4 +78,11 @@ export class ResyncRequired extends DynamicLbError {
 
 export function errorMessage(err: unknown): string {
   return err instanceof Error ? err.message : String(err);
+}
+
+/** The service could not start (a port in use, an address that cannot be bound): one line, cause and fix. */
+export class StartError extends DynamicLbError {
+  constructor(message: string, options?: { cause?: unknown }) {
+    super('DLB_START', message, options);
+  }
 }

@@ -20,8 +20,9 @@ import { cacheView, clearCaches, explainDecision, healthView, policiesView, rout
  *  - `GET /dynamic-lb/explain?policy=&key=&header=Name:%20value&uri=&method=&remote_ip=` — a dry-run decision;
  *  - `GET /dynamic-lb/events[?events=config_updated,route_missed]` — Server-Sent Events;
  *  - `GET /dynamic-lb/ui` — the status page (HTML), and `GET /dynamic-lb/ui/state?q=&limit=` — what it shows;
- *  - `GET /metrics` (Prometheus text), `GET /healthz` (the process answers), `GET /readyz` (503 until every
- *    source finished its initial load or its `initial_load_timeout` passed).
+ *  - `GET /metrics` (Prometheus text), `GET /healthz` (the process answers), `GET /readyz` (200 only while
+ *    every listener serves and every source finished its initial load or its `initial_load_timeout` passed;
+ *    503 `loading` with the sources still loading, 503 `stopping` during a drain).
  * A wrong method gets 405 JSON with `Allow`. With `admin.token` set, `/dynamic-lb/*` needs
  * `Authorization: Bearer <token>` (401 JSON otherwise) — the page alone also takes `?token=<token>`, since a
  * browser cannot add a header to a navigation (its script then sends the header itself); `/metrics`, `/healthz` and `/readyz` stay open for
@@ -29,7 +30,7 @@ import { cacheView, clearCaches, explainDecision, healthView, policiesView, rout
  * existing scripts keep working — probes should use `/readyz`.
  */
 export interface AdminDeps {
-  service: Pick<Service, 'config' | 'sources' | 'policies' | 'metrics' | 'parseErrors' | 'ready'> & Partial<Pick<Service, 'health'>>;
+  service: Pick<Service, 'config' | 'sources' | 'policies' | 'metrics' | 'parseErrors' | 'ready'> & Partial<Pick<Service, 'health' | 'notReady'>>;
   events: EventBus;
   stats: KeyStats;
   logger: Logger;
@@ -40,8 +41,8 @@ type Handler = (req: IncomingMessage, res: ServerResponse, query: URLSearchParam
 
 export function createAdminServer(deps: AdminDeps): Server {
   const { service, events, stats, logger } = deps;
-  const token = service.config.admin.token;
-  const expected = token ? digest(token) : undefined;
+  // the token is read per request (a config reload may change it); its digest is kept until it does
+  let digested: { token: string | undefined; expected: Buffer | undefined } = { token: undefined, expected: undefined };
 
   const routes: Record<string, Partial<Record<string, Handler>>> = {
     '/dynamic-lb/stats': { GET: (_req, res) => sendJson(res, 200, statsView(stats, service.sources)) },
@@ -82,7 +83,8 @@ export function createAdminServer(deps: AdminDeps): Server {
     '/readyz': {
       GET: (_req, res) => {
         if (service.ready()) return sendJson(res, 200, { status: 'ready' });
-        const waiting = service.sources.filter((s) => !s.ready()).map((s) => s.name);
+        const waiting = service.notReady?.() ?? service.sources.filter((s) => !s.ready()).map((s) => s.name);
+        if (waiting.includes('stopping')) return sendJson(res, 503, { status: 'stopping' });
         sendJson(res, 503, { status: 'loading', waiting_for: waiting });
       },
     },
@@ -137,6 +139,9 @@ export function createAdminServer(deps: AdminDeps): Server {
   }
 
   function authorized(req: IncomingMessage, path: string, query: URLSearchParams): boolean {
+    const token = service.config.admin.token;
+    if (digested.token !== token) digested = { token, expected: token ? digest(token) : undefined };
+    const expected = digested.expected;
     if (expected === undefined) return true;
     const m = /^Bearer[ \t]+(\S+)[ \t]*$/i.exec(req.headers.authorization ?? '');
     // the page only: a browser cannot send a header when it navigates (see docs/status-page.md)

@@ -97,10 +97,14 @@ export function generateCaddyfile(config: ServiceConfig, o: CaddyfileOptions): s
   if (o.mode === 'select') {
     errorsSnippet(out, config, o);
     out.blank();
+  } else if (config.dns !== undefined) {
+    poolErrorsSnippet(out, config);
+    out.blank();
   }
   out.open(o.site ?? ':8080');
   if (o.bind !== undefined) out.line(`bind ${o.bind}`);
   if (o.mode === 'select') out.line('import dynamic-lb-errors');
+  else if (config.dns !== undefined) out.line('import dynamic-lb-pool-errors');
   for (const h of o.handles ?? []) {
     if (!config.policies.some((p) => p.name === h.policy)) throw new Error(`handles: no policy ${JSON.stringify(h.policy)}`);
     out.open(`handle ${h.matcher}`);
@@ -290,6 +294,8 @@ function upstreamsSnippet(out: Lines, config: ServiceConfig, policy: PolicyConfi
   const label = /^[A-Za-z0-9_-]+$/.test(policy.name) ? policy.name : undefined;
   out.open('route');
   out.line('request_header -X-Dynamic-*');
+  out.comment('the policy, for the fail-safe in handle_errors');
+  out.line(`vars dlb_policy ${quote(policy.name)}`);
   if (limit > 0) {
     out.comment(`keep bodies up to ${limit} bytes re-readable so Caddy's retries can resend them`);
     out.line(`@dlb_${name}_body expression \`{http.request.header.Content-Length} != "" && int({http.request.header.Content-Length}) <= ${limit} && {http.request.body} != "-"\``);
@@ -323,6 +329,52 @@ function upstreamsSnippet(out: Lines, config: ServiceConfig, policy: PolicyConfi
   }
   out.close();
   out.close();
+  out.close();
+}
+
+/**
+ * Pool mode's fail-safe at dial time. A cached pool's SRV targets (`ip-…`, `h--…` in the zone) are resolved
+ * through the sidecar's DNS when Caddy opens a new connection; with the sidecar gone those lookups are refused
+ * and Caddy answers 502 until the pool's `refresh` runs out. Such an error (a lookup of an in-zone name that did
+ * not fail with "no such host") sends the request to the policy's static pool, as select mode's fail-safe does.
+ */
+function poolErrorsSnippet(out: Lines, config: ServiceConfig): void {
+  const zone = (config.dns as NonNullable<ServiceConfig['dns']>).zone;
+  out.comment('the fail-safe for every policy above: a pool target could not be resolved because the sidecar is gone');
+  out.open('(dynamic-lb-pool-errors)');
+  out.open('handle_errors');
+  for (const policy of config.policies) {
+    const name = snippetName(policy.name);
+    out.line(
+      `@dlb_pool_failsafe_${name} expression \`{http.vars.dlb_policy} == ${JSON.stringify(policy.name)} && {http.error.status_code} == 502 && ` +
+        `{http.error.message}.contains("lookup ") && {http.error.message}.contains(${JSON.stringify(`.${zone}`)}) && !{http.error.message}.contains("no such host")\``,
+    );
+    out.open(`handle @dlb_pool_failsafe_${name}`);
+    failsafeProxy(out, policy);
+    out.close();
+  }
+  out.open('handle');
+  out.line('respond "{http.error.status_code} {http.error.status_text}" {http.error.status_code}');
+  out.close();
+  out.close();
+  out.close();
+}
+
+/** The static pool with the policy's fallback as Caddy's lb_policy, or the 503 JSON answer (`fallback: none`, no pool). */
+function failsafeProxy(out: Lines, policy: PolicyConfig): void {
+  const lb = LB_POLICY[policy.fallback];
+  if (lb === undefined || policy.pool.length === 0) {
+    out.comment(policy.pool.length === 0 ? 'no static pool' : 'fallback: none');
+    out.line('header Content-Type application/json');
+    out.line('respond `{"error":"routing service unavailable","reason":"sidecar_unreachable"}` 503');
+    return;
+  }
+  out.open(`reverse_proxy ${policy.pool.join(' ')}`);
+  out.line('header_up -X-Dynamic-*');
+  out.line(`lb_policy ${lb}`);
+  out.line(`lb_retries ${Math.min(policy.pool.length - 1, 2)}`);
+  out.comment('real addresses: passive health is safe here');
+  out.line('fail_duration 10s');
   out.close();
 }
 

@@ -12,6 +12,8 @@ export const DEFAULT_CONFIG_FILE = './dynamic-lb.yaml';
 /** Default connection caps per listener (`max_connections`, `admin.max_connections`). */
 export const DEFAULT_MAX_CONNECTIONS = 4096;
 export const DEFAULT_ADMIN_MAX_CONNECTIONS = 256;
+/** `shutdown_timeout` default: SIGTERM → exit within this (well inside Kubernetes' 30 s grace period). */
+export const DEFAULT_SHUTDOWN_TIMEOUT_MS = 10_000;
 
 /** The config file to use: `--config`, else `DYNAMIC_LB_CONFIG`, else `./dynamic-lb.yaml`. */
 export function configPath(flag: string | undefined): string {
@@ -77,6 +79,7 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
       listen: address(dnsReader, 'listen', '127.0.0.1:2053'),
       zone: dnsReader.string('zone', 'dynamic-lb.internal').replace(/\.$/, '').toLowerCase(),
       ttlSeconds: dnsReader.int('ttl', 5, { min: 0, max: 86400 }),
+      separateProcess: dnsReader.bool('separate_process', true),
     };
     dnsReader.done();
   }
@@ -87,6 +90,8 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
   const rpc = { maxBatchSize: rpcReader?.int('max_batch_size', DEFAULT_RPC_MAX_BATCH, { min: 1 }) ?? DEFAULT_RPC_MAX_BATCH };
   rpcReader?.done();
   const logLevel = r.oneOf('log_level', ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const, 'info');
+  const shutdownTimeoutMs = r.duration('shutdown_timeout', DEFAULT_SHUTDOWN_TIMEOUT_MS);
+  if (shutdownTimeoutMs <= 0) r.fail('shutdown_timeout', 'must be a positive duration, e.g. 10s');
   const policiesReader = r.object('policies');
   if (policiesReader === undefined || Object.keys(policiesReader.values).length === 0) return r.fail('policies', 'at least one policy is required');
   const policies = Object.keys(policiesReader.values).map((name) => {
@@ -100,7 +105,7 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
     if (seen.has(p.name)) throw new ConfigError(p.path, 'duplicate policy name');
     seen.add(p.name);
   }
-  return { file, listen, maxConnections, admin, dns, logLevel, metrics, rpc, policies };
+  return { file, listen, maxConnections, admin, dns, logLevel, metrics, rpc, shutdownTimeoutMs, policies };
 }
 
 function readPolicy(name: string, p: OptionReader, self: Record<string, string | undefined>): PolicyConfig {

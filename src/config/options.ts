@@ -1,3 +1,4 @@
+import { readFileSync } from 'node:fs';
 import { ConfigError } from '../errors.ts';
 import { parseDuration } from './duration.ts';
 
@@ -49,6 +50,28 @@ export class OptionReader {
     if (typeof v === 'string') return v;
     if (typeof v === 'number' || typeof v === 'boolean') return String(v);
     return this.fail(name, `must be a string, got ${typeof v}`);
+  }
+
+  /**
+   * The contents of the file named by option `name` (TLS material), read when the config is built so that an
+   * unreadable file stops the start with `field: cannot read <path>: <reason>` instead of failing every
+   * connection attempt later; undefined when the option is absent or empty.
+   */
+  fileContents(name: string): Buffer | undefined {
+    const path = this.string(name);
+    if (path === undefined || path === '') return undefined;
+    try {
+      return readFileSync(path);
+    } catch (err) {
+      const e = err as NodeJS.ErrnoException;
+      const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'is a directory' : e.message;
+      return this.fail(name, `cannot read ${path}: ${why}`);
+    }
+  }
+
+  /** The path in option `name`, after checking the file can be read (see fileContents). */
+  readableFile(name: string): string | undefined {
+    return this.fileContents(name) === undefined ? undefined : (this.string(name) as string);
   }
 
   required(name: string): string {

@@ -35,13 +35,29 @@ export interface ServiceConfig {
     eventsSampleRate?: number;
   };
   /** DNS answers for Caddy's `dynamic srv` / `dynamic a`; off when absent. */
-  dns: { listen: string; zone: string; ttlSeconds: number } | undefined;
+  dns:
+    | {
+        listen: string;
+        zone: string;
+        ttlSeconds: number;
+        /**
+         * `separate_process`: the DNS port is owned by a small front process that keeps answering while the
+         * service is hung (src/server/dns-front.ts). Default true; false answers in the service process.
+         */
+        separateProcess?: boolean;
+      }
+    | undefined;
   /** `debug`, `info` (default), `warn`, `error`, `silent`. */
   logLevel: string;
   /** `metrics.max_series`: series ceiling of each labelled metric; past it label sets fold into `__other__`. Default 10000. */
   metrics?: { maxSeries: number };
   /** `rpc.max_batch_size`: calls in one JSON-RPC batch; a larger batch is answered with one -32600 error. Default 1000. */
   rpc?: { maxBatchSize: number };
+  /**
+   * `shutdown_timeout`: on SIGTERM the service stops accepting, lets in-flight requests finish, closes its
+   * sources and exits 0 within this; connections still open near the end are closed. Default `10s`.
+   */
+  shutdownTimeoutMs?: number;
   policies: PolicyConfig[];
 }
 

@@ -6,6 +6,7 @@ import { findCaddy, startCaddyProcess, type CaddyProcess } from '../caddyfile/ru
 import { parseConfig } from '../config/load.ts';
 import { PACKAGE_ROOT } from '../package.ts';
 import { startBackend, stopBackends, type Backend } from './backends.ts';
+import { createLogger, logFormat, logLevel } from '../observe/log.ts';
 
 /**
  * `dynamic-lb demo`: the zero-setup tour. Three sample backends on 127.0.0.1:9001-9003, the sidecar on the
@@ -55,7 +56,10 @@ export async function startDemo(o: DemoOptions = {}): Promise<Demo> {
   const ports = o.backendPorts ?? [9001, 9002, 9003];
   const backends = await Promise.all(ports.map((p, i) => startBackend(`backend-${i + 1}`, `127.0.0.1:${p}`)));
   try {
-    const service = await buildService(parseConfig(demoConfigText(o), '<demo>'));
+    const config = parseConfig(demoConfigText(o), '<demo>');
+    // the demo is read by a person: readable logs even when its output is piped (LOG_FORMAT=json for JSON)
+    const logger = createLogger(logLevel(config.logLevel), undefined, process.env.LOG_FORMAT ? logFormat() : 'pretty');
+    const service = await buildService(config, { logger });
     await service.start();
     const { caddy, problem } = await startDemoCaddy(service, o.caddyListen ?? '127.0.0.1:8080');
     return {

@@ -43,6 +43,8 @@ export class Metrics {
 
   /** Set by the health service: each address in use and whether it is healthy (read at scrape time). */
   upstreamsForGauges: () => Iterable<{ upstream: string; healthy: boolean }> = () => [];
+  /** SIGHUP reloads of the service config: `success` (swapped in) or `failure` (the previous config kept). */
+  readonly configReloads: Counter<'result'>;
 
   /**
    * Set by the app: the service's sources. The three state gauges are computed from them at scrape time
@@ -122,6 +124,8 @@ export class Metrics {
     });
     this.healthChecks = new FastCounter({ name: `${p}health_checks_total`, help: 'Active health probes finished, by result (pass, timeout, error, status, body).', labelNames: ['result'], registers });
     this.passiveFailures = new FastCounter({ name: `${p}passive_failures_total`, help: 'Failed proxy attempts reported by Caddy (X-Dynamic-Failed-Upstream), by upstream and reason (dial, timeout, status, other).', labelNames: ['upstream', 'reason'], registers });
+    this.configReloads = new Counter({ name: `${p}config_reloads_total`, help: 'Reloads of the service config (SIGHUP), by result: success (swapped in) or failure (the previous config kept).', labelNames: ['result'], registers });
+    for (const result of ['success', 'failure']) this.configReloads.labels({ result }).inc(0);
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry });
     this.setMaxSeries(DEFAULT_MAX_SERIES);
   }

@@ -53,6 +53,8 @@ export interface DnsServerOptions {
   lookupTimeoutMs?: number;
   /** TCP connections idle longer than this are closed. Default 10 s. */
   tcpIdleMs?: number;
+  /** Answers queries instead of `answer` (the DNS front process relays them; src/server/dns-front-process.ts). */
+  handler?: (msg: Buffer, transport: 'udp' | 'tcp') => Promise<Buffer | undefined>;
 }
 
 const UDP_MIN = 512;
@@ -102,7 +104,18 @@ export class DnsServer {
   constructor(private readonly o: DnsServerOptions) {
     this.zone = o.zone.replace(/\.$/, '').toLowerCase();
     this.zoneSuffix = `.${this.zone}`;
-    for (const [name, runtime] of o.policies) this.policiesLower.set(name.toLowerCase(), runtime);
+    this.reindex();
+  }
+
+  /** Re-reads the policies map (after a config reload swapped its contents). */
+  reindex(): void {
+    this.policiesLower.clear();
+    for (const [name, runtime] of this.o.policies) this.policiesLower.set(name.toLowerCase(), runtime);
+  }
+
+  /** True while both the UDP and the TCP socket are bound. */
+  listening(): boolean {
+    return this.udp !== undefined && this.tcp?.listening === true;
   }
 
   /** Binds TCP and UDP on the same port; resolves to `host:port`. */
@@ -154,7 +167,7 @@ export class DnsServer {
   }
 
   private serveUdp(msg: Buffer, rinfo: dgram.RemoteInfo): void {
-    this.answer(msg, 'udp').then(
+    (this.o.handler ?? this.answer.bind(this))(msg, 'udp').then(
       (reply) => {
         if (reply !== undefined && this.udp !== undefined) this.udp.send(reply, rinfo.port, rinfo.address);
       },
@@ -181,7 +194,7 @@ export class DnsServer {
         buffered = buffered.subarray(2 + size);
         pending++;
         if (pending >= TCP_MAX_PENDING) socket.pause();
-        const reply = this.answer(msg, 'tcp');
+        const reply = (this.o.handler ?? this.answer.bind(this))(msg, 'tcp');
         chain = chain.then(async () => {
           try {
             const out = await reply;
@@ -254,6 +267,15 @@ export class DnsServer {
       ttl: this.o.ttlSeconds,
       data: { mname: `ns.${this.zone}`, rname: `hostmaster.${this.zone}`, serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: this.o.ttlSeconds },
     };
+  }
+
+  /** True for the synthetic SRV targets (`ip-…`, `ip6-…`, `h--…` below the zone): answered without any route. */
+  isTarget(name: string): boolean {
+    const lower = name.replace(/\.$/, '').toLowerCase();
+    if (!lower.endsWith(this.zoneSuffix)) return false;
+    const labels = lower.slice(0, lower.length - this.zoneSuffix.length).split('.');
+    const first = labels[0] as string;
+    return first.startsWith(HOST_PREFIX) || (labels.length === 1 && ipFromTarget(first) !== undefined);
   }
 
   /** The answer for one question (exported through `answer`); async only on a store load. */

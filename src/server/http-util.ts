@@ -47,6 +47,24 @@ export function closeServer(server: Server): Promise<void> {
 }
 
 /**
+ * Graceful close: stop accepting, let requests in flight finish (closing each kept-alive connection as soon as
+ * it is idle), and close whatever is still open after `timeoutMs`. Resolves once the server is closed.
+ */
+export function drainServer(server: Server, timeoutMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    if (!server.listening) return resolve();
+    const sweep = setInterval(() => server.closeIdleConnections(), 20);
+    const force = setTimeout(() => server.closeAllConnections(), Math.max(0, timeoutMs));
+    server.close(() => {
+      clearInterval(sweep);
+      clearTimeout(force);
+      resolve();
+    });
+    server.closeIdleConnections();
+  });
+}
+
+/**
  * Keep-alive longer than Caddy's pooled connections idle (2 min by default), so Caddy never reuses a
  * connection the sidecar is just closing (which would surface as a sporadic 502).
  */

@@ -1,5 +1,4 @@
 import { EventEmitter } from 'node:events';
-import { readFileSync } from 'node:fs';
 import { Agent as HttpAgent, type IncomingMessage } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import Consul from 'consul';
@@ -238,16 +237,6 @@ function parseAddress(options: OptionReader, raw: string): { host: string; port:
   return { host: (hp[1] ?? hp[2]) as string, port, ...(scheme ? { scheme } : {}) };
 }
 
-function readPem(options: OptionReader, field: string): Buffer | undefined {
-  const path = options.string(field);
-  if (path === undefined || path === '') return undefined;
-  try {
-    return readFileSync(path);
-  } catch (err) {
-    return options.fail(field, `cannot read ${path}: ${errorMessage(err)}`);
-  }
-}
-
 const MAX_WAIT_MS = 10 * 60_000;
 
 export const factory: DriverFactory = ({ name, options, deps }) => {
@@ -257,9 +246,9 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
   if (explicitScheme !== undefined && address.scheme !== undefined && explicitScheme !== address.scheme) options.fail('scheme', `${explicitScheme} contradicts the address ${JSON.stringify(options.string('address'))}`);
   const scheme = explicitScheme ?? address.scheme ?? (tlsEnabled ? 'https' : 'http');
   if (tlsEnabled && scheme !== 'https') options.fail('scheme', 'must be https when tls_enabled is true');
-  const ca = readPem(options, 'tls_ca_file');
-  const cert = readPem(options, 'tls_cert_file');
-  const key = readPem(options, 'tls_key_file');
+  const ca = options.fileContents('tls_ca_file');
+  const cert = options.fileContents('tls_cert_file');
+  const key = options.fileContents('tls_key_file');
   const skipVerify = options.bool('tls_skip_verify', false);
   if ((cert === undefined) !== (key === undefined)) options.fail(cert === undefined ? 'tls_cert_file' : 'tls_key_file', 'tls_cert_file and tls_key_file must be given together');
   if (scheme !== 'https' && (ca || cert || skipVerify)) options.fail('tls_enabled', 'TLS options need tls_enabled: true (or scheme https)');

@@ -318,6 +318,8 @@ export const factory: DriverFactory = ({ name, options }) => {
   const skipVerify = options.bool('tls_skip_verify', false);
   if (certFile !== undefined && keyFile === undefined) options.fail('tls_key_file', 'is required when tls_cert_file is set (client certificate and key go together)');
   if (keyFile !== undefined && certFile === undefined) options.fail('tls_cert_file', 'is required when tls_key_file is set (client certificate and key go together)');
+  // read now: an unreadable file is a start error, not a connection failure retried forever
+  for (const f of ['tls_ca_file', 'tls_cert_file', 'tls_key_file']) options.readableFile(f);
   const httpsEndpoint = endpoints.some((e) => /^https:\/\//i.test(e.trim()));
   const tlsEnabled = options.bool('tls_enabled', false) || caFile !== undefined || certFile !== undefined || skipVerify || httpsEndpoint;
 

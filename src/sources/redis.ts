@@ -515,6 +515,8 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
   const skipVerify = options.bool('tls_skip_verify', false);
   if (certFile !== undefined && keyFile === undefined) options.fail('tls_key_file', 'is required when tls_cert_file is set (client certificate and key go together)');
   if (keyFile !== undefined && certFile === undefined) options.fail('tls_cert_file', 'is required when tls_key_file is set (client certificate and key go together)');
+  // read now: an unreadable file is a start error, not a connection failure retried forever
+  for (const f of ['tls_ca_file', 'tls_cert_file', 'tls_key_file']) options.readableFile(f);
   const tlsEnabled = options.bool('tls_enabled', false) || caFile !== undefined || certFile !== undefined || skipVerify;
 
   const pubsubChannel = options.string('pubsub_channel', 'caddy:routing:updates');

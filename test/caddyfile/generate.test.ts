@@ -186,6 +186,15 @@ describe('upstreams mode text', () => {
     assert.match(def, /refresh 5s/);
   });
 
+  test('the fail-safe at dial time: a failed lookup of an in-zone target sends the policy to its static pool', () => {
+    assert.match(text, /\n\timport dynamic-lb-pool-errors\n/, 'the site imports the pool errors snippet');
+    const def = text.slice(text.indexOf('(dynamic-lb-default)'), text.indexOf('(dynamic-lb-canary)'));
+    assert.match(def, /vars dlb_policy default\n/);
+    const errors = text.slice(text.indexOf('(dynamic-lb-pool-errors)'));
+    assert.match(errors, /@dlb_pool_failsafe_default expression `\{http\.vars\.dlb_policy\} == "default" && \{http\.error\.status_code\} == 502 && \{http\.error\.message\}\.contains\("lookup "\) && \{http\.error\.message\}\.contains\("\.lb\.example"\) && !\{http\.error\.message\}\.contains\("no such host"\)`/);
+    assert.match(errors, /handle @dlb_pool_failsafe_default \{\n\t+reverse_proxy 127\.0\.0\.1:9001 \{/);
+  });
+
 });
 
 describe('the shipped caddy-config/ files', () => {

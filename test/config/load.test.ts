@@ -88,7 +88,7 @@ test('a full config is read as written', () => {
   );
   assert.equal(c.listen, '0.0.0.0:3020');
   assert.deepEqual([c.admin.listen, c.admin.token], ['127.0.0.1:3021', 's3cret']);
-  assert.deepEqual(c.dns, { listen: '127.0.0.1:3053', zone: 'lb.internal', ttlSeconds: 5 });
+  assert.deepEqual(c.dns, { listen: '127.0.0.1:3053', zone: 'lb.internal', ttlSeconds: 5, separateProcess: true });
   assert.equal(c.logLevel, 'warn');
   const [d, s] = c.policies;
   assert.deepEqual([d?.instanceKey, d?.versionKey, d?.defaultKey, d?.fallback, d?.restrictToPool, d?.metricsCardinality], ['{header.X-Instance}', '{header.X-Version}', 'shared', 'none', true, 'coarse']);
@@ -380,4 +380,23 @@ test('the shipped example config loads', () => {
   const c = loadConfigFile('examples/dynamic-lb.yaml', {});
   assert.equal(c.policies[0]?.name, 'default');
   assert.equal(c.policies[0]?.dataSource?.string('source'), 'file');
+});
+
+// ---- shutdown_timeout -------------------------------------------------------------------------------------------
+
+test('shutdown_timeout: default 10s, a duration as written, and a problem naming the line', () => {
+  assert.equal(parseConfig(MINIMAL, 'svc.yaml', {}).shutdownTimeoutMs, 10_000);
+  assert.equal(parseConfig(lines('shutdown_timeout: 25s', MINIMAL), 'svc.yaml', {}).shutdownTimeoutMs, 25_000);
+  for (const bad of ['soon', '0s']) {
+    const err = configError(lines(`shutdown_timeout: ${bad}`, MINIMAL));
+    assert.equal(err.field, 'shutdown_timeout');
+    assert.equal(err.line, 1);
+  }
+});
+
+test('dns.separate_process: the DNS front process by default, false keeps DNS in the service process', () => {
+  const withDns = (extra: string): ServiceConfig => parseConfig(lines('dns:', '  listen: 127.0.0.1:2053', extra, MINIMAL), 'svc.yaml', {});
+  assert.equal(withDns('').dns?.separateProcess, true);
+  assert.equal(withDns('  separate_process: false').dns?.separateProcess, false);
+  assert.equal(configError(lines('dns:', '  separate_process: sometimes', MINIMAL)).field, 'dns.separate_process');
 });

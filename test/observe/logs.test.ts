@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { rename } from 'node:fs/promises';
 import { Writable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
-import { createLogger } from '../../src/observe/log.ts';
+import { createLogger, logFormat, logLevel } from '../../src/observe/log.ts';
+import { ConfigError } from '../../src/errors.ts';
 import { eventually } from '../support/service.ts';
 import { routesDir, startService, type Running, type RoutesDir } from '../admin/support.ts';
 
@@ -97,4 +98,20 @@ describe('logs: structured JSON, one line per source event, none per request', (
     assert.ok(raw.length > 0);
     assert.ok(raw.every((l) => !l.includes(TOKEN)));
   });
+});
+
+test('LOG_LEVEL overrides the configured level; an unknown one is a ConfigError naming LOG_LEVEL', () => {
+  assert.equal(logLevel('warn', {}), 'warn');
+  assert.equal(logLevel(undefined, {}), 'info');
+  assert.equal(logLevel('warn', { LOG_LEVEL: 'DEBUG' }), 'debug');
+  assert.equal(logLevel('warn', { LOG_LEVEL: '' }), 'warn');
+  assert.throws(() => logLevel('warn', { LOG_LEVEL: 'loud' }), (err: unknown) => err instanceof ConfigError && err.field === 'LOG_LEVEL');
+});
+
+test('logs are JSON unless stdout is a terminal; LOG_FORMAT forces either', () => {
+  assert.equal(logFormat({}, false), 'json');
+  assert.equal(logFormat({}, true), 'pretty');
+  assert.equal(logFormat({ LOG_FORMAT: 'json' }, true), 'json');
+  assert.equal(logFormat({ LOG_FORMAT: 'pretty' }, false), 'pretty');
+  assert.throws(() => logFormat({ LOG_FORMAT: 'xml' }, false), (err: unknown) => err instanceof ConfigError && err.field === 'LOG_FORMAT');
 });
