@@ -273,7 +273,8 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     healthService.refresh();
     // what only a restart applies keeps its old value, so the next reload compares against what runs
     current = { ...next, listen: current.listen, maxConnections: current.maxConnections, admin: { ...next.admin, listen: current.admin.listen, maxConnections: current.admin.maxConnections }, dns: current.dns, rpc: current.rpc, metrics: current.metrics };
-    if (!process.env.LOG_LEVEL) logger.level = next.logLevel;
+    // the service's own logger follows log_level (LOG_LEVEL wins); a logger handed in belongs to the caller
+    if (options.logger === undefined && !process.env.LOG_LEVEL) logger.level = next.logLevel;
     // requests that already hold an old policy finish on its sources; they are stopped a little later
     for (const s of old) retired.add(s);
     setTimeout(() => {
