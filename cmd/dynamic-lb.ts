@@ -1,5 +1,5 @@
 import { Command, CommanderError, Option } from 'commander';
-import { buildService } from '../src/app.ts';
+import { buildService, startGatewayJwts } from '../src/app.ts';
 import { generateCaddyfile, type CaddyfileMode } from '../src/caddyfile/generate.ts';
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS, configPath, loadConfigFile } from '../src/config/load.ts';
 import { demoTour, startDemo } from '../src/demo/demo.ts';
@@ -101,7 +101,8 @@ program
     }
     const service = await buildService(loadConfigFile(o.config), { logger: silentLogger });
     try {
-      await Promise.all(service.sources.map((s) => s.start()));
+      const jwts = [...service.policies.values()].flatMap((r) => (r.gatewayJwt !== undefined ? [r.gatewayJwt] : []));
+      await Promise.all([...service.sources.map((s) => s.start()), startGatewayJwts(jwts)]);
       const { explainDecision } = await import('../src/admin/views.ts');
       const result = await explainDecision(service, { policy: o.policy, key: o.key, headers, uri: o.uri, method: o.method, host: o.host, remoteIp: o.remoteIp });
       process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);

@@ -25,6 +25,7 @@ import { UpstreamGuard } from './guard/upstream-guard.ts';
 import { HealthService, type HealthPolicy } from './health/service.ts';
 import { HealthTable } from './health/state.ts';
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS } from './config/load.ts';
+import { GatewayJwt } from './jwt/gateway-jwt.ts';
 
 /**
  * The composition root: builds sources, policies and servers from the service config and owns the start
@@ -116,6 +117,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
   const sources: RouteSource[] = [...first.sources];
   const policies = new Map<string, PolicyRuntime>(first.policies);
   let guarded = first.guarded;
+  const jwts: GatewayJwt[] = [...first.jwts];
   metrics.sourcesForGauges = () => sources;
   // one health service for the service's life: its policies read the live policies map, so a reload's new
   // sources and pools are tracked; checks of a policy are fixed at start (a reload reports changed ones)
@@ -159,7 +161,8 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     policies,
     events,
     addresses,
-    ready: () => started && stopping === undefined && listening() && sources.every((s) => s.ready()),
+    // a gateway_jwt whose JWKS server was too slow at start answers 503 until its keys load
+    ready: () => started && stopping === undefined && listening() && sources.every((s) => s.ready()) && jwts.every((j) => j.jwks.keys !== undefined),
     notReady: () => (stopping !== undefined ? ['stopping'] : sources.filter((s) => !s.ready()).map((s) => s.name)),
     addListener(name, start, stop) {
       extra.push({ name, start, stop });
@@ -182,7 +185,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
         for (const l of extra.filter((e) => e.name !== 'admin')) addresses[l.name] = await bind(config.file, `${l.name}.listen`, config.dns?.listen ?? '', l.start);
         refuseBound(guarded, 'listen', 'dns');
         // until a source finished its initial load it answers `unhealthy`, so early requests get the fallback
-        await Promise.all(sources.map((s) => s.start()));
+        await Promise.all([...sources.map((s) => s.start()), startGatewayJwts(jwts)]);
         healthService.start();
       } catch (err) {
         await service.stop();
@@ -202,6 +205,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
           ...others.map((l) => l.stop().catch((err: unknown) => logger.warn({ err }, `stopping ${l.name} failed`))),
         ]);
         await healthService.stop();
+        for (const j of jwts) j.stop();
         await Promise.all([...sources, ...retired].map((s) => s.stop()));
         retired.clear();
         for (const l of extra.filter((e) => e.name === 'admin')) await l.stop().catch((err: unknown) => logger.warn({ err }, 'stopping admin failed'));
@@ -245,15 +249,24 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     } catch (err) {
       return fail(errorMessage(err), restartRequired);
     }
-    // the new sources load while the old ones serve
-    await Promise.all(built.sources.map((s) => s.start()));
+    const discard = async (): Promise<void> => {
+      for (const j of built.jwts) j.stop();
+      await Promise.all(built.sources.map((s) => s.stop()));
+    };
+    // the new sources (and key sets) load while the old ones serve
+    try {
+      await Promise.all([...built.sources.map((s) => s.start()), startGatewayJwts(built.jwts)]);
+    } catch (err) {
+      await discard();
+      return fail(errorMessage(err), restartRequired);
+    }
     const unloaded = await unhealthyAfter(built.sources, 2000);
     if (unloaded.length > 0) {
-      await Promise.all(built.sources.map((s) => s.stop()));
+      await discard();
       return fail(`source${unloaded.length > 1 ? 's' : ''} ${unloaded.map((s) => `${s.name} (${s.health().last_error ?? 'not in sync'})`).join(', ')} did not load`, restartRequired);
     }
     if (stopping !== undefined) {
-      await Promise.all(built.sources.map((s) => s.stop()));
+      await discard();
       return { result: 'failure', error: 'stopping', restartRequired };
     }
     // the new guards refuse the bound addresses too (port 0 resolved at start)
@@ -261,6 +274,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     // the swap itself is synchronous: a request sees either the old or the new policies, never a mix
     guarded = built.guarded;
     const old = sources.splice(0, sources.length, ...built.sources);
+    const oldJwts = jwts.splice(0, jwts.length, ...built.jwts);
     policies.clear();
     for (const [name, runtime] of built.policies) policies.set(name, runtime);
     dns?.reindex();
@@ -278,6 +292,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     // requests that already hold an old policy finish on its sources; they are stopped a little later
     for (const s of old) retired.add(s);
     setTimeout(() => {
+      for (const j of oldJwts) j.stop();
       for (const s of old) {
         if (!retired.delete(s)) continue;
         s.stop().catch((err: unknown) => logger.warn({ err, source: s.name }, 'stopping a replaced source failed'));
@@ -340,6 +355,8 @@ interface Assembled {
   policies: Map<string, PolicyRuntime>;
   /** Each policy's upstream guard with its source (refuseBound teaches them the bound addresses). */
   guarded: Guarded[];
+  /** Each gateway_jwt of the policies (their key sets are fetched by startGatewayJwts). */
+  jwts: GatewayJwt[];
 }
 
 type Guarded = { guard: UpstreamGuard; source: RouteSource | undefined };
@@ -353,6 +370,7 @@ async function assemble(d: AssembleDeps): Promise<Assembled> {
   const sources: RouteSource[] = [];
   const policies = new Map<string, PolicyRuntime>();
   const guarded: Guarded[] = [];
+  const jwts: GatewayJwt[] = [];
   try {
     for (const p of config.policies) {
       // the source's events name their policy and, once it exists, the source instance
@@ -377,7 +395,9 @@ async function assemble(d: AssembleDeps): Promise<Assembled> {
         poolSet: new Set(p.pool),
         metricsCardinality: p.metricsCardinality,
       };
-      const runtime = new PolicyRuntime(policy, metrics);
+      const gatewayJwt = p.gatewayJwt === undefined ? undefined : newGatewayJwt(p.name, p.gatewayJwt, metrics, logger);
+      if (gatewayJwt !== undefined) jwts.push(gatewayJwt);
+      const runtime = new PolicyRuntime(policy, metrics, gatewayJwt);
       runtime.onDecision(stats.listener);
       runtime.onDecision(decisionEvents(events, { sampleRate, ...(source !== undefined ? { source: source.name } : {}) }));
       runtime.reportFailure = (address, reason) => d.reportFailure(p.name, address, reason);
@@ -387,7 +407,7 @@ async function assemble(d: AssembleDeps): Promise<Assembled> {
     await Promise.all(sources.map((s) => s.stop()));
     throw err;
   }
-  return { sources, policies, guarded };
+  return { sources, policies, guarded, jwts };
 }
 
 /** Settings a running service cannot change: their sockets are bound. */
@@ -455,4 +475,29 @@ function expression(text: string | undefined, field: string, logger: Logger): Co
   }
   if (!compiled.source.includes('{')) logger.warn({ field, key: text }, 'key expression has no placeholder: every request gets the same key');
   return compiled;
+}
+
+/** A policy's gateway_jwt, counting refusals and JWKS fetches under its policy label. */
+function newGatewayJwt(policy: string, config: NonNullable<ServiceConfig['policies'][number]['gatewayJwt']>, metrics: Metrics, logger: Logger): GatewayJwt {
+  const rejections = new Map<string, { inc(): void }>();
+  return new GatewayJwt(config, {
+    logger: logger.child({ component: 'gateway_jwt', policy }),
+    onReject: (check) => {
+      let child = rejections.get(check);
+      if (child === undefined) rejections.set(check, (child = metrics.gatewayJwtRejections.labels({ policy, check })));
+      child.inc();
+    },
+    onFetch: (result) => metrics.gatewayJwtJwksFetches.labels({ policy, result }).inc(),
+  });
+}
+
+/** Fetches every gateway_jwt key set; a JWKS that fails (other than by being slow) is a config error naming the field. */
+export async function startGatewayJwts(jwts: readonly GatewayJwt[]): Promise<void> {
+  await Promise.all(
+    jwts.map((j) =>
+      j.start().catch((err: unknown) => {
+        throw new ConfigError(`${j.config.path}.jwks_url`, (err as Error).message, { cause: err });
+      }),
+    ),
+  );
 }

@@ -6,6 +6,7 @@ import { DynamicLbError } from '../errors.ts';
 import { eachSource, type ParseErrorLog } from '../metrics/metrics.ts';
 import { ruleMatches, type CompiledRoute } from '../route/compile.ts';
 import { viewFromRpc } from '../server/request-view.ts';
+import { explainJwt, type JwtExplain } from '../jwt/explain.ts';
 import type { RouteSource, SourceHealth, SourceType } from '../sources/source.ts';
 import type { KeyStats } from './stats.ts';
 
@@ -219,6 +220,8 @@ export interface ExplainResult {
   algorithm: string | null;
   fallback_policy: string;
   request: { method: string; uri: string; host: string; remote_ip: string };
+  /** For a policy with gateway_jwt: the token check (refused: nothing else is decided) with the claims and keys. */
+  jwt?: JwtExplain;
 }
 
 /** `Name: value` → [name, value]; throws a DLB_USAGE error naming the line when there is no colon. */
@@ -253,7 +256,15 @@ export async function explainDecision(service: Pick<Service, 'policies'>, input:
   if (input.instanceKey !== undefined) overrides['x-dynamic-instance-key'] = input.instanceKey;
   if (input.versionKey !== undefined) overrides['x-dynamic-version-key'] = input.versionKey;
   const request = { method: input.method || 'GET', uri: input.uri || '/', host: input.host ?? headers.host?.[0] ?? '', headers, remote_ip: input.remoteIp ?? '' };
-  const view = viewFromRpc(request, overrides);
+  let view = viewFromRpc(request, overrides);
+  let jwt: JwtExplain | undefined;
+  if (runtime.gatewayJwt !== undefined) {
+    const checked = await explainJwt(runtime.gatewayJwt, view);
+    jwt = checked.explain;
+    if (!checked.outcome.ok) return refusedByJwt(name, runtime, view, jwt);
+    for (const [header, [value]] of checked.outcome.vars) overrides[header] = value as string;
+    view = viewFromRpc(request, overrides);
+  }
   const p = runtime.policy;
   const d = await select(p, view);
 
@@ -284,6 +295,25 @@ export async function explainDecision(service: Pick<Service, 'policies'>, input:
     algorithm: d.algorithm ?? (d.route === 'fallback' ? p.fallback.name : null),
     fallback_policy: p.fallback.name,
     request: { method: view.method, uri: view.uri, host: view.hostport, remote_ip: view.remoteIp },
+    ...(jwt !== undefined ? { jwt } : {}),
+  };
+}
+
+/** gateway_jwt refused the request: Caddy would pass the refusal to the client, no upstream is chosen. */
+function refusedByJwt(name: string, runtime: PolicyRuntime, view: ReturnType<typeof viewFromRpc>, jwt: JwtExplain): ExplainResult {
+  return {
+    policy: name,
+    key: '',
+    route: 'none',
+    upstream: null,
+    upstreams: [],
+    route_config: null,
+    rule: null,
+    candidates: [],
+    algorithm: null,
+    fallback_policy: runtime.policy.fallback.name,
+    request: { method: view.method, uri: view.uri, host: view.hostport, remote_ip: view.remoteIp },
+    jwt,
   };
 }
 

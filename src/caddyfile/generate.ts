@@ -2,6 +2,7 @@ import type { PolicyConfig, ServiceConfig } from '../config/schema.ts';
 import type { PassiveHealthOptions } from '../health/options.ts';
 import { expandShortcuts } from '../request/placeholders.ts';
 import { splitHostPort } from '../server/http-util.ts';
+import { jwtFailSafeRefuses, jwtForwardAuthLines, jwtStripLines, jwtVarNames } from './jwt.ts';
 
 /**
  * Caddyfile text for the configured policies, for an unmodified Caddy ≥ 2.6 (every construct checked with
@@ -150,6 +151,7 @@ function selectSnippet(out: Lines, config: ServiceConfig, policy: PolicyConfig, 
   out.open('route');
   out.comment('a client must never steer the proxy: drop every X-Dynamic-* header it sent');
   out.line('request_header -X-Dynamic-*');
+  for (const line of jwtStripLines(policy)) out.line(line);
   out.comment('the policy, for the failure report and the fail-safe in handle_errors');
   out.line(`vars dlb_policy ${quote(policy.name)}`);
   if (limit > 0) {
@@ -195,6 +197,7 @@ function selectCall(out: Lines, config: ServiceConfig, policy: PolicyConfig, o: 
     out.comment('always sent by the sidecar on 200 (Caddy 2.6 would copy a literal placeholder for a missing header)');
   }
   out.line('copy_headers X-Dynamic-Upstream');
+  for (const line of jwtForwardAuthLines(policy)) out.line(line);
   out.open('transport http');
   out.line(`dial_timeout ${o.sidecarDialTimeout ?? '1s'}`);
   out.line(`response_header_timeout ${o.sidecarResponseTimeout ?? '2s'}`);
@@ -250,8 +253,8 @@ function errorsSnippet(out: Lines, config: ServiceConfig, o: CaddyfileOptions): 
     out.line(`@dlb_failsafe_${name} expression \`${policyIs} && {http.request.header.X-Dynamic-Upstream} == ""\``);
     out.open(`handle @dlb_failsafe_${name}`);
     const lb = LB_POLICY[policy.fallback];
-    if (lb === undefined || policy.pool.length === 0) {
-      out.comment(policy.pool.length === 0 ? 'no static pool' : 'fallback: none');
+    if (lb === undefined || policy.pool.length === 0 || jwtFailSafeRefuses(policy)) {
+      out.comment(jwtFailSafeRefuses(policy) ? 'gateway_jwt: never serve without a verified token' : policy.pool.length === 0 ? 'no static pool' : 'fallback: none');
       out.line('header Content-Type application/json');
       out.line('respond `{"error":"routing service unavailable","reason":"sidecar_unreachable"}` 503');
     } else {
@@ -282,6 +285,12 @@ function upstreamsSnippet(out: Lines, config: ServiceConfig, policy: PolicyConfi
   const dns = config.dns;
   out.comment(`policy ${JSON.stringify(policy.name)}${describeKey(policy)}`);
   out.open(`(dynamic-lb-${name})`);
+  if (policy.gatewayJwt !== undefined) {
+    out.comment('gateway_jwt verifies tokens per request: only select mode (forward_auth) can do that');
+    out.line('respond "dynamic-lb: policy with gateway_jwt needs --mode select" 500');
+    out.close();
+    return;
+  }
   if (dns === undefined) {
     out.comment('the service config has no `dns:` section; add one (dns: {listen: 127.0.0.1:2053, zone: dynamic-lb.internal})');
     out.line('respond "dynamic-lb: dns is not configured" 500');
@@ -382,10 +391,11 @@ function failsafeProxy(out: Lines, policy: PolicyConfig): void {
 function keyHeaders(policy: PolicyConfig): string[] {
   const lines: string[] = [];
   const vars = new Set<string>();
+  const fromToken = jwtVarNames(policy);
   const add = (header: string, expression: string | undefined): void => {
     if (expression === undefined) return;
     const expanded = expandShortcuts(expression);
-    for (const m of expanded.matchAll(/\{http\.vars\.([^}]+)\}/g)) vars.add(m[1] as string);
+    for (const m of expanded.matchAll(/\{http\.vars\.([^}]+)\}/g)) if (!fromToken.has((m[1] as string).toLowerCase())) vars.add(m[1] as string);
     // a composite key ({a}-{b}) is left to the sidecar, which yields nothing when a part is empty (Caddy would send "a-")
     if (/^\{[^{}]+\}$/.test(expanded) && !expanded.startsWith('{http.vars.')) lines.push(`header_up ${header} ${expanded}`);
   };

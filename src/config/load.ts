@@ -7,6 +7,7 @@ import { UpstreamGuard, parseUpstreamPattern } from '../guard/upstream-guard.ts'
 import { readHealthChecks } from '../health/options.ts';
 import { OptionReader, type LocateFn } from './options.ts';
 import { DEFAULT_MAX_SERIES, DEFAULT_RPC_MAX_BATCH, type PolicyConfig, type ServiceConfig } from './schema.ts';
+import { readGatewayJwt } from '../jwt/options.ts';
 
 export const DEFAULT_CONFIG_FILE = './dynamic-lb.yaml';
 /** Default connection caps per listener (`max_connections`, `admin.max_connections`). */
@@ -132,11 +133,21 @@ function readPolicy(name: string, p: OptionReader, self: Record<string, string |
     const why = guard.refusal(a);
     if (why !== undefined) p.fail(`pool[${i}]`, `${a} is refused: ${why}`);
   });
+  const jwtReader = p.object('gateway_jwt');
+  const gatewayJwt = jwtReader === undefined ? undefined : readGatewayJwt(jwtReader);
+  const key = p.string('key') || undefined;
+  let instanceKey = p.string('instance_key') || undefined;
+  let versionKey = p.string('version_key') || undefined;
+  if (gatewayJwt !== undefined && key === undefined && instanceKey === undefined && versionKey === undefined) {
+    // the Go module's gateway-jwt example: instance preferred, version key as its fallback, both from the claims
+    instanceKey = `{http.vars.${gatewayJwt.vars.instanceKey}}`;
+    versionKey = `{http.vars.${gatewayJwt.vars.versionKey}}`;
+  }
   const config: PolicyConfig = {
     name,
-    key: p.string('key') || undefined,
-    instanceKey: p.string('instance_key') || undefined,
-    versionKey: p.string('version_key') || undefined,
+    key,
+    instanceKey,
+    versionKey,
     defaultKey: p.string('default_key') || undefined,
     fallback,
     pool,
@@ -145,6 +156,7 @@ function readPolicy(name: string, p: OptionReader, self: Record<string, string |
     deniedUpstreams,
     metricsCardinality: p.oneOf('metrics_cardinality', ['detailed', 'coarse'] as const, 'detailed'),
     healthChecks: readHealthChecks(p.object('health_checks')),
+    gatewayJwt,
     dataSource: p.object('data_source'),
     path: p.path,
   };

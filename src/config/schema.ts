@@ -1,6 +1,7 @@
 import type { OptionReader } from './options.ts';
 import type { FallbackPolicyName } from '../select/fallback.ts';
 import type { HealthCheckOptions } from '../health/options.ts';
+import type { GatewayJwtConfig } from '../jwt/options.ts';
 
 /**
  * The service config (`dynamic-lb.yaml`), after defaults and validation. Option names follow the contract
@@ -88,6 +89,12 @@ export interface PolicyConfig {
   metricsCardinality: 'detailed' | 'coarse';
   /** `health_checks.active` / `.passive`, Caddy's options (src/health/options.ts); undefined: no checks. */
   healthChecks: HealthCheckOptions | undefined;
+  /**
+   * `gateway_jwt`: verify a gateway-issued JWT and route by its claims (docs/gateway-jwt.md). With it and no
+   * `key` / `instance_key` / `version_key`, the keys default to `{http.vars.route_instance_key}` and
+   * `{http.vars.route_version_key}`.
+   */
+  gatewayJwt: GatewayJwtConfig | undefined;
   /** The data source options, read by the source registry. */
   dataSource: OptionReader | undefined;
   /** Field path of this policy, for messages. */

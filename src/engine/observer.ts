@@ -2,6 +2,7 @@ import type { Histogram } from 'prom-client';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { RequestView } from '../request/view.ts';
 import type { Decision } from './decision.ts';
+import type { GatewayJwt } from '../jwt/gateway-jwt.ts';
 import { DecisionCounters, type Policy } from './policy.ts';
 
 /**
@@ -23,6 +24,8 @@ export class PolicyRuntime {
   constructor(
     readonly policy: Policy,
     metrics: Metrics,
+    /** The policy's `gateway_jwt` check, run by `/select` before the engine (src/jwt). */
+    readonly gatewayJwt?: GatewayJwt,
   ) {
     this.counters = new DecisionCounters(metrics, policy.metricsCardinality === 'coarse');
     this.latency = metrics.selectionLatency.labels({ policy: policy.name });

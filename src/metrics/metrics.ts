@@ -45,6 +45,9 @@ export class Metrics {
   upstreamsForGauges: () => Iterable<{ upstream: string; healthy: boolean }> = () => [];
   /** SIGHUP reloads of the service config: `success` (swapped in) or `failure` (the previous config kept). */
   readonly configReloads: Counter<'result'>;
+  /** gateway_jwt (src/jwt): refused requests by the check that failed, and JWKS fetches by result. */
+  readonly gatewayJwtRejections: Counter<'policy' | 'check'>;
+  readonly gatewayJwtJwksFetches: Counter<'policy' | 'result'>;
 
   /**
    * Set by the app: the service's sources. The three state gauges are computed from them at scrape time
@@ -126,6 +129,8 @@ export class Metrics {
     this.passiveFailures = new FastCounter({ name: `${p}passive_failures_total`, help: 'Failed proxy attempts reported by Caddy (X-Dynamic-Failed-Upstream), by upstream and reason (dial, timeout, status, other).', labelNames: ['upstream', 'reason'], registers });
     this.configReloads = new Counter({ name: `${p}config_reloads_total`, help: 'Reloads of the service config (SIGHUP), by result: success (swapped in) or failure (the previous config kept).', labelNames: ['result'], registers });
     for (const result of ['success', 'failure']) this.configReloads.labels({ result }).inc(0);
+    this.gatewayJwtRejections = new FastCounter({ name: `${p}gateway_jwt_rejections_total`, help: 'Requests refused by gateway_jwt, by the check that failed.', labelNames: ['policy', 'check'], registers });
+    this.gatewayJwtJwksFetches = new Counter({ name: `${p}gateway_jwt_jwks_fetches_total`, help: 'JWKS fetches of gateway_jwt, by result (ok, not_modified, error).', labelNames: ['policy', 'result'], registers });
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry });
     this.setMaxSeries(DEFAULT_MAX_SERIES);
   }

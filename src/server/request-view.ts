@@ -17,6 +17,19 @@ export function viewFromForwarded(req: IncomingMessage): RequestView {
   });
 }
 
+/**
+ * Sets request variables (`{http.vars.<name>}`, i.e. `x-dynamic-var-<name>` headers) on a request whose view
+ * came from viewFromForwarded: the view reads this request's own header table, so it sees them, and any copy
+ * the caller sent is overwritten.
+ */
+export function setForwardedVars(req: IncomingMessage, vars: ReadonlyArray<readonly [string, string[]]>): void {
+  const h = req.headersDistinct;
+  for (let i = 0; i < vars.length; i++) {
+    const [name, value] = vars[i] as readonly [string, string[]];
+    h[name] = value;
+  }
+}
+
 export interface RpcRequestInput {
   method?: unknown;
   uri?: unknown;

@@ -4,7 +4,8 @@ import { FAILED_UPSTREAM_HEADER, select, selectCached } from '../engine/select.t
 import { FAILED_REASON_HEADER } from '../health/passive.ts';
 import type { RequestView } from '../request/view.ts';
 import type { PolicyRuntime } from '../engine/observer.ts';
-import { viewFromForwarded } from './request-view.ts';
+import { setForwardedVars, viewFromForwarded } from './request-view.ts';
+import type { JwtOutcome } from '../jwt/gateway-jwt.ts';
 
 /**
  * `GET /select/{policy}` ↔ the engine. 200 carries the choice in headers (Caddy's forward_auth copies
@@ -17,13 +18,33 @@ export function handleSelect(runtime: PolicyRuntime, req: IncomingMessage, res: 
   // a retry after a failed proxy attempt: count the failure (passive checks); decide() leaves the address out
   const failed = view.header(FAILED_UPSTREAM_HEADER);
   if (failed !== '') runtime.reportFailure(failed.trim(), view.header(FAILED_REASON_HEADER));
+  if (runtime.gatewayJwt !== undefined) {
+    // gateway_jwt (src/jwt): refuse the request, or publish its verified claims as vars before selecting
+    const outcome = runtime.gatewayJwt.check(view);
+    if (outcome instanceof Promise) return outcome.then((o) => afterJwt(runtime, req, res, view, started, o));
+    return afterJwt(runtime, req, res, view, started, outcome);
+  }
+  return selectFor(runtime, req, res, view, started, undefined);
+}
+
+function afterJwt(runtime: PolicyRuntime, req: IncomingMessage, res: ServerResponse, view: RequestView, started: number, outcome: JwtOutcome): void | Promise<void> {
+  if (!outcome.ok) {
+    res.writeHead(outcome.status, outcome.headers as string[]);
+    res.end(outcome.body);
+    return;
+  }
+  setForwardedVars(req, outcome.vars);
+  return selectFor(runtime, req, res, view, started, outcome.answerHeaders);
+}
+
+function selectFor(runtime: PolicyRuntime, req: IncomingMessage, res: ServerResponse, view: RequestView, started: number, extra: readonly string[] | undefined): void | Promise<void> {
   const cached = selectCached(runtime.policy, view);
-  if (cached !== undefined) return answer(runtime, res, cached, view, started);
-  return selectAndAnswer(runtime, req, res, view, started);
+  if (cached !== undefined) return answer(runtime, res, cached, view, started, extra);
+  return selectAndAnswer(runtime, req, res, view, started, extra);
 }
 
 /** A store read is needed: a client that goes away stops waiting (the read itself goes on for others). */
-async function selectAndAnswer(runtime: PolicyRuntime, req: IncomingMessage, res: ServerResponse, view: RequestView, started: number): Promise<void> {
+async function selectAndAnswer(runtime: PolicyRuntime, req: IncomingMessage, res: ServerResponse, view: RequestView, started: number, extra: readonly string[] | undefined): Promise<void> {
   const abort = new AbortController();
   const onClose = (): void => {
     if (!res.writableFinished) abort.abort(new Error('client went away'));
@@ -38,10 +59,11 @@ async function selectAndAnswer(runtime: PolicyRuntime, req: IncomingMessage, res
   } finally {
     res.off('close', onClose);
   }
-  answer(runtime, res, decision, view, started);
+  answer(runtime, res, decision, view, started, extra);
 }
 
-function answer(runtime: PolicyRuntime, res: ServerResponse, decision: Decision, view: RequestView, started: number): void {
+/** `extra`: `[name, value, …]` headers added to a 200 (gateway_jwt's X-Route-*). */
+function answer(runtime: PolicyRuntime, res: ServerResponse, decision: Decision, view: RequestView, started: number, extra: readonly string[] | undefined): void {
   if (decision.route === 'none') {
     const body = JSON.stringify({ error: 'no upstream available', reason: decision.reason });
     res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-dynamic-route': 'none', 'x-dynamic-reason': decision.reason ?? '' });
@@ -57,6 +79,7 @@ function answer(runtime: PolicyRuntime, res: ServerResponse, decision: Decision,
       'content-length', '0',
     ];
     if (decision.route === 'fallback') headers.push('x-dynamic-reason', decision.reason ?? '');
+    if (extra !== undefined) for (let i = 0; i < extra.length; i++) headers.push(extra[i] as string);
     res.writeHead(200, headers);
     res.end();
   }
