@@ -57,6 +57,8 @@ export const DEFAULT_ALGS = ['RS256', 'ES256'];
 const TEMPLATE_NAMES = ['tenant', 'service', 'version', 'instance'];
 
 export function readGatewayJwt(r: OptionReader): GatewayJwtConfig {
+  // reported at the block's line: a missing option has none
+  if (!r.has('jwks_url') || r.string('jwks_url', '').trim() === '') r.fail('', 'jwks_url is required');
   const jwksUrl = r.required('jwks_url').trim();
   const allowInsecureJwks = r.bool('allow_insecure_jwks', false);
   let url: URL;

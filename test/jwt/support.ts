@@ -36,8 +36,9 @@ export interface JwksServer {
   doc: unknown;
   /** Raw body override (e.g. oversized); wins over `doc` when set. */
   raw: string | Buffer | undefined;
-  /** Requests so far, and how many were answered 304. */
+  /** Requests so far, and how many were answered 304; `byUrl`: requests per request URL (path and query). */
   requests: number;
+  byUrl: Map<string, number>;
   notModified: number;
   /** Delay before answering, ms. */
   delayMs: number;
@@ -47,9 +48,10 @@ export interface JwksServer {
 
 /** Serves `doc` as JSON with an ETag (a strong hash of the body), answering If-None-Match with 304. */
 export async function startJwks(keys: JWK[]): Promise<JwksServer> {
-  const state = { doc: { keys } as unknown, raw: undefined as string | Buffer | undefined, requests: 0, notModified: 0, delayMs: 0, status: 200 };
+  const state = { doc: { keys } as unknown, raw: undefined as string | Buffer | undefined, requests: 0, byUrl: new Map<string, number>(), notModified: 0, delayMs: 0, status: 200 };
   const server: Server = createServer((req, res) => {
     state.requests++;
+    state.byUrl.set(req.url ?? '', (state.byUrl.get(req.url ?? '') ?? 0) + 1);
     const answer = (): void => {
       if (state.status !== 200) {
         res.writeHead(state.status).end();
