@@ -43,7 +43,7 @@ interface Measured {
 }
 
 /** utime + stime of a process in ms (Linux /proc; USER_HZ is 100 on Linux), or NaN elsewhere. */
-function cpuMs(pid: number | undefined): number {
+export function cpuMs(pid: number | undefined): number {
   try {
     const fields = fs.readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]?.split(' ') ?? [];
     return (Number(fields[11]) + Number(fields[12])) * 10;
@@ -53,7 +53,7 @@ function cpuMs(pid: number | undefined): number {
 }
 
 /** A Node child process running `code` (an ES module, TypeScript through tsx); ready when `port` accepts. */
-async function child(name: string, code: string, port: number): Promise<ChildProcess> {
+export async function child(name: string, code: string, port: number): Promise<ChildProcess> {
   const proc = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
   let err = '';
   proc.stderr?.on('data', (c: Buffer) => (err += c.toString()));
@@ -68,7 +68,7 @@ async function child(name: string, code: string, port: number): Promise<ChildPro
   return proc;
 }
 
-async function stopChild(proc: ChildProcess): Promise<void> {
+export async function stopChild(proc: ChildProcess): Promise<void> {
   if (proc.exitCode !== null || proc.signalCode !== null) return;
   const exited = new Promise<void>((resolve) => proc.once('exit', () => resolve()));
   proc.kill('SIGTERM');

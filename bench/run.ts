@@ -11,6 +11,7 @@ import { benchHostile } from './hostile.ts';
 import { benchHealth } from './health.ts';
 import { benchPropagation, type PropagationCase } from './propagation.ts';
 import { benchStartup } from './startup.ts';
+import { benchJwt } from './jwt.ts';
 
 const only = process.env.BENCH?.split(',').map((s) => s.trim());
 const want = (name: string): boolean => only === undefined || only.includes(name);
@@ -36,6 +37,7 @@ if (want('edge')) sections.push(await (await import('./edge.ts')).benchEdge());
 if (want('startup')) sections.push(await benchStartup());
 if (want('hostile')) sections.push(await benchHostile());
 if (want('health')) sections.push(await benchHealth());
+if (want('jwt')) sections.push(await benchJwt());
 const infra = new URL('../test/support/infra.sh', import.meta.url).pathname;
 const needsServers = want('propagation') || want('e2e') || want('stores');
 if (needsServers) {
