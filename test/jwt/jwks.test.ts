@@ -65,3 +65,14 @@ test('the verified-token cache is bounded (LRU near the bound), honours expiry a
   off.set('x', { expiresAt: Infinity, generation: 1 });
   assert.equal(off.get('x', 0, 1), undefined);
 });
+
+test('two tokens sharing the cache key (their signature tail) never answer for each other', () => {
+  const cache = new TokenCache<{ expiresAt: number; generation: number; n: number }>(10);
+  const tailPart = 'S'.repeat(43);
+  cache.set(`a.b.${tailPart}`, { expiresAt: Infinity, generation: 1, n: 1 });
+  assert.equal(cache.get(`x.y.${tailPart}`, 0, 1), undefined);
+  assert.equal(cache.get(`a.b.${tailPart}`, 0, 1)?.n, 1);
+  cache.set(`x.y.${tailPart}`, { expiresAt: Infinity, generation: 1, n: 2 });
+  assert.equal(cache.get(`a.b.${tailPart}`, 0, 1), undefined, 'evicted by the other, not answered by it');
+  assert.equal(cache.get(`x.y.${tailPart}`, 0, 1)?.n, 2);
+});
