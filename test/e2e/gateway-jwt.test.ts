@@ -3,12 +3,17 @@
 // upstream sees only the verified X-Route-* claims.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { X509Certificate } from 'node:crypto';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
+import { Agent, fetch as undiciFetch } from 'undici';
 import type { Service } from '../../src/app.ts';
-import type { CaddyInstance } from '../support/caddy.ts';
+import { startCaddy, type CaddyInstance } from '../support/caddy.ts';
+import { makeCerts, type TestCerts } from '../sources/harness/etcd.ts';
 import { AUDIENCE, ISSUER, ROUTE_CLAIMS, mint, signingKey, startJwks, type JwksServer, type SigningKey } from '../jwt/support.ts';
-import { request, routeDir, startCaddyFor, startEcho, startSidecar, type EchoBackend } from './harness.ts';
+import { TEST_GLOBAL_OPTIONS, request, routeDir, startCaddyFor, startEcho, startSidecar, type EchoBackend } from './harness.ts';
+import { generateCaddyfile } from '../../src/caddyfile/generate.ts';
 
 const T = { timeout: 60_000 };
 
@@ -107,5 +112,72 @@ describe('gateway_jwt example through Caddy', () => {
     } finally {
       await lonely.stop();
     }
+  });
+});
+
+describe('gateway_jwt require_mtls through Caddy (client certificates)', () => {
+  let key: SigningKey;
+  let jwks: JwksServer;
+  let backend: EchoBackend;
+  let routes: ReturnType<typeof routeDir>;
+  let sidecar: Service;
+  let caddy: CaddyInstance;
+  let certs: TestCerts;
+  let dir: string;
+
+  before(async () => {
+    dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cdr-e2e-mtls-'));
+    certs = await makeCerts(dir);
+    key = await signingKey('ES256', 'k');
+    jwks = await startJwks([key.jwk]);
+    backend = await startEcho('blue');
+    routes = routeDir({});
+    const file = path.join(routes.dir, 'routes.json');
+    fs.writeFileSync(file, JSON.stringify({ 't1/svc/blue': backend.address }));
+    // only the "client" certificate is allowed; the "server" one (same CA, also clientAuth) is not
+    const allowed = new X509Certificate(fs.readFileSync(certs.clientCert)).fingerprint256;
+    sidecar = await startSidecar({
+      default: { fallback: 'none', data_source: { source: 'file', path: file }, gateway_jwt: { jwks_url: jwks.url, allow_insecure_jwks: true, require_mtls: true, allowed_client_cert_sha256: [allowed] } },
+    });
+    const bound = { ...sidecar.config, listen: sidecar.addresses.listen ?? sidecar.config.listen };
+    const text = generateCaddyfile(bound, { mode: 'select', site: 'https://:{{HTTPS_PORT}}', globalOptions: [...TEST_GLOBAL_OPTIONS.filter((o) => !o.startsWith('http_port')), 'https_port {{HTTPS_PORT}}', 'servers {\n\t\tstrict_sni_host insecure_off\n\t}'] });
+    // a host-less site: the test connects to an IP (no SNI), and a connection policy matching an SNI would not ask
+    // for a client certificate; Caddy's strict SNI-Host check (on by default with client_auth) is turned off above
+    const tls = `\ttls ${certs.serverCert} ${certs.serverKey} {\n\t\tclient_auth {\n\t\t\tmode verify_if_given\n\t\t\ttrusted_ca_cert_file ${certs.ca}\n\t\t}\n\t}\n`;
+    caddy = await startCaddy(text.replace('https://:{{HTTPS_PORT}} {\n', `https://:{{HTTPS_PORT}} {\n${tls}`));
+  });
+
+  after(async () => {
+    await caddy?.stop();
+    await sidecar?.stop();
+    await backend?.close();
+    await jwks?.close();
+    routes?.remove();
+    if (dir) fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  async function call(clientCert: 'client' | 'server' | undefined): Promise<{ status: number; body: string; backend: string | null }> {
+    const httpsPort = /https_port (\d+)/.exec(fs.readFileSync(path.join(caddy.dir, 'Caddyfile'), 'utf8'))?.[1];
+    const ca = fs.readFileSync(certs.ca);
+    const connect = clientCert === undefined ? { ca } : { ca, cert: fs.readFileSync(clientCert === 'client' ? certs.clientCert : certs.serverCert), key: fs.readFileSync(clientCert === 'client' ? certs.clientKey : certs.serverKey) };
+    const dispatcher = new Agent({ connect });
+    try {
+      const res = await undiciFetch(`https://127.0.0.1:${httpsPort}/`, { dispatcher, headers: { Authorization: `Bearer ${await mint(key, ROUTE_CLAIMS)}`, 'X-Dynamic-Client-Cert-Sha256': 'forged' }, signal: AbortSignal.timeout(10_000) });
+      return { status: res.status, body: await res.text(), backend: res.headers.get('x-backend') };
+    } finally {
+      await dispatcher.close();
+    }
+  }
+
+  test('the allowed client certificate → routed', T, async () => {
+    const res = await call('client');
+    assert.deepEqual([res.status, res.backend], [200, 'blue']);
+  });
+
+  test('another verified certificate → 403 client_cert; none → 403 mtls (a client-sent fingerprint header is ignored)', T, async () => {
+    const other = await call('server');
+    assert.deepEqual([other.status, other.body], [403, '{"error":"client certificate not allowed","check":"client_cert"}']);
+    const none = await call(undefined);
+    assert.deepEqual([none.status, none.body], [403, '{"error":"client certificate required","check":"mtls"}']);
   });
 });
