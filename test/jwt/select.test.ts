@@ -5,6 +5,7 @@ import assert from 'node:assert/strict';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { request as httpRequest } from 'node:http';
 import { SignJWT, UnsecuredJWT, exportSPKI, importJWK } from 'jose';
 import { stringify } from 'yaml';
 import { buildService, type Service } from '../../src/app.ts';
@@ -248,7 +249,7 @@ describe('gateway_jwt on /select', () => {
   });
 });
 
-describe('gateway_jwt JWKS at start', () => {
+describe('gateway_jwt JWKS lifecycle', () => {
   let key: SigningKey;
   let dir: string;
   let routesFile: string;
@@ -322,6 +323,58 @@ describe('gateway_jwt JWKS at start', () => {
       jwks.delayMs = 0;
       await eventually(async () => (await sidecar.select(bearer(token))).status === 200, 15_000, 'the keys to load');
       assert.equal(sidecar.service.ready(), true);
+    } finally {
+      await sidecar.service.stop();
+      await jwks.close();
+    }
+  });
+
+  test('a failing refresh is counted and keeps the last good keys', T, async () => {
+    const jwks = await startJwks([key.jwk]);
+    const sidecar = await startSidecar(jwtPolicy(jwks.url, { jwks_refresh_interval: '200ms' }), routesFile);
+    const errors = async (): Promise<number> => (await sidecar.metrics.registry.getSingleMetric('caddy_dynamic_lb_gateway_jwt_jwks_fetches_total')?.get())?.values.find((v) => v.labels.result === 'error')?.value ?? 0;
+    try {
+      jwks.status = 500;
+      await eventually(async () => (await errors()) >= 2, 10_000, 'two failed refreshes');
+      jwks.doc = { keys: [] };
+      assert.equal((await sidecar.select(bearer(await mint(key, ROUTE_CLAIMS)))).status, 200);
+      jwks.status = 200;
+      // an empty set is refused too: the last good keys stay
+      await eventually(async () => (await errors()) >= 4, 10_000, 'the empty set refused');
+      assert.equal((await sidecar.select(bearer(await mint(key, ROUTE_CLAIMS)))).status, 200);
+    } finally {
+      await sidecar.service.stop();
+      await jwks.close();
+    }
+  });
+
+  test('JWKS server gone, under load on new connections: known keys keep verifying, unknown kids fail fast', T, async () => {
+    const jwks = await startJwks([key.jwk]);
+    const sidecar = await startSidecar(jwtPolicy(jwks.url, { jwks_refresh_interval: '100ms', jwks_timeout: '500ms' }), routesFile);
+    try {
+      const cached = await mint(key, ROUTE_CLAIMS);
+      assert.equal((await sidecar.select(bearer(cached))).status, 200);
+      await jwks.close();
+      const fresh = await Promise.all(Array.from({ length: 100 }, (_, i) => mint(key, { ...ROUTE_CLAIMS, instance: `n${i}` })));
+      const stranger = await mint(await signingKey('ES256', 'stranger'), ROUTE_CLAIMS);
+      const { hostname: host, port } = new URL(sidecar.url);
+      // one connection per request (no keep-alive agent), 20 at a time
+      const once = (token: string): Promise<number> =>
+        new Promise((resolve, reject) => {
+          const req = httpRequest({ host, port, path: '/select/default', agent: false, headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': '127.0.0.1', connection: 'close' }, timeout: 10_000 }, (res) => {
+            res.resume();
+            res.on('end', () => resolve(res.statusCode ?? 0));
+          });
+          req.on('error', reject);
+          req.end();
+        });
+      const statuses: number[] = [];
+      const work = [...fresh, ...Array.from({ length: 100 }, () => cached)];
+      for (let i = 0; i < work.length; i += 20) statuses.push(...(await Promise.all(work.slice(i, i + 20).map(once))));
+      assert.deepEqual(new Set(statuses), new Set([200]));
+      const started = performance.now();
+      assert.equal(await once(stranger), 401);
+      assert.ok(performance.now() - started < 5000, 'an unknown kid waits at most for one refetch attempt');
     } finally {
       await sidecar.service.stop();
       await jwks.close();
