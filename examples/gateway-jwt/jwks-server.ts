@@ -2,6 +2,8 @@
  * The example's gateway stand-in: an RS256 key made at start, its JWKS at `GET /jwks`, and tokens at
  * `GET /token?tenant=t1&service=svc&version=blue&instance=i1` (iss example-issuer, aud example-audience, 1 h,
  * kid derived from the key). Listens on 127.0.0.1:9100 (or $PORT). Not for production: anyone can mint here.
+ * With `--backends`, also the example's three backends on 127.0.0.1:9101, 9102 and 9103, each answering its name
+ * (and `ok` on `/health`), as the Go example's tiny backend.
  */
 import { createServer } from 'node:http';
 import { SignJWT, calculateJwkThumbprint, exportJWK, generateKeyPair } from 'jose';
@@ -32,3 +34,11 @@ createServer((req, res) => {
   }
   res.writeHead(404).end();
 }).listen(port, '127.0.0.1', () => process.stdout.write(`JWKS at http://127.0.0.1:${port}/jwks, tokens at http://127.0.0.1:${port}/token?instance=i1\n`));
+
+if (process.argv.includes('--backends')) {
+  for (const [name, p] of [['i1', 9101], ['blue', 9102], ['pool', 9103]] as const) {
+    createServer((req, res) => {
+      res.writeHead(200, { 'content-type': 'text/plain', 'x-backend': name }).end(req.url === '/health' ? 'ok\n' : `${name}\n`);
+    }).listen(p, '127.0.0.1');
+  }
+}

@@ -13,6 +13,7 @@ import { startCaddy, type CaddyInstance } from '../support/caddy.ts';
 import { makeCerts, type TestCerts } from '../sources/harness/etcd.ts';
 import { AUDIENCE, ISSUER, ROUTE_CLAIMS, mint, signingKey, startJwks, type JwksServer, type SigningKey } from '../jwt/support.ts';
 import { TEST_GLOBAL_OPTIONS, request, routeDir, startCaddyFor, startEcho, startSidecar, type EchoBackend } from './harness.ts';
+import { eventually } from '../support/service.ts';
 import { generateCaddyfile } from '../../src/caddyfile/generate.ts';
 
 const T = { timeout: 60_000 };
@@ -36,7 +37,9 @@ describe('gateway_jwt example through Caddy', () => {
     const file = path.join(routes.dir, 'routes.json');
     fs.writeFileSync(file, JSON.stringify({ 't1/svc/blue/i1': i1.address, 't1/svc/blue': blue.address }));
     const gatewayJwt = { jwks_url: jwks.url, allow_insecure_jwks: true, issuer: ISSUER, audiences: [AUDIENCE], trusted_sources: ['127.0.0.0/8'] };
-    const common = { pool: [pool.address], fallback: 'first', data_source: { source: 'file', path: file } };
+    // the example's active health checks (every 1 s there; faster here): a stopped instance backend is dropped
+    const healthChecks = { active: { uri: '/health', interval: '250ms', timeout: '500ms' } };
+    const common = { pool: [pool.address], fallback: 'first', health_checks: healthChecks, data_source: { source: 'file', path: file } };
     sidecar = await startSidecar({
       default: { ...common, gateway_jwt: gatewayJwt },
       // Caddy sees 127.0.0.1: never a trusted source here, whatever the client claims
@@ -95,6 +98,22 @@ describe('gateway_jwt example through Caddy', () => {
     const res = await request(`${caddy.url}/remote/x`, { headers: { ...bearer(await mint(key, ROUTE_CLAIMS)), 'X-Forwarded-For': '10.1.2.3', 'X-Real-IP': '10.1.2.3' } });
     assert.equal(res.status, 403);
     assert.equal(res.body, '{"error":"request not from a trusted source","check":"trusted_source"}');
+  });
+
+  test("i1's backend stopped → the version key's backend (health checks), back to i1 when it returns", T, async () => {
+    const token = bearer(await mint(key, { ...ROUTE_CLAIMS, instance: 'i1' }));
+    assert.equal((await request(caddy.url, { headers: token })).backend, 'i1');
+    const address = i1.address;
+    await i1.close();
+    await eventually(async () => (await request(caddy.url, { headers: token })).backend === 'blue', 15_000, 'the version key to serve');
+    // every request now goes to the version key's backend, none fails
+    for (let i = 0; i < 20; i++) {
+      const res = await request(caddy.url, { headers: token });
+      assert.deepEqual([res.status, res.backend, res.json?.headers?.['x-route-instance']], [200, 'blue', 'i1']);
+    }
+    i1 = await startEcho('i1', address);
+    backends[0] = i1;
+    await eventually(async () => (await request(caddy.url, { headers: token })).backend === 'i1', 15_000, 'i1 to serve again');
   });
 
   test('sidecar unreachable: a policy requiring a token answers 503 instead of serving the pool unverified', T, async () => {

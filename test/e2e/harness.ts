@@ -52,7 +52,8 @@ export interface EchoBackend {
   close(): Promise<void>;
 }
 
-export async function startEcho(name: string): Promise<EchoBackend> {
+/** `at`: a fixed address (e.g. to bring a stopped backend back where it was); default an ephemeral port. */
+export async function startEcho(name: string, at = '127.0.0.1:0'): Promise<EchoBackend> {
   const server: Server = createServer((req, res) => {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
@@ -62,7 +63,7 @@ export async function startEcho(name: string): Promise<EchoBackend> {
       res.end(body);
     });
   });
-  const address = await listen(server, '127.0.0.1:0');
+  const address = await listen(server, at);
   return { name, address, close: () => closeServer(server) };
 }
 
