@@ -1,20 +1,10 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { parseConfig } from '../../src/config/load.ts';
-import { ConfigError } from '../../src/errors.ts';
+import { configError } from '../config/support.ts';
 
 const config = (jwt: string, policy = ''): string =>
   ['policies:', '  default:', ...(policy ? [`    ${policy}`] : []), '    gateway_jwt:', ...jwt.split('\n').map((l) => `      ${l}`)].join('\n');
-
-function rejected(text: string): ConfigError {
-  try {
-    parseConfig(text, 'svc.yaml', {});
-  } catch (err) {
-    assert.ok(err instanceof ConfigError, `expected a ConfigError, got ${String(err)}`);
-    return err;
-  }
-  assert.fail('expected the config to be rejected');
-}
 
 test('defaults are the Go module\'s, and the policy keys default to the verified-claim variables', () => {
   const c = parseConfig(config('jwks_url: https://idp.example/jwks'), 'svc.yaml', {});
@@ -68,7 +58,7 @@ const cases: Array<{ desc: string; jwt: string; message: string }> = [
 ];
 for (const c of cases) {
   test(`rejected at load: ${c.desc}`, () => {
-    const err = rejected(config(c.jwt));
+    const err = configError(config(c.jwt));
     assert.equal(err.message, c.message);
   });
 }
