@@ -3,6 +3,7 @@
 // to end the requests of their README and the upstreams it promises.
 import assert from 'node:assert/strict';
 import type { parseDocument } from 'yaml';
+import { fnv1a } from '../../src/select/hash.ts';
 
 export interface Sidecar {
   url: string;
@@ -33,11 +34,13 @@ export interface ExampleRun {
 /** Route files and folders of each example (relative to its folder), checked with its config. */
 export const ROUTE_PATHS: Record<string, string[]> = {
   basic: ['routes'],
+  algorithms: ['routes'],
 };
 
 /** Caddyfiles that are the generator's output: file → `dynamic-lb caddyfile` arguments. */
 export const GENERATED_CADDYFILES: Record<string, string[]> = {
   'basic/Caddyfile': ['--config', 'examples/basic/dynamic-lb.yaml'],
+  'algorithms/Caddyfile': ['--config', 'examples/algorithms/dynamic-lb.yaml'],
 };
 
 const POOL = ['127.0.0.1:9001', '127.0.0.1:9002', '127.0.0.1:9003'];
@@ -56,6 +59,59 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
         seen.push(r.upstream ?? '');
       }
       assert.deepEqual([...seen].sort(), POOL, 'round_robin over the pool: each once in three');
+    },
+  },
+  algorithms: {
+    what: 'each of the nine algorithms chooses as the README table says',
+    async run(s) {
+      const pick = async (algo: string, headers: Record<string, string> = {}): Promise<string> => {
+        const r = await s.select({ 'X-Algo': algo, ...headers });
+        assert.deepEqual([r.status, r.route], [200, 'hit'], `${algo}: ${JSON.stringify(r)}`);
+        return r.upstream ?? '';
+      };
+      const picks = async (algo: string, n: number, headers: (i: number) => Record<string, string> = () => ({})): Promise<string[]> => {
+        const out: string[] = [];
+        for (let i = 0; i < n; i++) out.push(await pick(algo, headers(i)));
+        return out;
+      };
+      const port = (a: string): string => a.slice(-4);
+      const count = (xs: string[]): Record<string, number> => Object.fromEntries(POOL.map((a) => [port(a), xs.filter((x) => x === a).length]));
+
+      assert.deepEqual((await picks('round-robin', 6)).map(port), ['9001', '9002', '9003', '9001', '9002', '9003']);
+      assert.deepEqual((await picks('weighted-round-robin', 20)).map(port).join(' '), `${'9001 9002 9003 9001 9001 9002 9001 9003 9002 9001'} ${'9001 9002 9003 9001 9001 9002 9001 9003 9002 9001'}`);
+      assert.deepEqual(new Set(await picks('first', 5)), new Set(['127.0.0.1:9001']));
+      const first = await s.select({ 'X-Algo': 'first' });
+      assert.equal(first.upstreams, POOL.join(', '), 'the others are the retry order');
+
+      const random = count(await picks('weighted-random', 200));
+      assert.ok((random['9001'] ?? 0) > 120 && (random['9001'] ?? 0) > (random['9002'] ?? 0) + (random['9003'] ?? 0), `8:1:1 → mostly 9001: ${JSON.stringify(random)}`);
+
+      // the hashes: the README's formula, then stickiness
+      for (const ip of ['203.0.113.7', '198.51.100.20', '192.0.2.99']) {
+        const expected = POOL[fnv1a(ip) % 3];
+        assert.deepEqual(await picks('ip-hash', 3, () => ({ 'X-Forwarded-For': `10.9.9.9, ${ip}` })), [expected, expected, expected], `ip_hash(${ip}) uses the last X-Forwarded-For element`);
+      }
+      for (const path of ['/img/logo.png', '/api/orders', '/']) {
+        const expected = POOL[fnv1a(path) % 3];
+        assert.deepEqual(await picks('uri-hash', 2, () => ({ 'X-Forwarded-Uri': `${path}?v=1` })), [expected, expected], `uri_hash(${path})`);
+      }
+      for (const user of ['alice', 'bob', 'carol']) {
+        const expected = POOL[fnv1a(user) % 3];
+        assert.deepEqual(await picks('header-hash', 3, () => ({ 'X-User': user })), [expected, expected, expected], `header_hash(${user})`);
+      }
+      const sessions = Array.from({ length: 60 }, (_, i) => `session-${i}`);
+      const ring = await picks('consistent-hash', sessions.length, (i) => ({ 'X-Session': sessions[i] ?? '' }));
+      assert.deepEqual(await picks('consistent-hash', sessions.length, (i) => ({ 'X-Session': sessions[i] ?? '' })), ring, 'the same session, the same backend');
+      const spread = count(ring);
+      assert.ok(Object.values(spread).every((n) => n >= 8), `60 sessions spread over all three: ${JSON.stringify(spread)}`);
+
+      const least = count(await picks('least-conn', 30));
+      assert.ok(Object.values(least).every((n) => n >= 7), `30 quick selections: each backend gets its share: ${JSON.stringify(least)}`);
+
+      assert.deepEqual((await picks('per-rule', 3)).map(port), ['9001', '9002', '9003'], 'round_robin outside /static/');
+      const asset = await picks('per-rule', 3, () => ({ 'X-Forwarded-Uri': '/static/app.js' }));
+      assert.deepEqual(asset, Array(3).fill(['127.0.0.1:9002', '127.0.0.1:9003'][fnv1a('/static/app.js') % 2]), 'uri_hash over the rule\'s two upstreams');
+      assert.equal((await s.select({ 'X-Algo': 'no-such-algorithm' })).status, 503, 'fallback: none');
     },
   },
 };
