@@ -2,6 +2,9 @@
 // Caddyfiles that are `dynamic-lb caddyfile` output (and with which arguments), and for the examples that run end
 // to end the requests of their README and the upstreams it promises.
 import assert from 'node:assert/strict';
+import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import type { parseDocument } from 'yaml';
 import { fnv1a } from '../../src/select/hash.ts';
 
@@ -35,13 +38,33 @@ export interface ExampleRun {
 export const ROUTE_PATHS: Record<string, string[]> = {
   basic: ['routes'],
   algorithms: ['routes'],
+  file: ['routes.yaml'],
 };
 
 /** Caddyfiles that are the generator's output: file → `dynamic-lb caddyfile` arguments. */
 export const GENERATED_CADDYFILES: Record<string, string[]> = {
   'basic/Caddyfile': ['--config', 'examples/basic/dynamic-lb.yaml'],
   'algorithms/Caddyfile': ['--config', 'examples/algorithms/dynamic-lb.yaml'],
+  'file/Caddyfile': ['--config', 'examples/file/dynamic-lb.yaml'],
 };
+
+const EXAMPLES = fileURLToPath(new URL('../../examples', import.meta.url));
+
+/** Polls `check` every 20 ms until it holds, for up to `timeoutMs` (generous: a loaded 2-core machine). */
+async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) assert.fail(`timed out after ${timeoutMs} ms waiting until ${what}`);
+    await new Promise((r) => setTimeout(r, 20));
+  }
+}
+
+/** One sample of the sidecar's /metrics, by its exact series text (`name{label="v"}`); 0 when absent. */
+async function metric(s: Sidecar, series: string): Promise<number> {
+  const text = await (await fetch(`${s.adminUrl}/metrics`)).text();
+  const line = text.split('\n').find((l) => l.startsWith(`${series} `));
+  return line === undefined ? 0 : Number(line.slice(series.length + 1));
+}
 
 const POOL = ['127.0.0.1:9001', '127.0.0.1:9002', '127.0.0.1:9003'];
 
@@ -112,6 +135,31 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       const asset = await picks('per-rule', 3, () => ({ 'X-Forwarded-Uri': '/static/app.js' }));
       assert.deepEqual(asset, Array(3).fill(['127.0.0.1:9002', '127.0.0.1:9003'][fnv1a('/static/app.js') % 2]), 'uri_hash over the rule\'s two upstreams');
       assert.equal((await s.select({ 'X-Algo': 'no-such-algorithm' })).status, 503, 'fallback: none');
+    },
+  },
+  file: {
+    what: 'one watched YAML file keyed by host; an edit is live, a broken save keeps the last good routes',
+    options: (tmp) => {
+      const copy = join(tmp, 'file-routes.yaml');
+      copyFileSync(join(EXAMPLES, 'file', 'routes.yaml'), copy);
+      return { edit: (doc) => doc.setIn(['policies', 'default', 'data_source', 'path'], copy) };
+    },
+    async run(s, ctx) {
+      const host = async (h: string, uri = '/'): Promise<string | null> => (await s.select({ 'X-Forwarded-Host': h, 'X-Forwarded-Uri': uri })).upstream;
+      assert.equal(await host('shop.example.com'), '127.0.0.1:9001');
+      assert.equal(await host('blog.example.com'), '127.0.0.1:9002');
+      assert.equal(await host('api.example.com', '/v2/orders'), '127.0.0.1:9003');
+      assert.deepEqual([await host('api.example.com', '/v1/orders'), await host('api.example.com', '/v1/orders')], ['127.0.0.1:9001', '127.0.0.1:9002']);
+      const unknown = await fetch(`${s.url}/select`, { headers: { 'X-Forwarded-Host': 'unknown.example.com' } });
+      assert.deepEqual([unknown.status, await unknown.json()], [503, { error: 'no upstream available', reason: 'no_config' }]);
+
+      const file = join(ctx.tmp, 'file-routes.yaml');
+      writeFileSync(file, readFileSync(file, 'utf8').replace('shop.example.com: 127.0.0.1:9001', 'shop.example.com: 127.0.0.1:9003'));
+      await eventually(async () => (await host('shop.example.com')) === '127.0.0.1:9003', 'the edit of routes.yaml is served');
+      writeFileSync(file, 'shop.example.com: [unclosed\n');
+      await eventually(async () => (await metric(s, 'caddy_dynamic_lb_route_config_parse_errors_total{source_type="file"}')) >= 1, 'the broken save is counted');
+      assert.equal(await host('shop.example.com'), '127.0.0.1:9003', 'the last good route keeps serving');
+      assert.equal(await host('blog.example.com'), '127.0.0.1:9002');
     },
   },
 };
