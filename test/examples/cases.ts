@@ -39,6 +39,7 @@ export const ROUTE_PATHS: Record<string, string[]> = {
   basic: ['routes'],
   algorithms: ['routes'],
   file: ['routes.yaml'],
+  composite: ['routes', 'overrides', 'extra-rules'],
 };
 
 /** Caddyfiles that are the generator's output: file → `dynamic-lb caddyfile` arguments. */
@@ -46,6 +47,7 @@ export const GENERATED_CADDYFILES: Record<string, string[]> = {
   'basic/Caddyfile': ['--config', 'examples/basic/dynamic-lb.yaml'],
   'algorithms/Caddyfile': ['--config', 'examples/algorithms/dynamic-lb.yaml'],
   'file/Caddyfile': ['--config', 'examples/file/dynamic-lb.yaml'],
+  'composite/Caddyfile': ['--config', 'examples/composite/dynamic-lb.yaml', '--handle', '/debug/*=merged'],
 };
 
 const EXAMPLES = fileURLToPath(new URL('../../examples', import.meta.url));
@@ -160,6 +162,21 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       await eventually(async () => (await metric(s, 'caddy_dynamic_lb_route_config_parse_errors_total{source_type="file"}')) >= 1, 'the broken save is counted');
       assert.equal(await host('shop.example.com'), '127.0.0.1:9003', 'the last good route keeps serving');
       assert.equal(await host('blog.example.com'), '127.0.0.1:9002');
+    },
+  },
+  composite: {
+    what: 'priority (overrides win) and merge (rules added and re-sorted)',
+    async run(s) {
+      const up = async (tenant: string, policy: string, headers: Record<string, string> = {}): Promise<string | null> => (await s.select({ 'X-Tenant': tenant, ...headers }, policy)).upstream;
+      assert.equal(await up('tenant-a', 'default'), '127.0.0.1:9001');
+      assert.equal(await up('tenant-b', 'default'), '127.0.0.1:9003');
+      assert.equal(await up('tenant-c', 'default'), '127.0.0.1:9003');
+      assert.equal(await up('tenant-b', 'merged'), '127.0.0.1:9002');
+      assert.equal(await up('tenant-b', 'merged', { 'X-Debug': '1' }), '127.0.0.1:9003');
+      for (const policy of ['default', 'merged']) assert.deepEqual([(await s.select({ 'X-Tenant': 'nobody' }, policy)).status, (await s.select({ 'X-Tenant': 'nobody' }, policy)).reason], [503, 'no_config']);
+      const health = (await (await fetch(`${s.adminUrl}/dynamic-lb/health`)).json()) as { data_sources: Record<string, { type: string; children?: Record<string, unknown> }> };
+      const composites = Object.values(health.data_sources).filter((d) => d.type === 'composite');
+      assert.deepEqual(composites.map((c) => Object.keys(c.children ?? {}).length), [2, 2], 'each composite shows its two children');
     },
   },
 };
