@@ -2,7 +2,7 @@
 // Caddyfiles that are `dynamic-lb caddyfile` output (and with which arguments), and for the examples that run end
 // to end the requests of their README and the upstreams it promises.
 import assert from 'node:assert/strict';
-import { copyFileSync, readFileSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { parseDocument } from 'yaml';
@@ -40,6 +40,7 @@ export const ROUTE_PATHS: Record<string, string[]> = {
   algorithms: ['routes'],
   file: ['routes.yaml'],
   composite: ['routes', 'overrides', 'extra-rules'],
+  'canary-blue-green': ['routes', 'switch'],
 };
 
 /** Caddyfiles that are the generator's output: file → `dynamic-lb caddyfile` arguments. */
@@ -47,6 +48,7 @@ export const GENERATED_CADDYFILES: Record<string, string[]> = {
   'basic/Caddyfile': ['--config', 'examples/basic/dynamic-lb.yaml'],
   'algorithms/Caddyfile': ['--config', 'examples/algorithms/dynamic-lb.yaml'],
   'file/Caddyfile': ['--config', 'examples/file/dynamic-lb.yaml'],
+  'canary-blue-green/Caddyfile': ['--config', 'examples/canary-blue-green/dynamic-lb.yaml'],
   'composite/Caddyfile': ['--config', 'examples/composite/dynamic-lb.yaml', '--handle', '/debug/*=merged'],
 };
 
@@ -177,6 +179,41 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       const health = (await (await fetch(`${s.adminUrl}/dynamic-lb/health`)).json()) as { data_sources: Record<string, { type: string; children?: Record<string, unknown> }> };
       const composites = Object.values(health.data_sources).filter((d) => d.type === 'composite');
       assert.deepEqual(composites.map((c) => Object.keys(c.children ?? {}).length), [2, 2], 'each composite shows its two children');
+    },
+  },
+  'canary-blue-green': {
+    what: 'a sticky 10 % canary and a blue → green → blue switch by file replacement',
+    options: (tmp) => {
+      const copy = join(tmp, 'canary-routes');
+      cpSync(join(EXAMPLES, 'canary-blue-green', 'routes'), copy, { recursive: true });
+      return { edit: (doc) => doc.setIn(['policies', 'default', 'data_source', 'path'], copy) };
+    },
+    async run(s, ctx) {
+      const up = async (uri: string, headers: Record<string, string> = {}): Promise<string | null> => (await s.select({ 'X-Forwarded-Uri': uri, ...headers })).upstream;
+      const users = Array.from({ length: 400 }, (_, i) => `user-${i}`);
+      const first: string[] = [];
+      for (const u of users) first.push((await up('/shop/cart', { 'X-User': u })) ?? '');
+      const canary = first.filter((a) => a === '127.0.0.1:9003').length;
+      assert.ok(canary >= 16 && canary <= 100, `about 10 % of 400 users on v2: ${canary}`);
+      assert.equal(first.filter((a) => a !== '127.0.0.1:9003' && a !== '127.0.0.1:9001').length, 0);
+      for (const u of users.slice(0, 40)) assert.equal(await up('/shop/items', { 'X-User': u }), first[users.indexOf(u)], `${u} stays on its version`);
+      assert.equal(await up('/shop/', { 'X-User': 'x', 'X-Canary': 'always' }), '127.0.0.1:9003');
+      assert.equal(await up('/shop/', { 'X-Canary': 'never' }), '127.0.0.1:9001');
+
+      const live = join(ctx.tmp, 'canary-routes', 'checkout.yaml');
+      const swap = (color: string): void => {
+        // an atomic replacement, as `cp` over a watched file or a deploy tool's rename does
+        copyFileSync(join(EXAMPLES, 'canary-blue-green', 'switch', `checkout-${color}.yaml`), `${live}.tmp`);
+        renameSync(`${live}.tmp`, live);
+      };
+      assert.deepEqual([await up('/checkout/pay'), await up('/checkout/pay', { 'X-Env': 'green' })], ['127.0.0.1:9001', '127.0.0.1:9002']);
+      swap('green');
+      await eventually(async () => (await up('/checkout/pay')) === '127.0.0.1:9002', 'green is live');
+      assert.equal(await up('/checkout/pay', { 'X-Env': 'blue' }), '127.0.0.1:9001');
+      swap('blue');
+      await eventually(async () => (await up('/checkout/pay')) === '127.0.0.1:9001', 'back to blue');
+      const other = await s.select({ 'X-Forwarded-Uri': '/other/x' });
+      assert.deepEqual([other.status, other.reason], [503, 'no_config']);
     },
   },
 };
