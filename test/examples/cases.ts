@@ -3,6 +3,7 @@
 // to end the requests of their README and the upstreams it promises.
 import assert from 'node:assert/strict';
 import { copyFileSync, cpSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { Resolver } from 'node:dns/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { parseDocument } from 'yaml';
@@ -41,6 +42,7 @@ export const ROUTE_PATHS: Record<string, string[]> = {
   file: ['routes.yaml'],
   composite: ['routes', 'overrides', 'extra-rules'],
   'canary-blue-green': ['routes', 'switch'],
+  'multi-tenant': ['routes'],
 };
 
 /** Caddyfiles that are the generator's output: file → `dynamic-lb caddyfile` arguments. */
@@ -49,6 +51,8 @@ export const GENERATED_CADDYFILES: Record<string, string[]> = {
   'algorithms/Caddyfile': ['--config', 'examples/algorithms/dynamic-lb.yaml'],
   'file/Caddyfile': ['--config', 'examples/file/dynamic-lb.yaml'],
   'canary-blue-green/Caddyfile': ['--config', 'examples/canary-blue-green/dynamic-lb.yaml'],
+  'multi-tenant/Caddyfile': ['--config', 'examples/multi-tenant/dynamic-lb.yaml'],
+  'multi-tenant/Caddyfile.upstreams': ['--config', 'examples/multi-tenant/dynamic-lb.yaml', '--mode', 'upstreams'],
   'composite/Caddyfile': ['--config', 'examples/composite/dynamic-lb.yaml', '--handle', '/debug/*=merged'],
 };
 
@@ -214,6 +218,33 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       await eventually(async () => (await up('/checkout/pay')) === '127.0.0.1:9001', 'back to blue');
       const other = await s.select({ 'X-Forwarded-Uri': '/other/x' });
       assert.deepEqual([other.status, other.reason], [503, 'no_config']);
+    },
+  },
+  'multi-tenant': {
+    what: 'per-tenant routes through /select, /upstreams and DNS SRV; a refused upstream; coarse metrics',
+    async run(s) {
+      const acme: string[] = [];
+      for (let i = 0; i < 8; i++) acme.push((await s.select({ 'X-Tenant': 'acme' })).upstream ?? '');
+      for (const w of [acme.slice(0, 4), acme.slice(4)]) assert.deepEqual([w.filter((a) => a === '127.0.0.1:9001').length, w.filter((a) => a === '127.0.0.1:9002').length], [3, 1], `3:1 in every 4: ${acme.join(' ')}`);
+      assert.equal((await s.select({ 'X-Tenant': 'globex' })).upstream, '127.0.0.1:9003');
+      const initech = await s.select({ 'X-Tenant': 'initech' });
+      assert.deepEqual([initech.route, initech.reason], ['fallback', 'not_allowed']);
+      assert.ok(POOL.includes(initech.upstream ?? ''), 'the pool serves a refused route');
+
+      const upstreams = async (key: string): Promise<unknown> => (await fetch(`${s.url}/upstreams/default?key=${key}`)).json();
+      assert.deepEqual(await upstreams('acme'), [{ dial: '127.0.0.1:9001' }, { dial: '127.0.0.1:9002' }]);
+      assert.deepEqual(await upstreams('initech'), []);
+      assert.deepEqual(await upstreams('nobody'), []);
+
+      const resolver = new Resolver({ timeout: 2000, tries: 2 });
+      resolver.setServers([s.dns ?? '']);
+      const srv = (await resolver.resolveSrv('acme.default.dynamic-lb.internal')).map((r) => [r.port, r.weight]).sort();
+      assert.deepEqual(srv, [[9001, 3], [9002, 1]]);
+      assert.deepEqual((await resolver.resolveSrv('globex.default.dynamic-lb.internal')).map((r) => r.port), [9003]);
+      await assert.rejects(resolver.resolveSrv('nobody.default.dynamic-lb.internal'), /ENOTFOUND/);
+
+      assert.ok((await metric(s, 'caddy_dynamic_lb_route_hits_total{key="__all__",upstream="__all__"}')) >= 9, 'coarse: no tenant names in the labels');
+      assert.doesNotMatch(await (await fetch(`${s.adminUrl}/metrics`)).text(), /key="acme"/);
     },
   },
 };
