@@ -2,7 +2,8 @@
 // Caddyfiles that are `dynamic-lb caddyfile` output (and with which arguments), and for the examples that run end
 // to end the requests of their README and the upstreams it promises.
 import assert from 'node:assert/strict';
-import { copyFileSync, cpSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
+import { spawn } from 'node:child_process';
+import { copyFileSync, cpSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { Resolver } from 'node:dns/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,6 +44,7 @@ export const ROUTE_PATHS: Record<string, string[]> = {
   composite: ['routes', 'overrides', 'extra-rules'],
   'canary-blue-green': ['routes', 'switch'],
   'multi-tenant': ['routes'],
+  events: ['routes'],
 };
 
 /** Caddyfiles that are the generator's output: file → `dynamic-lb caddyfile` arguments. */
@@ -53,6 +55,7 @@ export const GENERATED_CADDYFILES: Record<string, string[]> = {
   'canary-blue-green/Caddyfile': ['--config', 'examples/canary-blue-green/dynamic-lb.yaml'],
   'multi-tenant/Caddyfile': ['--config', 'examples/multi-tenant/dynamic-lb.yaml'],
   'multi-tenant/Caddyfile.upstreams': ['--config', 'examples/multi-tenant/dynamic-lb.yaml', '--mode', 'upstreams'],
+  'events/Caddyfile': ['--config', 'examples/events/dynamic-lb.yaml'],
   'composite/Caddyfile': ['--config', 'examples/composite/dynamic-lb.yaml', '--handle', '/debug/*=merged'],
 };
 
@@ -247,4 +250,57 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       assert.doesNotMatch(await (await fetch(`${s.adminUrl}/metrics`)).text(), /key="acme"/);
     },
   },
+  events: {
+    what: 'watch-events.mjs and watch-events.sh print selections, misses, updates and deletes as they happen',
+    options: (tmp) => {
+      const copy = join(tmp, 'events-routes');
+      cpSync(join(EXAMPLES, 'events', 'routes'), copy, { recursive: true });
+      return { edit: (doc) => doc.setIn(['policies', 'default', 'data_source', 'path'], copy), env: { DYNAMIC_LB_ADMIN_TOKEN: 'example-token' } };
+    },
+    async run(s, ctx) {
+      const env = { ADMIN: s.adminUrl, DYNAMIC_LB_ADMIN_TOKEN: 'example-token' };
+      const node = follow(process.execPath, [join(EXAMPLES, 'events', 'watch-events.mjs')], { ...env, MAX_EVENTS: '4' });
+      const curl = follow('sh', [join(EXAMPLES, 'events', 'watch-events.sh'), 'config_updated']);
+      const curlWithToken = follow('sh', [join(EXAMPLES, 'events', 'watch-events.sh'), 'config_deleted'], env);
+      try {
+        await eventually(async () => node.stderr().includes('connected'), 'watch-events.mjs is connected');
+        assert.match(await curl.exited, /unauthorized/, 'without the token the stream is refused (401)');
+        await new Promise((r) => setTimeout(r, 300)); // let curl's request reach the server before the events
+        await s.select({ 'X-Tenant': 'tenant-a' });
+        await s.select({ 'X-Tenant': 'nobody' });
+        const route = join(ctx.tmp, 'events-routes', 'tenant-b');
+        writeFileSync(route, '127.0.0.1:9003\n');
+        await eventually(async () => node.stdout().includes('config_updated'), 'the update is printed');
+        rmSync(route);
+        const out = await node.exited;
+        const events = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+        assert.deepEqual(
+          events.map((e) => [e.event, e.key]),
+          [
+            ['dynamic_lb.route_selected', 'tenant-a'],
+            ['dynamic_lb.route_missed', 'nobody'],
+            ['dynamic_lb.config_updated', 'tenant-b'],
+            ['dynamic_lb.config_deleted', 'tenant-b'],
+          ],
+        );
+        assert.deepEqual([events[0]?.upstream, events[1]?.reason, events[1]?.fallback_used, events[1]?.upstream], ['127.0.0.1:9002', 'no_config', true, '127.0.0.1:9001']);
+        await eventually(async () => /event: dynamic_lb\.config_deleted\ndata: \{[^\n]*"key":"tenant-b"/.test(curlWithToken.stdout()), 'watch-events.sh prints the raw event');
+      } finally {
+        node.kill();
+        curl.kill();
+        curlWithToken.kill();
+      }
+    },
+  },
 };
+
+/** A script following a stream: its output so far, its whole stdout once it exits, and a kill switch. */
+function follow(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): { stdout(): string; stderr(): string; exited: Promise<string>; kill(): void } {
+  const child = spawn(cmd, args, { env: { ...process.env, NODE_TEST_CONTEXT: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  const exited = new Promise<string>((resolve) => child.once('close', () => resolve(stdout)));
+  return { stdout: () => stdout, stderr: () => stderr, exited, kill: () => child.kill() };
+}
