@@ -260,7 +260,7 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
     async run(s, ctx) {
       const env = { ADMIN: s.adminUrl, DYNAMIC_LB_ADMIN_TOKEN: 'example-token' };
       const node = follow(process.execPath, [join(EXAMPLES, 'events', 'watch-events.mjs')], { ...env, MAX_EVENTS: '4' });
-      const curl = follow('sh', [join(EXAMPLES, 'events', 'watch-events.sh'), 'config_updated']);
+      const curl = follow('sh', [join(EXAMPLES, 'events', 'watch-events.sh'), 'config_updated'], { ADMIN: s.adminUrl });
       const curlWithToken = follow('sh', [join(EXAMPLES, 'events', 'watch-events.sh'), 'config_deleted'], env);
       try {
         await eventually(async () => node.stderr().includes('connected'), 'watch-events.mjs is connected');
