@@ -8,6 +8,7 @@ import { Resolver } from 'node:dns/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { parseDocument } from 'yaml';
+import { freePort } from '../support/ports.ts';
 import { fnv1a } from '../../src/select/hash.ts';
 
 export interface Sidecar {
@@ -45,6 +46,7 @@ export const ROUTE_PATHS: Record<string, string[]> = {
   'canary-blue-green': ['routes', 'switch'],
   'multi-tenant': ['routes'],
   events: ['routes'],
+  tracing: ['routes'],
 };
 
 /** Caddyfiles that are the generator's output: file → `dynamic-lb caddyfile` arguments. */
@@ -56,6 +58,7 @@ export const GENERATED_CADDYFILES: Record<string, string[]> = {
   'multi-tenant/Caddyfile': ['--config', 'examples/multi-tenant/dynamic-lb.yaml'],
   'multi-tenant/Caddyfile.upstreams': ['--config', 'examples/multi-tenant/dynamic-lb.yaml', '--mode', 'upstreams'],
   'events/Caddyfile': ['--config', 'examples/events/dynamic-lb.yaml'],
+  'tracing/Caddyfile': ['--config', 'examples/tracing/dynamic-lb.yaml'],
   'composite/Caddyfile': ['--config', 'examples/composite/dynamic-lb.yaml', '--handle', '/debug/*=merged'],
 };
 
@@ -76,6 +79,8 @@ async function metric(s: Sidecar, series: string): Promise<number> {
   const line = text.split('\n').find((l) => l.startsWith(`${series} `));
   return line === undefined ? 0 : Number(line.slice(series.length + 1));
 }
+
+let sinkPort = 0;
 
 const POOL = ['127.0.0.1:9001', '127.0.0.1:9002', '127.0.0.1:9003'];
 
@@ -289,6 +294,33 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
         node.kill();
         curl.kill();
         curlWithToken.kill();
+      }
+    },
+  },
+  tracing: {
+    what: 'the selection span reaches an OTLP receiver (otlp-sink.mjs) inside the caller\'s trace',
+    options: async () => {
+      sinkPort = await freePort();
+      return { env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${sinkPort}`, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '100' } };
+    },
+    async run(s) {
+      const sink = follow(process.execPath, [join(EXAMPLES, 'tracing', 'otlp-sink.mjs')], { PORT: String(sinkPort) });
+      try {
+        await eventually(async () => sink.stderr().includes('trace sink on'), 'the sink listens');
+        const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
+        const r = await s.select({ 'X-Tenant': 'tenant-a', traceparent: `00-${traceId}-00f067aa0ba902b7-01` });
+        assert.equal(r.upstream, '127.0.0.1:9001');
+        await eventually(async () => sink.stdout().includes('dynamic_lb.route_selection'), 'the span is exported', 20_000);
+        const line = sink.stdout().split('\n').find((l) => l.includes(' dynamic_lb.route_selection ')) ?? '';
+        const [trace, , parent, name, ...rest] = line.split(' ');
+        assert.deepEqual([trace, parent, name], [traceId, '00f067aa0ba902b7', 'dynamic_lb.route_selection'], line);
+        const attributes = JSON.parse(rest.join(' ')) as Record<string, unknown>;
+        assert.deepEqual(
+          [attributes['dynamic_lb.routing_key'], attributes['dynamic_lb.policy'], attributes['dynamic_lb.upstream'], attributes['dynamic_lb.algorithm']],
+          ['tenant-a', 'default', '127.0.0.1:9001', 'round_robin'],
+        );
+      } finally {
+        sink.kill();
       }
     },
   },
