@@ -9,6 +9,8 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { parseDocument } from 'yaml';
 import { freePort } from '../support/ports.ts';
+import { run } from '../support/processes.ts';
+import { findCommand } from '../support/servers.ts';
 import { fnv1a } from '../../src/select/hash.ts';
 
 export interface Sidecar {
@@ -47,6 +49,7 @@ export const ROUTE_PATHS: Record<string, string[]> = {
   'multi-tenant': ['routes'],
   events: ['routes'],
   tracing: ['routes'],
+  metrics: ['routes'],
 };
 
 /** Caddyfiles that are the generator's output: file → `dynamic-lb caddyfile` arguments. */
@@ -59,6 +62,7 @@ export const GENERATED_CADDYFILES: Record<string, string[]> = {
   'multi-tenant/Caddyfile.upstreams': ['--config', 'examples/multi-tenant/dynamic-lb.yaml', '--mode', 'upstreams'],
   'events/Caddyfile': ['--config', 'examples/events/dynamic-lb.yaml'],
   'tracing/Caddyfile': ['--config', 'examples/tracing/dynamic-lb.yaml'],
+  'metrics/Caddyfile': ['--config', 'examples/metrics/dynamic-lb.yaml', '--handle', '/tenants/*=tenants'],
   'composite/Caddyfile': ['--config', 'examples/composite/dynamic-lb.yaml', '--handle', '/debug/*=merged'],
 };
 
@@ -322,6 +326,55 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       } finally {
         sink.kill();
       }
+    },
+  },
+  metrics: {
+    what: 'detailed and coarse series after three requests; prometheus.yml passes promtool',
+    async run(s) {
+      assert.equal((await s.select({ 'X-Service': 'billing' }, 'services')).upstream, '127.0.0.1:9002');
+      assert.equal((await s.select({ 'X-Service': 'nothing-here' }, 'services')).reason, 'no_config');
+      assert.equal((await s.select({ 'X-Tenant': 'billing' }, 'tenants')).upstream, '127.0.0.1:9002');
+      const expected: Record<string, number> = {
+        'caddy_dynamic_lb_route_hits_total{key="billing",upstream="127.0.0.1:9002"}': 1,
+        'caddy_dynamic_lb_route_hits_total{key="__all__",upstream="__all__"}': 1,
+        'caddy_dynamic_lb_route_misses_total{key="nothing-here",reason="no_config"}': 1,
+        'caddy_dynamic_lb_route_configs_total{source_type="file"}': 4,
+        'caddy_dynamic_lb_datasource_healthy{source_type="file"}': 1,
+        'caddy_dynamic_lb_selection_latency_seconds_count{policy="services"}': 2,
+      };
+      for (const [series, value] of Object.entries(expected)) assert.equal(await metric(s, series), value, series);
+      const promtool = findCommand('promtool');
+      if (promtool !== undefined) {
+        const r = await run(promtool, ['check', 'config', join(EXAMPLES, 'metrics', 'prometheus.yml')]);
+        assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+      }
+    },
+  },
+  'admin-api': {
+    what: 'every endpoint of admin.sh; 401 without the token',
+    options: () => ({ env: { DYNAMIC_LB_ADMIN_TOKEN: 'example-token' } }),
+    async run(s) {
+      await s.select({ 'X-Tenant': 'tenant-a' });
+      await s.select({ 'X-Tenant': 'nobody' });
+      const denied = await fetch(`${s.adminUrl}/dynamic-lb/routes`);
+      assert.equal(denied.status, 401);
+      const r = await run('sh', [join(EXAMPLES, 'admin-api', 'admin.sh')], { env: { ...process.env, ADMIN: s.adminUrl, DYNAMIC_LB_ADMIN_TOKEN: 'example-token' } });
+      assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
+      const sections = Object.fromEntries(
+        r.stdout
+          .split(/^## /m)
+          .filter((b) => b.trim() !== '')
+          .map((b) => [b.slice(0, b.indexOf('\n')).trim(), b.slice(b.indexOf('\n') + 1).trim()]),
+      );
+      const json = (name: string): Record<string, unknown> => JSON.parse(sections[name] ?? 'null') as Record<string, unknown>;
+      assert.deepEqual(json('GET /dynamic-lb/routes').total, 2);
+      assert.deepEqual(json('GET /dynamic-lb/stats').route_hits, { 'tenant-a': 1 });
+      assert.equal(json('GET /dynamic-lb/health').overall, 'healthy');
+      assert.deepEqual((json('GET /dynamic-lb/policies').policies as Array<{ name: string }>).map((p) => p.name), ['default']);
+      assert.equal(json('GET /dynamic-lb/explain?key=tenant-b&header=X-Version:%20v2').upstream, '127.0.0.1:9003');
+      assert.equal(typeof json('GET /dynamic-lb/cache').entries, 'number');
+      assert.deepEqual(json('DELETE /dynamic-lb/cache'), { status: 'cache cleared', cleared_sources: 1 });
+      assert.equal(sections['GET /readyz'], '{"status":"ready"}');
     },
   },
 };
