@@ -1,0 +1,11 @@
+// Shared by the data-source examples' seed scripts: the route files of a folder as [key, value] pairs
+// (key = file name without .json/.yaml/.yml; hidden files skipped) — the same keys the file source would read.
+import { readFileSync, readdirSync } from 'node:fs';
+import { join } from 'node:path';
+
+export function readRoutes(dir) {
+  return readdirSync(dir)
+    .filter((name) => !name.startsWith('.'))
+    .sort()
+    .map((name) => [name.replace(/\.(json|ya?ml)$/, ''), readFileSync(join(dir, name), 'utf8')]);
+}
