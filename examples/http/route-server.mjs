@@ -3,7 +3,7 @@
 // <key>, <key>.json or <key>.yaml with a strong ETag (304 on If-None-Match), 404 when there is none; HEAD /routes/
 // is the health probe. With ROUTES_TOKEN set, requests need "Authorization: Bearer <ROUTES_TOKEN>".
 // Plain Node ≥ 20, no dependencies:
-//   node examples/http/route-server.mjs      PORT (default 9080), ROUTES_DIR (default: routes/ beside this file), ROUTES_TOKEN
+//   node examples/http/route-server.mjs      PORT (default 9080; 0: any free port), ROUTES_DIR (default: routes/ beside this file), ROUTES_TOKEN
 import { createHash } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { createServer } from 'node:http';
@@ -26,7 +26,7 @@ function route(key) {
   return undefined;
 }
 
-createServer((req, res) => {
+const server = createServer((req, res) => {
   const url = new URL(req.url ?? '/', 'http://localhost');
   if (token && req.headers.authorization !== `Bearer ${token}`) {
     res.writeHead(401).end();
@@ -49,4 +49,5 @@ createServer((req, res) => {
   }
   console.log(`${req.method} ${url.pathname} → 200`);
   res.writeHead(200, { 'content-type': 'text/plain; charset=utf-8', etag }).end(body);
-}).listen(port, '127.0.0.1', () => console.error(`routes from ${dir} on http://127.0.0.1:${port}/routes/<key>`));
+});
+server.listen(port, '127.0.0.1', () => console.error(`routes from ${dir} on http://127.0.0.1:${server.address().port}/routes/<key>`));

@@ -2,7 +2,7 @@
 // A tiny OTLP/HTTP trace receiver for trying the sidecar's tracing without a collector: it accepts
 // POST /v1/traces in the JSON encoding (OTEL_EXPORTER_OTLP_PROTOCOL=http/json) and prints one line per span:
 //   <trace id> <span id> <parent span id or -> <span name> {attributes}
-// Plain Node ≥ 20, no dependencies:  node examples/tracing/otlp-sink.mjs   (PORT, default 4318)
+// Plain Node ≥ 20, no dependencies:  node examples/tracing/otlp-sink.mjs   (PORT, default 4318; 0: any free port)
 import { createServer } from 'node:http';
 
 const port = Number(process.env.PORT ?? 4318);
@@ -17,7 +17,7 @@ function value(v) {
   return JSON.stringify(v);
 }
 
-createServer((req, res) => {
+const server = createServer((req, res) => {
   if (req.method !== 'POST' || req.url !== '/v1/traces') {
     res.writeHead(404).end();
     return;
@@ -41,4 +41,5 @@ createServer((req, res) => {
     }
     res.writeHead(200, { 'content-type': 'application/json' }).end('{}');
   });
-}).listen(port, '127.0.0.1', () => console.error(`OTLP/HTTP (JSON) trace sink on http://127.0.0.1:${port}/v1/traces`));
+});
+server.listen(port, '127.0.0.1', () => console.error(`OTLP/HTTP (JSON) trace sink on http://127.0.0.1:${server.address().port}/v1/traces`));

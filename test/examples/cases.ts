@@ -8,7 +8,6 @@ import { Resolver } from 'node:dns/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { parseDocument } from 'yaml';
-import { freePort } from '../support/ports.ts';
 import { run } from '../support/processes.ts';
 import { findCommand } from '../support/servers.ts';
 import { fnv1a } from '../../src/select/hash.ts';
@@ -50,7 +49,27 @@ export const ROUTE_PATHS: Record<string, string[]> = {
   events: ['routes'],
   tracing: ['routes'],
   metrics: ['routes'],
+  'admin-api': ['routes'],
+  etcd: ['routes'],
+  redis: ['routes'],
+  consul: ['routes'],
+  zookeeper: ['routes'],
+  'sql-postgres': ['routes'],
+  'sql-mysql': ['routes'],
+  'kubernetes-configmap': ['routes'],
+  http: ['routes'],
 };
+
+/**
+ * Environment for `dynamic-lb validate` and `caddyfile` of an example: outside a cluster the kubernetes source
+ * needs a kubeconfig to be built (validate never connects, so any server address will do).
+ */
+export function cliEnv(name: string, tmp: string): NodeJS.ProcessEnv {
+  if (name !== 'kubernetes-configmap') return {};
+  const kubeconfig = join(tmp, 'kubeconfig');
+  writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n');
+  return { KUBECONFIG: kubeconfig };
+}
 
 /** Caddyfiles that are the generator's output: file → `dynamic-lb caddyfile` arguments. */
 export const GENERATED_CADDYFILES: Record<string, string[]> = {
@@ -63,6 +82,9 @@ export const GENERATED_CADDYFILES: Record<string, string[]> = {
   'events/Caddyfile': ['--config', 'examples/events/dynamic-lb.yaml'],
   'tracing/Caddyfile': ['--config', 'examples/tracing/dynamic-lb.yaml'],
   'metrics/Caddyfile': ['--config', 'examples/metrics/dynamic-lb.yaml', '--handle', '/tenants/*=tenants'],
+  ...Object.fromEntries(
+    ['admin-api', 'etcd', 'redis', 'consul', 'zookeeper', 'sql-postgres', 'sql-mysql', 'kubernetes-configmap', 'http'].map((name) => [`${name}/Caddyfile`, ['--config', `examples/${name}/dynamic-lb.yaml`]]),
+  ),
   'composite/Caddyfile': ['--config', 'examples/composite/dynamic-lb.yaml', '--handle', '/debug/*=merged'],
 };
 
@@ -84,7 +106,26 @@ async function metric(s: Sidecar, series: string): Promise<number> {
   return line === undefined ? 0 : Number(line.slice(series.length + 1));
 }
 
-let sinkPort = 0;
+let routeServer = '';
+
+type Follower = ReturnType<typeof follow>;
+/** Helper servers of the examples (trace sink, route service), started before the sidecar that points at them. */
+const helpers = new Map<string, Follower>();
+
+/** Stops every helper still running (a sidecar that failed to start never ran the case that stops its helper). */
+export function stopHelpers(): void {
+  for (const f of helpers.values()) f.kill();
+}
+
+/** Starts examples/<name>/<script> on a free port (PORT=0) and reads its address from what it prints. */
+async function helper(name: string, script: string, env: NodeJS.ProcessEnv, address: RegExp): Promise<{ url: string }> {
+  const f = follow(process.execPath, [join(EXAMPLES, name, script)], env);
+  helpers.set(name, f);
+  await eventually(async () => address.test(f.stderr()) || f.exitCode() !== null, `${script} listens`);
+  const url = address.exec(f.stderr())?.[1];
+  if (url === undefined) assert.fail(`${script} exited: ${f.stderr()}`);
+  return { url };
+}
 
 const POOL = ['127.0.0.1:9001', '127.0.0.1:9002', '127.0.0.1:9003'];
 
@@ -304,13 +345,12 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
   tracing: {
     what: 'the selection span reaches an OTLP receiver (otlp-sink.mjs) inside the caller\'s trace',
     options: async () => {
-      sinkPort = await freePort();
-      return { env: { OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${sinkPort}`, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '100' } };
+      const { url } = await helper('tracing', 'otlp-sink.mjs', { PORT: '0' }, /trace sink on (http:\/\/[^/]+)/);
+      return { env: { OTEL_EXPORTER_OTLP_ENDPOINT: url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '100' } };
     },
     async run(s) {
-      const sink = follow(process.execPath, [join(EXAMPLES, 'tracing', 'otlp-sink.mjs')], { PORT: String(sinkPort) });
+      const sink = helpers.get('tracing') as Follower;
       try {
-        await eventually(async () => sink.stderr().includes('trace sink on'), 'the sink listens');
         const traceId = '4bf92f3577b34da6a3ce929d0e0e4736';
         const r = await s.select({ 'X-Tenant': 'tenant-a', traceparent: `00-${traceId}-00f067aa0ba902b7-01` });
         assert.equal(r.upstream, '127.0.0.1:9001');
@@ -377,15 +417,42 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       assert.equal(sections['GET /readyz'], '{"status":"ready"}');
     },
   },
+  http: {
+    what: 'route-server.mjs serves routes/ with ETags; the sidecar fetches on first use and sees an edit with the background refresh',
+    options: async (tmp) => {
+      cpSync(join(EXAMPLES, 'http', 'routes'), join(tmp, 'http-routes'), { recursive: true });
+      const { url } = await helper('http', 'route-server.mjs', { PORT: '0', ROUTES_DIR: join(tmp, 'http-routes'), ROUTES_TOKEN: 'example-token' }, /on (http:\/\/[^/]+)\/routes/);
+      routeServer = url;
+      return { edit: (doc) => doc.setIn(['policies', 'default', 'data_source', 'url'], `${url}/routes`) };
+    },
+    async run(s, ctx) {
+      const server = helpers.get('http') as Follower;
+      try {
+        assert.equal((await fetch(`${routeServer}/routes/tenant-a`)).status, 401, 'the service wants the token');
+        await eventually(async () => {
+          const r = await s.select({ 'X-Tenant': 'tenant-a' });
+          return r.route === 'hit' && r.upstream === '127.0.0.1:9001';
+        }, 'tenant-a is fetched (a hit, not the pool)', 20_000);
+        assert.equal((await s.select({ 'X-Tenant': 'tenant-b', 'User-Agent': 'Mozilla/5.0 (iPhone)' })).upstream, '127.0.0.1:9003');
+        assert.equal((await s.select({ 'X-Tenant': 'tenant-b', 'User-Agent': 'curl/8' })).upstream, '127.0.0.1:9002');
+        const nobody = await s.select({ 'X-Tenant': 'nobody' });
+        assert.deepEqual([nobody.route, nobody.reason], ['fallback', 'no_config']);
+        writeFileSync(join(ctx.tmp, 'http-routes', 'tenant-a'), '127.0.0.1:9003\n');
+        await eventually(async () => (await s.select({ 'X-Tenant': 'tenant-a' })).upstream === '127.0.0.1:9003', 'the edit arrives with refresh_interval', 15_000);
+      } finally {
+        server.kill();
+      }
+    },
+  },
 };
 
 /** A script following a stream: its output so far, its whole stdout once it exits, and a kill switch. */
-function follow(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): { stdout(): string; stderr(): string; exited: Promise<string>; kill(): void } {
+function follow(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): { stdout(): string; stderr(): string; exitCode(): number | null; exited: Promise<string>; kill(): void } {
   const child = spawn(cmd, args, { env: { ...process.env, NODE_TEST_CONTEXT: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
   child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
   const exited = new Promise<string>((resolve) => child.once('close', () => resolve(stdout)));
-  return { stdout: () => stdout, stderr: () => stderr, exited, kill: () => child.kill() };
+  return { stdout: () => stdout, stderr: () => stderr, exitCode: () => child.exitCode, exited, kill: () => child.kill() };
 }

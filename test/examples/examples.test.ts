@@ -13,7 +13,7 @@ import { parseDocument } from 'yaml';
 import { freePort } from '../support/ports.ts';
 import { childEnv, run, serveUntilReady, type ServeProcess } from '../support/processes.ts';
 import { caddyBinary } from '../support/servers.ts';
-import { EXAMPLE_RUNS, GENERATED_CADDYFILES, ROUTE_PATHS, type RunOptions, type Sidecar } from './cases.ts';
+import { EXAMPLE_RUNS, GENERATED_CADDYFILES, ROUTE_PATHS, cliEnv, stopHelpers, type RunOptions, type Sidecar } from './cases.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const EXAMPLES = join(ROOT, 'examples');
@@ -21,7 +21,10 @@ const T = { timeout: 120_000 };
 /** Examples run side by side: each is a few child processes on a 2-core machine. */
 const PARALLEL = { concurrency: 4 };
 const tmp = mkdtempSync(join(tmpdir(), 'cdr-examples-'));
-after(() => rmSync(tmp, { recursive: true, force: true }));
+after(() => {
+  stopHelpers();
+  rmSync(tmp, { recursive: true, force: true });
+});
 
 /** Every folder under examples/ is an example (examples/routes is the demo's route set, not an example). */
 const names = readdirSync(EXAMPLES)
@@ -51,7 +54,7 @@ describe('dynamic-lb validate: exit 0 on every example config and its route file
   for (const name of names) {
     test(name, T, async () => {
       const routes = ROUTE_PATHS[name] ?? [];
-      const r = await cli(['validate', '--config', `examples/${name}/dynamic-lb.yaml`, ...routes.map((p) => `examples/${name}/${p}`)]);
+      const r = await cli(['validate', '--config', `examples/${name}/dynamic-lb.yaml`, ...routes.map((p) => `examples/${name}/${p}`)], cliEnv(name, tmp));
       assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
       assert.match(r.stderr, new RegExp(`^${1 + routes.length > 1 ? '\\d+' : '1'} checked, 0 problems`), r.stderr);
     });
@@ -73,7 +76,7 @@ describe('caddy validate: every example Caddyfile; the generated ones match `dyn
       assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
       const args = GENERATED_CADDYFILES[f];
       if (args !== undefined) {
-        const g = await cli(['caddyfile', ...args]);
+        const g = await cli(['caddyfile', ...args], cliEnv(f.split('/')[0] ?? '', tmp));
         assert.equal(g.code, 0, g.stderr);
         assert.equal(readFileSync(join(EXAMPLES, f), 'utf8'), g.stdout, `examples/${f} is not what \`dynamic-lb caddyfile ${args.join(' ')}\` prints: regenerate it`);
       }
