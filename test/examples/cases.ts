@@ -3,13 +3,13 @@
 // to end the requests of their README and the upstreams it promises.
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { copyFileSync, cpSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
+import { copyFileSync, cpSync, mkdirSync, readFileSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import { Resolver } from 'node:dns/promises';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { parseDocument } from 'yaml';
+import { parse, parseAllDocuments, type parseDocument } from 'yaml';
 import { run } from '../support/processes.ts';
-import { findCommand } from '../support/servers.ts';
+import { findCommand, requireCommand } from '../support/servers.ts';
 import { fnv1a } from '../../src/select/hash.ts';
 
 export interface Sidecar {
@@ -38,6 +38,42 @@ export interface ExampleRun {
   run(sidecar: Sidecar, ctx: RunContext): Promise<void>;
 }
 
+/** Checks of the deployment examples that need no running sidecar (their tools validate without an engine or a cluster). */
+export const STATIC_CHECKS: Record<string, { what: string; run(ctx: RunContext): Promise<void> }> = {
+  docker: {
+    what: 'docker-compose config: the override gives Caddy this Caddyfile and the sidecar this config and routes',
+    async run() {
+      const r = await run(requireCommand('docker-compose'), ['-f', 'docker-compose.yml', '-f', 'examples/docker/compose.files.yml', 'config'], { cwd: ROOT });
+      assert.equal(r.code, 0, r.stderr);
+      const services = (parse(r.stdout) as { services: Record<string, { volumes?: string[]; command?: string[] }> }).services;
+      const caddy = services.caddy?.volumes ?? [];
+      assert.deepEqual(caddy.filter((v) => v.endsWith(':/etc/caddy/Caddyfile:ro')), [`${join(EXAMPLES, 'docker', 'Caddyfile')}:/etc/caddy/Caddyfile:ro`]);
+      assert.deepEqual(services['dynamic-lb']?.command, ['serve', '--config', '/app/examples/docker/dynamic-lb.yaml']);
+      assert.ok(services['dynamic-lb']?.volumes?.includes(`${join(EXAMPLES, 'docker', 'routes')}:/app/examples/docker/routes:ro`), JSON.stringify(services['dynamic-lb']?.volumes));
+      for (const host of ['backend-1', 'backend-2', 'backend-3', 'dynamic-lb']) assert.ok(host in services, `the compose file has ${host}, which the example's routes and Caddyfile name`);
+    },
+  },
+  kubernetes: {
+    what: 'kubectl kustomize: the pod gets this config and Caddyfile, caddy-routing holds tenant-d, every route validates',
+    async run(ctx) {
+      const r = await run(requireCommand('kubectl'), ['kustomize', 'examples/kubernetes'], { cwd: ROOT });
+      assert.equal(r.code, 0, r.stderr);
+      const objects = parseAllDocuments(r.stdout).map((d) => d.toJS() as { kind: string; metadata: { name: string }; data?: Record<string, string> });
+      const configMap = (prefix: string): Record<string, string> => objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith(prefix))?.data ?? {};
+      assert.equal(configMap('caddy-dynamic-lb-config-')['dynamic-lb.yaml'], readFileSync(join(EXAMPLES, 'kubernetes', 'dynamic-lb.yaml'), 'utf8'));
+      assert.equal(configMap('caddy-dynamic-lb-caddyfile-').Caddyfile, readFileSync(join(EXAMPLES, 'kubernetes', 'Caddyfile'), 'utf8'));
+      const routes = configMap('caddy-routing');
+      assert.deepEqual(Object.keys(routes).sort(), ['tenant-a', 'tenant-b', 'tenant-c', 'tenant-d']);
+      const dir = join(ctx.tmp, 'kubernetes-routes');
+      mkdirSync(dir, { recursive: true });
+      for (const [key, value] of Object.entries(routes)) writeFileSync(join(dir, key), value);
+      const v = await ctx.cli(['validate', dir]);
+      assert.equal(v.code, 0, `${v.stdout}${v.stderr}`);
+      assert.match(v.stderr, /^4 checked, 0 problems/);
+    },
+  },
+};
+
 /** Route files and folders of each example (relative to its folder), checked with its config. */
 export const ROUTE_PATHS: Record<string, string[]> = {
   basic: ['routes'],
@@ -58,6 +94,8 @@ export const ROUTE_PATHS: Record<string, string[]> = {
   'sql-mysql': ['routes'],
   'kubernetes-configmap': ['routes'],
   http: ['routes'],
+  docker: ['routes'],
+  kubernetes: [],
 };
 
 /**
@@ -65,7 +103,7 @@ export const ROUTE_PATHS: Record<string, string[]> = {
  * needs a kubeconfig to be built (validate never connects, so any server address will do).
  */
 export function cliEnv(name: string, tmp: string): NodeJS.ProcessEnv {
-  if (name !== 'kubernetes-configmap') return {};
+  if (name !== 'kubernetes-configmap' && name !== 'kubernetes') return {};
   const kubeconfig = join(tmp, 'kubeconfig');
   writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n');
   return { KUBECONFIG: kubeconfig };
@@ -85,10 +123,13 @@ export const GENERATED_CADDYFILES: Record<string, string[]> = {
   ...Object.fromEntries(
     ['admin-api', 'etcd', 'redis', 'consul', 'zookeeper', 'sql-postgres', 'sql-mysql', 'kubernetes-configmap', 'http'].map((name) => [`${name}/Caddyfile`, ['--config', `examples/${name}/dynamic-lb.yaml`]]),
   ),
+  'docker/Caddyfile': ['--config', 'examples/docker/dynamic-lb.yaml', '--sidecar', 'dynamic-lb'],
+  'kubernetes/Caddyfile': ['--config', 'examples/kubernetes/dynamic-lb.yaml'],
   'composite/Caddyfile': ['--config', 'examples/composite/dynamic-lb.yaml', '--handle', '/debug/*=merged'],
 };
 
-const EXAMPLES = fileURLToPath(new URL('../../examples', import.meta.url));
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+const EXAMPLES = join(ROOT, 'examples');
 
 /** Polls `check` every 20 ms until it holds, for up to `timeoutMs` (generous: a loaded 2-core machine). */
 async function eventually(check: () => Promise<boolean>, what: string, timeoutMs = 10_000): Promise<void> {

@@ -13,7 +13,7 @@ import { parseDocument } from 'yaml';
 import { freePort } from '../support/ports.ts';
 import { childEnv, run, serveUntilReady, type ServeProcess } from '../support/processes.ts';
 import { caddyBinary } from '../support/servers.ts';
-import { EXAMPLE_RUNS, GENERATED_CADDYFILES, ROUTE_PATHS, cliEnv, stopHelpers, type RunOptions, type Sidecar } from './cases.ts';
+import { EXAMPLE_RUNS, GENERATED_CADDYFILES, ROUTE_PATHS, STATIC_CHECKS, cliEnv, stopHelpers, type RunOptions, type Sidecar } from './cases.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const EXAMPLES = join(ROOT, 'examples');
@@ -137,4 +137,8 @@ describe('the examples that need no external store, end to end', PARALLEL, () =>
       }
     });
   }
+});
+
+describe('the deployment examples, checked with their tools', PARALLEL, () => {
+  for (const [name, c] of Object.entries(STATIC_CHECKS)) test(`${name}: ${c.what}`, T, () => c.run({ tmp, cli }));
 });
