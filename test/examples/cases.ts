@@ -96,6 +96,7 @@ export const ROUTE_PATHS: Record<string, string[]> = {
   http: ['routes'],
   docker: ['routes'],
   kubernetes: [],
+  'health-checks': ['routes'],
 };
 
 /**
@@ -125,6 +126,7 @@ export const GENERATED_CADDYFILES: Record<string, string[]> = {
   ),
   'docker/Caddyfile': ['--config', 'examples/docker/dynamic-lb.yaml', '--sidecar', 'dynamic-lb'],
   'kubernetes/Caddyfile': ['--config', 'examples/kubernetes/dynamic-lb.yaml'],
+  'health-checks/Caddyfile': ['--config', 'examples/health-checks/dynamic-lb.yaml'],
   'composite/Caddyfile': ['--config', 'examples/composite/dynamic-lb.yaml', '--handle', '/debug/*=merged'],
 };
 
@@ -148,6 +150,7 @@ async function metric(s: Sidecar, series: string): Promise<number> {
 }
 
 let routeServer = '';
+let backends: string[] = [];
 
 type Follower = ReturnType<typeof follow>;
 /** Helper servers of the examples (trace sink, route service), started before the sidecar that points at them. */
@@ -159,8 +162,8 @@ export function stopHelpers(): void {
 }
 
 /** Starts examples/<name>/<script> on a free port (PORT=0) and reads its address from what it prints. */
-async function helper(name: string, script: string, env: NodeJS.ProcessEnv, address: RegExp): Promise<{ url: string }> {
-  const f = follow(process.execPath, [join(EXAMPLES, name, script)], env);
+async function helper(name: string, script: string, env: NodeJS.ProcessEnv, address: RegExp, args: string[] = [], folder = name): Promise<{ url: string }> {
+  const f = follow(process.execPath, [join(EXAMPLES, folder, script), ...args], env);
   helpers.set(name, f);
   await eventually(async () => address.test(f.stderr()) || f.exitCode() !== null, `${script} listens`);
   const url = address.exec(f.stderr())?.[1];
@@ -483,6 +486,46 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       } finally {
         server.kill();
       }
+    },
+  },
+  'health-checks': {
+    what: 'a stopped backend leaves the rotation, /upstreams and the pool within the probe interval, and comes back',
+    options: async (tmp) => {
+      const ports: string[] = [];
+      for (const n of ['1', '2']) {
+        const { url } = await helper(`health-checks#${n}`, 'backend.mjs', {}, /backend on (127\.0\.0\.1:\d+)/, ['0'], 'health-checks');
+        ports.push(url);
+      }
+      backends = ports;
+      const dir = join(tmp, 'health-routes');
+      mkdirSync(dir, { recursive: true });
+      const route = readFileSync(join(EXAMPLES, 'health-checks', 'routes', 'tenant-a.yaml'), 'utf8');
+      writeFileSync(join(dir, 'tenant-a.yaml'), route.replace('127.0.0.1:9001', ports[0] ?? '').replace('127.0.0.1:9002', ports[1] ?? ''));
+      return {
+        edit: (doc) => {
+          doc.setIn(['policies', 'default', 'data_source', 'path'], dir);
+          doc.setIn(['policies', 'default', 'pool'], ports);
+        },
+      };
+    },
+    async run(s) {
+      const [a, b] = backends as [string, string];
+      const picks = async (n: number): Promise<string[]> => {
+        const out: string[] = [];
+        for (let i = 0; i < n; i++) out.push((await s.select({ 'X-Tenant': 'tenant-a' })).upstream ?? '');
+        return out;
+      };
+      assert.deepEqual(new Set(await picks(4)), new Set([a, b]), 'both healthy: in turn');
+      helpers.get('health-checks#2')?.kill();
+      await eventually(async () => (await picks(4)).every((u) => u === a), `${b} leaves the rotation`, 15_000);
+      assert.deepEqual(await (await fetch(`${s.url}/upstreams/default?key=tenant-a`)).json(), [{ dial: a }]);
+      const view = (await (await fetch(`${s.adminUrl}/dynamic-lb/upstreams`)).json()) as { upstreams: Array<{ address: string; healthy: boolean }> };
+      assert.deepEqual(view.upstreams.map((u) => [u.address, u.healthy]).sort(), [[a, true], [b, false]].sort());
+      const nobody = await s.select({ 'X-Tenant': 'nobody' });
+      assert.deepEqual([nobody.reason, nobody.upstream], ['no_config', a], 'the pool is health-filtered too');
+      // the same backend back on its port: after two good probes it is in the rotation again
+      await helper('health-checks#2', 'backend.mjs', {}, /backend on (127\.0\.0\.1:\d+)/, [b.split(':')[1] ?? ''], 'health-checks');
+      await eventually(async () => new Set(await picks(4)).size === 2, `${b} comes back`, 15_000);
     },
   },
 };
