@@ -3,7 +3,9 @@
 import { readFileSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 
+/** `dir`, or the folder in $ROUTES_DIR (seed another set of routes with the same script). */
 export function readRoutes(dir) {
+  dir = process.env.ROUTES_DIR ?? dir;
   return readdirSync(dir)
     .filter((name) => !name.startsWith('.'))
     .sort()

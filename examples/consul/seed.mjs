@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Writes every file of routes/ into Consul KV (routes/tenant-b.json → caddy/routing/tenant-b) over the HTTP API.
 //   node examples/consul/seed.mjs     CONSUL_HTTP_ADDR (default 127.0.0.1:8500), CONSUL_HTTP_TOKEN, CONSUL_PREFIX
+// ROUTES_DIR: seed the files of another folder instead of routes/ (same key rule).
 import { fileURLToPath } from 'node:url';
 import { readRoutes } from '../read-routes.mjs';
 

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Writes every file of routes/ into etcd under the prefix: routes/tenant-b.json → /caddy/routing/tenant-b.
 //   node examples/etcd/seed.mjs        ETCD_ENDPOINTS (default 127.0.0.1:2379, comma-separated), ETCD_PREFIX
+// ROUTES_DIR: seed the files of another folder instead of routes/ (same key rule).
 import { fileURLToPath } from 'node:url';
 import { Etcd3 } from 'etcd3';
 import { readRoutes } from '../read-routes.mjs';

@@ -2,6 +2,7 @@
 // Writes every file of routes/ into Redis (routes/tenant-b.yaml → caddy:routing:tenant-b) and announces each write
 // on the pub/sub channel, as a writer must for the default watch mode.
 //   node examples/redis/seed.mjs     REDIS_ADDRESSES (default 127.0.0.1:6379), REDIS_PASSWORD, REDIS_PREFIX, REDIS_CHANNEL
+// ROUTES_DIR: seed the files of another folder instead of routes/ (same key rule).
 import { fileURLToPath } from 'node:url';
 import { Redis } from 'ioredis';
 import { readRoutes } from '../read-routes.mjs';

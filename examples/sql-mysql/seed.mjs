@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Upserts every file of routes/ as a row (routes/tenant-b.yaml → routing_key 'tenant-b'); run schema.sql first.
 //   node examples/sql-mysql/seed.mjs     MYSQL_DSN (default mysql://dynamic_lb@127.0.0.1:3306/routing), MYSQL_TABLE
+// ROUTES_DIR: seed the files of another folder instead of routes/ (same key rule).
 import { fileURLToPath } from 'node:url';
 import mysql from 'mysql2/promise';
 import { readRoutes } from '../read-routes.mjs';

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Upserts every file of routes/ as a row (routes/tenant-b.json → routing_key 'tenant-b'); run schema.sql first.
 //   node examples/sql-postgres/seed.mjs     PG_DSN (default postgres://dynamic_lb@127.0.0.1:5432/routing), PG_TABLE
+// ROUTES_DIR: seed the files of another folder instead of routes/ (same key rule).
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import { readRoutes } from '../read-routes.mjs';

@@ -2,6 +2,7 @@
 // Writes every file of routes/ as a child of the base path (routes/tenant-b.json → /caddy/routing/tenant-b),
 // creating the base path when missing and overwriting existing children.
 //   node examples/zookeeper/seed.mjs     ZK_SERVERS (default 127.0.0.1:2181), ZK_BASE_PATH (default /caddy/routing)
+// ROUTES_DIR: seed the files of another folder instead of routes/ (same key rule).
 import { fileURLToPath } from 'node:url';
 import zookeeper from 'node-zookeeper-client';
 import { readRoutes } from '../read-routes.mjs';

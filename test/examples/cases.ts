@@ -540,3 +540,160 @@ function follow(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): { std
   const exited = new Promise<string>((resolve) => child.once('close', () => resolve(stdout)));
   return { stdout: () => stdout, stderr: () => stderr, exitCode: () => child.exitCode, exited, kill: () => child.kill() };
 }
+
+export interface StoreRun {
+  /** The test servers' environment this example needs (set by test/run.sh from test/support/infra.sh). */
+  needs: string[];
+  /**
+   * Points the example at the test server, in a namespace of its own (`id`): the seed script's environment and
+   * the config edit; may start a server (returned `stop`).
+   */
+  setup(id: string, tmp: string): Promise<{ seedEnv: NodeJS.ProcessEnv; edit: RunOptions['edit']; stop?: () => Promise<void> }>;
+  /** The README's answers after seeding. */
+  check(s: Sidecar): Promise<void>;
+}
+
+const tenantA = async (s: Sidecar, upstream: string): Promise<void> => {
+  const r = await s.select({ 'X-Tenant': 'tenant-a' });
+  assert.deepEqual([r.route, r.upstream], ['hit', upstream]);
+};
+
+/** The data-source examples, against the real test servers (and the Consul test server). */
+export const STORE_RUNS: Record<string, StoreRun> = {
+  etcd: {
+    needs: ['INFRA_ETCD_PORT'],
+    async setup(id) {
+      const endpoints = `127.0.0.1:${process.env.INFRA_ETCD_PORT}`;
+      const prefix = `/examples-${id}/`;
+      return {
+        seedEnv: { ETCD_ENDPOINTS: endpoints, ETCD_PREFIX: prefix },
+        edit: (doc) => {
+          doc.setIn(['policies', 'default', 'data_source', 'endpoints'], endpoints);
+          doc.setIn(['policies', 'default', 'data_source', 'prefix'], prefix);
+        },
+      };
+    },
+    async check(s) {
+      await tenantA(s, '127.0.0.1:9001');
+      assert.equal((await s.select({ 'X-Tenant': 'tenant-b', 'X-Version': 'v2' })).upstream, '127.0.0.1:9003');
+      assert.equal((await s.select({ 'X-Tenant': 'tenant-b' })).upstream, '127.0.0.1:9002');
+    },
+  },
+  redis: {
+    needs: ['INFRA_REDIS_PORT'],
+    async setup(id) {
+      const addresses = `127.0.0.1:${process.env.INFRA_REDIS_PORT}`;
+      const [prefix, channel] = [`examples:${id}:`, `examples:${id}:updates`];
+      return {
+        seedEnv: { REDIS_ADDRESSES: addresses, REDIS_PREFIX: prefix, REDIS_CHANNEL: channel },
+        edit: (doc) => {
+          doc.setIn(['policies', 'default', 'data_source', 'addresses'], addresses);
+          doc.setIn(['policies', 'default', 'data_source', 'prefix'], prefix);
+          doc.setIn(['policies', 'default', 'data_source', 'pubsub_channel'], channel);
+        },
+      };
+    },
+    async check(s) {
+      await tenantA(s, '127.0.0.1:9001');
+      assert.equal((await s.select({ 'X-Tenant': 'tenant-b', 'X-Forwarded-Uri': '/api/x' })).upstream, '127.0.0.1:9003');
+      assert.equal((await s.select({ 'X-Tenant': 'tenant-b' })).upstream, '127.0.0.1:9002');
+    },
+  },
+  zookeeper: {
+    needs: ['INFRA_ZK_PORT'],
+    async setup(id) {
+      const servers = `127.0.0.1:${process.env.INFRA_ZK_PORT}`;
+      const base = `/examples-${id}/routing`;
+      return {
+        seedEnv: { ZK_SERVERS: servers, ZK_BASE_PATH: base },
+        edit: (doc) => {
+          doc.setIn(['policies', 'default', 'data_source', 'servers'], servers);
+          doc.setIn(['policies', 'default', 'data_source', 'base_path'], base);
+        },
+      };
+    },
+    async check(s) {
+      await tenantA(s, '127.0.0.1:9001');
+      const alice = (await s.select({ 'X-Tenant': 'tenant-b', 'X-User': 'alice' })).upstream;
+      assert.ok(alice === '127.0.0.1:9002' || alice === '127.0.0.1:9003', String(alice));
+      for (let i = 0; i < 3; i++) assert.equal((await s.select({ 'X-Tenant': 'tenant-b', 'X-User': 'alice' })).upstream, alice, 'sticky per user');
+    },
+  },
+  'sql-postgres': {
+    needs: ['PG_URL'],
+    async setup(id) {
+      const dsn = process.env.PG_URL ?? '';
+      const table = `examples_${id}`;
+      // schema.sql as shipped, for a table of this run's own (its functions and triggers are named after the table)
+      const schema = readFileSync(join(EXAMPLES, 'sql-postgres', 'schema.sql'), 'utf8').replaceAll('routing_configs', table);
+      const r = await run(requireCommand('psql'), [dsn, '-v', 'ON_ERROR_STOP=1', '-q', '-c', schema]);
+      assert.equal(r.code, 0, r.stderr);
+      return {
+        seedEnv: { PG_DSN: dsn, PG_TABLE: table },
+        edit: (doc) => {
+          doc.setIn(['policies', 'default', 'data_source', 'dsn'], dsn);
+          doc.setIn(['policies', 'default', 'data_source', 'table'], table);
+          doc.setIn(['policies', 'default', 'data_source', 'poll_interval'], '1h'); // only NOTIFY can deliver the update in time
+        },
+        stop: async () => void (await run(requireCommand('psql'), [dsn, '-q', '-c', `DROP TABLE IF EXISTS ${table}; DROP FUNCTION IF EXISTS ${table}_touch(), ${table}_notify()`])),
+      };
+    },
+    async check(s) {
+      await tenantA(s, '127.0.0.1:9001');
+      assert.equal((await s.select({ 'X-Tenant': 'tenant-b', 'X-Region': 'eu' })).upstream, '127.0.0.1:9003');
+      assert.deepEqual([(await s.select({ 'X-Tenant': 'tenant-b' })).upstream, (await s.select({ 'X-Tenant': 'tenant-b' })).upstream], ['127.0.0.1:9001', '127.0.0.1:9002']);
+    },
+  },
+  'sql-mysql': {
+    needs: ['MYSQL_URL'],
+    async setup(id) {
+      const dsn = process.env.MYSQL_URL ?? '';
+      const table = `examples_${id}`;
+      const schema = readFileSync(join(EXAMPLES, 'sql-mysql', 'schema.sql'), 'utf8').replaceAll('routing_configs', table);
+      const mysql = await import('mysql2/promise');
+      const conn = await mysql.createConnection(dsn);
+      try {
+        await conn.query(schema);
+      } finally {
+        await conn.end();
+      }
+      return {
+        seedEnv: { MYSQL_DSN: dsn, MYSQL_TABLE: table },
+        edit: (doc) => {
+          doc.setIn(['policies', 'default', 'data_source', 'dsn'], dsn);
+          doc.setIn(['policies', 'default', 'data_source', 'table'], table);
+        },
+        stop: async () => {
+          const c = await mysql.createConnection(dsn);
+          await c.query(`DROP TABLE IF EXISTS ${table}`).finally(() => c.end());
+        },
+      };
+    },
+    async check(s) {
+      await tenantA(s, '127.0.0.1:9001');
+      const three: string[] = [];
+      for (let i = 0; i < 3; i++) three.push((await s.select({ 'X-Tenant': 'tenant-b' })).upstream ?? '');
+      assert.deepEqual([...three].sort(), ['127.0.0.1:9002', '127.0.0.1:9002', '127.0.0.1:9003'], 'WRR 2:1');
+    },
+  },
+  consul: {
+    needs: [],
+    async setup(id) {
+      const { startFakeConsul } = await import('../support/fake-consul.ts');
+      const fake = await startFakeConsul();
+      const prefix = `examples-${id}/`;
+      return {
+        seedEnv: { CONSUL_HTTP_ADDR: fake.address, CONSUL_PREFIX: prefix },
+        edit: (doc) => {
+          doc.setIn(['policies', 'default', 'data_source', 'address'], fake.address);
+          doc.setIn(['policies', 'default', 'data_source', 'prefix'], prefix);
+        },
+        stop: () => fake.stop(),
+      };
+    },
+    async check(s) {
+      await tenantA(s, '127.0.0.1:9001');
+      assert.equal((await s.select({ 'X-Tenant': 'tenant-b' })).upstream, '127.0.0.1:9002');
+    },
+  },
+};

@@ -5,7 +5,7 @@
 // upstreams its README promises.
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -13,7 +13,7 @@ import { parseDocument } from 'yaml';
 import { freePort } from '../support/ports.ts';
 import { childEnv, run, serveUntilReady, type ServeProcess } from '../support/processes.ts';
 import { caddyBinary } from '../support/servers.ts';
-import { EXAMPLE_RUNS, GENERATED_CADDYFILES, ROUTE_PATHS, STATIC_CHECKS, cliEnv, stopHelpers, type RunOptions, type Sidecar } from './cases.ts';
+import { EXAMPLE_RUNS, GENERATED_CADDYFILES, ROUTE_PATHS, STATIC_CHECKS, STORE_RUNS, cliEnv, stopHelpers, type RunOptions, type Sidecar } from './cases.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const EXAMPLES = join(ROOT, 'examples');
@@ -141,4 +141,43 @@ describe('the examples that need no external store, end to end', PARALLEL, () =>
 
 describe('the deployment examples, checked with their tools', PARALLEL, () => {
   for (const [name, c] of Object.entries(STATIC_CHECKS)) test(`${name}: ${c.what}`, T, () => c.run({ tmp, cli }));
+});
+
+describe('the data-source examples against the test servers: seed.mjs, the README\'s answers, an update through seed.mjs', PARALLEL, () => {
+  for (const [name, c] of Object.entries(STORE_RUNS)) {
+    const missing = c.needs.filter((v) => process.env[v] === undefined);
+    test(name, { ...T, skip: missing.length > 0 ? `needs the test servers (${missing.join(', ')}): run through test/run.sh` : false }, async () => {
+      const id = `${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+      const { seedEnv, edit, stop } = await c.setup(id, tmp);
+      try {
+        const seed = (env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> =>
+          run(process.execPath, [`examples/${name}/seed.mjs`], { cwd: ROOT, env: childEnv({ ...seedEnv, ...env }) });
+        const seeded = await seed();
+        assert.equal(seeded.code, 0, `${seeded.stdout}${seeded.stderr}`);
+        const { sidecar, serve } = await startExample(name, { edit });
+        try {
+          await c.check(sidecar);
+          // the same script writes a changed tenant-a: the running sidecar follows the store
+          const update = join(tmp, `${name}-update`);
+          mkdirSync(update, { recursive: true });
+          writeFileSync(join(update, 'tenant-a'), '127.0.0.1:9002\n');
+          const updated = await seed({ ROUTES_DIR: update });
+          assert.equal(updated.code, 0, `${updated.stdout}${updated.stderr}`);
+          const deadline = Date.now() + 15_000;
+          for (;;) {
+            const r = await sidecar.select({ 'X-Tenant': 'tenant-a' });
+            if (r.route === 'hit' && r.upstream === '127.0.0.1:9002') break;
+            if (Date.now() > deadline) assert.fail(`the update of tenant-a did not arrive within 15 s: ${JSON.stringify(r)}`);
+            await new Promise((res) => setTimeout(res, 50));
+          }
+        } catch (err) {
+          throw new Error(`${String(err)}\n--- sidecar output ---\n${sidecar.output()}`, { cause: err });
+        } finally {
+          await serve.stop();
+        }
+      } finally {
+        await stop?.();
+      }
+    });
+  }
 });
