@@ -421,7 +421,7 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       const expected: Record<string, number> = {
         'caddy_dynamic_lb_route_hits_total{key="billing",upstream="127.0.0.1:9002"}': 1,
         'caddy_dynamic_lb_route_hits_total{key="__all__",upstream="__all__"}': 1,
-        'caddy_dynamic_lb_route_misses_total{key="nothing-here",reason="no_config"}': 1,
+        'caddy_dynamic_lb_route_misses_total{key="__unknown__",reason="no_config"}': 1,
         'caddy_dynamic_lb_route_configs_total{source_type="file"}': 4,
         'caddy_dynamic_lb_datasource_healthy{source_type="file"}': 1,
         'caddy_dynamic_lb_selection_latency_seconds_count{policy="services"}': 2,
