@@ -97,6 +97,15 @@ export const ROUTE_PATHS: Record<string, string[]> = {
   docker: ['routes'],
   kubernetes: [],
   'health-checks': ['routes'],
+  'gateway-jwt': ['routes.json'],
+};
+
+/**
+ * Examples whose config depends on a feature not on main yet: their folder holds only a README until it lands,
+ * and the config checks skip them (with this reason) while the config is absent.
+ */
+export const PENDING: Record<string, string> = {
+  'gateway-jwt': 'gateway_jwt (issue 12) is not merged yet: its dynamic-lb.yaml, routes.json and JWKS server arrive with it',
 };
 
 /**
