@@ -104,9 +104,7 @@ export const ROUTE_PATHS: Record<string, string[]> = {
  * Examples whose config depends on a feature not on main yet: their folder holds only a README until it lands,
  * and the config checks skip them (with this reason) while the config is absent.
  */
-export const PENDING: Record<string, string> = {
-  'gateway-jwt': 'gateway_jwt (issue 12) is not merged yet: its dynamic-lb.yaml, routes.json and JWKS server arrive with it',
-};
+export const PENDING: Record<string, string> = {};
 
 /**
  * Environment for `dynamic-lb validate` and `caddyfile` of an example: outside a cluster the kubernetes source
@@ -136,6 +134,7 @@ export const GENERATED_CADDYFILES: Record<string, string[]> = {
   'docker/Caddyfile': ['--config', 'examples/docker/dynamic-lb.yaml', '--sidecar', 'dynamic-lb'],
   'kubernetes/Caddyfile': ['--config', 'examples/kubernetes/dynamic-lb.yaml'],
   'health-checks/Caddyfile': ['--config', 'examples/health-checks/dynamic-lb.yaml'],
+  'gateway-jwt/Caddyfile': ['--config', 'examples/gateway-jwt/dynamic-lb.yaml'],
   'composite/Caddyfile': ['--config', 'examples/composite/dynamic-lb.yaml', '--handle', '/debug/*=merged'],
 };
 
