@@ -1,5 +1,5 @@
 // `dynamic-lb explain -H 'Authorization: Bearer …'` and `dynamic-lb caddyfile` for the gateway-jwt example,
-// with the example's own JWKS server (examples/gateway-jwt/jwks-server.ts) minting the tokens.
+// with the example's own JWKS server (examples/gateway-jwt/jwks-server.mjs) minting the tokens.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -34,7 +34,7 @@ describe('dynamic-lb with the gateway-jwt example', () => {
 
   before(async () => {
     const port = await freePort();
-    server = spawn(process.execPath, ['--import', 'tsx', 'examples/gateway-jwt/jwks-server.ts'], { cwd: ROOT, env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
+    server = spawn(process.execPath, ['examples/gateway-jwt/jwks-server.mjs'], { cwd: ROOT, env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
     await once(server.stdout as NodeJS.ReadableStream, 'data');
     base = `http://127.0.0.1:${port}`;
     env = { JWKS_URL: `${base}/jwks` };

@@ -36,7 +36,7 @@ createServer((req, res) => {
 }).listen(port, '127.0.0.1', () => process.stdout.write(`JWKS at http://127.0.0.1:${port}/jwks, tokens at http://127.0.0.1:${port}/token?instance=i1\n`));
 
 if (process.argv.includes('--backends')) {
-  for (const [name, p] of [['i1', 9101], ['blue', 9102], ['pool', 9103]] as const) {
+  for (const [name, p] of [['i1', 9101], ['blue', 9102], ['pool', 9103]]) {
     createServer((req, res) => {
       res.writeHead(200, { 'content-type': 'text/plain', 'x-backend': name }).end(req.url === '/health' ? 'ok\n' : `${name}\n`);
     }).listen(p, '127.0.0.1');
