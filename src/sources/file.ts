@@ -247,7 +247,5 @@ export const factory: DriverFactory = async ({ options }) => {
     options.fail('path', `${resolve(path)} does not exist`);
   }
   // no connection to wait for: the timeout bounds the start and every full listing (a large directory)
-  const initialLoadTimeoutMs = options.duration('initial_load_timeout', 30_000);
-  if (initialLoadTimeoutMs <= 0) options.fail('initial_load_timeout', 'must be greater than 0');
-  return { driver: new FileDriver(o), runtime: { initialLoadTimeoutMs, listTimeoutMs: initialLoadTimeoutMs, backoffInitialMs: 200, backoffMaxMs: 5_000 } };
+  return { driver: new FileDriver(o), runtime: { listWithinInitialLoad: true, backoffInitialMs: 200, backoffMaxMs: 5_000 } };
 };

@@ -267,7 +267,7 @@ export const factory: DriverFactory = ({ name, options }) => {
   return {
     driver: new HttpDriver(o),
     runtime: {
-      initialLoadTimeoutMs: options.duration('initial_load_timeout', timeoutMs),
+      initialLoadDefaultMs: timeoutMs,
       // one get = every attempt, each bounded by `timeout`, plus the pauses between them
       getTimeoutMs: timeoutMs * (retryCount + 1) + retryDelayMs * retryCount + 100,
     },

@@ -327,10 +327,9 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
   const selector = options.string('label_selector');
   const labelSelector = selector !== undefined && selector.trim() !== '' ? selector.trim() : undefined;
   const kubeconfig = options.string('kubeconfig');
-  const initialLoadTimeoutMs = options.duration('initial_load_timeout', 30_000);
   const kc = loadKubeConfig(kubeconfig !== undefined && kubeconfig !== '' ? kubeconfig : undefined, options.field('kubeconfig'));
   if (labelSelector !== undefined && (explicitName !== undefined || alias !== undefined)) {
     deps.logger.warn({ source: name, field: options.field(nameField) }, `${options.field(nameField)} is not used when label_selector is set: every ConfigMap matching the selector is read`);
   }
-  return { driver: new KubernetesDriver(name, kc, { namespace, configmapName, labelSelector }, deps.logger), runtime: { initialLoadTimeoutMs } };
+  return { driver: new KubernetesDriver(name, kc, { namespace, configmapName, labelSelector }, deps.logger) };
 };

@@ -323,5 +323,5 @@ export const factory: DriverFactory = async ({ name, options }) => {
   } catch (err) {
     return options.fail('dsn', err instanceof Error ? err.message : String(err));
   }
-  return { driver: new SqlDriver(name, o, db), runtime: { initialLoadTimeoutMs: options.duration('initial_load_timeout', 30_000) } };
+  return { driver: new SqlDriver(name, o, db) };
 };
