@@ -5,7 +5,7 @@ import type { Logger } from '../observe/log.ts';
 import { compileRoute, type CompileContext, type CompiledRoute } from '../route/compile.ts';
 import { sortByPriority } from '../route/parse.ts';
 import type { RouteConfig } from '../route/types.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import type { RuntimeDeps } from './runner.ts';
 import { NO_CONFIG, UNHEALTHY, isMiss, type RouteLookup, type RouteMiss, type RouteSource, type SourceHealth } from './source.ts';
 

@@ -5,7 +5,7 @@ import Consul from 'consul';
 import { SourceError, errorMessage } from '../errors.ts';
 import type { OptionReader } from '../config/options.ts';
 import type { Logger } from '../observe/log.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import { tcpProbe } from './probe.ts';
 import { readHostPort, readTlsFiles, readTlsPem } from './driver-options.ts';
 import type { Revision, Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';

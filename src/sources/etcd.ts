@@ -2,9 +2,9 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { Etcd3, GRPCResourceExhastedError, Range, isRecoverableError, type IKeyValue, type IOptions, type IRangeResponse } from 'etcd3';
 import { ResyncRequired, SourceError, errorMessage } from '../errors.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
-import { abortable } from './backoff.ts';
+import { abortable } from '../util/async.ts';
 import { addressOf, tcpProbe } from './probe.ts';
 import { parseHostPort, readTimeout, readTlsFiles, type TlsFiles } from './driver-options.ts';
 

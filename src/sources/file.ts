@@ -3,7 +3,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { RouteParseError } from '../errors.ts';
 import { parseYamlLinear } from '../route/yaml.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
 
 /**

@@ -1,7 +1,7 @@
 import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import { SourceError, SourceTimeoutError, errorMessage } from '../errors.ts';
-import { sleep, withTimeout } from './backoff.ts';
-import type { DriverFactory } from './registry.ts';
+import { sleep, withTimeout } from '../util/async.ts';
+import type { DriverFactory } from './driver.ts';
 import type { Change, PollResult, StoreDriver, StoredValue } from './source.ts';
 
 /**

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { ApiException, CoreV1Api, KubeConfig, Observable, Watch, type ConfigurationOptions, type RequestContext, type V1ConfigMap, type V1ConfigMapList, type V1Status } from '@kubernetes/client-node';
 import { ConfigError, ResyncRequired, SourceError, errorMessage } from '../errors.ts';
 import type { Logger } from '../observe/log.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
 import { addressOf, tcpProbe, type Address } from './probe.ts';
 

@@ -5,9 +5,9 @@ import { SourceError, errorMessage } from '../errors.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { Logger } from '../observe/log.ts';
 import type { OptionReader } from '../config/options.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import type { Change, Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
-import { abortable } from './backoff.ts';
+import { abortable } from '../util/async.ts';
 import { tcpProbe } from './probe.ts';
 import { readHostPort, readTimeout, readTlsFiles, type HostPort, type TlsFiles } from './driver-options.ts';
 

@@ -1,8 +1,9 @@
 import type { OptionReader } from '../config/options.ts';
 import { ConfigError } from '../errors.ts';
 import { DEFAULT_ROUTE_LIMITS, type RouteLimits } from '../route/limits.ts';
-import { SourceRuntime, type RuntimeDeps, type RuntimeOptions } from './runner.ts';
-import { SOURCE_TYPES, type RouteSource, type SourceType, type StoreDriver } from './source.ts';
+import type { DriverModule } from './driver.ts';
+import { SourceRuntime, type RuntimeDeps } from './runner.ts';
+import { SOURCE_TYPES, type RouteSource, type SourceType } from './source.ts';
 
 /**
  * Source type → driver module, loaded on first use (`./<type>.ts`), so a service that only reads files never
@@ -16,34 +17,7 @@ import { SOURCE_TYPES, type RouteSource, type SourceType, type StoreDriver } fro
  * A factory must not connect: connecting is the runner's job (`connect`/`list`), so `validate` can build
  * every source without touching the network.
  */
-export interface DriverFactoryContext {
-  /** Name of this source instance (`etcd`, `etcd#2`, …), as shown by the admin API. */
-  name: string;
-  options: OptionReader;
-  deps: RuntimeDeps;
-  /** `initial_load_timeout` when set (validated, > 0); a driver that builds its own source applies its default. */
-  initialLoadTimeoutMs?: number;
-  /** Builds a nested source (composite children). */
-  createChild(options: OptionReader, name: string): Promise<RouteSource>;
-}
-
-/** What a driver says about its runtime; `initial_load_timeout` itself is read by the registry. */
-export interface DriverRuntime extends Omit<RuntimeOptions, 'initialLoadTimeoutMs'> {
-  /** Default of `initial_load_timeout` for this store (30s when not given). */
-  initialLoadDefaultMs?: number;
-  /** A full listing is bounded by `initial_load_timeout` itself (a store with no connection to wait for). */
-  listWithinInitialLoad?: boolean;
-}
-
-export type DriverSpec =
-  | { driver: StoreDriver; runtime?: DriverRuntime }
-  | { source: RouteSource };
-
-export type DriverFactory = (ctx: DriverFactoryContext) => DriverSpec | Promise<DriverSpec>;
-
-export interface DriverModule {
-  factory: DriverFactory;
-}
+export type { DriverFactory, DriverFactoryContext, DriverModule, DriverRuntime, DriverSpec } from './driver.ts';
 
 const MODULES: Record<SourceType, () => Promise<DriverModule>> = {
   etcd: () => import('./etcd.ts'),

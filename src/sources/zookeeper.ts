@@ -1,9 +1,9 @@
 import zookeeper from 'node-zookeeper-client';
 import type { Client, Event } from 'node-zookeeper-client';
 import { SourceError } from '../errors.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
-import { abortable } from './backoff.ts';
+import { abortable } from '../util/async.ts';
 import { addressOf, tcpProbe } from './probe.ts';
 import { readHostPort } from './driver-options.ts';
 

@@ -1,6 +1,6 @@
 import { SourceError } from '../../errors.ts';
 import type { OptionReader } from '../../config/options.ts';
-import type { DriverFactory } from '../registry.ts';
+import type { DriverFactory } from '../driver.ts';
 import type { Change, PollResult, Revision, Snapshot, StoreDriver, StoredValue, WatchContext } from '../source.ts';
 import type { SqlDialect, SqlListener, SqlRow } from './dialect.ts';
 import { tcpProbe } from '../probe.ts';
