@@ -3,7 +3,7 @@ import { createAdminServer } from './admin/admin-server.ts';
 import { DEFAULT_SAMPLE_RATE, EventBus, decisionEvents, sourceEvents } from './admin/events.ts';
 import { KeyStats } from './admin/stats.ts';
 import type { ServiceConfig } from './config/schema.ts';
-import { PolicyRuntime } from './engine/observer.ts';
+import { PolicyRuntime } from './engine/policy-runtime.ts';
 import type { Policy } from './engine/policy.ts';
 import { Metrics, ParseErrorLog } from './metrics/metrics.ts';
 import { createLogger, logLevel, type Logger } from './observe/log.ts';

@@ -1,6 +1,6 @@
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Service } from '../app.ts';
+import type { AdminService } from './service.ts';
 import { DynamicLbError } from '../errors.ts';
 import { renderMetrics } from '../metrics/render.ts';
 import type { Logger } from '../observe/log.ts';
@@ -30,7 +30,7 @@ import { cacheView, clearCaches, explainDecision, healthView, policiesView, rout
  * existing scripts keep working — probes should use `/readyz`.
  */
 export interface AdminDeps {
-  service: Pick<Service, 'config' | 'sources' | 'policies' | 'metrics' | 'parseErrors' | 'ready'> & Partial<Pick<Service, 'health' | 'notReady'>>;
+  service: AdminService;
   events: EventBus;
   stats: KeyStats;
   logger: Logger;

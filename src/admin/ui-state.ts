@@ -1,5 +1,5 @@
-import type { Service } from '../app.ts';
 import type { UpstreamHealthJson } from '../health/service.ts';
+import type { AdminService } from './service.ts';
 import type { CompiledRoute } from '../route/compile.ts';
 import type { RouteSource, SourceHealth } from '../sources/source.ts';
 import type { KeyStats, PolicyCounts } from './stats.ts';
@@ -56,7 +56,7 @@ export function routeLimit(text: string | null): number {
   return n;
 }
 
-export function uiState(service: Pick<Service, 'sources' | 'policies' | 'parseErrors'> & Partial<Pick<Service, 'health'>>, stats: KeyStats, query: UiQuery = {}): UiState {
+export function uiState(service: Pick<AdminService, 'sources' | 'policies' | 'parseErrors' | 'health'>, stats: KeyStats, query: UiQuery = {}): UiState {
   const health = healthView(service.sources, service.parseErrors);
   const counts = stats.policies();
   const policies = policiesView(service.policies).policies.map((p) => ({ ...p, counts: counts[p.name] ?? { hits: 0, fallbacks: 0, none: 0, reasons: {} } }));

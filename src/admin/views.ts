@@ -1,6 +1,5 @@
-import type { Service } from '../app.ts';
 import type { Decision, MissReason } from '../engine/decision.ts';
-import type { PolicyRuntime } from '../engine/observer.ts';
+import type { PolicyRuntime } from '../engine/policy-runtime.ts';
 import { FAILED_UPSTREAM_HEADER, select } from '../engine/select.ts';
 import { DynamicLbError } from '../errors.ts';
 import { eachSource, type ParseErrorLog } from '../metrics/metrics.ts';
@@ -8,6 +7,7 @@ import { ruleMatches, type CompiledRoute } from '../route/compile.ts';
 import { viewFromRpc } from '../server/request-view.ts';
 import { explainJwt, type JwtExplain } from '../jwt/explain.ts';
 import type { RouteSource, SourceHealth, SourceType } from '../sources/source.ts';
+import type { AdminService } from './service.ts';
 import type { KeyStats } from './stats.ts';
 
 /**
@@ -239,7 +239,7 @@ export function parseHeaderLine(line: string): [string, string] {
  * counters, and `datasource_latency_seconds` when it reads the store). Stateful algorithms (round robin,
  * smooth WRR) advance their cursor as a real pick would.
  */
-export async function explainDecision(service: Pick<Service, 'policies'>, input: ExplainInput): Promise<ExplainResult> {
+export async function explainDecision(service: Pick<AdminService, 'policies'>, input: ExplainInput): Promise<ExplainResult> {
   const name = input.policy || 'default';
   const runtime = service.policies.get(name);
   if (runtime === undefined) {

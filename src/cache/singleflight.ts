@@ -1,4 +1,4 @@
-import { abortable } from '../sources/backoff.ts';
+import { abortable } from '../util/async.ts';
 
 /**
  * One load per key at a time. The load runs on the source's own lifetime (not on the first caller's

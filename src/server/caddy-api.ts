@@ -1,5 +1,5 @@
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { PolicyRuntime } from '../engine/observer.ts';
+import type { PolicyRuntime } from '../engine/policy-runtime.ts';
 import { lookupRoute, poolJson, poolKey, poolWithHealth, upstreamPool } from '../engine/upstreams.ts';
 import type { Logger } from '../observe/log.ts';
 import { viewFromForwarded } from './request-view.ts';

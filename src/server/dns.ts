@@ -4,7 +4,7 @@ import { isIP } from 'node:net';
 import net from 'node:net';
 import * as dnsPacket from 'dns-packet';
 import type { Answer, DecodedPacket, OptAnswer, Question, SoaAnswer, SrvAnswer, StringAnswer } from 'dns-packet';
-import type { PolicyRuntime } from '../engine/observer.ts';
+import type { PolicyRuntime } from '../engine/policy-runtime.ts';
 import { healthyPool, poolKey, usablePool } from '../engine/upstreams.ts';
 import type { Logger } from '../observe/log.ts';
 import type { CompiledRoute } from '../route/compile.ts';

@@ -1,7 +1,7 @@
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { DEFAULT_RPC_MAX_BATCH } from '../config/schema.ts';
 import { select } from '../engine/select.ts';
-import type { PolicyRuntime } from '../engine/observer.ts';
+import type { PolicyRuntime } from '../engine/policy-runtime.ts';
 import { lookupRoute, poolKey, poolWithHealth, upstreamPool } from '../engine/upstreams.ts';
 import { toStoredForm } from '../route/serialize.ts';
 import { isMiss } from '../sources/source.ts';

@@ -3,7 +3,7 @@ import type { Decision } from '../engine/decision.ts';
 import { FAILED_UPSTREAM_HEADER, select, selectCached } from '../engine/select.ts';
 import { FAILED_REASON_HEADER } from '../health/passive.ts';
 import type { RequestView } from '../request/view.ts';
-import type { PolicyRuntime } from '../engine/observer.ts';
+import type { PolicyRuntime } from '../engine/policy-runtime.ts';
 import { setForwardedVars, viewFromForwarded } from './request-view.ts';
 import type { JwtOutcome } from '../jwt/gateway-jwt.ts';
 

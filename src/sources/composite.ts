@@ -5,7 +5,7 @@ import type { Logger } from '../observe/log.ts';
 import { compileRoute, type CompileContext, type CompiledRoute } from '../route/compile.ts';
 import { sortByPriority } from '../route/parse.ts';
 import type { RouteConfig } from '../route/types.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import type { RuntimeDeps } from './runner.ts';
 import { NO_CONFIG, UNHEALTHY, isMiss, type RouteLookup, type RouteMiss, type RouteSource, type SourceHealth } from './source.ts';
 
@@ -495,7 +495,7 @@ export function mergeConfigs(configs: readonly RouteConfig[]): RouteConfig {
   return out;
 }
 
-export const factory: DriverFactory = async ({ name, options, deps, createChild }) => {
+export const factory: DriverFactory = async ({ name, options, deps, initialLoadTimeoutMs, createChild }) => {
   const specs = options.list('sources');
   if (specs.length === 0) options.fail('sources', 'is required: a list of at least one data source');
   const timeoutMs = options.duration('timeout', 5_000);
@@ -508,7 +508,7 @@ export const factory: DriverFactory = async ({ name, options, deps, createChild 
     cacheResults: options.bool('cache_results', false),
     cacheTtlMs: options.duration('cache_ttl', 30_000),
     maxCacheSize: maxCacheSize > 0 ? maxCacheSize : 10_000,
-    initialLoadTimeoutMs: options.duration('initial_load_timeout', 30_000),
+    initialLoadTimeoutMs: initialLoadTimeoutMs ?? 30_000,
   };
   const children: RouteSource[] = [];
   try {

@@ -5,8 +5,9 @@ import Consul from 'consul';
 import { SourceError, errorMessage } from '../errors.ts';
 import type { OptionReader } from '../config/options.ts';
 import type { Logger } from '../observe/log.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import { tcpProbe } from './probe.ts';
+import { readHostPort, readTlsFiles, readTlsPem } from './driver-options.ts';
 import type { Revision, Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
 
 /**
@@ -230,11 +231,7 @@ function parseAddress(options: OptionReader, raw: string): { host: string; port:
     scheme = s;
     rest = (m[2] as string).replace(/\/+$/, '');
   }
-  const hp = /^(?:\[([^\]]+)\]|([^:[\]/]+))(?::(\d+))?$/.exec(rest);
-  if (!hp) return options.fail('address', `must be host:port, got ${JSON.stringify(raw)}`);
-  const port = hp[3] !== undefined ? Number(hp[3]) : 8500;
-  if (port < 1 || port > 65535) return options.fail('address', `port must be 1-65535, got ${port}`);
-  return { host: (hp[1] ?? hp[2]) as string, port, ...(scheme ? { scheme } : {}) };
+  return { ...readHostPort(options, 'address', rest, 8500), ...(scheme ? { scheme } : {}) };
 }
 
 const MAX_WAIT_MS = 10 * 60_000;
@@ -246,12 +243,8 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
   if (explicitScheme !== undefined && address.scheme !== undefined && explicitScheme !== address.scheme) options.fail('scheme', `${explicitScheme} contradicts the address ${JSON.stringify(options.string('address'))}`);
   const scheme = explicitScheme ?? address.scheme ?? (tlsEnabled ? 'https' : 'http');
   if (tlsEnabled && scheme !== 'https') options.fail('scheme', 'must be https when tls_enabled is true');
-  const ca = options.fileContents('tls_ca_file');
-  const cert = options.fileContents('tls_cert_file');
-  const key = options.fileContents('tls_key_file');
-  const skipVerify = options.bool('tls_skip_verify', false);
-  if ((cert === undefined) !== (key === undefined)) options.fail(cert === undefined ? 'tls_cert_file' : 'tls_key_file', 'tls_cert_file and tls_key_file must be given together');
-  if (scheme !== 'https' && (ca || cert || skipVerify)) options.fail('tls_enabled', 'TLS options need tls_enabled: true (or scheme https)');
+  const tls = readTlsFiles(options);
+  if (scheme !== 'https' && tls.implied) options.fail('tls_enabled', 'TLS options need tls_enabled: true (or scheme https)');
   let prefix = options.string('prefix', 'caddy/routing/');
   prefix = prefix.replace(/^\/+/, ''); // Consul keys have no leading slash (the Go client trims it too)
   const waitMs = options.duration('wait_time', 5 * 60_000);
@@ -268,12 +261,11 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
     ...(datacenter ? { datacenter } : {}),
     ...(token ? { token } : {}),
     ...(namespace ? { namespace } : {}),
-    ...(scheme === 'https' ? { tls: { ...(ca ? { ca } : {}), ...(cert ? { cert } : {}), ...(key ? { key } : {}), rejectUnauthorized: !skipVerify } } : {}),
+    ...(scheme === 'https' ? { tls: { ...readTlsPem(options), rejectUnauthorized: !tls.files.skipVerify } } : {}),
   };
   return {
     driver: new ConsulDriver(name, o, deps.logger),
     runtime: {
-      initialLoadTimeoutMs: options.duration('initial_load_timeout', 30_000),
       getTimeoutMs: options.duration('request_timeout', 2_000),
     },
   };

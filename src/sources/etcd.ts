@@ -2,10 +2,11 @@ import { readFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { Etcd3, GRPCResourceExhastedError, Range, isRecoverableError, type IKeyValue, type IOptions, type IRangeResponse } from 'etcd3';
 import { ResyncRequired, SourceError, errorMessage } from '../errors.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
-import { abortable } from './backoff.ts';
+import { abortable } from '../util/async.ts';
 import { addressOf, tcpProbe } from './probe.ts';
+import { parseHostPort, readTimeout, readTlsFiles, type TlsFiles } from './driver-options.ts';
 
 /**
  * etcd v3 (the `etcd3` gRPC client). Store key = `prefix` + routing key.
@@ -43,7 +44,7 @@ export interface EtcdOptions {
   auth?: { username: string; password: string };
   dialTimeoutMs: number;
   requestTimeoutMs: number;
-  tls?: { caFile?: string; certFile?: string; keyFile?: string; skipVerify: boolean };
+  tls?: TlsFiles;
   /** Listing page size and gRPC receive limit: PAGE_KEYS and MAX_RECEIVE_BYTES unless a test sets them. */
   pageKeys?: number;
   maxReceiveBytes?: number;
@@ -294,7 +295,8 @@ export function normaliseEndpoint(endpoint: string, tls: boolean): string | { pr
   if (!m || m[2] === undefined) return { problem: `invalid endpoint ${JSON.stringify(endpoint)}: use host:port or http(s)://host:port` };
   const scheme = m[1]?.toLowerCase();
   const hostPort = m[2];
-  if (!/^(\[[0-9a-f:.]+\]|[^:]+):\d{1,5}$/i.test(hostPort)) return { problem: `invalid endpoint ${JSON.stringify(endpoint)}: missing or bad port (use host:port)` };
+  const hp = parseHostPort(hostPort);
+  if ('problem' in hp) return { problem: `invalid endpoint ${JSON.stringify(endpoint)}: missing or bad port (use host:port)` };
   if (scheme === 'http' && tls) return { problem: `endpoint ${JSON.stringify(endpoint)} is http:// but TLS is enabled` };
   return `${tls ? 'https' : 'http'}://${hostPort}`;
 }
@@ -308,20 +310,12 @@ export const factory: DriverFactory = ({ name, options }) => {
   const password = options.string('password');
   if (password !== undefined && password !== '' && !username) options.fail('username', 'is required when password is set');
   if (username && password === undefined) options.fail('password', 'is required when username is set');
-  const dialTimeoutMs = options.duration('dial_timeout', 5_000) || 5_000;
-  const requestTimeoutMs = options.duration('request_timeout', 2_000) || 2_000;
-  const initialLoadTimeoutMs = options.duration('initial_load_timeout', dialTimeoutMs) || dialTimeoutMs;
+  const dialTimeoutMs = readTimeout(options, 'dial_timeout', 5_000);
+  const requestTimeoutMs = readTimeout(options, 'request_timeout', 2_000);
 
-  const caFile = options.string('tls_ca_file') || undefined;
-  const certFile = options.string('tls_cert_file') || undefined;
-  const keyFile = options.string('tls_key_file') || undefined;
-  const skipVerify = options.bool('tls_skip_verify', false);
-  if (certFile !== undefined && keyFile === undefined) options.fail('tls_key_file', 'is required when tls_cert_file is set (client certificate and key go together)');
-  if (keyFile !== undefined && certFile === undefined) options.fail('tls_cert_file', 'is required when tls_key_file is set (client certificate and key go together)');
-  // read now: an unreadable file is a start error, not a connection failure retried forever
-  for (const f of ['tls_ca_file', 'tls_cert_file', 'tls_key_file']) options.readableFile(f);
+  const tls = readTlsFiles(options);
   const httpsEndpoint = endpoints.some((e) => /^https:\/\//i.test(e.trim()));
-  const tlsEnabled = options.bool('tls_enabled', false) || caFile !== undefined || certFile !== undefined || skipVerify || httpsEndpoint;
+  const tlsEnabled = options.bool('tls_enabled', false) || tls.implied || httpsEndpoint;
 
   const hosts = endpoints.map((e, i) => {
     const host = normaliseEndpoint(e, tlsEnabled);
@@ -333,7 +327,7 @@ export const factory: DriverFactory = ({ name, options }) => {
     dialTimeoutMs,
     requestTimeoutMs,
     ...(username ? { auth: { username, password: password ?? '' } } : {}),
-    ...(tlsEnabled ? { tls: { caFile, certFile, keyFile, skipVerify } } : {}),
+    ...(tlsEnabled ? { tls: tls.files } : {}),
   };
-  return { driver: new EtcdDriver(name, o), runtime: { initialLoadTimeoutMs, getTimeoutMs: requestTimeoutMs } };
+  return { driver: new EtcdDriver(name, o), runtime: { initialLoadDefaultMs: dialTimeoutMs, getTimeoutMs: requestTimeoutMs } };
 };

@@ -3,7 +3,7 @@ import { readFile, readdir, stat } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { RouteParseError } from '../errors.ts';
 import { parseYamlLinear } from '../route/yaml.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
 
 /**
@@ -247,7 +247,5 @@ export const factory: DriverFactory = async ({ options }) => {
     options.fail('path', `${resolve(path)} does not exist`);
   }
   // no connection to wait for: the timeout bounds the start and every full listing (a large directory)
-  const initialLoadTimeoutMs = options.duration('initial_load_timeout', 30_000);
-  if (initialLoadTimeoutMs <= 0) options.fail('initial_load_timeout', 'must be greater than 0');
-  return { driver: new FileDriver(o), runtime: { initialLoadTimeoutMs, listTimeoutMs: initialLoadTimeoutMs, backoffInitialMs: 200, backoffMaxMs: 5_000 } };
+  return { driver: new FileDriver(o), runtime: { listWithinInitialLoad: true, backoffInitialMs: 200, backoffMaxMs: 5_000 } };
 };

@@ -1,7 +1,7 @@
 import { Agent, interceptors, request, type Dispatcher } from 'undici';
 import { SourceError, SourceTimeoutError, errorMessage } from '../errors.ts';
-import { sleep, withTimeout } from './backoff.ts';
-import type { DriverFactory } from './registry.ts';
+import { sleep, withTimeout } from '../util/async.ts';
+import type { DriverFactory } from './driver.ts';
 import type { Change, PollResult, StoreDriver, StoredValue } from './source.ts';
 
 /**
@@ -267,7 +267,7 @@ export const factory: DriverFactory = ({ name, options }) => {
   return {
     driver: new HttpDriver(o),
     runtime: {
-      initialLoadTimeoutMs: options.duration('initial_load_timeout', timeoutMs),
+      initialLoadDefaultMs: timeoutMs,
       // one get = every attempt, each bounded by `timeout`, plus the pauses between them
       getTimeoutMs: timeoutMs * (retryCount + 1) + retryDelayMs * retryCount + 100,
     },

@@ -2,7 +2,7 @@ import { existsSync } from 'node:fs';
 import { ApiException, CoreV1Api, KubeConfig, Observable, Watch, type ConfigurationOptions, type RequestContext, type V1ConfigMap, type V1ConfigMapList, type V1Status } from '@kubernetes/client-node';
 import { ConfigError, ResyncRequired, SourceError, errorMessage } from '../errors.ts';
 import type { Logger } from '../observe/log.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
 import { addressOf, tcpProbe, type Address } from './probe.ts';
 
@@ -327,10 +327,9 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
   const selector = options.string('label_selector');
   const labelSelector = selector !== undefined && selector.trim() !== '' ? selector.trim() : undefined;
   const kubeconfig = options.string('kubeconfig');
-  const initialLoadTimeoutMs = options.duration('initial_load_timeout', 30_000);
   const kc = loadKubeConfig(kubeconfig !== undefined && kubeconfig !== '' ? kubeconfig : undefined, options.field('kubeconfig'));
   if (labelSelector !== undefined && (explicitName !== undefined || alias !== undefined)) {
     deps.logger.warn({ source: name, field: options.field(nameField) }, `${options.field(nameField)} is not used when label_selector is set: every ConfigMap matching the selector is read`);
   }
-  return { driver: new KubernetesDriver(name, kc, { namespace, configmapName, labelSelector }, deps.logger), runtime: { initialLoadTimeoutMs } };
+  return { driver: new KubernetesDriver(name, kc, { namespace, configmapName, labelSelector }, deps.logger) };
 };

@@ -5,10 +5,11 @@ import { SourceError, errorMessage } from '../errors.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { Logger } from '../observe/log.ts';
 import type { OptionReader } from '../config/options.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import type { Change, Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
-import { abortable } from './backoff.ts';
+import { abortable } from '../util/async.ts';
 import { tcpProbe } from './probe.ts';
+import { readHostPort, readTimeout, readTlsFiles, type HostPort, type TlsFiles } from './driver-options.ts';
 
 /**
  * Redis (ioredis): standalone, sentinel or cluster. Store key = `prefix` + routing key; only string values are
@@ -59,7 +60,7 @@ export interface RedisDriverOptions {
   dialTimeoutMs: number;
   readTimeoutMs: number;
   sentinel?: { masterName: string; addresses: Array<{ host: string; port: number }>; password?: string };
-  tls?: { caFile?: string; certFile?: string; keyFile?: string; skipVerify: boolean };
+  tls?: TlsFiles;
   pubsubChannel: string;
   keyspaceNotify: boolean;
 }
@@ -470,11 +471,9 @@ async function pipelinedGet(node: Redis, keys: string[]): Promise<Array<string |
 
 // ---- options ------------------------------------------------------------------------------------------
 
-function parseAddress(options: OptionReader, field: string, spec: string): { host: string; port: number } {
-  const m = /^(?:redis:\/\/)?(\[[0-9a-fA-F:.]+\]|[^:\s/]+):(\d{1,5})$/.exec(spec.trim());
-  const port = Number(m?.[2]);
-  if (!m || m[1] === undefined || !(port > 0 && port < 65536)) return options.fail(field, `invalid address ${JSON.stringify(spec)}: use host:port`);
-  return { host: m[1].replace(/^\[(.*)\]$/, '$1'), port };
+/** `host:port`, optionally as `redis://host:port` (the one rule of driver-options.ts). */
+function parseAddress(options: OptionReader, field: string, spec: string): HostPort {
+  return readHostPort(options, field, spec.trim().replace(/^redis:\/\//, ''));
 }
 
 export const factory: DriverFactory = ({ name, options, deps }) => {
@@ -492,9 +491,8 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
   if (cluster && db !== 0) options.fail('db', `must be 0 in cluster mode (Redis Cluster has only database 0), got ${db}`);
   const prefix = options.string('prefix', 'caddy:routing:');
   if (prefix === '') options.fail('prefix', 'must not be empty');
-  const dialTimeoutMs = options.duration('dial_timeout', 5_000) || 5_000;
-  const readTimeoutMs = options.duration('read_timeout', 2_000) || 2_000;
-  const initialLoadTimeoutMs = options.duration('initial_load_timeout', dialTimeoutMs) || dialTimeoutMs;
+  const dialTimeoutMs = readTimeout(options, 'dial_timeout', 5_000);
+  const readTimeoutMs = readTimeout(options, 'read_timeout', 2_000);
 
   let sentinel: RedisDriverOptions['sentinel'];
   const s = options.object('sentinel');
@@ -509,15 +507,8 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
     sentinel = { masterName, addresses: sentinelAddresses, ...(sentinelPassword ? { password: sentinelPassword } : {}) };
   }
 
-  const caFile = options.string('tls_ca_file') || undefined;
-  const certFile = options.string('tls_cert_file') || undefined;
-  const keyFile = options.string('tls_key_file') || undefined;
-  const skipVerify = options.bool('tls_skip_verify', false);
-  if (certFile !== undefined && keyFile === undefined) options.fail('tls_key_file', 'is required when tls_cert_file is set (client certificate and key go together)');
-  if (keyFile !== undefined && certFile === undefined) options.fail('tls_cert_file', 'is required when tls_key_file is set (client certificate and key go together)');
-  // read now: an unreadable file is a start error, not a connection failure retried forever
-  for (const f of ['tls_ca_file', 'tls_cert_file', 'tls_key_file']) options.readableFile(f);
-  const tlsEnabled = options.bool('tls_enabled', false) || caFile !== undefined || certFile !== undefined || skipVerify;
+  const tls = readTlsFiles(options);
+  const tlsEnabled = options.bool('tls_enabled', false) || tls.implied;
 
   const pubsubChannel = options.string('pubsub_channel', 'caddy:routing:updates');
   if (pubsubChannel === '') options.fail('pubsub_channel', 'must not be empty');
@@ -540,7 +531,7 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
     keyspaceNotify,
     ...(password ? { password } : {}),
     ...(sentinel ? { sentinel } : {}),
-    ...(tlsEnabled ? { tls: { caFile, certFile, keyFile, skipVerify } } : {}),
+    ...(tlsEnabled ? { tls: tls.files } : {}),
   };
-  return { driver: new RedisDriver(name, o, deps.metrics, deps.logger), runtime: { initialLoadTimeoutMs, getTimeoutMs: readTimeoutMs } };
+  return { driver: new RedisDriver(name, o, deps.metrics, deps.logger), runtime: { initialLoadDefaultMs: dialTimeoutMs, getTimeoutMs: readTimeoutMs } };
 };

@@ -1,8 +1,9 @@
 import type { OptionReader } from '../config/options.ts';
 import { ConfigError } from '../errors.ts';
 import { DEFAULT_ROUTE_LIMITS, type RouteLimits } from '../route/limits.ts';
-import { SourceRuntime, type RuntimeDeps, type RuntimeOptions } from './runner.ts';
-import { SOURCE_TYPES, type RouteSource, type SourceType, type StoreDriver } from './source.ts';
+import type { DriverModule } from './driver.ts';
+import { SourceRuntime, type RuntimeDeps } from './runner.ts';
+import { SOURCE_TYPES, type RouteSource, type SourceType } from './source.ts';
 
 /**
  * Source type → driver module, loaded on first use (`./<type>.ts`), so a service that only reads files never
@@ -11,28 +12,12 @@ import { SOURCE_TYPES, type RouteSource, type SourceType, type StoreDriver } fro
  * options are read here, once for all stores: `max_cache_size` (10000), `negative_cache_ttl` (30s),
  * `backoff_initial` (1s) and `backoff_max` (60s) for reconnecting after a store failure, and the bounds on
  * one stored value, `max_value_size` (256KiB), `max_rules` (1000), `max_upstreams` (1000 per rule) and
- * `max_nesting` (32). On a composite they are defaults for its children.
+ * `max_nesting` (32). On a composite they are defaults for its children. `initial_load_timeout` is read here too,
+ * with one rule (a duration greater than 0); its default is the driver's (`initialLoadDefaultMs`, else 30s).
  * A factory must not connect: connecting is the runner's job (`connect`/`list`), so `validate` can build
  * every source without touching the network.
  */
-export interface DriverFactoryContext {
-  /** Name of this source instance (`etcd`, `etcd#2`, …), as shown by the admin API. */
-  name: string;
-  options: OptionReader;
-  deps: RuntimeDeps;
-  /** Builds a nested source (composite children). */
-  createChild(options: OptionReader, name: string): Promise<RouteSource>;
-}
-
-export type DriverSpec =
-  | { driver: StoreDriver; runtime?: RuntimeOptions }
-  | { source: RouteSource };
-
-export type DriverFactory = (ctx: DriverFactoryContext) => DriverSpec | Promise<DriverSpec>;
-
-export interface DriverModule {
-  factory: DriverFactory;
-}
+export type { DriverFactory, DriverFactoryContext, DriverModule, DriverRuntime, DriverSpec } from './driver.ts';
 
 const MODULES: Record<SourceType, () => Promise<DriverModule>> = {
   etcd: () => import('./etcd.ts'),
@@ -80,6 +65,11 @@ export async function createSource(options: OptionReader, deps: RuntimeDeps, nam
     maxUpstreams: options.int('max_upstreams', DEFAULT_ROUTE_LIMITS.maxUpstreams, { min: 1 }),
     maxNesting: options.int('max_nesting', DEFAULT_ROUTE_LIMITS.maxNesting, { min: 5, max: 1000 }),
   };
+  let initialLoadTimeoutMs: number | undefined;
+  if (options.has('initial_load_timeout')) {
+    initialLoadTimeoutMs = options.duration('initial_load_timeout', 30_000);
+    if (initialLoadTimeoutMs <= 0) options.fail('initial_load_timeout', 'must be greater than 0');
+  }
   // a source built over others (composite) hands these down to children that do not set their own
   const inherited: Record<string, unknown> = {};
   for (const name of INHERITED) if (options.has(name)) inherited[name] = options.values[name];
@@ -87,10 +77,14 @@ export async function createSource(options: OptionReader, deps: RuntimeDeps, nam
     name: sourceName,
     options,
     deps,
+    ...(initialLoadTimeoutMs !== undefined ? { initialLoadTimeoutMs } : {}),
     createChild: (child, childName) => createSource(child.withDefaults(inherited), deps, namer, childName),
   });
   options.done(['type']);
   if ('source' in spec) return spec.source;
   const common = { maxCacheSize, negativeTtlMs, limits, ...(backoffInitialMs !== undefined ? { backoffInitialMs } : {}), ...(backoffMaxMs !== undefined ? { backoffMaxMs } : {}) };
-  return new SourceRuntime(sourceName, sourceType, spec.driver, { ...spec.runtime, ...common }, deps);
+  const { initialLoadDefaultMs, listWithinInitialLoad, ...runtime } = spec.runtime ?? {};
+  const initialLoad = initialLoadTimeoutMs ?? initialLoadDefaultMs ?? 30_000;
+  const load = { initialLoadTimeoutMs: initialLoad, ...(listWithinInitialLoad ? { listTimeoutMs: initialLoad } : {}) };
+  return new SourceRuntime(sourceName, sourceType, spec.driver, { ...runtime, ...load, ...common }, deps);
 }

@@ -9,7 +9,8 @@ import { compileRoute, type CompileContext, type CompiledRoute } from '../route/
 import { DEFAULT_ROUTE_LIMITS, valueSize, type RouteLimits } from '../route/limits.ts';
 import { parseBounded } from '../route/offload.ts';
 import type { RouteConfig } from '../route/types.ts';
-import { abortable, backoffDelay, sleep, withTimeout } from './backoff.ts';
+import { abortable, sleep, withTimeout } from '../util/async.ts';
+import { backoffDelay } from './backoff.ts';
 import {
   LOAD_ERROR,
   NO_CONFIG,

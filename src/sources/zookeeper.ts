@@ -1,10 +1,11 @@
 import zookeeper from 'node-zookeeper-client';
 import type { Client, Event } from 'node-zookeeper-client';
 import { SourceError } from '../errors.ts';
-import type { DriverFactory } from './registry.ts';
+import type { DriverFactory } from './driver.ts';
 import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
-import { abortable } from './backoff.ts';
+import { abortable } from '../util/async.ts';
 import { addressOf, tcpProbe } from './probe.ts';
+import { readHostPort } from './driver-options.ts';
 
 /**
  * ZooKeeper (`node-zookeeper-client`, pure JS). Options (the Go module's names and defaults):
@@ -392,9 +393,7 @@ async function closeClient(client: Client): Promise<void> {
 export const factory: DriverFactory = ({ name, options }) => {
   const servers = options.stringList('servers');
   if (servers.length === 0) options.fail('servers', 'is required: a list of host:port');
-  servers.forEach((s, i) => {
-    if (!/^[^\s:/]+:\d{1,5}$/.test(s) && !/^\[[0-9a-fA-F:.]+\]:\d{1,5}$/.test(s)) options.fail(`servers[${i}]`, `must be host:port, got ${JSON.stringify(s)}`);
-  });
+  servers.forEach((s, i) => readHostPort(options, `servers[${i}]`, s));
   let basePath = options.string('base_path', '/caddy/routing').trim();
   if (!basePath.startsWith('/')) options.fail('base_path', `must start with /, got ${JSON.stringify(basePath)}`);
   if (basePath.length > 1) basePath = basePath.replace(/\/+$/, '');
@@ -405,5 +404,5 @@ export const factory: DriverFactory = ({ name, options }) => {
   const password = options.string('password');
   if ((username === undefined) !== (password === undefined)) options.fail(username === undefined ? 'username' : 'password', 'username and password must be set together');
   const o: ZooKeeperOptions = { servers, basePath, sessionTimeoutMs: Math.round(sessionTimeoutMs), ...(username !== undefined && password !== undefined ? { username, password } : {}) };
-  return { driver: new ZooKeeperDriver(name, o), runtime: { initialLoadTimeoutMs: options.duration('initial_load_timeout', 30_000) } };
+  return { driver: new ZooKeeperDriver(name, o) };
 };

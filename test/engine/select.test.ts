@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import type { CacheStats } from '../../src/cache/route-cache.ts';
 import type { Decision, MissReason } from '../../src/engine/decision.ts';
 import type { Policy } from '../../src/engine/policy.ts';
-import { PolicyRuntime } from '../../src/engine/observer.ts';
+import { PolicyRuntime } from '../../src/engine/policy-runtime.ts';
 import { decide, select } from '../../src/engine/select.ts';
 import { Metrics } from '../../src/metrics/metrics.ts';
 import { compileRoute, type CompiledRoute } from '../../src/route/compile.ts';

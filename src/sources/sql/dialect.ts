@@ -36,7 +36,7 @@ export interface SqlDialect {
   close(): Promise<void>;
 }
 
-export { abortable } from '../backoff.ts';
+export { abortable } from '../../util/async.ts';
 import type { Address } from '../probe.ts';
 
 /**

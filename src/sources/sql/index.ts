@@ -1,6 +1,6 @@
 import { SourceError } from '../../errors.ts';
 import type { OptionReader } from '../../config/options.ts';
-import type { DriverFactory } from '../registry.ts';
+import type { DriverFactory } from '../driver.ts';
 import type { Change, PollResult, Revision, Snapshot, StoreDriver, StoredValue, WatchContext } from '../source.ts';
 import type { SqlDialect, SqlListener, SqlRow } from './dialect.ts';
 import { tcpProbe } from '../probe.ts';
@@ -323,5 +323,5 @@ export const factory: DriverFactory = async ({ name, options }) => {
   } catch (err) {
     return options.fail('dsn', err instanceof Error ? err.message : String(err));
   }
-  return { driver: new SqlDriver(name, o, db), runtime: { initialLoadTimeoutMs: options.duration('initial_load_timeout', 30_000) } };
+  return { driver: new SqlDriver(name, o, db) };
 };
