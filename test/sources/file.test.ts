@@ -72,7 +72,7 @@ async function resolve(source: RouteSource, key: string): Promise<string> {
 async function watchEstablished(source: RouteSource, dir: string): Promise<void> {
   const before = source.health().last_sync;
   await writeFile(join(dir, '.watch-probe'), String(Date.now()));
-  await eventually(() => source.health().last_sync !== before, 2000, 'file watch live');
+  await eventually(() => source.health().last_sync !== before, 10_000, 'file watch live');
 }
 
 const keysOf = (source: RouteSource): string[] => [...source.routes()].map((r) => r.key).sort();
