@@ -1,0 +1,224 @@
+import { describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { parse } from 'yaml';
+import { generateCaddyfile } from '../../src/caddyfile/generate.ts';
+import { parseConfig } from '../../src/config/load.ts';
+import { migrateCaddyfile } from '../../src/migrate/migrate.ts';
+import { caddyValidate, cli, fixtureWithPaths } from './support.ts';
+
+interface Migrated {
+  dir: string;
+  yaml: Record<string, unknown>;
+  caddyfile: string;
+  report: string;
+  stderr: string;
+}
+
+/** `dynamic-lb migrate` of a fixture through the CLI, then `caddy validate` and `dynamic-lb validate` of the output. */
+async function migrateAndValidate(fixture: string): Promise<Migrated> {
+  const dir = mkdtempSync(join(tmpdir(), 'h14mig-migrate-'));
+  const input = join(dir, 'Caddyfile.go');
+  writeFileSync(input, fixtureWithPaths(fixture, dir));
+  const out = join(dir, 'out');
+  const migrated = await cli(['migrate', input, '--out', out]);
+  assert.equal(migrated.code, 0, migrated.stderr);
+  const caddy = await caddyValidate(join(out, 'Caddyfile'));
+  assert.equal(caddy.code, 0, `caddy validate failed:\n${caddy.stderr}\n${readFileSync(join(out, 'Caddyfile'), 'utf8')}`);
+  assert.match(caddy.stdout + caddy.stderr, /Valid configuration/);
+  const validate = await cli(['validate', '-c', join(out, 'dynamic-lb.yaml')]);
+  assert.equal(validate.code, 0, `dynamic-lb validate failed:\n${validate.stdout}${validate.stderr}`);
+  return {
+    dir,
+    yaml: parse(readFileSync(join(out, 'dynamic-lb.yaml'), 'utf8')) as Record<string, unknown>,
+    caddyfile: readFileSync(join(out, 'Caddyfile'), 'utf8'),
+    report: readFileSync(join(out, 'MIGRATION.txt'), 'utf8'),
+    stderr: migrated.stderr,
+  };
+}
+
+const policies = (m: Migrated): Record<string, Record<string, unknown>> => m.yaml.policies as Record<string, Record<string, unknown>>;
+
+describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
+  test('basic example: select mode, pool and restrict_to_pool, etcd options; health checks listed with their lines', async () => {
+    const m = await migrateAndValidate('basic.Caddyfile');
+    try {
+      assert.deepEqual(policies(m), {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          data_source: { source: 'etcd', endpoints: ['etcd:2379'], prefix: '/caddy/routing/' },
+          fallback: 'random',
+          pool: ['backend1:80', 'backend2:80', 'backend3:80'],
+          restrict_to_pool: true,
+        },
+      });
+      assert.match(m.report, /Caddyfile\.go:18: health_uri \/health: select mode/);
+      assert.match(m.report, /Caddyfile\.go:19: health_interval 10s: select mode/);
+      assert.match(m.stderr, /Caddyfile\.go:18: health_uri/);
+      assert.match(m.stderr, /2 items not carried over/);
+      assert.match(m.caddyfile, /^# dynamic-lb migrate: NOT carried over \(2\):\n#   .*Caddyfile\.go:18: health_uri/);
+      // the global options and the site survive; the proxy is the generated snippet
+      assert.match(m.caddyfile, /\{\n\tadmin :2019\n\}/);
+      assert.match(m.caddyfile, /:80 \{\n\timport dynamic-lb-errors\n\timport dynamic-lb-default\n\}/);
+      assert.doesNotMatch(m.caddyfile, /lb_policy dynamic/);
+    } finally {
+      rmSync(m.dir, { recursive: true, force: true });
+    }
+  });
+
+  test('the snippets are what `dynamic-lb caddyfile` prints for the migrated config', async () => {
+    const r = migrateCaddyfile(readFileSync(new URL('./fixtures/basic.Caddyfile', import.meta.url), 'utf8'), 'basic.Caddyfile');
+    const generated = generateCaddyfile(parseConfig(r.yaml, 'dynamic-lb.yaml'), { mode: 'select', site: ':80' });
+    const snippets = (text: string): string => text.slice(text.indexOf('(dynamic-lb-default)'), text.indexOf('\n:80 {'));
+    assert.ok(snippets(generated).length > 500);
+    assert.equal(snippets(r.caddyfile), snippets(generated));
+  });
+
+  test('multi-tenant example: dynamic_upstreams (the documented form) + lb_policy dynamic → one select policy over a composite', async () => {
+    const m = await migrateAndValidate('multi-tenant.Caddyfile');
+    try {
+      const endpoints = ['etcd1:2379', 'etcd2:2379', 'etcd3:2379'];
+      assert.deepEqual(policies(m), {
+        default: {
+          key: '{http.request.header.X-Tenant-ID}',
+          default_key: 'shared',
+          fallback: 'round_robin',
+          data_source: {
+            source: 'composite',
+            mode: 'priority',
+            sources: [
+              { source: 'etcd', endpoints, prefix: '/saas/routing/' },
+              { source: 'etcd', endpoints, prefix: '/saas/upstreams/' },
+            ],
+          },
+        },
+      });
+      assert.match(m.report, /:8: dynamic_upstreams \{ … \}: Caddy rejected this documented form/);
+      assert.match(m.caddyfile, /api\.saas\.com \{\n\timport dynamic-lb-errors\n\timport dynamic-lb-default\n\}/);
+    } finally {
+      rmSync(m.dir, { recursive: true, force: true });
+    }
+  });
+
+  test('gateway-jwt example: lb_policy_dynamic inside reverse_proxy is read as lb_policy dynamic; gateway_jwt is listed', async () => {
+    const m = await migrateAndValidate('gateway-jwt.Caddyfile');
+    try {
+      const p = policies(m).default as Record<string, unknown>;
+      assert.equal(p.instance_key, '{http.vars.route_instance_key}');
+      assert.equal(p.version_key, '{http.vars.route_version_key}');
+      assert.deepEqual(p.pool, ['127.0.0.1:9101', '127.0.0.1:9102', '127.0.0.1:9103']);
+      assert.deepEqual(p.data_source, { source: 'file', path: join(m.dir, 'routes.json'), watch: true });
+      assert.match(m.report, /:5: gateway_jwt \{ … \}: not carried over/);
+      assert.match(m.report, /:18: lb_policy_dynamic \{ … \} inside reverse_proxy: Caddy rejected this form/);
+      assert.match(m.report, /:14: health_uri \/health/);
+      assert.doesNotMatch(m.caddyfile.replace(/^#.*$/gm, ''), /gateway_jwt|lb_policy_dynamic/);
+      // the X-Dynamic-Var-* headers carry the vars the keys read
+      assert.match(m.caddyfile, /header_up X-Dynamic-Var-route_instance_key \{http\.vars\.route_instance_key\}/);
+    } finally {
+      rmSync(m.dir, { recursive: true, force: true });
+    }
+  });
+
+  test('every block of §11 (each source, TLS, sentinel, headers, snippets, env placeholders, matcher, dynamic_source)', async () => {
+    const m = await migrateAndValidate('every-block.Caddyfile');
+    try {
+      const p = policies(m);
+      const tls = `${m.dir}/etc/etcd/`;
+      assert.deepEqual(p.default, {
+        key: '{http.request.header.X-Tenant}',
+        metrics_cardinality: 'coarse',
+        fallback: 'least_conn',
+        data_source: {
+          source: 'etcd', endpoints: ['10.0.1.1:2379', '10.0.1.2:2379'], prefix: '/caddy/routing/', username: 'dlb',
+          password: '${ETCD_PASSWORD:-secret}', dial_timeout: '5s', request_timeout: '2s', initial_load_timeout: '10s',
+          tls_enabled: true, tls_cert_file: `${tls}client.pem`, tls_key_file: `${tls}client-key.pem`, tls_ca_file: `${tls}ca.pem`, tls_skip_verify: true,
+        },
+        pool: ['10.0.0.1:80', '10.0.0.2:80'],
+        restrict_to_pool: true,
+      });
+      assert.deepEqual(p['redis-example-8002']?.data_source, {
+        source: 'redis', addresses: ['10.0.2.1:6379', '10.0.2.2:6379'], password: 'p w', db: 0, prefix: 'caddy:routing:',
+        dial_timeout: '5s', read_timeout: '2s', initial_load_timeout: '5s',
+        sentinel: { master_name: 'mymaster', addresses: ['10.0.2.5:26379'], password: 'sentinel-pw' },
+        tls_enabled: true, tls_skip_verify: true, pubsub_channel: 'caddy:routing:updates', keyspace_notify: true,
+      });
+      assert.equal(p['redis-example-8002']?.instance_key, '{http.request.header.X-Instance}');
+      assert.deepEqual(p['redis-cluster-example-8003']?.data_source, { source: 'redis', addresses: ['10.0.2.1:7000', '10.0.2.2:7000'], cluster: true });
+      const consul = p['consul-example-8004']?.data_source as Record<string, unknown>;
+      assert.equal(consul.token, '${CONSUL_TOKEN}');
+      assert.equal(consul.wait_time, '5m');
+      assert.equal(consul.namespace, 'team');
+      assert.deepEqual(p['file-example-8005']?.data_source, { source: 'file', path: `${m.dir}/etc/dynamic-lb/routes`, format: 'auto', watch: true, poll_interval: '30s' });
+      assert.deepEqual(p['http-example-8006']?.data_source, {
+        source: 'http', url: 'http://routes.internal/routes', method: 'GET', timeout: '5s', cache_ttl: '1m', refresh_interval: '30s',
+        headers: { Authorization: 'Bearer abc', 'X-Env': 'prod' }, tls_skip_verify: true, health_endpoint: 'http://routes.internal/health',
+        retry_count: 2, retry_delay: '100ms',
+      });
+      assert.deepEqual(p['pool-example-8007'], {
+        key: '{http.request.header.X-Tenant}', default_key: 'shared', pool: ['10.0.0.9:80'],
+        data_source: { source: 'etcd', endpoints: ['10.0.1.1:2379'], prefix: '/caddy/upstreams/', dial_timeout: '3s' },
+      });
+      assert.deepEqual(m.yaml.dns, { listen: '127.0.0.1:2053', zone: 'dynamic-lb.internal', ttl: 10 });
+      // carried reverse_proxy options: header_up in select mode; lb_retries and Caddy's lb_policy in pool mode
+      assert.match(m.caddyfile, /header_up -X-Dynamic-\*\n\t\t\theader_up X-Real-IP \{remote_host\}/);
+      assert.match(m.caddyfile, /dynamic srv \{\n\t\t\t\tname \{http\.request\.header\.X-Tenant\}\.pool-example-8007\.dynamic-lb\.internal/);
+      assert.match(m.caddyfile, /lb_policy round_robin\n\t\t\tlb_retries 1/);
+      assert.match(m.caddyfile, /route \/api\/\* \{\n\t\timport dynamic-lb-file-example-8005\n\t\}/);
+      assert.match(m.caddyfile, /pool\.example:8007 \{\n\timport dynamic-lb-pool-example-8007\n\}/);
+      // listed, with their lines
+      assert.match(m.report, /:4: order gateway_jwt before reverse_proxy: dropped/);
+      assert.match(m.report, /:132: retry_count 0: the Go module replaced 0 by 2/);
+      assert.match(m.report, /:144: refresh_interval 10s: carried over as dns\.ttl/);
+      assert.match(m.report, /:157: gateway_jwt/);
+      assert.match(m.report, /:164: zookeeper \{ … \}: the Go module had no Caddyfile form for zookeeper/);
+    } finally {
+      rmSync(m.dir, { recursive: true, force: true });
+    }
+  });
+
+  test('problems name the line: unknown options, bad durations, later source blocks, bad upstreams', () => {
+    const r = migrateCaddyfile(
+      [
+        ':80 {',
+        '\treverse_proxy a:1 https://b:443 {',
+        '\t\tlb_policy dynamic {',
+        '\t\t\tkey {http.request.header.X-T}',
+        '\t\t\tfallback weighted_magic',
+        '\t\t\tcolour blue',
+        '\t\t\tetcd {',
+        '\t\t\t\tendpoints e:2379',
+        '\t\t\t\tdial_timeout soon',
+        '\t\t\t\tprefixx /x/',
+        '\t\t\t}',
+        '\t\t\tfile {',
+        '\t\t\t\tpath /tmp',
+        '\t\t\t}',
+        '\t\t}',
+        '\t\tlb_try_duration 5s',
+        '\t}',
+        '}',
+      ].join('\n'),
+      'F',
+    );
+    const lines = r.report.trim().split('\n');
+    assert.deepEqual(lines.map((l) => l.split(': ')[0]), ['F:2', 'F:5', 'F:6', 'F:7', 'F:9', 'F:10', 'F:16']);
+    assert.match(r.report, /F:2: upstream https:\/\/b:443: only plain host:port/);
+    assert.match(r.report, /F:5: fallback weighted_magic: not a fallback dynamic-lb has/);
+    assert.match(r.report, /F:7: etcd \{ … \}: a later file block replaced it/);
+    assert.match(r.report, /F:9: dial_timeout soon: invalid duration/);
+    assert.match(r.report, /F:10: etcd \{ prefixx \}: unknown etcd option/);
+    assert.match(r.report, /F:16: lb_try_duration 5s: select mode: one upstream per request/);
+    assert.deepEqual((parse(r.yaml) as { policies: Record<string, unknown> }).policies.default, {
+      key: '{http.request.header.X-T}', data_source: { source: 'file', path: '/tmp' }, pool: ['a:1'], restrict_to_pool: true,
+    });
+  });
+
+  test('a Caddyfile without the Go module is an error; so is a missing file', async () => {
+    assert.throws(() => migrateCaddyfile(':80 {\n\treverse_proxy a:1\n}\n', 'F'), /F: no reverse_proxy with lb_policy dynamic/);
+    const r = await cli(['migrate', '/nonexistent/Caddyfile']);
+    assert.equal(r.code, 1);
+    assert.match(r.stderr, /\/nonexistent\/Caddyfile: cannot read Caddyfile/);
+  });
+});
