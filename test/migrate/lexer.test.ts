@@ -106,7 +106,7 @@ describe('parser (blocks, snippets, imports)', () => {
   });
 
   test('import of files by glob, relative to the importing file', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'h14mig-import-'));
+    const dir = mkdtempSync(join(tmpdir(), 'cdr-migrate-import-'));
     try {
       writeFileSync(join(dir, 'a.caddy'), 'header A 1\n');
       writeFileSync(join(dir, 'b.caddy'), 'header B 2\n');

@@ -19,7 +19,7 @@ interface Migrated {
 
 /** `dynamic-lb migrate` of a fixture through the CLI, then `caddy validate` and `dynamic-lb validate` of the output. */
 async function migrateAndValidate(fixture: string): Promise<Migrated> {
-  const dir = mkdtempSync(join(tmpdir(), 'h14mig-migrate-'));
+  const dir = mkdtempSync(join(tmpdir(), 'cdr-migrate-'));
   const input = join(dir, 'Caddyfile.go');
   writeFileSync(input, fixtureWithPaths(fixture, dir));
   const out = join(dir, 'out');
@@ -58,7 +58,7 @@ describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
       assert.match(m.report, /Caddyfile\.go:19: health_interval 10s: select mode/);
       assert.match(m.stderr, /Caddyfile\.go:18: health_uri/);
       assert.match(m.stderr, /2 items not carried over/);
-      assert.match(m.caddyfile, /^# dynamic-lb migrate: NOT carried over \(2\):\n#   .*Caddyfile\.go:18: health_uri/);
+      assert.match(m.caddyfile, /^# dynamic-lb migrate: NOT carried over \(2\):\n# {3}.*Caddyfile\.go:18: health_uri/);
       // the global options and the site survive; the proxy is the generated snippet
       assert.match(m.caddyfile, /\{\n\tadmin :2019\n\}/);
       assert.match(m.caddyfile, /:80 \{\n\timport dynamic-lb-errors\n\timport dynamic-lb-default\n\}/);

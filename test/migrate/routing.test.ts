@@ -87,7 +87,7 @@ describe('migrated basic example routes as the original', () => {
 
   test('no header, an unknown key, and a route outside the pool: the fallback (random) over the pool', T, async () => {
     const pool = new Set(['backend1', 'backend2', 'backend3']);
-    for (const headers of [{}, { 'X-Tenant': 'tenant-unknown' }, { 'X-Tenant': 'tenant-outside' }]) {
+    for (const headers of [{}, { 'X-Tenant': 'tenant-unknown' }, { 'X-Tenant': 'tenant-outside' }] as Array<Record<string, string>>) {
       const seen = await backendsFor(pair.caddy.url, headers, 12);
       for (const b of seen) assert.ok(pool.has(b as string), `${JSON.stringify(headers)} reached ${String(b)}`);
     }
