@@ -138,7 +138,12 @@ export function migrateCaddyfile(text: string, file: string, o: MigrateOptions =
     const lines: string[] = [];
     const usesSelect = contains(b.directives, found, 'select');
     if (usesSelect) lines.push('\timport dynamic-lb-errors');
-    if (contains(b.directives, found, 'upstreams')) lines.push('\timport dynamic-lb-pool-errors');
+    const usesPool = contains(b.directives, found, 'upstreams');
+    if (usesPool) lines.push('\timport dynamic-lb-pool-errors');
+    const ownErrors = usesSelect || usesPool ? b.directives.find((d) => d.name.text === 'handle_errors') : undefined;
+    if (ownErrors !== undefined) {
+      emit({ token: ownErrors.name, what: 'handle_errors { … }', why: "kept, but it follows the imported dynamic-lb errors snippet, whose last handle answers every other error: merge the two by hand", kept: true });
+    }
     for (const d of b.directives) lines.push(...rewrite(d, 1, found));
     sites.push(`${b.keys.map(formatToken).join(' ')} {\n${lines.join('\n')}${lines.length > 0 ? '\n' : ''}}\n`);
   }

@@ -215,6 +215,13 @@ describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
     });
   });
 
+  test('a site\'s own handle_errors is kept and listed; a policy without a data source is listed', () => {
+    const r = migrateCaddyfile(':80 {\n\thandle_errors {\n\t\trespond "x"\n\t}\n\treverse_proxy a:1 {\n\t\tlb_policy dynamic {\n\t\t\tkey {header.X}\n\t\t}\n\t}\n}\n', 'F');
+    assert.match(r.report, /^F:2: handle_errors \{ … \}: kept, but it follows the imported dynamic-lb errors snippet/);
+    assert.match(r.report, /\nF:6: lb_policy dynamic: no data source block/);
+    assert.match(r.caddyfile, /:80 \{\n\timport dynamic-lb-errors\n\thandle_errors \{\n\t\trespond "x"\n\t\}\n\timport dynamic-lb-default\n\}/);
+  });
+
   test('a Caddyfile without the Go module is an error; so is a missing file', async () => {
     assert.throws(() => migrateCaddyfile(':80 {\n\treverse_proxy a:1\n}\n', 'F'), /F: no reverse_proxy with lb_policy dynamic/);
     const r = await cli(['migrate', '/nonexistent/Caddyfile']);
