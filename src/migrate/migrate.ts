@@ -174,9 +174,10 @@ function migrateProxy(d: Directive, site: string, nameFor: (site: string) => str
   for (const a of d.args.slice(matcher ? 1 : 0)) addUpstream(a);
   const name = nameFor(site);
   const proxyOptions: string[] = [];
+  const healthChecks: { active?: Record<string, unknown>; passive?: Record<string, unknown> } = {};
   let lbPolicy: string | undefined;
   const mode: Found['mode'] = select !== undefined ? 'select' : 'upstreams';
-  if (select?.name.text === 'lb_policy_dynamic') emit({ token: select.name, what: 'lb_policy_dynamic { … } inside reverse_proxy', why: 'Caddy rejected this form (§13: it must be lb_policy dynamic); migrated as lb_policy dynamic', kept: true });
+  if (select?.name.text === 'lb_policy_dynamic') emit({ token: select.name, what: 'lb_policy_dynamic { … } inside reverse_proxy', why: 'Caddy rejected this form (it must be lb_policy dynamic); migrated as lb_policy dynamic', kept: true });
   if (source?.name.text === 'dynamic_upstreams') emit({ token: source.name, what: 'dynamic_upstreams { … }', why: 'Caddy rejected this documented form (the real one is dynamic dynamic_source); migrated as dynamic dynamic_source', kept: true });
   for (const x of body) {
     if (x === select || x === source) continue;
@@ -197,20 +198,32 @@ function migrateProxy(d: Directive, site: string, nameFor: (site: string) => str
       proxyOptions.push(...serialize(x, 0));
       continue;
     }
+    if (mode === 'select' && HEALTH[n] !== undefined) {
+      health(x, HEALTH[n] as [string, string], healthChecks, emit);
+      continue;
+    }
     if (mode === 'select' && (SELECT_KEEPS.has(n) || n.startsWith('@'))) {
       proxyOptions.push(...serialize(x, 0));
       continue;
     }
     const why = mode === 'upstreams'
       ? 'the generated transport resolves the sidecar\'s SRV targets; merge these transport options into it by hand'
-      : /^(health_|fail_duration|max_fails|unhealthy_|max_conns_per_host)/.test(n)
-        ? 'select mode: the sidecar picks one upstream per request, so Caddy\'s health state of the static pool does not reach its choice (the fail-safe proxy over the static pool keeps passive health)'
+      : /^(health_|unhealthy_|max_conns_per_host)/.test(n)
+        ? "no equivalent in the sidecar's health checks (docs/health.md)"
         : /^(lb_|dynamic)/.test(n) ? 'select mode: one upstream per request, so Caddy-side balancing and retries do not apply (handle_errors retries the second candidate once)' : 'not known to apply to the per-request proxy';
     emit({ token: x.name, what: serialize(x, 0).join(' ').replace(/\t/g, '').slice(0, 80), why });
   }
   const policy: Record<string, unknown> = {};
   if (select !== undefined) {
     Object.assign(policy, selectPolicy(select, emit));
+    const active = healthChecks.active;
+    const passive = healthChecks.passive;
+    const checks: Record<string, unknown> = {};
+    if (active !== undefined && (active.uri !== undefined || active.port !== undefined)) checks.active = active;
+    else if (active !== undefined) emit({ token: d.name, what: 'health_* without health_uri or health_port', why: 'Caddy left active checks off without a uri or port; so does the migrated policy' });
+    if (passive !== undefined && passive.fail_duration !== undefined && passive.fail_duration !== '0' && passive.fail_duration !== '0s') checks.passive = passive;
+    else if (passive !== undefined) emit({ token: d.name, what: 'max_fails / unhealthy_* without fail_duration', why: 'Caddy left passive checks off without fail_duration; so does the migrated policy' });
+    if (Object.keys(checks).length > 0) policy.health_checks = checks;
     if (upstreams.length > 0) {
       policy.pool = upstreams;
       // the Go module only served route upstreams that are in the reverse_proxy pool (miss not_in_pool)
@@ -240,6 +253,43 @@ function migrateProxy(d: Directive, site: string, nameFor: (site: string) => str
     if (upstreams.length > 0) policy.pool = upstreams;
   }
   return { name, mode, proxy: d, policy, proxyOptions, ...(lbPolicy !== undefined ? { lbPolicy } : {}) };
+}
+
+/** Caddy's reverse_proxy health options → `health_checks` (docs/health.md): [active|passive, option, kind]. */
+const HEALTH: Record<string, [string, string]> = {
+  health_uri: ['active', 'uri'],
+  health_port: ['active', 'port'],
+  health_interval: ['active', 'interval'],
+  health_timeout: ['active', 'timeout'],
+  health_status: ['active', 'expect_status'],
+  health_body: ['active', 'expect_body'],
+  health_headers: ['active', 'headers'],
+  health_passes: ['active', 'passes'],
+  health_fails: ['active', 'fails'],
+  fail_duration: ['passive', 'fail_duration'],
+  max_fails: ['passive', 'max_fails'],
+  unhealthy_status: ['passive', 'unhealthy_status'],
+  unhealthy_latency: ['passive', 'unhealthy_latency'],
+};
+
+function health(x: Directive, [part, option]: [string, string], into: { active?: Record<string, unknown>; passive?: Record<string, unknown> }, emit: (d: Dropped) => void): void {
+  const target = (into[part as 'active' | 'passive'] ??= {});
+  if (option === 'headers') {
+    const headers: Record<string, string> = {};
+    for (const h of x.block ?? []) headers[h.name.text] = h.args.map((a) => envValue(a.text)).join(' ');
+    target.headers = headers;
+    return;
+  }
+  if (option === 'unhealthy_status') {
+    target.unhealthy_status = x.args.map((a) => (/^\d+$/.test(a.text) ? Number(a.text) : a.text));
+    return;
+  }
+  if (x.args.length !== 1 || x.block !== undefined) {
+    emit({ token: x.name, what: `${x.name.text} ${x.args.map((a) => a.text).join(' ')}`.trim(), why: 'expected exactly one value (Caddy rejected this line too)' });
+    return;
+  }
+  const v = envValue((x.args[0] as Token).text);
+  target[option] = /^(port|passes|fails|max_fails)$/.test(option) && /^\d+$/.test(v) ? Number(v) : option === 'expect_status' && /^\d+$/.test(v) ? Number(v) : v;
 }
 
 function selectPolicy(select: Directive, emit: (x: Dropped) => void): Record<string, unknown> {

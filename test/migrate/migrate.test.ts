@@ -42,7 +42,7 @@ async function migrateAndValidate(fixture: string): Promise<Migrated> {
 const policies = (m: Migrated): Record<string, Record<string, unknown>> => m.yaml.policies as Record<string, Record<string, unknown>>;
 
 describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
-  test('basic example: select mode, pool and restrict_to_pool, etcd options; health checks listed with their lines', async () => {
+  test('basic example: select mode, pool and restrict_to_pool, etcd options, Caddy\'s health checks → health_checks', async () => {
     const m = await migrateAndValidate('basic.Caddyfile');
     try {
       assert.deepEqual(policies(m), {
@@ -50,15 +50,14 @@ describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
           key: '{http.request.header.X-Tenant}',
           data_source: { source: 'etcd', endpoints: ['etcd:2379'], prefix: '/caddy/routing/' },
           fallback: 'random',
+          health_checks: { active: { uri: '/health', interval: '10s' } },
           pool: ['backend1:80', 'backend2:80', 'backend3:80'],
           restrict_to_pool: true,
         },
       });
-      assert.match(m.report, /Caddyfile\.go:18: health_uri \/health: select mode/);
-      assert.match(m.report, /Caddyfile\.go:19: health_interval 10s: select mode/);
-      assert.match(m.stderr, /Caddyfile\.go:18: health_uri/);
-      assert.match(m.stderr, /2 items not carried over/);
-      assert.match(m.caddyfile, /^# dynamic-lb migrate: NOT carried over \(2\):\n# {3}.*Caddyfile\.go:18: health_uri/);
+      assert.equal(m.report, '');
+      assert.match(m.stderr, /0 items not carried over/);
+      assert.match(m.caddyfile, /^# dynamic-lb migrate: everything was carried over\.\n/);
       // the global options and the site survive; the proxy is the generated snippet
       assert.match(m.caddyfile, /\{\n\tadmin :2019\n\}/);
       assert.match(m.caddyfile, /:80 \{\n\timport dynamic-lb-errors\n\timport dynamic-lb-default\n\}/);
@@ -85,6 +84,7 @@ describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
           key: '{http.request.header.X-Tenant-ID}',
           default_key: 'shared',
           fallback: 'round_robin',
+          health_checks: { active: { uri: '/health', interval: '10s' } },
           data_source: {
             source: 'composite',
             mode: 'priority',
@@ -112,7 +112,8 @@ describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
       assert.deepEqual(p.data_source, { source: 'file', path: join(m.dir, 'routes.json'), watch: true });
       assert.match(m.report, /:5: gateway_jwt \{ … \}: not carried over/);
       assert.match(m.report, /:18: lb_policy_dynamic \{ … \} inside reverse_proxy: Caddy rejected this form/);
-      assert.match(m.report, /:14: health_uri \/health/);
+      assert.deepEqual(p.health_checks, { active: { uri: '/health', interval: '1s', timeout: '1s' } });
+      assert.match(m.caddyfile, /^# dynamic-lb migrate: NOT carried over \(1\):\n# {3}.*Caddyfile\.go:5: gateway_jwt/);
       assert.doesNotMatch(m.caddyfile.replace(/^#.*$/gm, ''), /gateway_jwt|lb_policy_dynamic/);
       // the X-Dynamic-Var-* headers carry the vars the keys read
       assert.match(m.caddyfile, /header_up X-Dynamic-Var-route_instance_key \{http\.vars\.route_instance_key\}/);
@@ -197,13 +198,25 @@ describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
         '\t\t\t}',
         '\t\t}',
         '\t\tlb_try_duration 5s',
+        '\t\thealth_port 8081',
+        '\t\thealth_status 2xx',
+        '\t\thealth_headers {',
+        '\t\t\tHost example.com',
+        '\t\t}',
+        '\t\thealth_fails 3',
+        '\t\tfail_duration 30s',
+        '\t\tmax_fails 2',
+        '\t\tunhealthy_status 502 5xx',
+        '\t\tunhealthy_latency 5s',
+        '\t\tunhealthy_request_count 100',
         '\t}',
         '}',
       ].join('\n'),
       'F',
     );
     const lines = r.report.trim().split('\n');
-    assert.deepEqual(lines.map((l) => l.split(': ')[0]), ['F:2', 'F:5', 'F:6', 'F:7', 'F:9', 'F:10', 'F:16']);
+    assert.deepEqual(lines.map((l) => l.split(': ')[0]), ['F:2', 'F:5', 'F:6', 'F:7', 'F:9', 'F:10', 'F:16', 'F:27']);
+    assert.match(r.report, /F:27: unhealthy_request_count 100: no equivalent in the sidecar's health checks/);
     assert.match(r.report, /F:2: upstream https:\/\/b:443: only plain host:port/);
     assert.match(r.report, /F:5: fallback weighted_magic: not a fallback dynamic-lb has/);
     assert.match(r.report, /F:7: etcd \{ … \}: a later file block replaced it/);
@@ -211,8 +224,17 @@ describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
     assert.match(r.report, /F:10: etcd \{ prefixx \}: unknown etcd option/);
     assert.match(r.report, /F:16: lb_try_duration 5s: select mode: one upstream per request/);
     assert.deepEqual((parse(r.yaml) as { policies: Record<string, unknown> }).policies.default, {
-      key: '{http.request.header.X-T}', data_source: { source: 'file', path: '/tmp' }, pool: ['a:1'], restrict_to_pool: true,
+      key: '{http.request.header.X-T}',
+      data_source: { source: 'file', path: '/tmp' },
+      health_checks: {
+        active: { port: 8081, expect_status: '2xx', headers: { Host: 'example.com' }, fails: 3 },
+        passive: { fail_duration: '30s', max_fails: 2, unhealthy_status: [502, '5xx'], unhealthy_latency: '5s' },
+      },
+      pool: ['a:1'],
+      restrict_to_pool: true,
     });
+    // the migrated policy loads (health options validated)
+    assert.equal(parseConfig(r.yaml, 'dynamic-lb.yaml').policies[0]?.healthChecks?.active?.port, 8081);
   });
 
   test('a site\'s own handle_errors is kept and listed; a policy without a data source is listed', () => {
