@@ -175,6 +175,7 @@ function migrateProxy(d: Directive, site: string, nameFor: (site: string) => str
   const name = nameFor(site);
   const proxyOptions: string[] = [];
   const healthChecks: { active?: Record<string, unknown>; passive?: Record<string, unknown> } = {};
+  let transport: Directive | undefined;
   let lbPolicy: string | undefined;
   const mode: Found['mode'] = select !== undefined ? 'select' : 'upstreams';
   if (select?.name.text === 'lb_policy_dynamic') emit({ token: select.name, what: 'lb_policy_dynamic { … } inside reverse_proxy', why: 'Caddy rejected this form (it must be lb_policy dynamic); migrated as lb_policy dynamic', kept: true });
@@ -202,6 +203,10 @@ function migrateProxy(d: Directive, site: string, nameFor: (site: string) => str
       health(x, HEALTH[n] as [string, string], healthChecks, emit);
       continue;
     }
+    if (mode === 'select' && n === 'transport') {
+      transport = x;
+      continue;
+    }
     if (mode === 'select' && (SELECT_KEEPS.has(n) || n.startsWith('@'))) {
       proxyOptions.push(...serialize(x, 0));
       continue;
@@ -224,6 +229,9 @@ function migrateProxy(d: Directive, site: string, nameFor: (site: string) => str
     if (passive !== undefined && passive.fail_duration !== undefined && passive.fail_duration !== '0' && passive.fail_duration !== '0s') checks.passive = passive;
     else if (passive !== undefined) emit({ token: d.name, what: 'max_fails / unhealthy_* without fail_duration', why: 'Caddy left passive checks off without fail_duration; so does the migrated policy' });
     if (Object.keys(checks).length > 0) policy.health_checks = checks;
+    if (transport !== undefined && checks.passive !== undefined && (checks.passive as Record<string, unknown>).unhealthy_latency !== undefined) {
+      emit({ token: transport.name, what: 'transport { … }', why: 'the generated proxy carries its own transport for unhealthy_latency (its response_header_timeout); merge these transport options into it by hand' });
+    } else if (transport !== undefined) proxyOptions.push(...serialize(transport, 0));
     if (upstreams.length > 0) {
       policy.pool = upstreams;
       // the Go module only served route upstreams that are in the reverse_proxy pool (miss not_in_pool)

@@ -244,6 +244,16 @@ describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
     assert.match(r.caddyfile, /:80 \{\n\timport dynamic-lb-errors\n\thandle_errors \{\n\t\trespond "x"\n\t\}\n\timport dynamic-lb-default\n\}/);
   });
 
+  test('a transport is carried to the per-request proxy unless unhealthy_latency needs the generated one', () => {
+    const text = (more: string): string => `:80 {\n\treverse_proxy a:1 {\n\t\tlb_policy dynamic {\n\t\t\tkey {header.X}\n\t\t\tfile {\n\t\t\t\tpath /tmp\n\t\t\t}\n\t\t}\n\t\ttransport http {\n\t\t\tdial_timeout 3s\n\t\t}\n${more}\t}\n}\n`;
+    const kept = migrateCaddyfile(text(''), 'F');
+    assert.equal(kept.report, '');
+    assert.match(kept.caddyfile, /header_up -X-Dynamic-\*\n\t\t\ttransport http \{\n\t\t\t\tdial_timeout 3s\n\t\t\t\}/);
+    const dropped = migrateCaddyfile(text('\t\tfail_duration 10s\n\t\tunhealthy_latency 3s\n'), 'F');
+    assert.match(dropped.report, /^F:9: transport \{ … \}: the generated proxy carries its own transport for unhealthy_latency/);
+    assert.doesNotMatch(dropped.caddyfile, /dial_timeout 3s/);
+  });
+
   test('a Caddyfile without the Go module is an error; so is a missing file', async () => {
     assert.throws(() => migrateCaddyfile(':80 {\n\treverse_proxy a:1\n}\n', 'F'), /F: no reverse_proxy with lb_policy dynamic/);
     const r = await cli(['migrate', '/nonexistent/Caddyfile']);
