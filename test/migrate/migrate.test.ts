@@ -167,7 +167,7 @@ describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
       assert.match(m.caddyfile, /dynamic srv \{\n\t\t\t\tname \{http\.request\.header\.X-Tenant\}\.pool-example-8007\.dynamic-lb\.internal/);
       assert.match(m.caddyfile, /lb_policy round_robin\n\t\t\tlb_retries 1/);
       assert.match(m.caddyfile, /route \/api\/\* \{\n\t\timport dynamic-lb-file-example-8005\n\t\}/);
-      assert.match(m.caddyfile, /pool\.example:8007 \{\n\timport dynamic-lb-pool-example-8007\n\}/);
+      assert.match(m.caddyfile, /pool\.example:8007 \{\n\timport dynamic-lb-pool-errors\n\timport dynamic-lb-pool-example-8007\n\}/);
       // listed, with their lines
       assert.match(m.report, /:4: order gateway_jwt before reverse_proxy: dropped/);
       assert.match(m.report, /:132: retry_count 0: the Go module replaced 0 by 2/);
