@@ -65,7 +65,7 @@ export function migrateCaddyfile(text: string, file: string, o: MigrateOptions =
     for (const d of list) {
       const name = d.name.text;
       if (name === 'gateway_jwt') {
-        emit({ token: d.name, what: 'gateway_jwt { … }', why: 'not carried over: dynamic-lb has no JWT verification yet; verify the token in front of Caddy and set the route_* vars (or headers the keys read) yourself' });
+        emit({ token: d.name, what: 'gateway_jwt { … }', why: 'not carried over by migrate yet: configure the sidecar\'s gateway_jwt by hand (docs/gateway-jwt.md) and send the keys it sets' });
         d.name = { ...d.name, text: '' };
         continue;
       }
