@@ -41,17 +41,17 @@ async function migrateAndValidate(fixture: string): Promise<Migrated> {
 
 const policies = (m: Migrated): Record<string, Record<string, unknown>> => m.yaml.policies as Record<string, Record<string, unknown>>;
 
-describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
-  test('basic example: select mode, pool and restrict_to_pool, etcd options, Caddy\'s health checks → health_checks', async () => {
+describe('dynamic-lb migrate: Caddyfiles in the Go module\'s grammar', () => {
+  test('basic fixture: select mode, pool and restrict_to_pool, etcd options, Caddy\'s health checks → health_checks', async () => {
     const m = await migrateAndValidate('basic.Caddyfile');
     try {
       assert.deepEqual(policies(m), {
         default: {
-          key: '{http.request.header.X-Tenant}',
-          data_source: { source: 'etcd', endpoints: ['etcd:2379'], prefix: '/caddy/routing/' },
+          key: '{http.request.header.X-Team}',
+          data_source: { source: 'etcd', endpoints: ['kv.internal:2379'], prefix: '/routes/edge/' },
           fallback: 'random',
-          health_checks: { active: { uri: '/health', interval: '10s' } },
-          pool: ['backend1:80', 'backend2:80', 'backend3:80'],
+          health_checks: { active: { uri: '/ready', interval: '15s' } },
+          pool: ['app-a:8080', 'app-b:8080', 'app-c:8080'],
           restrict_to_pool: true,
         },
       });
@@ -60,7 +60,7 @@ describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
       assert.match(m.caddyfile, /^# dynamic-lb migrate: everything was carried over\.\n/);
       // the global options and the site survive; the proxy is the generated snippet
       assert.match(m.caddyfile, /\{\n\tadmin :2019\n\}/);
-      assert.match(m.caddyfile, /:80 \{\n\timport dynamic-lb-errors\n\timport dynamic-lb-default\n\}/);
+      assert.match(m.caddyfile, /:8000 \{\n\timport dynamic-lb-errors\n\timport dynamic-lb-default\n\}/);
       assert.doesNotMatch(m.caddyfile, /lb_policy dynamic/);
     } finally {
       rmSync(m.dir, { recursive: true, force: true });
@@ -69,51 +69,53 @@ describe('dynamic-lb migrate: the Go module\'s documented Caddyfiles', () => {
 
   test('the snippets are what `dynamic-lb caddyfile` prints for the migrated config', async () => {
     const r = migrateCaddyfile(readFileSync(new URL('./fixtures/basic.Caddyfile', import.meta.url), 'utf8'), 'basic.Caddyfile');
-    const generated = generateCaddyfile(parseConfig(r.yaml, 'dynamic-lb.yaml'), { mode: 'select', site: ':80' });
-    const snippets = (text: string): string => text.slice(text.indexOf('(dynamic-lb-default)'), text.indexOf('\n:80 {'));
+    const generated = generateCaddyfile(parseConfig(r.yaml, 'dynamic-lb.yaml'), { mode: 'select', site: ':8000' });
+    const snippets = (text: string): string => text.slice(text.indexOf('(dynamic-lb-default)'), text.indexOf('\n:8000 {'));
     assert.ok(snippets(generated).length > 500);
     assert.equal(snippets(r.caddyfile), snippets(generated));
   });
 
-  test('multi-tenant example: dynamic_upstreams (the documented form) + lb_policy dynamic → one select policy over a composite', async () => {
+  test('multi-tenant fixture: dynamic_upstreams (the documented form) + lb_policy dynamic → one select policy over a composite', async () => {
     const m = await migrateAndValidate('multi-tenant.Caddyfile');
     try {
-      const endpoints = ['etcd1:2379', 'etcd2:2379', 'etcd3:2379'];
+      const endpoints = ['10.20.0.11:2379', '10.20.0.12:2379'];
       assert.deepEqual(policies(m), {
         default: {
-          key: '{http.request.header.X-Tenant-ID}',
-          default_key: 'shared',
+          key: '{http.request.header.X-Customer}',
+          default_key: 'common',
           fallback: 'round_robin',
-          health_checks: { active: { uri: '/health', interval: '10s' } },
+          health_checks: { active: { uri: '/healthz', interval: '5s' } },
           data_source: {
             source: 'composite',
             mode: 'priority',
             sources: [
-              { source: 'etcd', endpoints, prefix: '/saas/routing/' },
-              { source: 'etcd', endpoints, prefix: '/saas/upstreams/' },
+              { source: 'etcd', endpoints, prefix: '/shop/routes/' },
+              { source: 'etcd', endpoints, prefix: '/shop/pools/' },
             ],
           },
         },
       });
-      assert.match(m.report, /:8: dynamic_upstreams \{ … \}: Caddy rejected this documented form/);
-      assert.match(m.caddyfile, /api\.saas\.com \{\n\timport dynamic-lb-errors\n\timport dynamic-lb-default\n\}/);
+      assert.match(m.report, /:18: dynamic_upstreams \{ … \}: Caddy rejected this documented form/);
+      assert.match(m.report, /:19: refresh_interval 20s: not needed: the sidecar follows the store live/);
+      assert.match(m.caddyfile, /shop\.example\.net \{\n\timport dynamic-lb-errors\n\timport dynamic-lb-default\n\}/);
     } finally {
       rmSync(m.dir, { recursive: true, force: true });
     }
   });
 
-  test('gateway-jwt example: lb_policy_dynamic inside reverse_proxy is read as lb_policy dynamic; gateway_jwt is listed', async () => {
+  test('gateway-jwt fixture: lb_policy_dynamic inside reverse_proxy is read as lb_policy dynamic; gateway_jwt is listed', async () => {
     const m = await migrateAndValidate('gateway-jwt.Caddyfile');
     try {
       const p = policies(m).default as Record<string, unknown>;
       assert.equal(p.instance_key, '{http.vars.route_instance_key}');
       assert.equal(p.version_key, '{http.vars.route_version_key}');
-      assert.deepEqual(p.pool, ['127.0.0.1:9101', '127.0.0.1:9102', '127.0.0.1:9103']);
+      assert.equal(p.fallback, 'random');
+      assert.deepEqual(p.pool, ['127.0.0.1:9201', '127.0.0.1:9202']);
       assert.deepEqual(p.data_source, { source: 'file', path: join(m.dir, 'routes.json'), watch: true });
-      assert.match(m.report, /:5: gateway_jwt \{ … \}: not carried over/);
-      assert.match(m.report, /:18: lb_policy_dynamic \{ … \} inside reverse_proxy: Caddy rejected this form/);
-      assert.deepEqual(p.health_checks, { active: { uri: '/health', interval: '1s', timeout: '1s' } });
-      assert.match(m.caddyfile, /^# dynamic-lb migrate: NOT carried over \(1\):\n# {3}.*Caddyfile\.go:5: gateway_jwt/);
+      assert.match(m.report, /:18: gateway_jwt \{ … \}: not carried over/);
+      assert.match(m.report, /:4: lb_policy_dynamic \{ … \} inside reverse_proxy: Caddy rejected this form/);
+      assert.deepEqual(p.health_checks, { active: { uri: '/alive', interval: '3s', timeout: '2s' } });
+      assert.match(m.caddyfile, /^# dynamic-lb migrate: NOT carried over \(1\):\n# {3}.*Caddyfile\.go:18: gateway_jwt/);
       assert.doesNotMatch(m.caddyfile.replace(/^#.*$/gm, ''), /gateway_jwt|lb_policy_dynamic/);
       // the X-Dynamic-Var-* headers carry the vars the keys read
       assert.match(m.caddyfile, /header_up X-Dynamic-Var-route_instance_key \{http\.vars\.route_instance_key\}/);

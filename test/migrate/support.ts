@@ -34,5 +34,5 @@ export function fixtureWithPaths(name: string, dir: string): string {
   writeFileSync(join(dir, 'routes.json'), '{}');
   return readFileSync(join(FIXTURES, name), 'utf8')
     .replaceAll('/etc/', `${dir}/etc/`)
-    .replaceAll('./examples/gateway-jwt/routes.json', join(dir, 'routes.json'));
+    .replaceAll('./routes/by-claim.json', join(dir, 'routes.json'));
 }
