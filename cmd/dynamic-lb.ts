@@ -8,7 +8,7 @@ import { silentLogger } from '../src/observe/log.ts';
 import { packageVersion } from '../src/package.ts';
 import { validateRoutePaths } from '../src/route/validate-files.ts';
 
-/** `dynamic-lb`: serve | validate | explain | caddyfile | demo. Exit codes: 0 ok, 1 invalid input, 2 usage. */
+/** `dynamic-lb`: serve | validate | explain | caddyfile | migrate | demo. Exit codes: 0 ok, 1 invalid input, 2 usage. */
 const EXIT_INVALID = 1;
 const EXIT_USAGE = 2;
 
@@ -129,6 +129,38 @@ program
     if (o.mode === 'upstreams' && config.dns === undefined) throw new ConfigError('dns', 'required by --mode upstreams (the DNS server Caddy asks)', { file: config.file });
     for (const h of handles) if (!config.policies.some((p) => p.name === h.policy)) throw new ConfigError('policies', `--handle ${h.matcher}: no policy ${JSON.stringify(h.policy)}`, { file: config.file });
     process.stdout.write(generateCaddyfile(config, { mode: o.mode, site: o.site, handles, ...(o.sidecar !== undefined ? { sidecarHost: o.sidecar } : {}) }));
+  });
+
+program
+  .command('migrate')
+  .description('convert a Caddyfile written for the Go module (lb_policy dynamic, dynamic dynamic_source) into dynamic-lb.yaml + a Caddyfile for stock Caddy')
+  .argument('<caddyfile>', 'the Caddyfile to migrate')
+  .option('-o, --out <dir>', 'where to write dynamic-lb.yaml, Caddyfile and MIGRATION.txt', '.')
+  .option('--listen <addr>', "the sidecar's listen address in the new config", '127.0.0.1:2020')
+  .action(async (file: string, o: { out: string; listen: string }) => {
+    const { migrateCaddyfile } = await import('../src/migrate/migrate.ts');
+    const { readFileSync, mkdirSync, writeFileSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (err) {
+      throw new ConfigError('', `cannot read Caddyfile: ${(err as Error).message}`, { file });
+    }
+    let result;
+    try {
+      result = migrateCaddyfile(text, file, { listen: o.listen });
+    } catch (err) {
+      if (err instanceof DynamicLbError) throw err;
+      throw new ConfigError('', (err as Error).message);
+    }
+    mkdirSync(o.out, { recursive: true });
+    writeFileSync(join(o.out, 'dynamic-lb.yaml'), result.yaml);
+    writeFileSync(join(o.out, 'Caddyfile'), result.caddyfile);
+    writeFileSync(join(o.out, 'MIGRATION.txt'), result.report);
+    const dropped = result.notes.filter((n) => n.kept !== true).length;
+    if (result.report !== '') process.stderr.write(result.report);
+    process.stderr.write(`wrote ${join(o.out, 'dynamic-lb.yaml')} and ${join(o.out, 'Caddyfile')}; ${dropped} item${dropped === 1 ? '' : 's'} not carried over (listed in ${join(o.out, 'MIGRATION.txt')})\n`);
   });
 
 program
