@@ -1,10 +1,14 @@
 import assert from 'node:assert/strict';
+import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { makeHarness as fileHarness } from '../sources/harness/file.ts';
 import { makeHarness as etcdHarness } from '../sources/harness/etcd.ts';
+import { makeHarness as httpHarness } from '../sources/harness/http.ts';
 import { makeHarness as redisHarness, makeKeyspaceHarness } from '../sources/harness/redis.ts';
+import type { StoreHarness } from '../sources/behaviour.ts';
 import { requireServers } from '../support/servers.ts';
-import { describeWriteApi } from './write-behaviour.ts';
+import { getJson, routesDir, startService, type RoutesDir, type Running } from './support.ts';
+import { WRITE_TOKEN, describeWriteApi } from './write-behaviour.ts';
 
 describeWriteApi('file', fileHarness);
 describe('real servers', () => {
@@ -13,6 +17,102 @@ describe('real servers', () => {
   describeWriteApi('redis (pub/sub)', redisHarness);
   describeWriteApi('redis (keyspace notifications)', makeKeyspaceHarness);
 });
-void assert;
-void after;
-void test;
+
+const auth = { authorization: `Bearer ${WRITE_TOKEN}` };
+const policy = (dataSource: Record<string, unknown>): Record<string, unknown> => ({ key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: dataSource });
+
+describe('write API: who may write, and where', () => {
+  let dir: RoutesDir;
+  let http: StoreHarness;
+  let open: Running;
+  let guarded: Running;
+  before(async () => {
+    dir = await routesDir({ 'tenant-a': '127.0.0.1:9101' });
+    http = await httpHarness();
+    const policies = {
+      default: policy({ source: 'file', path: dir.dir, debounce: '5ms' }),
+      remote: policy(http.dataSource(`${http.target.host}:${http.target.port}`)),
+      layered: policy({ source: 'composite', sources: [{ source: 'file', path: dir.dir }] }),
+    };
+    open = await startService({ policies });
+    guarded = await startService({ admin: { token: WRITE_TOKEN }, policies });
+  });
+  after(async () => {
+    await open?.stop();
+    await guarded?.stop();
+    await http?.close();
+    await dir?.cleanup();
+  });
+
+  test('without admin.token writes are off (403) and nothing is written; reads still answer', async () => {
+    const put = await getJson<{ error: string }>(`${open.admin}/dynamic-lb/routes/default/tenant-a`, { method: 'PUT', body: '127.0.0.1:9102' });
+    assert.equal(put.status, 403);
+    assert.match(put.body.error, /admin\.token/);
+    assert.equal((await getJson(`${open.admin}/dynamic-lb/routes/default/tenant-a`, { method: 'DELETE' })).status, 403);
+    const get = await getJson<{ text: string }>(`${open.admin}/dynamic-lb/routes/default/tenant-a`);
+    assert.equal(get.status, 200);
+    assert.equal(get.body.text, '127.0.0.1:9101');
+    assert.equal((await open.select('default', { 'x-tenant': 'tenant-a' })).upstream, '127.0.0.1:9101');
+  });
+
+  test('HTTP and composite sources answer 405 with why', async () => {
+    const remote = await getJson<{ error: string }>(`${guarded.admin}/dynamic-lb/routes/remote/tenant-a`, { method: 'PUT', body: '127.0.0.1:9102', headers: auth });
+    assert.equal(remote.status, 405);
+    assert.match(remote.body.error, /http source is read-only/);
+    const layered = await getJson<{ error: string }>(`${guarded.admin}/dynamic-lb/routes/layered/tenant-a`, { method: 'PUT', body: '127.0.0.1:9102', headers: auth });
+    assert.equal(layered.status, 405);
+    assert.match(layered.body.error, /composite source is read-only/);
+  });
+
+  test('unknown policy 404, missing key 400, other methods 405, oversize body 413', async () => {
+    assert.equal((await getJson(`${guarded.admin}/dynamic-lb/routes/nope/k`, { headers: auth })).status, 404);
+    assert.equal((await getJson(`${guarded.admin}/dynamic-lb/routes/default/`, { headers: auth })).status, 400);
+    const post = await getJson(`${guarded.admin}/dynamic-lb/routes/default/k`, { method: 'POST', body: 'x', headers: auth });
+    assert.equal(post.status, 405);
+    assert.equal(post.headers.get('allow'), 'GET, HEAD, PUT, DELETE');
+    const big = await getJson(`${guarded.admin}/dynamic-lb/routes/default/k`, { method: 'PUT', body: `# ${'x'.repeat(300 * 1024)}\n127.0.0.1:9101`, headers: auth });
+    assert.equal(big.status, 413);
+  });
+
+  test('a single-file source refuses writes with a reason (502), keeping the file', async () => {
+    const file = await routesDir({});
+    await file.write('routes', 'tenant-a: 127.0.0.1:9101\n');
+    const svc = await startService({ admin: { token: WRITE_TOKEN }, policies: { default: policy({ source: 'file', path: `${file.dir}/routes.yaml` }) } });
+    try {
+      const res = await getJson<{ error: string }>(`${svc.admin}/dynamic-lb/routes/default/tenant-b`, { method: 'PUT', body: '127.0.0.1:9102', headers: auth });
+      assert.equal(res.status, 502);
+      assert.match(res.body.error, /single file: writes need a directory source/);
+    } finally {
+      await svc.stop();
+      await file.cleanup();
+    }
+  });
+
+  test('each write is a route_written event on the SSE stream', async () => {
+    const events: string[] = [];
+    const stream = request(`${guarded.admin}/dynamic-lb/events?events=route_written`, { headers: auth });
+    let opened!: () => void;
+    const open = new Promise<void>((resolve) => (opened = resolve));
+    const got = new Promise<void>((resolve, reject) => {
+      stream.on('response', (res) => {
+        opened();
+        res.setEncoding('utf8');
+        res.on('data', (chunk: string) => {
+          events.push(chunk);
+          if (events.join('').includes('"key":"tenant-sse"')) resolve();
+        });
+      });
+      stream.on('error', reject);
+    });
+    stream.end();
+    await open; // subscribed once the stream's headers are out
+    const put = await getJson(`${guarded.admin}/dynamic-lb/routes/default/tenant-sse`, { method: 'PUT', body: '127.0.0.1:9103', headers: auth });
+    assert.equal(put.status, 200);
+    await got;
+    stream.destroy();
+    const text = events.join('');
+    assert.match(text, /event: dynamic_lb\.route_written/);
+    assert.match(text, /"action":"put"/);
+    assert.match(text, /"in_effect":true/);
+  });
+});
