@@ -106,7 +106,7 @@ function ifMatchOf(req: IncomingMessage): string | undefined {
 }
 
 async function read(res: ServerResponse, store: WritableStore, source: RouteSource, key: string): Promise<void> {
-  const stored = await store.read(key, AbortSignal.timeout(STORE_TIMEOUT_MS));
+  const stored = await store.readRoute(key, AbortSignal.timeout(STORE_TIMEOUT_MS));
   if (stored === null) return sendJson(res, 404, { error: `key: no route ${JSON.stringify(key)} in the ${source.name} source`, key, source: source.name });
   let parsed: unknown = null;
   let problem: string | undefined;
@@ -123,7 +123,7 @@ async function write(deps: RouteWriteDeps, res: ServerResponse, store: WritableS
   let revision: string | undefined;
   try {
     const signal = AbortSignal.timeout(STORE_TIMEOUT_MS);
-    revision = text === null ? await store.delete(key, ifMatch, signal) : await store.put(key, text, ifMatch, signal);
+    revision = text === null ? await store.deleteRoute(key, ifMatch, signal) : await store.writeRoute(key, text, ifMatch, signal);
   } catch (err) {
     if (err instanceof WriteConflict) return sendJson(res, 412, { error: `If-Match: ${err.message}`, key, ...(err.current !== undefined ? { revision: err.current } : {}) });
     deps.logger.warn({ policy, source: source.name, key, action, err: errorMessage(err) }, 'route write failed');

@@ -202,33 +202,33 @@ export class EtcdDriver implements StoreDriver, WritableStore {
 
   // ---- writes (admin write API): revision = the key's mod_revision; If-Match is a txn on it ---------------
 
-  async read(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
+  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
     const res = await abortable(signal, this.etcd().get(this.o.prefix + key).options({ deadline: Date.now() + this.o.requestTimeoutMs }).exec());
     const kv = res.kvs[0];
     return kv === undefined ? null : { text: kv.value.toString('utf8'), revision: String(kv.mod_revision) };
   }
 
-  async put(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
+  async writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
     const full = this.o.prefix + key;
     const deadline = { deadline: Date.now() + this.o.requestTimeoutMs };
     if (ifRevision === undefined) return String((await abortable(signal, this.etcd().put(full).value(text).options(deadline).exec())).header.revision);
     return this.conditional(key, ifRevision, { request_put: { key: Buffer.from(full), value: Buffer.from(text, 'utf8') } }, signal);
   }
 
-  async delete(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
+  async deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
     const full = this.o.prefix + key;
     if (ifRevision === undefined) {
       const res = await abortable(signal, this.etcd().delete().key(full).options({ deadline: Date.now() + this.o.requestTimeoutMs }).exec());
       return Number(res.deleted) > 0 ? String(res.header.revision) : undefined;
     }
-    if (ifRevision === '0') throw new WriteConflict(key, (await this.read(key, signal))?.revision);
+    if (ifRevision === '0') throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
     return this.conditional(key, ifRevision, { request_delete_range: { key: Buffer.from(full) } }, signal);
   }
 
   /** `op` in a txn that runs only while the key's mod_revision is `ifRevision` (0: the key does not exist). */
   private async conditional(key: string, ifRevision: string, op: object, signal: AbortSignal): Promise<string> {
     const full = this.o.prefix + key;
-    if (!/^\d+$/.test(ifRevision)) throw new WriteConflict(key, (await this.read(key, signal))?.revision);
+    if (!/^\d+$/.test(ifRevision)) throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
     const res = await abortable(
       signal,
       this.etcd()

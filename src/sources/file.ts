@@ -219,12 +219,12 @@ export class FileDriver implements StoreDriver, WritableStore {
   /** Writes of this driver run one at a time, so an If-Match check and its rename cannot interleave. */
   private writing: Promise<unknown> = Promise.resolve();
 
-  async read(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
+  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
     const file = await this.keyFile(key, signal);
     return file === undefined ? null : { text: file.text, revision: contentRevision(file.text) };
   }
 
-  put(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
+  writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
     return this.serialWrite(async () => {
       const current = await this.keyFile(key, signal);
       checkRevision(key, current?.text, ifRevision);
@@ -243,7 +243,7 @@ export class FileDriver implements StoreDriver, WritableStore {
     });
   }
 
-  delete(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
+  deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
     return this.serialWrite(async () => {
       const current = await this.keyFile(key, signal);
       checkRevision(key, current?.text, ifRevision);

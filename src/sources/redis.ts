@@ -277,19 +277,19 @@ export class RedisDriver implements StoreDriver, WritableStore {
 
   // ---- writes (admin write API): revision = SHA-1 of the value; one Lua script checks, writes, notifies ----
 
-  async read(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
+  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
     const text = await this.get(key, signal);
     if (text === null) return null;
     const value = typeof text === 'string' ? text : Buffer.from(text).toString('utf8');
     return { text: value, revision: contentRevision(value) };
   }
 
-  async put(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
+  async writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
     await this.writeScript(key, text, ifRevision, signal);
     return contentRevision(text);
   }
 
-  async delete(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
+  async deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
     return (await this.writeScript(key, null, ifRevision, signal)) ? '0' : undefined;
   }
 

@@ -152,14 +152,14 @@ export interface StoredRoute {
  * there).
  */
 export interface WritableStore {
-  read(key: string, signal: AbortSignal): Promise<StoredRoute | null>;
-  put(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string>;
-  delete(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined>;
+  readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null>;
+  writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string>;
+  deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined>;
 }
 
 export function isWritable(driver: object): driver is WritableStore {
   const d = driver as Partial<WritableStore>;
-  return typeof d.read === 'function' && typeof d.put === 'function' && typeof d.delete === 'function';
+  return typeof d.readRoute === 'function' && typeof d.writeRoute === 'function' && typeof d.deleteRoute === 'function';
 }
 
 /** The stored revision is not the one `If-Match` named (412). */

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
+import { ADMIN_TOKEN as CONSUL_WRITER, makeHarness as consulHarness } from '../sources/harness/consul.ts';
 import { makeHarness as fileHarness } from '../sources/harness/file.ts';
 import { makeHarness as etcdHarness } from '../sources/harness/etcd.ts';
 import { makeHarness as httpHarness } from '../sources/harness/http.ts';
@@ -11,6 +12,8 @@ import { getJson, routesDir, startService, type RoutesDir, type Running } from '
 import { WRITE_TOKEN, describeWriteApi } from './write-behaviour.ts';
 
 describeWriteApi('file', fileHarness);
+// the protocol-faithful test server (CAS on ModifyIndex); the source needs a token that may write the prefix
+describeWriteApi('consul', () => consulHarness({ source: { token: CONSUL_WRITER } }));
 describe('real servers', () => {
   before(() => requireServers('etcd', 'redis'));
   describeWriteApi('etcd', etcdHarness);
