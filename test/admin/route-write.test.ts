@@ -6,6 +6,7 @@ import { makeHarness as fileHarness } from '../sources/harness/file.ts';
 import { makeHarness as etcdHarness } from '../sources/harness/etcd.ts';
 import { makeHarness as httpHarness } from '../sources/harness/http.ts';
 import { makeHarness as redisHarness, makeKeyspaceHarness } from '../sources/harness/redis.ts';
+import { makeHarness as zookeeperHarness } from '../sources/harness/zookeeper.ts';
 import type { StoreHarness } from '../sources/behaviour.ts';
 import { requireServers } from '../support/servers.ts';
 import { getJson, routesDir, startService, type RoutesDir, type Running } from './support.ts';
@@ -15,10 +16,11 @@ describeWriteApi('file', fileHarness);
 // the protocol-faithful test server (CAS on ModifyIndex); the source needs a token that may write the prefix
 describeWriteApi('consul', () => consulHarness({ source: { token: CONSUL_WRITER } }));
 describe('real servers', () => {
-  before(() => requireServers('etcd', 'redis'));
+  before(() => requireServers('etcd', 'redis', 'zookeeper'));
   describeWriteApi('etcd', etcdHarness);
   describeWriteApi('redis (pub/sub)', redisHarness);
   describeWriteApi('redis (keyspace notifications)', makeKeyspaceHarness);
+  describeWriteApi('zookeeper', zookeeperHarness);
 });
 
 const auth = { authorization: `Bearer ${WRITE_TOKEN}` };
