@@ -6,6 +6,7 @@ import { makeHarness as fileHarness } from '../sources/harness/file.ts';
 import { makeHarness as etcdHarness } from '../sources/harness/etcd.ts';
 import { makeHarness as httpHarness } from '../sources/harness/http.ts';
 import { makeHarness as redisHarness, makeKeyspaceHarness } from '../sources/harness/redis.ts';
+import { SQL_VARIANTS, makeHarness as sqlHarness } from '../sources/harness/sql.ts';
 import { makeHarness as zookeeperHarness } from '../sources/harness/zookeeper.ts';
 import type { StoreHarness } from '../sources/behaviour.ts';
 import { requireServers } from '../support/servers.ts';
@@ -16,11 +17,14 @@ describeWriteApi('file', fileHarness);
 // the protocol-faithful test server (CAS on ModifyIndex); the source needs a token that may write the prefix
 describeWriteApi('consul', () => consulHarness({ source: { token: CONSUL_WRITER } }));
 describe('real servers', () => {
-  before(() => requireServers('etcd', 'redis', 'zookeeper'));
+  before(() => requireServers('etcd', 'redis', 'zookeeper', 'postgres', 'mariadb'));
   describeWriteApi('etcd', etcdHarness);
   describeWriteApi('redis (pub/sub)', redisHarness);
   describeWriteApi('redis (keyspace notifications)', makeKeyspaceHarness);
   describeWriteApi('zookeeper', zookeeperHarness);
+  describeWriteApi('postgres (incremental, NOTIFY)', () => sqlHarness(SQL_VARIANTS['postgres-incremental-notify']));
+  describeWriteApi('postgres (full)', () => sqlHarness(SQL_VARIANTS['postgres-full']));
+  describeWriteApi('mariadb (incremental, soft delete)', () => sqlHarness(SQL_VARIANTS['mysql-incremental']));
 });
 
 const auth = { authorization: `Bearer ${WRITE_TOKEN}` };
