@@ -5,6 +5,7 @@ import { ADMIN_TOKEN as CONSUL_WRITER, makeHarness as consulHarness } from '../s
 import { makeHarness as fileHarness } from '../sources/harness/file.ts';
 import { makeHarness as etcdHarness } from '../sources/harness/etcd.ts';
 import { makeHarness as httpHarness } from '../sources/harness/http.ts';
+import { ADMIN_TOKEN as KUBE_WRITER, makeHarness as kubeHarness } from '../sources/harness/kubernetes.ts';
 import { makeHarness as redisHarness, makeKeyspaceHarness } from '../sources/harness/redis.ts';
 import { SQL_VARIANTS, makeHarness as sqlHarness } from '../sources/harness/sql.ts';
 import { makeHarness as zookeeperHarness } from '../sources/harness/zookeeper.ts';
@@ -16,6 +17,11 @@ import { WRITE_TOKEN, describeWriteApi } from './write-behaviour.ts';
 describeWriteApi('file', fileHarness);
 // the protocol-faithful test server (CAS on ModifyIndex); the source needs a token that may write the prefix
 describeWriteApi('consul', () => consulHarness({ source: { token: CONSUL_WRITER } }));
+// the protocol-faithful API server (409 on a stale resourceVersion); the source's credentials may update the map
+describeWriteApi('kubernetes', async () => {
+  const h = await kubeHarness();
+  return { ...h, dataSource: (address: string) => ({ ...h.dataSource(address), kubeconfig: h.kubeconfig(`http://${address}`, KUBE_WRITER) }) };
+});
 describe('real servers', () => {
   before(() => requireServers('etcd', 'redis', 'zookeeper', 'postgres', 'mariadb'));
   describeWriteApi('etcd', etcdHarness);
