@@ -110,6 +110,13 @@ export function describeWriteApi(store: string, makeHarness: () => Promise<Store
       assert.equal((await getJson(url('w-del'), { method: 'DELETE', headers: auth })).status, 404);
     });
 
+    test('concurrent writes to different keys all land (a store-level conflict is retried, not reported)', async () => {
+      const keys = ['w-par-1', 'w-par-2', 'w-par-3', 'w-par-4'];
+      const answers = await Promise.all(keys.map((k, i) => put(k, `127.0.0.1:910${i + 1}`)));
+      for (const a of answers) assert.equal(a.status, 200, JSON.stringify(a.body));
+      for (const [i, k] of keys.entries()) assert.equal(await upstreamOf(k), `127.0.0.1:910${i + 1}`);
+    });
+
     test('without the token: 401 and nothing written', async () => {
       const res = await getJson(url('w-noauth'), { method: 'PUT', body: A1 });
       assert.equal(res.status, 401);
