@@ -103,6 +103,23 @@ describe('write API: who may write, and where', () => {
     }
   });
 
+  test('a write the source does not see within the wait is 202, in_effect false, and stored', async () => {
+    const quiet = await routesDir({});
+    // neither watched nor polled: the source never sees the write
+    const svc = await startService({ admin: { token: WRITE_TOKEN }, policies: { default: policy({ source: 'file', path: quiet.dir, watch: false }) } });
+    try {
+      const res = await getJson<{ in_effect: boolean; note: string }>(`${svc.admin}/dynamic-lb/routes/default/tenant-late`, { method: 'PUT', body: '127.0.0.1:9102', headers: auth });
+      assert.equal(res.status, 202);
+      assert.equal(res.body.in_effect, false);
+      assert.match(res.body.note, /takes effect when it does/);
+      const stored = await getJson<{ text: string }>(`${svc.admin}/dynamic-lb/routes/default/tenant-late`, { headers: auth });
+      assert.equal(stored.body.text, '127.0.0.1:9102');
+    } finally {
+      await svc.stop();
+      await quiet.cleanup();
+    }
+  });
+
   test('each write is a route_written event on the SSE stream', async () => {
     const events: string[] = [];
     const stream = request(`${guarded.admin}/dynamic-lb/events?events=route_written`, { headers: auth });
