@@ -3,17 +3,14 @@ import { request } from 'node:http';
 import { after, before, describe, test } from 'node:test';
 import { ADMIN_TOKEN as CONSUL_WRITER, makeHarness as consulHarness } from '../sources/harness/consul.ts';
 import { makeHarness as fileHarness } from '../sources/harness/file.ts';
-import { makeHarness as etcdHarness } from '../sources/harness/etcd.ts';
 import { makeHarness as httpHarness } from '../sources/harness/http.ts';
 import { ADMIN_TOKEN as KUBE_WRITER, makeHarness as kubeHarness } from '../sources/harness/kubernetes.ts';
-import { makeHarness as redisHarness, makeKeyspaceHarness } from '../sources/harness/redis.ts';
-import { SQL_VARIANTS, makeHarness as sqlHarness } from '../sources/harness/sql.ts';
-import { makeHarness as zookeeperHarness } from '../sources/harness/zookeeper.ts';
 import type { StoreHarness } from '../sources/behaviour.ts';
-import { requireServers } from '../support/servers.ts';
 import { getJson, routesDir, startService, type RoutesDir, type Running } from './support.ts';
 import { WRITE_TOKEN, describeWriteApi } from './write-behaviour.ts';
 
+// the admin write API (docs/admin-write.md) on the stores that need no server; the real servers run in
+// test/sources/write-api.test.ts
 describeWriteApi('file', fileHarness);
 // the protocol-faithful test server (CAS on ModifyIndex); the source needs a token that may write the prefix
 describeWriteApi('consul', () => consulHarness({ source: { token: CONSUL_WRITER } }));
@@ -21,16 +18,6 @@ describeWriteApi('consul', () => consulHarness({ source: { token: CONSUL_WRITER 
 describeWriteApi('kubernetes', async () => {
   const h = await kubeHarness();
   return { ...h, dataSource: (address: string) => ({ ...h.dataSource(address), kubeconfig: h.kubeconfig(`http://${address}`, KUBE_WRITER) }) };
-});
-describe('real servers', () => {
-  before(() => requireServers('etcd', 'redis', 'zookeeper', 'postgres', 'mariadb'));
-  describeWriteApi('etcd', etcdHarness);
-  describeWriteApi('redis (pub/sub)', redisHarness);
-  describeWriteApi('redis (keyspace notifications)', makeKeyspaceHarness);
-  describeWriteApi('zookeeper', zookeeperHarness);
-  describeWriteApi('postgres (incremental, NOTIFY)', () => sqlHarness(SQL_VARIANTS['postgres-incremental-notify']));
-  describeWriteApi('postgres (full)', () => sqlHarness(SQL_VARIANTS['postgres-full']));
-  describeWriteApi('mariadb (incremental, soft delete)', () => sqlHarness(SQL_VARIANTS['mysql-incremental']));
 });
 
 const auth = { authorization: `Bearer ${WRITE_TOKEN}` };
