@@ -176,7 +176,7 @@ export function createAdminServer(deps: AdminDeps): Server {
       return sendJson(res, 401, { error: 'unauthorized: send Authorization: Bearer <admin.token>' }, { 'www-authenticate': 'Bearer realm="dynamic-lb"' });
     }
     if (path.startsWith(ROUTE_PATH_PREFIX)) {
-      return handleRouteRequest({ policies: service.policies, events, logger, writesEnabled: expected !== undefined, ...(deps.writeWaitMs !== undefined ? { waitMs: deps.writeWaitMs } : {}) }, req, res, path);
+      return handleRouteRequest({ policies: service.policies, events, logger, writesEnabled: Boolean(service.config.admin.token), ...(deps.writeWaitMs !== undefined ? { waitMs: deps.writeWaitMs } : {}) }, req, res, path);
     }
     const methods = routes[path];
     if (methods === undefined) return sendJson(res, 404, { error: 'not found', endpoints: Object.keys(routes) });
