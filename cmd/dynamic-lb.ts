@@ -1,6 +1,7 @@
 import { Command, CommanderError, Option } from 'commander';
 import { buildService, startGatewayJwts } from '../src/app.ts';
 import { generateCaddyfile, type CaddyfileMode } from '../src/caddyfile/generate.ts';
+import { routesCommand } from '../src/cli/routes.ts';
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS, configPath, loadConfigFile } from '../src/config/load.ts';
 import { demoTour, startDemo } from '../src/demo/demo.ts';
 import { ConfigError, DynamicLbError } from '../src/errors.ts';
@@ -8,7 +9,7 @@ import { silentLogger } from '../src/observe/log.ts';
 import { packageVersion } from '../src/package.ts';
 import { validateRoutePaths } from '../src/route/validate-files.ts';
 
-/** `dynamic-lb`: serve | validate | explain | caddyfile | migrate | demo. Exit codes: 0 ok, 1 invalid input, 2 usage. */
+/** `dynamic-lb`: serve | validate | explain | caddyfile | migrate | demo | routes. Exit codes: 0 ok, 1 invalid input, 2 usage. */
 const EXIT_INVALID = 1;
 const EXIT_USAGE = 2;
 
@@ -176,6 +177,8 @@ program
     await untilSignal();
     await demo.stop();
   });
+
+program.addCommand(routesCommand());
 
 function untilSignal(): Promise<NodeJS.Signals> {
   return new Promise((resolve) => {

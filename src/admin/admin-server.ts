@@ -8,6 +8,7 @@ import { sendJson } from '../server/http-util.ts';
 import { answerClientErrors, capConnections } from '../server/listener-limits.ts';
 import { DEFAULT_ADMIN_MAX_CONNECTIONS } from '../config/load.ts';
 import { EVENT_NAMES, eventName, serveEvents, type EventBus, type EventName, type SseOptions } from './events.ts';
+import { ROUTE_PATH_PREFIX, handleRouteRequest } from './route-write.ts';
 import type { KeyStats } from './stats.ts';
 import { uiPage } from './ui-page.ts';
 import { routeLimit, uiState } from './ui-state.ts';
@@ -20,6 +21,8 @@ import { cacheView, clearCaches, explainDecision, healthView, policiesView, rout
  *  - `GET /dynamic-lb/explain?policy=&key=&header=Name:%20value&uri=&method=&remote_ip=` — a dry-run decision;
  *  - `GET /dynamic-lb/events[?events=config_updated,route_missed]` — Server-Sent Events;
  *  - `GET /dynamic-lb/ui` — the status page (HTML), and `GET /dynamic-lb/ui/state?q=&limit=` — what it shows;
+ *  - `GET|PUT|DELETE /dynamic-lb/routes/{policy}/{key}` — read and write one route in the policy's store
+ *    (route-write.ts; writes only with `admin.token` set);
  *  - `GET /metrics` (Prometheus text), `GET /healthz` (the process answers), `GET /readyz` (200 only while
  *    every listener serves and every source finished its initial load or its `initial_load_timeout` passed;
  *    503 `loading` with the sources still loading, 503 `stopping` during a drain).
@@ -31,6 +34,8 @@ import { cacheView, clearCaches, explainDecision, healthView, policiesView, rout
  */
 export interface AdminDeps {
   service: AdminService;
+  /** How long a route write waits for the source's watch to deliver it (default 5 s). */
+  writeWaitMs?: number;
   events: EventBus;
   stats: KeyStats;
   logger: Logger;
@@ -169,6 +174,9 @@ export function createAdminServer(deps: AdminDeps): Server {
     const query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
     if ((path === '/dynamic-lb' || path.startsWith('/dynamic-lb/')) && !authorized(req, path, query)) {
       return sendJson(res, 401, { error: 'unauthorized: send Authorization: Bearer <admin.token>' }, { 'www-authenticate': 'Bearer realm="dynamic-lb"' });
+    }
+    if (path.startsWith(ROUTE_PATH_PREFIX)) {
+      return handleRouteRequest({ policies: service.policies, events, logger, writesEnabled: Boolean(service.config.admin.token), ...(deps.writeWaitMs !== undefined ? { waitMs: deps.writeWaitMs } : {}) }, req, res, path);
     }
     const methods = routes[path];
     if (methods === undefined) return sendJson(res, 404, { error: 'not found', endpoints: Object.keys(routes) });

@@ -21,6 +21,7 @@ export const EVENT_NAMES = [
   'dynamic_lb.config_deleted',
   'dynamic_lb.datasource_health_changed',
   'dynamic_lb.upstream_health_changed',
+  'dynamic_lb.route_written',
 ] as const;
 export type EventName = (typeof EVENT_NAMES)[number];
 
@@ -97,6 +98,19 @@ export interface UpstreamHealthChangedEvent {
   timestamp: string;
 }
 
+/** A route was written or deleted through the admin write API (docs/admin-write.md). */
+export interface RouteWrittenEvent {
+  policy: string;
+  source: string;
+  key: string;
+  action: 'put' | 'delete';
+  /** The store's revision after the write. */
+  revision: string;
+  /** True when the source's watch delivered the write within the wait; false when the wait ran out. */
+  in_effect: boolean;
+  timestamp: string;
+}
+
 export interface EventPayloads {
   'dynamic_lb.route_selected': RouteSelectedEvent;
   'dynamic_lb.route_missed': RouteMissedEvent;
@@ -104,6 +118,7 @@ export interface EventPayloads {
   'dynamic_lb.config_deleted': ConfigDeletedEvent;
   'dynamic_lb.datasource_health_changed': HealthChangedEvent;
   'dynamic_lb.upstream_health_changed': UpstreamHealthChangedEvent;
+  'dynamic_lb.route_written': RouteWrittenEvent;
 }
 
 export type AnyEvent = { [N in EventName]: { name: N; payload: EventPayloads[N] } }[EventName];

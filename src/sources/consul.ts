@@ -8,7 +8,8 @@ import type { Logger } from '../observe/log.ts';
 import type { DriverFactory } from './driver.ts';
 import { tcpProbe } from './probe.ts';
 import { readHostPort, readTlsFiles, readTlsPem } from './driver-options.ts';
-import type { Revision, Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
+import { WriteConflict, type Revision, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from './source.ts';
+import { abortable } from '../util/async.ts';
 
 /**
  * Route configs in Consul KV (`consul` npm client 2.x): key `<prefix><routing key>`, value = route config.
@@ -81,7 +82,7 @@ type KvGet = (opts: { key: string; recurse?: boolean; index?: string; wait?: str
 /** Slack on top of wait + wait/16 before a blocking query is given up as a dead connection. */
 const BLOCKING_GRACE_MS = 10_000;
 
-export class ConsulDriver implements StoreDriver {
+export class ConsulDriver implements StoreDriver, WritableStore {
   /** A failed blocking query could otherwise wait a whole wait_time before the source is healthy again: re-list instead. */
   readonly resumable = false;
   private readonly client: Consul;
@@ -188,6 +189,39 @@ export class ConsulDriver implements StoreDriver {
     return { index: raw < 1n ? 1n : raw, items };
   }
 
+  // ---- writes (admin write API): revision = the key's ModifyIndex; If-Match is Consul's `?cas=` ---------------
+
+  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
+    const item = (await this.read(signal, `get "${this.o.prefix}${key}"`, { key: this.o.prefix + key })).items[0];
+    return item === undefined ? null : { text: item.Value ?? '', revision: String(item.ModifyIndex) };
+  }
+
+  async writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
+    const ok = await this.kvWrite(signal, `put "${this.o.prefix}${key}"`, () => this.client.kv.set({ key: this.o.prefix + key, value: text, ...casOf(ifRevision) }));
+    if (!ok) throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
+    // a KV PUT answers true/false only: the new ModifyIndex is read back
+    return (await this.readRoute(key, signal))?.revision ?? '0';
+  }
+
+  async deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
+    const current = await this.readRoute(key, signal);
+    if (ifRevision === undefined && current === null) return undefined;
+    if (ifRevision === '0') throw new WriteConflict(key, current?.revision);
+    const ok = await this.kvWrite(signal, `delete "${this.o.prefix}${key}"`, () => this.client.kv.del({ key: this.o.prefix + key, ...casOf(ifRevision ?? current?.revision) }));
+    if (!ok) throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
+    return '0';
+  }
+
+  private async kvWrite(signal: AbortSignal, what: string, call: () => Promise<unknown>): Promise<boolean> {
+    signal.throwIfAborted();
+    try {
+      return (await abortable(signal, call())) === true;
+    } catch (err) {
+      if (signal.aborted) throw signal.reason;
+      throw new SourceError(this.name, `${what}: ${describeError(err)}`, { cause: err });
+    }
+  }
+
   async close(): Promise<void> {
     if (this.closed.signal.aborted) return;
     this.closed.abort(new SourceError(this.name, 'closed'));
@@ -270,4 +304,10 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
     },
   };
 };
+
+/** Consul's check-and-set: `?cas=<ModifyIndex>` (0: only when the key does not exist); a non-number never matches. */
+function casOf(revision: string | undefined): { cas?: number } {
+  if (revision === undefined) return {};
+  return { cas: /^\d{1,15}$/.test(revision) ? Number(revision) : Number.MAX_SAFE_INTEGER };
+}
 

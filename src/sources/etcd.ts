@@ -3,7 +3,7 @@ import { createRequire } from 'node:module';
 import { Etcd3, GRPCResourceExhastedError, Range, isRecoverableError, type IKeyValue, type IOptions, type IRangeResponse } from 'etcd3';
 import { ResyncRequired, SourceError, errorMessage } from '../errors.ts';
 import type { DriverFactory } from './driver.ts';
-import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
+import { WriteConflict, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from './source.ts';
 import { abortable } from '../util/async.ts';
 import { addressOf, tcpProbe } from './probe.ts';
 import { parseHostPort, readTimeout, readTlsFiles, type TlsFiles } from './driver-options.ts';
@@ -90,7 +90,7 @@ function failover(endpoints: number): HostPolicy {
 /** etcd3 re-opens a broken watch stream by itself after this delay; we cancel our watcher first, so keep it short. */
 const quickWatchBackoff: WatchBackoff = { duration: 100, next: () => quickWatchBackoff };
 
-export class EtcdDriver implements StoreDriver {
+export class EtcdDriver implements StoreDriver, WritableStore {
   readonly resumable = true;
   private client: Etcd3 | undefined;
   private closed = false;
@@ -199,6 +199,51 @@ export class EtcdDriver implements StoreDriver {
     this.closed = true;
     this.client?.close();
     this.client = undefined;
+  }
+
+  // ---- writes (admin write API): revision = the key's mod_revision; If-Match is a txn on it ---------------
+
+  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
+    const res = await abortable(signal, this.etcd().get(this.o.prefix + key).options({ deadline: Date.now() + this.o.requestTimeoutMs }).exec());
+    const kv = res.kvs[0];
+    return kv === undefined ? null : { text: kv.value.toString('utf8'), revision: String(kv.mod_revision) };
+  }
+
+  async writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
+    const full = this.o.prefix + key;
+    const deadline = { deadline: Date.now() + this.o.requestTimeoutMs };
+    if (ifRevision === undefined) return String((await abortable(signal, this.etcd().put(full).value(text).options(deadline).exec())).header.revision);
+    return this.conditional(key, ifRevision, { request_put: { key: Buffer.from(full), value: Buffer.from(text, 'utf8') } }, signal);
+  }
+
+  async deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
+    const full = this.o.prefix + key;
+    if (ifRevision === undefined) {
+      const res = await abortable(signal, this.etcd().delete().key(full).options({ deadline: Date.now() + this.o.requestTimeoutMs }).exec());
+      return Number(res.deleted) > 0 ? String(res.header.revision) : undefined;
+    }
+    if (ifRevision === '0') throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
+    return this.conditional(key, ifRevision, { request_delete_range: { key: Buffer.from(full) } }, signal);
+  }
+
+  /** `op` in a txn that runs only while the key's mod_revision is `ifRevision` (0: the key does not exist). */
+  private async conditional(key: string, ifRevision: string, op: object, signal: AbortSignal): Promise<string> {
+    const full = this.o.prefix + key;
+    if (!/^\d+$/.test(ifRevision)) throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
+    const res = await abortable(
+      signal,
+      this.etcd()
+        .if(full, 'Mod', '==', ifRevision)
+        .then(op)
+        .else({ request_range: { key: Buffer.from(full) } })
+        .options({ deadline: Date.now() + this.o.requestTimeoutMs })
+        .commit(),
+    );
+    if (!res.succeeded) {
+      const kv = res.responses[0]?.response_range?.kvs[0];
+      throw new WriteConflict(key, kv === undefined ? undefined : String(kv.mod_revision));
+    }
+    return String(res.header.revision);
   }
 
   // ---- internals -------------------------------------------------------------------------------------

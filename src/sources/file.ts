@@ -1,10 +1,11 @@
 import { close as fsClose, open as fsOpen, read as fsRead, watch as fsWatch, type FSWatcher } from 'node:fs';
-import { readFile, readdir, stat } from 'node:fs/promises';
+import { randomBytes } from 'node:crypto';
+import { readFile, readdir, rename, stat, unlink, writeFile } from 'node:fs/promises';
 import { basename, dirname, extname, join, resolve } from 'node:path';
 import { RouteParseError } from '../errors.ts';
 import { parseYamlLinear } from '../route/yaml.ts';
 import type { DriverFactory } from './driver.ts';
-import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
+import { WriteConflict, contentRevision, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from './source.ts';
 
 /**
  * Route configs in files — the embedded default.
@@ -39,7 +40,7 @@ const READ_CONCURRENCY = 32;
 /** Extensions a key's file is looked for under even before a listing has seen one. */
 const COMMON_EXTENSIONS = ['.yaml', '.yml', '.json'];
 
-export class FileDriver implements StoreDriver {
+export class FileDriver implements StoreDriver, WritableStore {
   private readonly path: string;
   /** Extensions (with the dot) of the files seen by the last directory listing, plus COMMON_EXTENSIONS. */
   private extensions = new Set(COMMON_EXTENSIONS);
@@ -76,20 +77,26 @@ export class FileDriver implements StoreDriver {
    */
   private async readKey(key: string, signal: AbortSignal | undefined): Promise<string | null> {
     // a key is a file name minus its extension: never a path, never hidden
-    if (key === '' || key.startsWith('.') || /[/\\\0]/.test(key)) return null;
+    if (!isFileKey(key)) return null;
+    return (await this.locateKey(key, signal))?.text ?? null;
+  }
+
+  /** The file that holds `key` in the directory (the one a listing applies) and its text. */
+  private async locateKey(key: string, signal: AbortSignal | undefined): Promise<{ path: string; text: string } | undefined> {
     const names = [...this.extensions].map((ext) => key + ext);
     if (extname(key) === '') names.push(key);
     for (const name of names.sort().reverse()) {
       if (extname(name) !== name.slice(key.length)) continue; // a listing would derive another key from this name
       signal?.throwIfAborted();
+      const path = join(this.path, name);
       try {
-        return await readText(join(this.path, name));
+        return { path, text: await readText(path) };
       } catch (err) {
         if (MISSING.has((err as NodeJS.ErrnoException).code ?? '')) continue; // absent, or a directory named like it
         throw err;
       }
     }
-    return null;
+    return undefined;
   }
 
   /**
@@ -206,6 +213,72 @@ export class FileDriver implements StoreDriver {
   }
 
   async close(): Promise<void> {}
+
+  // ---- writes (admin write API): directory mode only; revision = SHA-1 of the file's text ------------------
+
+  /** Writes of this driver run one at a time, so an If-Match check and its rename cannot interleave. */
+  private writing: Promise<unknown> = Promise.resolve();
+
+  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
+    const file = await this.keyFile(key, signal);
+    return file === undefined ? null : { text: file.text, revision: contentRevision(file.text) };
+  }
+
+  writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
+    return this.serialWrite(async () => {
+      const current = await this.keyFile(key, signal);
+      checkRevision(key, current?.text, ifRevision);
+      // the file a listing reads for the key, else `<key>.json` for JSON and `<key>.yaml` for the rest
+      const target = current?.path ?? join(this.path, `${key}${/^\s*[{[]/.test(text) ? '.json' : '.yaml'}`);
+      // a hidden temporary name (listings skip it), renamed over the target: readers see old or new, never half
+      const temp = join(this.path, `.${basename(target)}.${randomBytes(6).toString('hex')}.tmp`);
+      await writeFile(temp, text, { encoding: 'utf8', mode: 0o644, signal });
+      try {
+        await rename(temp, target);
+      } catch (err) {
+        await unlink(temp).catch(() => undefined);
+        throw err;
+      }
+      return contentRevision(text);
+    });
+  }
+
+  deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
+    return this.serialWrite(async () => {
+      const current = await this.keyFile(key, signal);
+      checkRevision(key, current?.text, ifRevision);
+      if (current === undefined) return undefined;
+      await unlink(current.path);
+      // another file may still define the key (`<key>.yaml` beside `<key>.json`): remove those too
+      for (let more = await this.keyFile(key, signal); more !== undefined; more = await this.keyFile(key, signal)) await unlink(more.path);
+      return '0';
+    });
+  }
+
+  private serialWrite<T>(work: () => Promise<T>): Promise<T> {
+    const result = this.writing.then(work, work);
+    this.writing = result.catch(() => undefined);
+    return result;
+  }
+
+  /** The file that holds `key` (the one a listing applies) and its text; throws when the path is a single file. */
+  private async keyFile(key: string, signal: AbortSignal): Promise<{ path: string; text: string } | undefined> {
+    if (!(await stat(this.path)).isDirectory()) throw new Error(`${this.path} is a single file: writes need a directory source (one file per key)`);
+    if (!isFileKey(key)) throw new Error(`key ${JSON.stringify(key)}: not a file name (no '/', '\\', NUL or leading '.')`);
+    return this.locateKey(key, signal);
+  }
+}
+
+/** Throws WriteConflict when `ifRevision` is set and is not the revision of `text` (undefined: no such key ⇒ `0`). */
+function checkRevision(key: string, text: string | undefined, ifRevision: string | undefined): void {
+  if (ifRevision === undefined) return;
+  const current = text === undefined ? '0' : contentRevision(text);
+  if (current !== ifRevision) throw new WriteConflict(key, text === undefined ? undefined : current);
+}
+
+/** A key is a file name minus its extension: never a path, never hidden. */
+function isFileKey(key: string): boolean {
+  return key !== '' && !key.startsWith('.') && !/[/\\\0]/.test(key);
 }
 
 /** Errors of reading `<dir>/<name>` that mean "no such route file". */

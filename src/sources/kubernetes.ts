@@ -3,7 +3,7 @@ import { ApiException, CoreV1Api, KubeConfig, Observable, Watch, type Configurat
 import { ConfigError, ResyncRequired, SourceError, errorMessage } from '../errors.ts';
 import type { Logger } from '../observe/log.ts';
 import type { DriverFactory } from './driver.ts';
-import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
+import { WriteConflict, contentRevision, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from './source.ts';
 import { addressOf, tcpProbe, type Address } from './probe.ts';
 
 /**
@@ -60,7 +60,7 @@ const WATCH_GRACE_MS = 60_000;
 
 type Merged = Map<string, { value: string; from: string }>;
 
-export class KubernetesDriver implements StoreDriver {
+export class KubernetesDriver implements StoreDriver, WritableStore {
   /** A dropped watch resumes from the last resourceVersion; 410 makes it re-list. */
   readonly resumable = true;
   private readonly api: CoreV1Api;
@@ -253,6 +253,62 @@ export class KubernetesDriver implements StoreDriver {
     } catch (err) {
       if (combined.aborted) throw combined.reason;
       throw new SourceError(this.name, `${verb} ${this.where}: ${describeApiError(err)}`, { cause: err });
+    }
+  }
+
+  // ---- writes (admin write API), `configmap_name` mode: revision = SHA-1 of the key's value; each write replaces
+  // the ConfigMap with the resourceVersion it was read at (409 from the API server: read again and retry) ----------
+
+  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
+    const value = (await this.writableMap(signal))?.data?.[key];
+    return value === undefined ? null : { text: value, revision: contentRevision(value) };
+  }
+
+  async writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
+    await this.modify(key, ifRevision, text, signal);
+    return contentRevision(text);
+  }
+
+  async deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
+    return (await this.modify(key, ifRevision, null, signal)) ? '0' : undefined;
+  }
+
+  /** Sets (text) or removes (null) one key of the ConfigMap; false when there was nothing to remove. */
+  private async modify(key: string, ifRevision: string | undefined, text: string | null, signal: AbortSignal): Promise<boolean> {
+    const ref = { name: this.o.configmapName, namespace: this.o.namespace };
+    for (let attempt = 1; ; attempt++) {
+      const cm = await this.writableMap(signal);
+      const current = cm?.data?.[key];
+      const revision = current === undefined ? '0' : contentRevision(current);
+      if (ifRevision !== undefined && revision !== ifRevision) throw new WriteConflict(key, current === undefined ? undefined : revision);
+      if (text === null && current === undefined) return false;
+      try {
+        if (cm === null) {
+          await this.request(signal, 'create', (opts) => this.api.createNamespacedConfigMap({ namespace: this.o.namespace, body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: this.o.configmapName }, data: { [key]: text as string } } }, opts));
+        } else {
+          const data = { ...cm.data };
+          if (text === null) delete data[key];
+          else data[key] = text;
+          // metadata.resourceVersion stays as read: the API server refuses (409) if the map changed since
+          await this.request(signal, 'replace', (opts) => this.api.replaceNamespacedConfigMap({ ...ref, body: { ...cm, data } }, opts));
+        }
+        return true;
+      } catch (err) {
+        const code = err instanceof SourceError && err.cause instanceof ApiException ? err.cause.code : undefined;
+        if ((code === 409 || code === 404) && attempt < 5) continue; // another key of the map changed (or it came or went): read again
+        throw err;
+      }
+    }
+  }
+
+  /** The ConfigMap the source reads (null when absent); writes need `configmap_name` mode. */
+  private async writableMap(signal: AbortSignal): Promise<V1ConfigMap | null> {
+    if (this.o.labelSelector !== undefined) throw new SourceError(this.name, `writes need configmap_name: with label_selector a new key has no single ConfigMap to go to (${this.where})`);
+    try {
+      return await this.request(signal, 'get', (opts) => this.api.readNamespacedConfigMap({ name: this.o.configmapName, namespace: this.o.namespace }, opts));
+    } catch (err) {
+      if (err instanceof SourceError && err.cause instanceof ApiException && err.cause.code === 404) return null;
+      throw err;
     }
   }
 

@@ -6,7 +6,7 @@ import type { Metrics } from '../metrics/metrics.ts';
 import type { Logger } from '../observe/log.ts';
 import type { OptionReader } from '../config/options.ts';
 import type { DriverFactory } from './driver.ts';
-import type { Change, Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
+import { WriteConflict, contentRevision, type Change, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from './source.ts';
 import { abortable } from '../util/async.ts';
 import { tcpProbe } from './probe.ts';
 import { readHostPort, readTimeout, readTlsFiles, type HostPort, type TlsFiles } from './driver-options.ts';
@@ -67,6 +67,25 @@ export interface RedisDriverOptions {
 
 type Client = Redis | Cluster;
 
+/**
+ * The write API's one round trip: compare (If-Match, ARGV[2]; `0` = absent) → SET or DEL → PUBLISH.
+ * Returns {0, current revision} on a conflict, {1, ''} when written, {2, ''} when there was nothing to delete.
+ */
+const WRITE_SCRIPT = `
+local v = redis.call('GET', KEYS[1])
+local cur = '0'
+if v then cur = redis.sha1hex(v) end
+if ARGV[2] ~= '' and cur ~= ARGV[2] then return {0, cur} end
+if ARGV[3] == 'del' then
+  if not v then return {2, ''} end
+  redis.call('DEL', KEYS[1])
+else
+  redis.call('SET', KEYS[1], ARGV[1])
+end
+if ARGV[4] ~= '' then redis.call('PUBLISH', ARGV[4], ARGV[5]) end
+return {1, ''}
+`;
+
 /** Keyspace events that remove a key from the store (UNLINK and GETDEL report `del`). */
 const REMOVED = new Set(['del', 'expired', 'evicted', 'rename_from', 'move_from']);
 /** Keyspace events that do not change a value. */
@@ -83,7 +102,7 @@ export function globEscape(s: string): string {
   return s.replace(/[\\*?[\]]/g, '\\$&');
 }
 
-export class RedisDriver implements StoreDriver {
+export class RedisDriver implements StoreDriver, WritableStore {
   readonly resumable = false;
   private tls: ConnectionOptions | undefined;
   private data: Client | undefined;
@@ -255,6 +274,38 @@ export class RedisDriver implements StoreDriver {
     if (this.data !== undefined) drop(this.data);
     this.data = undefined;
     this.metrics.poolTotal.set({ source_type: 'redis', instance: this.instance }, 0);
+  }
+
+  // ---- writes (admin write API): revision = SHA-1 of the value; one Lua script checks, writes, notifies ----
+
+  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
+    const text = await this.get(key, signal);
+    if (text === null) return null;
+    const value = typeof text === 'string' ? text : Buffer.from(text).toString('utf8');
+    return { text: value, revision: contentRevision(value) };
+  }
+
+  async writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
+    await this.writeScript(key, text, ifRevision, signal);
+    return contentRevision(text);
+  }
+
+  async deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
+    return (await this.writeScript(key, null, ifRevision, signal)) ? '0' : undefined;
+  }
+
+  /**
+   * SET (text) or DEL (null) of one key, atomically with the If-Match compare and — unless the source follows
+   * keyspace notifications, which Redis sends itself — the `pubsub_channel` notification. False: nothing to delete.
+   */
+  private async writeScript(key: string, text: string | null, ifRevision: string | undefined, signal: AbortSignal): Promise<boolean> {
+    const client = await this.client(signal);
+    const full = this.o.prefix + key;
+    const channel = this.o.keyspaceNotify ? '' : this.o.pubsubChannel;
+    const message = `${text === null ? 'delete' : 'update'}:${full}`;
+    const result = (await abortable(signal, client.eval(WRITE_SCRIPT, 1, full, text ?? '', ifRevision ?? '', text === null ? 'del' : 'set', channel, message))) as [number, string];
+    if (result[0] === 0) throw new WriteConflict(key, result[1] === '0' ? undefined : result[1]);
+    return result[0] === 1;
   }
 
   // ---- internals -------------------------------------------------------------------------------------

@@ -27,6 +27,9 @@ import {
   type SourceType,
   type StoreDriver,
   type StoredValue,
+  type WritableSource,
+  type WritableStore,
+  isWritable,
 } from './source.ts';
 
 /**
@@ -78,7 +81,7 @@ const RECOVERY_QUICK_RETRIES = 4;
 /** Health-probe period of a lazy store (no listing) whose driver sets no `pollIntervalMs`. */
 const LAZY_PROBE_INTERVAL_MS = 30_000;
 
-export class SourceRuntime implements RouteSource {
+export class SourceRuntime implements RouteSource, WritableSource {
   readonly name: string;
   readonly type: SourceType;
   private readonly driver: StoreDriver;
@@ -113,6 +116,8 @@ export class SourceRuntime implements RouteSource {
   private resyncWanted = false;
   private initialDone!: () => void;
   private readonly initialLoad = new Promise<void>((resolve) => (this.initialDone = resolve));
+  /** Writers waiting for a key to be applied (awaitApplied): re-checked whenever that key changes. */
+  private readonly waiters = new Map<string, Set<() => void>>();
   private readonly labels: { parse: { inc(): void }; put: { inc(): void }; del: { inc(): void }; resync: { inc(): void }; error: { inc(): void }; hit: { inc(): void }; miss: { inc(): void } };
 
   constructor(name: string, type: SourceType, driver: StoreDriver, options: RuntimeOptions, deps: RuntimeDeps) {
@@ -454,6 +459,7 @@ export class SourceRuntime implements RouteSource {
       return null;
     }
     this.cache.set(key, route);
+    this.notifyWaiters(key);
     this.deps.events?.configUpdated?.({ key, source: this.name, source_type: this.type, ...(previous?.config.version !== undefined ? { old_version: previous.config.version } : {}), ...(route.config.version !== undefined ? { new_version: route.config.version } : {}) });
     return route;
   }
@@ -587,7 +593,43 @@ export class SourceRuntime implements RouteSource {
   }
 
   private publishDeleted(key: string, previous: CompiledRoute | undefined): void {
+    this.notifyWaiters(key);
     this.deps.events?.configDeleted?.({ key, source: this.name, source_type: this.type, ...(previous?.config.version !== undefined ? { last_version: previous.config.version } : {}) });
+  }
+
+  // ---- writes (admin write API) ----------------------------------------------------------------------
+
+  writer(): WritableStore | undefined {
+    return isWritable(this.driver) ? this.driver : undefined;
+  }
+
+  get maxValueSize(): number {
+    return this.limits.maxValueSize;
+  }
+
+  awaitApplied(key: string, text: string | null, timeoutMs: number): Promise<boolean> {
+    const done = (): boolean => (text === null ? this.cache.get(key) === undefined : this.cache.get(key)?.raw === text);
+    if (done()) return Promise.resolve(true);
+    return new Promise((resolve) => {
+      let set = this.waiters.get(key);
+      if (set === undefined) this.waiters.set(key, (set = new Set()));
+      const finish = (ok: boolean): void => {
+        clearTimeout(timer);
+        set.delete(check);
+        if (set.size === 0 && this.waiters.get(key) === set) this.waiters.delete(key);
+        resolve(ok);
+      };
+      const check = (): void => {
+        if (done()) finish(true);
+      };
+      const timer = setTimeout(() => finish(false), timeoutMs);
+      set.add(check);
+    });
+  }
+
+  private notifyWaiters(key: string): void {
+    const set = this.waiters.get(key);
+    if (set !== undefined) for (const check of [...set]) check();
   }
 
   // ---- health ----------------------------------------------------------------------------------------

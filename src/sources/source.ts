@@ -1,3 +1,4 @@
+import { createHash } from 'node:crypto';
 import type { CompiledRoute } from '../route/compile.ts';
 import type { CacheStats } from '../cache/route-cache.ts';
 import type { RouteParseError } from '../errors.ts';
@@ -133,4 +134,54 @@ export interface StoreDriver {
    */
   warning?(): string | undefined;
   close(): Promise<void>;
+}
+
+// ---- writes (the admin write API, docs/admin-write.md) ------------------------------------------------
+
+/** A stored route as the write API shows it: the text and the store's revision of it (a string for every store). */
+export interface StoredRoute {
+  text: string;
+  revision: string;
+}
+
+/**
+ * The optional write capability of a driver: writes go to the store with the driver's own client, and take
+ * effect when the driver's watch delivers them. `ifRevision` is optimistic concurrency (`If-Match`): the write
+ * happens only when the stored revision still is that one — `'0'` means "the key must not exist" — else the
+ * driver throws WriteConflict. Each returns the revision after the write (`delete`: undefined when nothing was
+ * there).
+ */
+export interface WritableStore {
+  readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null>;
+  writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string>;
+  deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined>;
+}
+
+export function isWritable(driver: object): driver is WritableStore {
+  const d = driver as Partial<WritableStore>;
+  return typeof d.readRoute === 'function' && typeof d.writeRoute === 'function' && typeof d.deleteRoute === 'function';
+}
+
+/** The stored revision is not the one `If-Match` named (412). */
+export class WriteConflict extends Error {
+  constructor(
+    readonly key: string,
+    readonly current: string | undefined,
+  ) {
+    super(`${key}: the stored revision is ${current === undefined ? 'absent (no such key)' : JSON.stringify(current)}, not the one If-Match named`);
+  }
+}
+
+/** A route source that can be written (SourceRuntime over a WritableStore driver). */
+export interface WritableSource {
+  writer(): WritableStore | undefined;
+  /** Largest value the source accepts (`max_value_size`). */
+  readonly maxValueSize: number;
+  /** Resolves true once the cache serves `text` for `key` (null: no route), false after `timeoutMs`. */
+  awaitApplied(key: string, text: string | null, timeoutMs: number): Promise<boolean>;
+}
+
+/** Revision of stores that keep none (files, Redis): the SHA-1 of the text, as Redis' own `redis.sha1hex` gives it. */
+export function contentRevision(text: string): string {
+  return createHash('sha1').update(text, 'utf8').digest('hex');
 }

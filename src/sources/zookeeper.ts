@@ -1,8 +1,8 @@
 import zookeeper from 'node-zookeeper-client';
-import type { Client, Event } from 'node-zookeeper-client';
+import type { Client, Event, Stat } from 'node-zookeeper-client';
 import { SourceError } from '../errors.ts';
 import type { DriverFactory } from './driver.ts';
-import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
+import { WriteConflict, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from './source.ts';
 import { abortable } from '../util/async.ts';
 import { addressOf, tcpProbe } from './probe.ts';
 import { readHostPort } from './driver-options.ts';
@@ -90,7 +90,7 @@ class Session {
   };
 }
 
-export class ZooKeeperDriver implements StoreDriver {
+export class ZooKeeperDriver implements StoreDriver, WritableStore {
   private session: Session | undefined;
   private closed = false;
 
@@ -337,6 +337,60 @@ export class ZooKeeperDriver implements StoreDriver {
     });
   }
 
+  // ---- writes (admin write API): revision = the node's mzxid; the write itself is conditional on its version ---
+
+  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
+    const node = await this.node(key, signal);
+    return node === null ? null : { text: node.data.toString('utf8'), revision: zxid(node.stat) };
+  }
+
+  async writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
+    const s = await this.connected(signal);
+    const path = this.path(key);
+    const data = Buffer.from(text, 'utf8');
+    for (;;) {
+      const node = await this.node(key, signal);
+      if (ifRevision !== undefined && (node === null ? '0' : zxid(node.stat)) !== ifRevision) throw new WriteConflict(key, node === null ? undefined : zxid(node.stat));
+      try {
+        if (node === null) await abortable(signal, op<string>((cb) => s.client.create(path, data, cb)));
+        // the version of what was compared: a write in between fails with BAD_VERSION
+        else await abortable(signal, op<Stat>((cb) => s.client.setData(path, data, node.stat.version, cb)));
+      } catch (err) {
+        const raced = isCode(err, Exception.NODE_EXISTS) || isCode(err, Exception.BAD_VERSION) || isCode(err, Exception.NO_NODE);
+        if (!raced) throw this.wrap(`write ${key}`, err);
+        if (ifRevision !== undefined) throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
+        continue; // unconditional: someone else wrote in between; write over it
+      }
+      return (await this.readRoute(key, signal))?.revision ?? '0';
+    }
+  }
+
+  async deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
+    const s = await this.connected(signal);
+    const node = await this.node(key, signal);
+    if (ifRevision !== undefined && (node === null ? '0' : zxid(node.stat)) !== ifRevision) throw new WriteConflict(key, node === null ? undefined : zxid(node.stat));
+    if (node === null) return undefined;
+    try {
+      await abortable(signal, op<void>((cb) => s.client.remove(this.path(key), ifRevision === undefined ? -1 : node.stat.version, (err) => cb(err, undefined))));
+    } catch (err) {
+      if (isCode(err, Exception.NO_NODE) && ifRevision === undefined) return undefined;
+      if (isCode(err, Exception.BAD_VERSION) || isCode(err, Exception.NO_NODE)) throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
+      throw this.wrap(`delete ${key}`, err);
+    }
+    return '0';
+  }
+
+  private async node(key: string, signal: AbortSignal): Promise<{ data: Buffer; stat: Stat } | null> {
+    if (key === '' || key.includes('/')) throw new SourceError(this.name, `key ${JSON.stringify(key)}: a ZooKeeper child name cannot be empty or contain '/'`);
+    const s = await this.connected(signal);
+    try {
+      return await abortable(signal, new Promise<{ data: Buffer; stat: Stat }>((resolve, reject) => s.client.getData(this.path(key), (err, data, stat) => (err ? reject(err) : resolve({ data: data ?? Buffer.alloc(0), stat })))));
+    } catch (err) {
+      if (isCode(err, Exception.NO_NODE)) return null;
+      throw this.wrap(`get ${key}`, err);
+    }
+  }
+
   private path(name: string): string {
     return this.o.basePath === '/' ? `/${name}` : `${this.o.basePath}/${name}`;
   }
@@ -353,6 +407,11 @@ function childName(base: string, path: string): string | undefined {
   if (!path.startsWith(prefix)) return undefined;
   const name = path.slice(prefix.length);
   return name === '' || name.includes('/') ? undefined : name;
+}
+
+/** A node's revision for the write API: its mzxid (the transaction that last changed it; never 0). */
+function zxid(stat: Stat): string {
+  return stat.mzxid.readBigUInt64BE(0).toString();
 }
 
 function isCode(err: unknown, code: number): boolean {

@@ -1,7 +1,7 @@
 import { SourceError } from '../../errors.ts';
 import type { OptionReader } from '../../config/options.ts';
 import type { DriverFactory } from '../driver.ts';
-import type { Change, PollResult, Revision, Snapshot, StoreDriver, StoredValue, WatchContext } from '../source.ts';
+import { WriteConflict, contentRevision, type Change, type PollResult, type Revision, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from '../source.ts';
 import type { SqlDialect, SqlListener, SqlRow } from './dialect.ts';
 import { tcpProbe } from '../probe.ts';
 
@@ -68,7 +68,7 @@ interface Cursor {
   key: string;
 }
 
-export class SqlDriver implements StoreDriver {
+export class SqlDriver implements StoreDriver, WritableStore {
   readonly pollIntervalMs: number | undefined;
   readonly poll: StoreDriver['poll'];
   readonly watch: StoreDriver['watch'];
@@ -239,6 +239,79 @@ export class SqlDriver implements StoreDriver {
       wake = undefined;
       await listener.close();
     }
+  }
+
+  // ---- writes (admin write API): revision = SHA-1 of the stored text; If-Match guards the statement on that text ----
+
+  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
+    const value = await this.get(key, signal);
+    if (value === null) return null;
+    const t = text(value);
+    return { text: t, revision: contentRevision(t) };
+  }
+
+  async writeRoute(key: string, value: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
+    const w = this.writeSql();
+    if (ifRevision === undefined) {
+      await this.query(w.upsert, [key, value], signal);
+    } else {
+      const current = await this.readRoute(key, signal);
+      if ((current?.revision ?? '0') !== ifRevision) throw new WriteConflict(key, current?.revision);
+      if (current === null) {
+        // create only: a plain INSERT (a unique violation is a conflict), or revive a soft-deleted row
+        try {
+          await this.query(w.insert, [key, value], signal);
+        } catch (err) {
+          const now = await this.readRoute(key, signal);
+          if (now !== null) throw new WriteConflict(key, now.revision);
+          if (w.revive === undefined) throw err;
+          await this.query(w.revive, [value, key], signal);
+        }
+      } else await this.query(w.update, [value, key, current.text], signal);
+    }
+    // the statements report no row counts through every client: what is stored now tells whether this write won
+    const after = await this.readRoute(key, signal);
+    if (after?.text !== value) throw new WriteConflict(key, after?.revision);
+    return after.revision;
+  }
+
+  async deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
+    const current = await this.readRoute(key, signal);
+    if (ifRevision !== undefined && (current?.revision ?? '0') !== ifRevision) throw new WriteConflict(key, current?.revision);
+    if (current === null) return undefined;
+    const w = this.writeSql();
+    await this.query(w.remove, [key, current.text], signal);
+    const after = await this.readRoute(key, signal);
+    if (after !== null) throw new WriteConflict(key, after.revision);
+    return '0';
+  }
+
+  /**
+   * The write statements: an upsert on the key column (it must be UNIQUE), and updates guarded by the text they
+   * replace. Soft delete (`deleted_at_column`) sets the column and a write clears it; in incremental mode each
+   * write also sets `updated_at_column` (the cursor must move on every change).
+   */
+  private writeSql(): { upsert: string; insert: string; update: string; revive?: string; remove: string } {
+    const db = this.db;
+    const q = (id: string): string => db.quote(id);
+    const pg = db.name === 'postgres';
+    const p = (n: number): string => db.placeholder(n);
+    const [table, key, col] = [q(this.o.table), q(this.o.keyColumn), q(this.o.configColumn)];
+    const now = pg ? 'clock_timestamp()' : 'CURRENT_TIMESTAMP(6)';
+    const touch = this.o.refreshMode === 'incremental' ? `, ${q(this.o.updatedAtColumn)} = ${now}` : '';
+    const del = this.o.deletedAtColumn !== undefined ? q(this.o.deletedAtColumn) : undefined;
+    const alive = del !== undefined ? ` AND ${del} IS NULL` : '';
+    const revive = del !== undefined ? `, ${del} = NULL` : '';
+    // the stored text, compared exactly (MySQL: bytewise, not by collation)
+    const same = (n: number): string => (pg ? `${db.asText(col)} = ${p(n)}` : `BINARY ${col} = ${p(n)}`);
+    const setValue = pg ? `${col} = EXCLUDED.${col}` : `${col} = VALUES(${col})`;
+    return {
+      upsert: `INSERT INTO ${table} (${key}, ${col}) VALUES (${p(1)}, ${p(2)}) ${pg ? `ON CONFLICT (${key}) DO UPDATE SET` : 'ON DUPLICATE KEY UPDATE'} ${setValue}${revive}${touch}`,
+      insert: `INSERT INTO ${table} (${key}, ${col}) VALUES (${p(1)}, ${p(2)})`,
+      update: `UPDATE ${table} SET ${col} = ${p(1)}${touch} WHERE ${key} = ${p(2)}${alive} AND ${same(3)}`,
+      ...(del !== undefined ? { revive: `UPDATE ${table} SET ${col} = ${p(1)}${revive}${touch} WHERE ${key} = ${p(2)} AND ${del} IS NOT NULL` } : {}),
+      remove: del !== undefined ? `UPDATE ${table} SET ${del} = ${now}${touch} WHERE ${key} = ${p(1)}${alive} AND ${same(2)}` : `DELETE FROM ${table} WHERE ${key} = ${p(1)} AND ${same(2)}`,
+    };
   }
 
   private async query(sql: string, params: readonly unknown[], signal: AbortSignal): Promise<SqlRow[]> {
