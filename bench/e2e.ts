@@ -54,7 +54,10 @@ export function cpuMs(pid: number | undefined): number {
 
 /** A Node child process running `code` (an ES module, TypeScript through tsx); ready when `port` accepts. */
 export async function child(name: string, code: string, port: number): Promise<ChildProcess> {
-  const proc = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], { cwd: ROOT, stdio: ['ignore', 'ignore', 'pipe'] });
+  const proc = spawn(process.execPath, ['--import', 'tsx', '--input-type=module', '-e', code], {
+    cwd: ROOT,
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
   let err = '';
   proc.stderr?.on('data', (c: Buffer) => (err += c.toString()));
   const deadline = Date.now() + 15_000;
@@ -79,14 +82,26 @@ export async function stopChild(proc: ChildProcess): Promise<void> {
 
 /** One autocannon run; `pids` are Caddy, the responder Caddy asks (if any) and the backend, for CPU accounting. */
 async function load(url: string, seconds: number, pids: { caddy: number; responder?: number; backend: number }): Promise<Measured> {
-  const before = { caddy: cpuMs(pids.caddy), responder: pids.responder === undefined ? 0 : cpuMs(pids.responder), backend: cpuMs(pids.backend) };
+  const before = {
+    caddy: cpuMs(pids.caddy),
+    responder: pids.responder === undefined ? 0 : cpuMs(pids.responder),
+    backend: cpuMs(pids.backend),
+  };
   const r = await autocannon({ url, connections: CONNECTIONS, duration: seconds, headers: { 'x-tenant': 'bench' } });
   const cpu = {
     caddy: cpuMs(pids.caddy) - before.caddy,
     responder: pids.responder === undefined ? 0 : cpuMs(pids.responder) - before.responder,
     backend: cpuMs(pids.backend) - before.backend,
   };
-  return { rps: r.requests.average, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx, errors: r.errors, requests: r.requests.total, cpu };
+  return {
+    rps: r.requests.average,
+    p50: r.latency.p50,
+    p99: r.latency.p99,
+    non2xx: r.non2xx,
+    errors: r.errors,
+    requests: r.requests.total,
+    cpu,
+  };
 }
 
 /** Extracts the `(name) { … }` snippet from generated Caddyfile text, renamed. */
@@ -102,7 +117,13 @@ export async function benchE2e(): Promise<string> {
   const procs: ChildProcess[] = [];
   let caddy: Awaited<ReturnType<typeof startCaddy>> | undefined;
   try {
-    const [backendPort, trivialPort, listenPort, adminPort, dnsPort] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()] as [number, number, number, number, number];
+    const [backendPort, trivialPort, listenPort, adminPort, dnsPort] = [
+      await freePort(),
+      await freePort(),
+      await freePort(),
+      await freePort(),
+      await freePort(),
+    ] as [number, number, number, number, number];
     const backend = `127.0.0.1:${backendPort}`;
     procs.push(
       await child(
@@ -180,7 +201,8 @@ export async function benchE2e(): Promise<string> {
     for (const s of SCENARIOS) {
       const res = await fetch(url(s), { headers: { 'x-tenant': 'bench' } });
       const body = await res.text();
-      if (res.status !== 200 || !body.startsWith('Hello from backend')) throw new Error(`${s}: HTTP ${res.status} ${body.slice(0, 200)}\n${caddy.logs().slice(-2000)}`);
+      if (res.status !== 200 || !body.startsWith('Hello from backend'))
+        throw new Error(`${s}: HTTP ${res.status} ${body.slice(0, 200)}\n${caddy.logs().slice(-2000)}`);
     }
 
     // warm every path, then measure in 1 s slices, interleaved (forward, then reversed order), so that the

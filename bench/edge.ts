@@ -20,7 +20,14 @@ const IDLE = 2000;
 
 async function start(extra: Record<string, unknown>): Promise<{ service: Service; lines: Array<{ level: number; msg: string }> }> {
   const { logger, lines } = captureLogs('info');
-  const config = parseConfig(JSON.stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, ...extra, policies: { default: { key: '{http.request.header.X-Tenant}', pool: ['10.0.0.1:80'] } } }));
+  const config = parseConfig(
+    JSON.stringify({
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      ...extra,
+      policies: { default: { key: '{http.request.header.X-Tenant}', pool: ['10.0.0.1:80'] } },
+    }),
+  );
   const service = await buildService(config, { logger, metrics: new Metrics() });
   await service.start();
   return { service, lines };
@@ -62,8 +69,13 @@ async function malformed(): Promise<string[]> {
       const out = await raw(service.addresses[listener] as string, request);
       await new Promise((r) => setTimeout(r, 50));
       const body = out.slice(out.indexOf('\r\n\r\n') + 4);
-      const logged = lines.slice(before).filter((l) => l.level >= 30).map((l) => `${l.level >= 50 ? 'error' : l.level >= 40 ? 'warn' : 'info'}: ${l.msg}`);
-      rows.push(`| ${listener} | ${what} | ${out.split('\r\n')[0]?.replace('HTTP/1.1 ', '') ?? '-'} | ${body.startsWith('{') ? 'yes' : 'no'} | ${logged.length === 0 ? '0' : logged.join('; ')} |`);
+      const logged = lines
+        .slice(before)
+        .filter((l) => l.level >= 30)
+        .map((l) => `${l.level >= 50 ? 'error' : l.level >= 40 ? 'warn' : 'info'}: ${l.msg}`);
+      rows.push(
+        `| ${listener} | ${what} | ${out.split('\r\n')[0]?.replace('HTTP/1.1 ', '') ?? '-'} | ${body.startsWith('{') ? 'yes' : 'no'} | ${logged.length === 0 ? '0' : logged.join('; ')} |`,
+      );
     }
   } finally {
     await service.stop();
@@ -100,7 +112,9 @@ async function idle(label: string, extra: Record<string, unknown>): Promise<stri
       const deadline = performance.now() + 20_000;
       while (settled < IDLE && performance.now() < deadline) await new Promise((r) => setTimeout(r, 50));
       await new Promise((r) => setTimeout(r, 1000)); // the server closes dropped connections at once
-      const held = execFileSync('ss', ['-Htn', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' }).split('\n').filter((l) => l.trim() !== '').length;
+      const held = execFileSync('ss', ['-Htn', 'state', 'established', `( sport = :${port} )`], { encoding: 'utf8' })
+        .split('\n')
+        .filter((l) => l.trim() !== '').length;
       cells.push(`${held}`);
       for (const s of sockets) s.destroy();
       await new Promise((r) => setTimeout(r, 200));
@@ -136,9 +150,23 @@ function guardCompile(): string[] {
 }
 
 export async function benchEdge(): Promise<string> {
-  const out = ['## Hostile clients at the edge', '', ...(await malformed()), '', `Idle connections kept open out of ${IDLE} per listener:`, '', '| caps | listen | admin |', '|---|---|---|'];
+  const out = [
+    '## Hostile clients at the edge',
+    '',
+    ...(await malformed()),
+    '',
+    `Idle connections kept open out of ${IDLE} per listener:`,
+    '',
+    '| caps | listen | admin |',
+    '|---|---|---|',
+  ];
   out.push(await idle('defaults (max_connections 4096, admin 256)', {}));
-  out.push(await idle('max_connections 1000, admin.max_connections 100', { max_connections: 1000, admin: { listen: '127.0.0.1:0', max_connections: 100 } }));
+  out.push(
+    await idle('max_connections 1000, admin.max_connections 100', {
+      max_connections: 1000,
+      admin: { listen: '127.0.0.1:0', max_connections: 100 },
+    }),
+  );
   out.push('', 'The upstream guard runs when a route is compiled (the request path reads one flag):', '', ...guardCompile());
   return out.join('\n');
 }

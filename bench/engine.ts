@@ -128,7 +128,13 @@ export async function benchEngine(): Promise<string> {
     get: async () => null,
     close: async () => undefined,
   };
-  const runtime = new SourceRuntime('bench', 'file', driver, { maxCacheSize: 200_000 }, { metrics: new Metrics(), parseErrors: new ParseErrorLog(), compile: { algorithms, state }, logger: silentLogger });
+  const runtime = new SourceRuntime(
+    'bench',
+    'file',
+    driver,
+    { maxCacheSize: 200_000 },
+    { metrics: new Metrics(), parseErrors: new ParseErrorLog(), compile: { algorithms, state }, logger: silentLogger },
+  );
   const loadStart = performance.now();
   await runtime.start();
   const loadMs = performance.now() - loadStart;

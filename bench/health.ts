@@ -51,7 +51,11 @@ function views(count: number): RequestView[] {
 
 function routeFor(name: AlgorithmName, n: number, health: HealthTable | undefined): CompiledRoute {
   const upstreams = Array.from({ length: n }, (_, i) => ({ address: `10.1.${i >> 8}.${i & 255}:8080`, weight: 1 + (i % 3) }));
-  return compileRoute('tenant-bench', { rules: [{ match: {}, upstreams, priority: 0, algorithm: name, algorithm_key: 'X-User' }] }, { algorithms, state: new UpstreamStateTable(), ...(health ? { health } : {}) });
+  return compileRoute(
+    'tenant-bench',
+    { rules: [{ match: {}, upstreams, priority: 0, algorithm: name, algorithm_key: 'X-User' }] },
+    { algorithms, state: new UpstreamStateTable(), ...(health ? { health } : {}) },
+  );
 }
 
 /**
@@ -93,7 +97,8 @@ function selectionRows(): string[] {
     ['consistent_hash', 100],
   ];
   for (const [name, n] of cases) {
-    const policy = (health: HealthTable | undefined): Policy => policyFor(fixedSource(routeFor(name, n, health)), new UpstreamStateTable(), health);
+    const policy = (health: HealthTable | undefined): Policy =>
+      policyFor(fixedSource(routeFor(name, n, health)), new UpstreamStateTable(), health);
     const off = policy(undefined);
     const onTable = new HealthTable();
     const on = policy(onTable);
@@ -104,9 +109,15 @@ function selectionRows(): string[] {
       const d = decide(p, vs[i & 4095] as RequestView);
       if (d.route === 'hit') sink += d.upstream.length;
     };
-    const [rOff, rOn, rDown] = timeInterleaved([run(off), run(on), run(down)]) as [{ p50: number; p99: number }, { p50: number; p99: number }, { p50: number; p99: number }];
+    const [rOff, rOn, rDown] = timeInterleaved([run(off), run(on), run(down)]) as [
+      { p50: number; p99: number },
+      { p50: number; p99: number },
+      { p50: number; p99: number },
+    ];
     const ratio = rOn.p99 / rOff.p99;
-    rows.push(`| ${name} | ${n} | ${rOff.p50.toFixed(3)} / ${rOff.p99.toFixed(3)} | ${rOn.p50.toFixed(3)} / ${rOn.p99.toFixed(3)} | ${ratio >= 1 ? '+' : ''}${((ratio - 1) * 100).toFixed(1)} % | ${rDown.p50.toFixed(3)} / ${rDown.p99.toFixed(3)} |`);
+    rows.push(
+      `| ${name} | ${n} | ${rOff.p50.toFixed(3)} / ${rOff.p99.toFixed(3)} | ${rOn.p50.toFixed(3)} / ${rOn.p99.toFixed(3)} | ${ratio >= 1 ? '+' : ''}${((ratio - 1) * 100).toFixed(1)} % | ${rDown.p50.toFixed(3)} / ${rDown.p99.toFixed(3)} |`,
+    );
   }
   return rows;
 }
@@ -142,7 +153,10 @@ async function startBackends(total: number): Promise<{ addresses: string[]; stop
   const jobs: Array<Promise<void>> = [];
   for (let start = 0; start < total; start += perChild) {
     const count = Math.min(perChild, total - start);
-    const child = fork(self, [CHILD_FLAG, String(count)], { execArgv: ['--import', 'tsx'], stdio: ['ignore', 'inherit', 'inherit', 'ipc'] });
+    const child = fork(self, [CHILD_FLAG, String(count)], {
+      execArgv: ['--import', 'tsx'],
+      stdio: ['ignore', 'inherit', 'inherit', 'ipc'],
+    });
     children.push(child);
     jobs.push(
       new Promise<void>((resolve, reject) => {
@@ -162,8 +176,14 @@ async function probingRow(total: number, intervalMs: number, measureMs: number):
   const backends = await startBackends(total);
   const metrics = new Metrics();
   const table = new HealthTable();
-  const active = readHealthChecks(new OptionReader({ active: { uri: '/health', interval: `${intervalMs}ms`, timeout: '2s' } }, 'health_checks'));
-  const service = new HealthService([{ name: 'bench', checks: active, pool: backends.addresses, coarse: false, sources: () => [] }], { table, metrics, logger: silentLogger });
+  const active = readHealthChecks(
+    new OptionReader({ active: { uri: '/health', interval: `${intervalMs}ms`, timeout: '2s' } }, 'health_checks'),
+  );
+  const service = new HealthService([{ name: 'bench', checks: active, pool: backends.addresses, coarse: false, sources: () => [] }], {
+    table,
+    metrics,
+    logger: silentLogger,
+  });
   try {
     service.start();
     await new Promise((r) => setTimeout(r, intervalMs + 1500)); // every upstream probed once, connections open
@@ -197,7 +217,9 @@ async function probingRow(total: number, intervalMs: number, measureMs: number):
 
 export async function benchHealth(): Promise<string> {
   const selection = process.env.HEALTH_BENCH_PROBES_ONLY ? [] : selectionRows();
-  const probing = process.env.HEALTH_BENCH_SELECTION_ONLY ? [] : [await probingRow(0, 5000, 10_000), await probingRow(1000, 5000, 10_000), await probingRow(10_000, 5000, 10_000)];
+  const probing = process.env.HEALTH_BENCH_SELECTION_ONLY
+    ? []
+    : [await probingRow(0, 5000, 10_000), await probingRow(1000, 5000, 10_000), await probingRow(10_000, 5000, 10_000)];
   return [
     '### Health: cached selection (`decide`) with health off / on / one upstream down, µs per selection (each timed alone), p50 / p99',
     '',

@@ -34,12 +34,29 @@ const VALUES: ReadonlyArray<{ name: string; values: () => Array<[string, string]
   { name: 'YAML, 15k keys', values: () => [['t', `upstream: 10.0.0.1:80\n${keys(15_000)}`]] },
   { name: 'YAML, 10k upstreams', values: () => [['t', `rules:\n  - upstreams:\n${addresses(10_000)}`]] },
   { name: 'YAML, 1 MB quoted string', values: () => [['t', `upstream: "${'a'.repeat(1 << 20)}"\nx: 1`]] },
-  { name: '200 values of 40 KB YAML', values: () => Array.from({ length: 200 }, (_, j) => [`t${j}`, `upstream: 10.0.0.1:80\nmetadata:\n${Array.from({ length: 2500 }, (_, i) => `  m${i}: v${j}`).join('\n')}`]) },
-  { name: '20k small values', values: () => Array.from({ length: 20_000 }, (_, j) => [`t${j}`, `rules:\n  - match: {http.request.header.X-V: v2}\n    upstreams: [10.0.0.${j % 250}:80]\n  - upstreams: [{address: 10.0.1.1:80, weight: 3}, 10.0.1.2:80]\n`]) },
+  {
+    name: '200 values of 40 KB YAML',
+    values: () =>
+      Array.from({ length: 200 }, (_, j) => [
+        `t${j}`,
+        `upstream: 10.0.0.1:80\nmetadata:\n${Array.from({ length: 2500 }, (_, i) => `  m${i}: v${j}`).join('\n')}`,
+      ]),
+  },
+  {
+    name: '20k small values',
+    values: () =>
+      Array.from({ length: 20_000 }, (_, j) => [
+        `t${j}`,
+        `rules:\n  - match: {http.request.header.X-V: v2}\n    upstreams: [10.0.0.${j % 250}:80]\n  - upstreams: [{address: 10.0.1.1:80, weight: 3}, 10.0.1.2:80]\n`,
+      ]),
+  },
 ];
 
 async function benchValues(): Promise<string[]> {
-  const rows = ['| stored values | size | before: loop held (one turn) | after: load time | after: worst loop gap | after: worst turn CPU | routes / parse errors |', '|---|---|---|---|---|---|---|'];
+  const rows = [
+    '| stored values | size | before: loop held (one turn) | after: load time | after: worst loop gap | after: worst turn CPU | routes / parse errors |',
+    '|---|---|---|---|---|---|---|',
+  ];
   for (const c of VALUES) {
     const entries = c.values();
     const size = entries.reduce((n, [, v]) => n + Buffer.byteLength(v), 0);
@@ -55,7 +72,13 @@ async function benchValues(): Promise<string[]> {
     const before = performance.now() - t0;
     const metrics = new Metrics();
     const driver: StoreDriver = { list: async () => ({ entries }), get: async () => null, close: async () => {} };
-    const source = new SourceRuntime('bench', 'etcd', driver, { initialLoadTimeoutMs: 600_000, maxCacheSize: 100_000 }, { metrics, parseErrors: new ParseErrorLog(), compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger });
+    const source = new SourceRuntime(
+      'bench',
+      'etcd',
+      driver,
+      { initialLoadTimeoutMs: 600_000, maxCacheSize: 100_000 },
+      { metrics, parseErrors: new ParseErrorLog(), compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger },
+    );
     await new Promise((r) => setTimeout(r, 50));
     const probe = loopProbe();
     const t1 = performance.now();
@@ -63,14 +86,31 @@ async function benchValues(): Promise<string[]> {
     const load = performance.now() - t1;
     const seen = await probe.stop();
     const errors = (await metrics.parseErrors.get()).values.reduce((n, v) => n + v.value, 0);
-    rows.push(`| ${c.name} | ${(size / 1024).toFixed(0)} KiB | ${ms(before)} | ${ms(load)} | ${ms(seen.worstGapMs)} | ${seen.worstTurnCpuMs} ms | ${source.health().config_count} / ${errors} |`);
+    rows.push(
+      `| ${c.name} | ${(size / 1024).toFixed(0)} KiB | ${ms(before)} | ${ms(load)} | ${ms(seen.worstGapMs)} | ${seen.worstTurnCpuMs} ms | ${source.health().config_count} / ${errors} |`,
+    );
     await source.stop();
   }
   return rows;
 }
 
 async function startService(file: string, extra: Record<string, unknown> = {}): Promise<Service> {
-  const config = parseConfig(JSON.stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, log_level: 'silent', ...extra, policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'random', pool: ['10.9.9.9:80'], data_source: { source: 'file', path: file, max_cache_size: 200_000 } } } }));
+  const config = parseConfig(
+    JSON.stringify({
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      log_level: 'silent',
+      ...extra,
+      policies: {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'random',
+          pool: ['10.9.9.9:80'],
+          data_source: { source: 'file', path: file, max_cache_size: 200_000 },
+        },
+      },
+    }),
+  );
   const service = await buildService(config, { logger: silentLogger, metrics: new Metrics() });
   await service.start();
   return service;
@@ -90,7 +130,10 @@ function get(url: string, headers: Record<string, string> = {}): Promise<{ ms: n
 }
 
 async function selectAll(rpc: RpcHandler, list: readonly string[]): Promise<void> {
-  for (let i = 0; i < list.length; i += 1000) await rpc.handle(JSON.stringify(list.slice(i, i + 1000).map((key, j) => ({ jsonrpc: '2.0', id: i + j, method: 'select', params: { key } }))));
+  for (let i = 0; i < list.length; i += 1000)
+    await rpc.handle(
+      JSON.stringify(list.slice(i, i + 1000).map((key, j) => ({ jsonrpc: '2.0', id: i + j, method: 'select', params: { key } }))),
+    );
 }
 
 async function benchClients(dir: string): Promise<string[]> {
@@ -102,31 +145,52 @@ async function benchClients(dir: string): Promise<string[]> {
   const series = async (): Promise<number> => (await service.metrics.routeMisses.get()).values.length;
   const rows = ['| clients | /metrics size | route_misses series | RSS | loop |', '|---|---|---|---|---|'];
   try {
-    await selectAll(rpc, Array.from({ length: 50 }, (_, i) => `tenant-${i}`));
+    await selectAll(
+      rpc,
+      Array.from({ length: 50 }, (_, i) => `tenant-${i}`),
+    );
     await selectAll(rpc, ['nobody']);
     const size0 = (await get(`${admin}/metrics`)).bytes;
     const s0 = await series();
     const rss0 = process.memoryUsage().rss;
-    await selectAll(rpc, Array.from({ length: 12_000 }, (_, i) => `made-up-${i}-${'x'.repeat(20)}`));
+    await selectAll(
+      rpc,
+      Array.from({ length: 12_000 }, (_, i) => `made-up-${i}-${'x'.repeat(20)}`),
+    );
     const size1 = (await get(`${admin}/metrics`)).bytes;
-    rows.push(`| 12,000 made-up keys (main: 0.85 → 13.7 MB, +12,000 series, +55 MB RSS) | ${(size0 / 1e6).toFixed(3)} → ${(size1 / 1e6).toFixed(3)} MB | ${s0} → ${await series()} | +${((process.memoryUsage().rss - rss0) / 1e6).toFixed(0)} MB | — |`);
-    await selectAll(rpc, Array.from({ length: 300 }, (_, i) => `${i}-${'k'.repeat(64 * 1024)}`));
+    rows.push(
+      `| 12,000 made-up keys (main: 0.85 → 13.7 MB, +12,000 series, +55 MB RSS) | ${(size0 / 1e6).toFixed(3)} → ${(size1 / 1e6).toFixed(3)} MB | ${s0} → ${await series()} | +${((process.memoryUsage().rss - rss0) / 1e6).toFixed(0)} MB | — |`,
+    );
+    await selectAll(
+      rpc,
+      Array.from({ length: 300 }, (_, i) => `${i}-${'k'.repeat(64 * 1024)}`),
+    );
     const size2 = (await get(`${admin}/metrics`)).bytes;
-    rows.push(`| 300 keys of 64 KB (main: +33 MB) | ${(size1 / 1e6).toFixed(3)} → ${(size2 / 1e6).toFixed(3)} MB | ${await series()} | — | — |`);
-    const batch = JSON.stringify(Array.from({ length: 11_000 }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'select', params: { key: `batch-${i}` } })));
+    rows.push(
+      `| 300 keys of 64 KB (main: +33 MB) | ${(size1 / 1e6).toFixed(3)} → ${(size2 / 1e6).toFixed(3)} MB | ${await series()} | — | — |`,
+    );
+    const batch = JSON.stringify(
+      Array.from({ length: 11_000 }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'select', params: { key: `batch-${i}` } })),
+    );
     let probe = loopProbe();
     const t0 = performance.now();
     const answer = await rpc.handle(batch);
     const took = performance.now() - t0;
     let seen = await probe.stop();
-    rows.push(`| JSON-RPC batch of 11,000 selects (main: 0.3 s blocked, +11,000 series) | — | ${await series()} | — | ${JSON.parse(answer ?? '{}').error?.code ?? 'answered'} in ${ms(took)}, worst turn CPU ${seen.worstTurnCpuMs} ms |`);
-    const full = JSON.stringify(Array.from({ length: 1000 }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'select', params: { key: `tenant-${i % 50}` } })));
+    rows.push(
+      `| JSON-RPC batch of 11,000 selects (main: 0.3 s blocked, +11,000 series) | — | ${await series()} | — | ${JSON.parse(answer ?? '{}').error?.code ?? 'answered'} in ${ms(took)}, worst turn CPU ${seen.worstTurnCpuMs} ms |`,
+    );
+    const full = JSON.stringify(
+      Array.from({ length: 1000 }, (_, i) => ({ jsonrpc: '2.0', id: i, method: 'select', params: { key: `tenant-${i % 50}` } })),
+    );
     probe = loopProbe();
     const t1 = performance.now();
     await rpc.handle(full);
     const took1 = performance.now() - t1;
     seen = await probe.stop();
-    rows.push(`| JSON-RPC batch of 1,000 selects (the cap) | — | ${await series()} | — | ${ms(took1)}, worst gap ${ms(seen.worstGapMs)}, worst turn CPU ${seen.worstTurnCpuMs} ms |`);
+    rows.push(
+      `| JSON-RPC batch of 1,000 selects (the cap) | — | ${await series()} | — | ${ms(took1)}, worst gap ${ms(seen.worstGapMs)}, worst turn CPU ${seen.worstTurnCpuMs} ms |`,
+    );
   } finally {
     await service.stop();
   }
@@ -135,13 +199,28 @@ async function benchClients(dir: string): Promise<string[]> {
 
 async function benchScrape(dir: string, n: number): Promise<string[]> {
   const file = join(dir, 'many.json');
-  await writeFile(file, JSON.stringify(Object.fromEntries(Array.from({ length: n }, (_, i) => [`tenant-${i}`, `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:80`]))));
-  const rows = [`| scrape with ${n / 1000}k keys, /select in a loop | /metrics size | scrape time | worst /select during the scrape |`, '|---|---|---|---|'];
-  for (const variant of ['before: prom-client’s one-shot render (as on main)', 'after: /metrics, default ceiling (10k)', 'after: /metrics, ceiling lifted'] as const) {
+  await writeFile(
+    file,
+    JSON.stringify(
+      Object.fromEntries(Array.from({ length: n }, (_, i) => [`tenant-${i}`, `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}:80`])),
+    ),
+  );
+  const rows = [
+    `| scrape with ${n / 1000}k keys, /select in a loop | /metrics size | scrape time | worst /select during the scrape |`,
+    '|---|---|---|---|',
+  ];
+  for (const variant of [
+    'before: prom-client’s one-shot render (as on main)',
+    'after: /metrics, default ceiling (10k)',
+    'after: /metrics, ceiling lifted',
+  ] as const) {
     const lifted = !variant.includes('default');
     const service = await startService(file, lifted ? { metrics: { max_series: n * 2 } } : {});
     try {
-      await selectAll(new RpcHandler(service.policies), Array.from({ length: n }, (_, i) => `tenant-${i}`));
+      await selectAll(
+        new RpcHandler(service.policies),
+        Array.from({ length: n }, (_, i) => `tenant-${i}`),
+      );
       const url = `http://${service.addresses.listen}/select/default`;
       const scrape = variant.startsWith('before')
         ? async (): Promise<{ ms: number; bytes: number }> => {

@@ -53,10 +53,19 @@ export async function benchJwt(): Promise<string> {
 
 async function benchHttp(jwksUrl: string, token: string, dir: string): Promise<string[]> {
   const routes = path.join(dir, 'routes.json');
-  fs.writeFileSync(routes, JSON.stringify({ bench: '127.0.0.1:9101', 't1/svc/blue/i1': '127.0.0.1:9101', 't1/svc/blue': '127.0.0.1:9102' }));
+  fs.writeFileSync(
+    routes,
+    JSON.stringify({ bench: '127.0.0.1:9101', 't1/svc/blue/i1': '127.0.0.1:9101', 't1/svc/blue': '127.0.0.1:9102' }),
+  );
   const [listenPort, adminPort] = [await freePort(), await freePort()];
   const source = { source: 'file', path: routes };
-  const gatewayJwt = { jwks_url: jwksUrl, allow_insecure_jwks: true, issuer: ISSUER, audiences: [AUDIENCE], trusted_sources: ['127.0.0.0/8'] };
+  const gatewayJwt = {
+    jwks_url: jwksUrl,
+    allow_insecure_jwks: true,
+    issuer: ISSUER,
+    audiences: [AUDIENCE],
+    trusted_sources: ['127.0.0.0/8'],
+  };
   const configFile = path.join(dir, 'dynamic-lb.yaml');
   fs.writeFileSync(
     configFile,
@@ -64,10 +73,17 @@ async function benchHttp(jwksUrl: string, token: string, dir: string): Promise<s
       listen: `127.0.0.1:${listenPort}`,
       admin: { listen: `127.0.0.1:${adminPort}` },
       log_level: 'warn',
-      policies: { plain: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: source }, jwt: { fallback: 'none', gateway_jwt: gatewayJwt, data_source: source } },
+      policies: {
+        plain: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: source },
+        jwt: { fallback: 'none', gateway_jwt: gatewayJwt, data_source: source },
+      },
     }),
   );
-  const sidecar = await child('sidecar', `process.argv.splice(1, process.argv.length, 'dynamic-lb', 'serve', '--config', ${JSON.stringify(configFile)}); await import('./cmd/dynamic-lb.ts');`, listenPort);
+  const sidecar = await child(
+    'sidecar',
+    `process.argv.splice(1, process.argv.length, 'dynamic-lb', 'serve', '--config', ${JSON.stringify(configFile)}); await import('./cmd/dynamic-lb.ts');`,
+    listenPort,
+  );
   try {
     const base = `http://127.0.0.1:${listenPort}/select`;
     const scenarios = {
@@ -78,7 +94,14 @@ async function benchHttp(jwksUrl: string, token: string, dir: string): Promise<s
     const once = async (name: keyof typeof scenarios, seconds: number): Promise<Slice> => {
       const before = cpuMs(sidecar.pid);
       const r = await autocannon({ ...scenarios[name], connections: CONNECTIONS, duration: seconds });
-      return { requests: r.requests.total, seconds, cpuMs: cpuMs(sidecar.pid) - before, p50: r.latency.p50, p99: r.latency.p99, non2xx: r.non2xx };
+      return {
+        requests: r.requests.total,
+        seconds,
+        cpuMs: cpuMs(sidecar.pid) - before,
+        p50: r.latency.p50,
+        p99: r.latency.p99,
+        non2xx: r.non2xx,
+      };
     };
     await once('plain', 1);
     await once('jwt', 1);
@@ -99,7 +122,8 @@ async function benchHttp(jwksUrl: string, token: string, dir: string): Promise<s
     };
     const plain = sum('plain');
     const jwt = sum('jwt');
-    const row = (name: string, m: typeof plain): string => `| ${name} | ${m.rps.toFixed(0)} | ${m.p50.toFixed(2)} | ${m.p99.toFixed(2)} | ${m.cpuUs.toFixed(1)} | ${m.non2xx} |`;
+    const row = (name: string, m: typeof plain): string =>
+      `| ${name} | ${m.rps.toFixed(0)} | ${m.p50.toFixed(2)} | ${m.p99.toFixed(2)} | ${m.cpuUs.toFixed(1)} | ${m.non2xx} |`;
     return [
       `### /select over HTTP: cached verified token vs no JWT`,
       '',
@@ -117,8 +141,17 @@ async function benchHttp(jwksUrl: string, token: string, dir: string): Promise<s
   }
 }
 
-async function benchVerify(jwksUrl: string, rsa: Awaited<ReturnType<typeof signingKey>>, ec: Awaited<ReturnType<typeof signingKey>>): Promise<string[]> {
-  const config = parseConfig(stringify({ policies: { default: { gateway_jwt: { jwks_url: jwksUrl, allow_insecure_jwks: true, issuer: ISSUER, audiences: [AUDIENCE] } } } }), 'bench.yaml');
+async function benchVerify(
+  jwksUrl: string,
+  rsa: Awaited<ReturnType<typeof signingKey>>,
+  ec: Awaited<ReturnType<typeof signingKey>>,
+): Promise<string[]> {
+  const config = parseConfig(
+    stringify({
+      policies: { default: { gateway_jwt: { jwks_url: jwksUrl, allow_insecure_jwks: true, issuer: ISSUER, audiences: [AUDIENCE] } } },
+    }),
+    'bench.yaml',
+  );
   const jwtConfig = config.policies[0]?.gatewayJwt;
   if (jwtConfig === undefined) throw new Error('bench config has no gateway_jwt');
   const uncached = new GatewayJwt(jwtConfig, { logger: silentLogger, cacheSize: 0 });
@@ -126,7 +159,11 @@ async function benchVerify(jwksUrl: string, rsa: Awaited<ReturnType<typeof signi
   await Promise.all([uncached.start(), cached.start()]);
   const request = (token: string): JwtRequest => {
     const values = [`Bearer ${token}`];
-    return { header: (n) => (n === 'authorization' ? values[0] as string : ''), headerValues: (n) => (n === 'authorization' ? values : []), remoteIp: '127.0.0.1' };
+    return {
+      header: (n) => (n === 'authorization' ? (values[0] as string) : ''),
+      headerValues: (n) => (n === 'authorization' ? values : []),
+      remoteIp: '127.0.0.1',
+    };
   };
   const rows: string[] = [];
   try {
@@ -151,7 +188,9 @@ async function benchVerify(jwksUrl: string, rsa: Awaited<ReturnType<typeof signi
       }
       const hitUs = ((performance.now() - t0) * 1000) / HITS;
       if (sink === 0) throw new Error('unreachable');
-      rows.push(`| ${key.alg}${key.alg === 'RS256' ? ' (2048-bit)' : ' (P-256)'} | ${firstUs.toFixed(1)} | ${hitUs.toFixed(2)} | ${(firstUs / hitUs).toFixed(0)}× |`);
+      rows.push(
+        `| ${key.alg}${key.alg === 'RS256' ? ' (2048-bit)' : ' (P-256)'} | ${firstUs.toFixed(1)} | ${hitUs.toFixed(2)} | ${(firstUs / hitUs).toFixed(0)}× |`,
+      );
     }
   } finally {
     uncached.stop();

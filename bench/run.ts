@@ -23,11 +23,25 @@ const PROPAGATION: PropagationCase[] = [
   { name: 'redis (keyspace)', load: async () => (await import('../test/sources/harness/redis.ts')).makeKeyspaceHarness },
   { name: 'zookeeper (watch)', load: async () => (await import('../test/sources/harness/zookeeper.ts')).makeHarness },
   { name: 'postgres (LISTEN/NOTIFY)', load: async () => (await import('../test/sources/harness/sql.ts')).makePostgresNotifyHarness },
-  { name: 'postgres (poll 500ms)', load: async () => (await import('../test/sources/harness/sql.ts')).makePostgresHarness, options: { poll_interval: '500ms' }, note: 'target ≤ interval + 100 ms' },
-  { name: 'mysql (poll 500ms, incremental)', load: async () => (await import('../test/sources/harness/sql.ts')).makeMysqlIncrementalHarness, options: { poll_interval: '500ms' }, note: 'target ≤ interval + 100 ms' },
+  {
+    name: 'postgres (poll 500ms)',
+    load: async () => (await import('../test/sources/harness/sql.ts')).makePostgresHarness,
+    options: { poll_interval: '500ms' },
+    note: 'target ≤ interval + 100 ms',
+  },
+  {
+    name: 'mysql (poll 500ms, incremental)',
+    load: async () => (await import('../test/sources/harness/sql.ts')).makeMysqlIncrementalHarness,
+    options: { poll_interval: '500ms' },
+    note: 'target ≤ interval + 100 ms',
+  },
   { name: 'consul (blocking query, test server)', load: async () => (await import('../test/sources/harness/consul.ts')).makeHarness },
   { name: 'kubernetes (watch, test server)', load: async () => (await import('../test/sources/harness/kubernetes.ts')).makeHarness },
-  { name: 'http (cache_ttl 200ms)', load: async () => (await import('../test/sources/harness/http.ts')).makeHarness, note: 'lazy: bounded by cache_ttl' },
+  {
+    name: 'http (cache_ttl 200ms)',
+    load: async () => (await import('../test/sources/harness/http.ts')).makeHarness,
+    note: 'lazy: bounded by cache_ttl',
+  },
 ];
 
 const sections: string[] = [`# dynamic-lb benchmarks — ${new Date().toISOString()}, Node ${process.version}`];

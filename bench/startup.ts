@@ -45,7 +45,12 @@ export async function benchStartup(): Promise<string> {
         const t0 = performance.now();
         execFileSync(process.execPath, [...v.argv, '--version'], { cwd: ROOT, env: childEnv(), stdio: 'ignore' });
         const versionMs = performance.now() - t0;
-        const { serve } = await serveOnFreePorts(join(dir, `r${round}`), process.execPath, (config) => [...v.argv, 'serve', '--config', config.file], { cwd: ROOT });
+        const { serve } = await serveOnFreePorts(
+          join(dir, `r${round}`),
+          process.execPath,
+          (config) => [...v.argv, 'serve', '--config', config.file],
+          { cwd: ROOT },
+        );
         await new Promise((r) => setTimeout(r, SETTLE_MS));
         const rss = treeRss(serve.child.pid ?? -1);
         const code = await serve.stop();
@@ -58,7 +63,12 @@ export async function benchStartup(): Promise<string> {
   }
   const stat = (name: string): { ready: number; rss: number; processes: number; version: number } => {
     const s = samples.get(name) ?? [];
-    return { ready: median(s.map((x) => x.readyMs)), rss: median(s.map((x) => x.rssMb)), processes: median(s.map((x) => x.processes)), version: median(s.map((x) => x.versionMs)) };
+    return {
+      ready: median(s.map((x) => x.readyMs)),
+      rss: median(s.map((x) => x.rssMb)),
+      processes: median(s.map((x) => x.processes)),
+      version: median(s.map((x) => x.versionMs)),
+    };
   };
   const [before, after] = VARIANTS.map((v) => stat(v.name)) as [ReturnType<typeof stat>, ReturnType<typeof stat>];
   return [

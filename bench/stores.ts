@@ -51,12 +51,22 @@ async function etcdLoad(count: number, valueBytes: number): Promise<string> {
   try {
     for (let i = 0; i < count; i += 100) {
       const ops = [];
-      for (let j = i; j < Math.min(count, i + 100); j++) ops.push(client.put(`${prefix}k-${j}`).value(JSON.stringify({ upstream: A1, metadata: { pad } })));
-      await client.if(`${prefix}none`, 'Version', '==', 0).then(...ops).commit();
+      for (let j = i; j < Math.min(count, i + 100); j++)
+        ops.push(client.put(`${prefix}k-${j}`).value(JSON.stringify({ upstream: A1, metadata: { pad } })));
+      await client
+        .if(`${prefix}none`, 'Version', '==', 0)
+        .then(...ops)
+        .commit();
     }
     const rssBefore = process.memoryUsage().rss;
     const started = performance.now();
-    const svc = await startTestService({ source: 'etcd', endpoints: [`127.0.0.1:${infra.etcd.port}`], prefix, initial_load_timeout: '20s', max_cache_size: count + 10 });
+    const svc = await startTestService({
+      source: 'etcd',
+      endpoints: [`127.0.0.1:${infra.etcd.port}`],
+      prefix,
+      initial_load_timeout: '20s',
+      max_cache_size: count + 10,
+    });
     try {
       const source = svc.service.sources[0];
       const loaded = await until(() => source?.health().config_count === count, 1_000);
@@ -65,12 +75,17 @@ async function etcdLoad(count: number, valueBytes: number): Promise<string> {
       // not loaded: wait for the store's own error to replace the start-up timeout message
       if (!loaded) await until(() => !/initial load/.test(source?.health().last_error ?? 'initial load'), 5_000);
       const row = `| etcd ${count.toLocaleString('en')} × ${valueBytes} B (${mb(count * valueBytes)} MB) |`;
-      return loaded ? `${row} ${took.toFixed(0)} ms | loaded, +${mb(rss)} MB RSS |` : `${row} – | not loaded: ${(source?.health().last_error ?? '?').slice(0, 90).replace(/\|/g, '/')} |`;
+      return loaded
+        ? `${row} ${took.toFixed(0)} ms | loaded, +${mb(rss)} MB RSS |`
+        : `${row} – | not loaded: ${(source?.health().last_error ?? '?').slice(0, 90).replace(/\|/g, '/')} |`;
     } finally {
       await svc.stop();
     }
   } finally {
-    await client.delete().prefix(prefix).catch(() => undefined);
+    await client
+      .delete()
+      .prefix(prefix)
+      .catch(() => undefined);
     client.close();
   }
 }
@@ -80,7 +95,11 @@ async function etcdLoad(count: number, valueBytes: number): Promise<string> {
 async function routeDir(count: number): Promise<string> {
   const dir = await mkdtemp(join(tmpdir(), 'cdr-bench-files-'));
   for (let i = 0; i < count; i += 1000) {
-    await Promise.all(Array.from({ length: Math.min(1000, count - i) }, (_, j) => writeFile(join(dir, `t-${i + j}.yaml`), `10.${(i + j) >> 16}.${((i + j) >> 8) & 255}.${(i + j) & 255}:80\n`)));
+    await Promise.all(
+      Array.from({ length: Math.min(1000, count - i) }, (_, j) =>
+        writeFile(join(dir, `t-${i + j}.yaml`), `10.${(i + j) >> 16}.${((i + j) >> 8) & 255}.${(i + j) & 255}:80\n`),
+      ),
+    );
   }
   return dir;
 }
@@ -91,7 +110,8 @@ async function fileMisses(count: number, samples: number): Promise<string> {
   try {
     svc = await startTestService({ source: 'file', path: dir, watch: false, initial_load_timeout: '120s' });
     const source = svc.service.sources[0];
-    if (source === undefined || !source.healthy()) return `| files ${count.toLocaleString('en')}: cache miss (default cache) | – | not loaded: ${source?.health().last_error ?? '?'} |`;
+    if (source === undefined || !source.healthy())
+      return `| files ${count.toLocaleString('en')}: cache miss (default cache) | – | not loaded: ${source?.health().last_error ?? '?'} |`;
     const times: number[] = [];
     for (let i = 0; times.length < samples && i < samples * 20; i++) {
       const key = `t-${Math.floor(Math.random() * count)}`;
@@ -118,7 +138,9 @@ async function fileLoad(count: number): Promise<string> {
     const loaded = await until(() => source?.health().config_count === count, 1_000);
     const took = performance.now() - started;
     const row = `| files ${count.toLocaleString('en')}: time to load (initial_load_timeout 120s) |`;
-    return loaded ? `${row} ${took.toFixed(0)} ms | loaded |` : `${row} – | not loaded after ${took.toFixed(0)} ms: ${(source?.health().last_error ?? '?').slice(0, 90)} |`;
+    return loaded
+      ? `${row} ${took.toFixed(0)} ms | loaded |`
+      : `${row} – | not loaded after ${took.toFixed(0)} ms: ${(source?.health().last_error ?? '?').slice(0, 90)} |`;
   } finally {
     await svc?.stop();
     await rm(dir, { recursive: true, force: true });
@@ -134,7 +156,12 @@ async function recovery(server: ServerName, make: () => Promise<StoreHarness>): 
   const readiness: number[] = [];
   const failures: string[] = [];
   await h.put('tenant-r', A1);
-  const svc = await startTestService({ ...h.dataSource(`${h.target.host}:${h.target.port}`), backoff_initial: '2s', backoff_max: '60s', initial_load_timeout: '5s' });
+  const svc = await startTestService({
+    ...h.dataSource(`${h.target.host}:${h.target.port}`),
+    backoff_initial: '2s',
+    backoff_max: '60s',
+    initial_load_timeout: '5s',
+  });
   const errors = (): Promise<number> => svc.metric('caddy_dynamic_lb_watch_events_total', { source_type: server, event_type: 'error' });
   try {
     const source = svc.service.sources[0];
@@ -158,7 +185,8 @@ async function recovery(server: ServerName, make: () => Promise<StoreHarness>): 
       if ((await synced) && syncedAt !== undefined) delays.push(Math.max(0, syncedAt - upAt));
       else failures.push(`run ${run}: not in sync within 90 s`);
       await h.put('tenant-r', want);
-      if (!(await until(async () => (await svc.select('tenant-r')).upstream === want, 10_000))) failures.push(`run ${run}: a write after the restart not served`);
+      if (!(await until(async () => (await svc.select('tenant-r')).upstream === want, 10_000)))
+        failures.push(`run ${run}: a write after the restart not served`);
     }
   } finally {
     await startServer(server).catch(() => undefined);
@@ -169,7 +197,9 @@ async function recovery(server: ServerName, make: () => Promise<StoreHarness>): 
   readiness.sort((a, b) => a - b);
   const row = `| ${server}: restarted during a 4-8 s backoff → in sync again (from accepting connections) |`;
   const note = `${delays.length} runs; the store itself passed infra.sh's readiness check after median ${pct(readiness, 0.5).toFixed(0)} ms ${failures.join('; ')}`;
-  return delays.length === 0 ? `${row} – | ${failures.join('; ')} |` : `${row} median ${pct(delays, 0.5).toFixed(0)} ms, max ${delays[delays.length - 1]?.toFixed(0)} ms | ${note} |`;
+  return delays.length === 0
+    ? `${row} – | ${failures.join('; ')} |`
+    : `${row} median ${pct(delays, 0.5).toFixed(0)} ms, max ${delays[delays.length - 1]?.toFixed(0)} ms | ${note} |`;
 }
 
 export async function benchStores(): Promise<string> {
@@ -187,8 +217,10 @@ export async function benchStores(): Promise<string> {
   if (want('etcd')) await attempt('etcd 10 MB', () => etcdLoad(n(10_240), 1_024));
   if (want('files')) await attempt('files 30,000 cache miss', () => fileMisses(n(30_000), 300));
   if (want('files')) await attempt('files 100,000 load', () => fileLoad(n(100_000)));
-  if (want('recovery')) await attempt('etcd recovery', async () => recovery('etcd', (await import('../test/sources/harness/etcd.ts')).makeHarness));
-  if (want('recovery')) await attempt('redis recovery', async () => recovery('redis', (await import('../test/sources/harness/redis.ts')).makeHarness));
+  if (want('recovery'))
+    await attempt('etcd recovery', async () => recovery('etcd', (await import('../test/sources/harness/etcd.ts')).makeHarness));
+  if (want('recovery'))
+    await attempt('redis recovery', async () => recovery('redis', (await import('../test/sources/harness/redis.ts')).makeHarness));
   return [`### Stores of any size, prompt recovery (scale ${SCALE})`, '', '| case | result | note |', '|---|---:|---|', ...rows].join('\n');
 }
 

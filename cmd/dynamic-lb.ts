@@ -15,7 +15,9 @@ const EXIT_USAGE = 2;
 
 const program = new Command()
   .name('dynamic-lb')
-  .description('Per-request upstream selection for an unmodified Caddy, from route configs in etcd, Redis, Consul, ZooKeeper, SQL, Kubernetes, files or HTTP.')
+  .description(
+    'Per-request upstream selection for an unmodified Caddy, from route configs in etcd, Redis, Consul, ZooKeeper, SQL, Kubernetes, files or HTTP.',
+  )
   .version(packageVersion(), '-V, --version', 'print the version and exit')
   .showHelpAfterError()
   .exitOverride();
@@ -93,48 +95,84 @@ program
   .option('--method <method>', 'request method', 'GET')
   .option('--host <host>', 'request host', 'localhost')
   .option('--remote-ip <ip>', 'client IP', '127.0.0.1')
-  .action(async (o: { config: string; policy: string; key?: string; header: string[]; uri: string; method: string; host: string; remoteIp: string }) => {
-    const headers: Record<string, string> = {};
-    for (const h of o.header) {
-      const colon = h.indexOf(':');
-      if (colon <= 0) throw new CommanderError(EXIT_USAGE, 'usage', `-H expects 'Name: value', got ${JSON.stringify(h)}`);
-      headers[h.slice(0, colon).trim()] = h.slice(colon + 1).trim();
-    }
-    const service = await buildService(loadConfigFile(o.config), { logger: silentLogger });
-    try {
-      const jwts = [...service.policies.values()].flatMap((r) => (r.gatewayJwt !== undefined ? [r.gatewayJwt] : []));
-      await Promise.all([...service.sources.map((s) => s.start()), startGatewayJwts(jwts)]);
-      const { explainDecision } = await import('../src/admin/views.ts');
-      const result = await explainDecision(service, { policy: o.policy, key: o.key, headers, uri: o.uri, method: o.method, host: o.host, remoteIp: o.remoteIp });
-      process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
-    } finally {
-      await service.stop();
-    }
-  });
+  .action(
+    async (o: {
+      config: string;
+      policy: string;
+      key?: string;
+      header: string[];
+      uri: string;
+      method: string;
+      host: string;
+      remoteIp: string;
+    }) => {
+      const headers: Record<string, string> = {};
+      for (const h of o.header) {
+        const colon = h.indexOf(':');
+        if (colon <= 0) throw new CommanderError(EXIT_USAGE, 'usage', `-H expects 'Name: value', got ${JSON.stringify(h)}`);
+        headers[h.slice(0, colon).trim()] = h.slice(colon + 1).trim();
+      }
+      const service = await buildService(loadConfigFile(o.config), { logger: silentLogger });
+      try {
+        const jwts = [...service.policies.values()].flatMap((r) => (r.gatewayJwt !== undefined ? [r.gatewayJwt] : []));
+        await Promise.all([...service.sources.map((s) => s.start()), startGatewayJwts(jwts)]);
+        const { explainDecision } = await import('../src/admin/views.ts');
+        const result = await explainDecision(service, {
+          policy: o.policy,
+          key: o.key,
+          headers,
+          uri: o.uri,
+          method: o.method,
+          host: o.host,
+          remoteIp: o.remoteIp,
+        });
+        process.stdout.write(`${JSON.stringify(result, null, 2)}\n`);
+      } finally {
+        await service.stop();
+      }
+    },
+  );
 
 program
   .command('caddyfile')
-  .description('print a ready Caddyfile for the configured policies (select: forward_auth per request; upstreams: dynamic srv from the DNS server)')
+  .description(
+    'print a ready Caddyfile for the configured policies (select: forward_auth per request; upstreams: dynamic srv from the DNS server)',
+  )
   .option('-c, --config <file>', 'service config (default ./dynamic-lb.yaml, or $DYNAMIC_LB_CONFIG)')
-  .addOption(new Option('-m, --mode <mode>', 'select (forward_auth) or upstreams (dynamic srv)').choices(['select', 'upstreams']).default('select'))
+  .addOption(
+    new Option('-m, --mode <mode>', 'select (forward_auth) or upstreams (dynamic srv)').choices(['select', 'upstreams']).default('select'),
+  )
   .option('--site <address>', 'site address of the generated site block', ':8080')
   .option('--sidecar <host>', 'host Caddy reaches the sidecar at (default: the listen host)')
-  .option('--handle <matcher=policy>', "send requests matching a Caddy matcher to another policy, e.g. '/api/*=api' (repeatable)", (v: string, all: string[]) => [...all, v], [] as string[])
+  .option(
+    '--handle <matcher=policy>',
+    "send requests matching a Caddy matcher to another policy, e.g. '/api/*=api' (repeatable)",
+    (v: string, all: string[]) => [...all, v],
+    [] as string[],
+  )
   .action((o: { config?: string; mode: CaddyfileMode; site: string; sidecar?: string; handle: string[] }) => {
     const handles = o.handle.map((h) => {
       const eq = h.lastIndexOf('=');
-      if (eq <= 0 || eq === h.length - 1) throw new CommanderError(EXIT_USAGE, 'usage', `--handle expects 'matcher=policy', got ${JSON.stringify(h)}`);
+      if (eq <= 0 || eq === h.length - 1)
+        throw new CommanderError(EXIT_USAGE, 'usage', `--handle expects 'matcher=policy', got ${JSON.stringify(h)}`);
       return { matcher: h.slice(0, eq), policy: h.slice(eq + 1) };
     });
     const config = loadConfigFile(configPath(o.config));
-    if (o.mode === 'upstreams' && config.dns === undefined) throw new ConfigError('dns', 'required by --mode upstreams (the DNS server Caddy asks)', { file: config.file });
-    for (const h of handles) if (!config.policies.some((p) => p.name === h.policy)) throw new ConfigError('policies', `--handle ${h.matcher}: no policy ${JSON.stringify(h.policy)}`, { file: config.file });
-    process.stdout.write(generateCaddyfile(config, { mode: o.mode, site: o.site, handles, ...(o.sidecar !== undefined ? { sidecarHost: o.sidecar } : {}) }));
+    if (o.mode === 'upstreams' && config.dns === undefined)
+      throw new ConfigError('dns', 'required by --mode upstreams (the DNS server Caddy asks)', { file: config.file });
+    for (const h of handles)
+      if (!config.policies.some((p) => p.name === h.policy))
+        throw new ConfigError('policies', `--handle ${h.matcher}: no policy ${JSON.stringify(h.policy)}`, { file: config.file });
+    process.stdout.write(
+      generateCaddyfile(config, { mode: o.mode, site: o.site, handles, ...(o.sidecar !== undefined ? { sidecarHost: o.sidecar } : {}) }),
+    );
   });
 
 program
   .command('migrate')
-  .description('convert a Caddyfile written for the Go module (lb_policy dynamic, dynamic dynamic_source) into dynamic-lb.yaml + a Caddyfile for stock Caddy')
+  .description(
+    'convert a Caddyfile written for the Go module (lb_policy dynamic, dynamic dynamic_source) into dynamic-lb.yaml + a Caddyfile for stock Caddy',
+  )
   .argument('<caddyfile>', 'the Caddyfile to migrate')
   .option('-o, --out <dir>', 'where to write dynamic-lb.yaml, Caddyfile and MIGRATION.txt', '.')
   .option('--listen <addr>', "the sidecar's listen address in the new config", '127.0.0.1:2020')
@@ -161,7 +199,9 @@ program
     writeFileSync(join(o.out, 'MIGRATION.txt'), result.report);
     const dropped = result.notes.filter((n) => n.kept !== true).length;
     if (result.report !== '') process.stderr.write(result.report);
-    process.stderr.write(`wrote ${join(o.out, 'dynamic-lb.yaml')} and ${join(o.out, 'Caddyfile')}; ${dropped} item${dropped === 1 ? '' : 's'} not carried over (listed in ${join(o.out, 'MIGRATION.txt')})\n`);
+    process.stderr.write(
+      `wrote ${join(o.out, 'dynamic-lb.yaml')} and ${join(o.out, 'Caddyfile')}; ${dropped} item${dropped === 1 ? '' : 's'} not carried over (listed in ${join(o.out, 'MIGRATION.txt')})\n`,
+    );
   });
 
 program
@@ -172,7 +212,12 @@ program
   .option('--caddy <addr>', 'where the demo starts Caddy (when `caddy` is on PATH)', '127.0.0.1:8080')
   .option('--no-caddy', 'do not start Caddy')
   .action(async (o: { listen: string; admin: string; caddy: string | false }) => {
-    const demo = await startDemo({ listen: o.listen, adminListen: o.admin, logLevel: process.env.LOG_LEVEL ?? 'warn', caddyListen: o.caddy });
+    const demo = await startDemo({
+      listen: o.listen,
+      adminListen: o.admin,
+      logLevel: process.env.LOG_LEVEL ?? 'warn',
+      caddyListen: o.caddy,
+    });
     process.stdout.write(`${demoTour(demo.service, demo.caddy?.url, demo.caddyProblem)}\n`);
     await untilSignal();
     await demo.stop();

@@ -134,7 +134,12 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       },
     });
   }
-  const healthService = (health = new HealthService([...healthPolicies.values()], { table: healthTable, metrics, logger: logger.child({ component: 'health' }), events }));
+  const healthService = (health = new HealthService([...healthPolicies.values()], {
+    table: healthTable,
+    metrics,
+    logger: logger.child({ component: 'health' }),
+    events,
+  }));
   let current = config;
   const retired = new Set<RouteSource>();
 
@@ -145,8 +150,21 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
   let stopping: Promise<void> | undefined;
   let reloading: Promise<ReloadOutcome> = Promise.resolve({ result: 'success', restartRequired: [] });
   // pool mode: the service's DNS server, behind a DNS front process on `dns.listen` unless `separate_process: false`
-  const dns = config.dns === undefined ? undefined : new DnsServer({ ...config.dns, ...(config.dns.separateProcess !== false ? { listen: '127.0.0.1:0' } : {}), policies, logger: logger.child({ component: 'dns' }) });
-  const dnsListener = config.dns === undefined || dns === undefined ? undefined : config.dns.separateProcess !== false ? new DnsFront({ ...config.dns, logger }, dns) : dns;
+  const dns =
+    config.dns === undefined
+      ? undefined
+      : new DnsServer({
+          ...config.dns,
+          ...(config.dns.separateProcess !== false ? { listen: '127.0.0.1:0' } : {}),
+          policies,
+          logger: logger.child({ component: 'dns' }),
+        });
+  const dnsListener =
+    config.dns === undefined || dns === undefined
+      ? undefined
+      : config.dns.separateProcess !== false
+        ? new DnsFront({ ...config.dns, logger }, dns)
+        : dns;
   const listening = (): boolean => caddyApi?.listening === true && (dnsListener === undefined || dnsListener.listening());
   const service: Service = {
     get config() {
@@ -162,7 +180,8 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     events,
     addresses,
     // a gateway_jwt whose JWKS server was too slow at start answers 503 until its keys load
-    ready: () => started && stopping === undefined && listening() && sources.every((s) => s.ready()) && jwts.every((j) => j.jwks.keys !== undefined),
+    ready: () =>
+      started && stopping === undefined && listening() && sources.every((s) => s.ready()) && jwts.every((j) => j.jwks.keys !== undefined),
     notReady: () => (stopping !== undefined ? ['stopping'] : sources.filter((s) => !s.ready()).map((s) => s.name)),
     addListener(name, start, stop) {
       extra.push({ name, start, stop });
@@ -173,16 +192,22 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       try {
         // every port is bound before any store is contacted: a port in use fails the start at once; the admin
         // listener comes first so /readyz answers 503 while the sources load
-        for (const l of extra.filter((e) => e.name === 'admin')) addresses.admin = await bind(config.file, 'admin.listen', config.admin.listen, l.start);
+        for (const l of extra.filter((e) => e.name === 'admin'))
+          addresses.admin = await bind(config.file, 'admin.listen', config.admin.listen, l.start);
         refuseBound(guarded, 'admin');
-        const api = createCaddyApi(policies, logger, { maxConnections: config.maxConnections, metrics, rpcMaxBatchSize: config.rpc?.maxBatchSize });
+        const api = createCaddyApi(policies, logger, {
+          maxConnections: config.maxConnections,
+          metrics,
+          rpcMaxBatchSize: config.rpc?.maxBatchSize,
+        });
         // while draining, every answer closes its connection, so Caddy never reuses one being closed
         api.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => {
           if (stopping !== undefined) res.shouldKeepAlive = false;
         });
         caddyApi = api;
         addresses.listen = await bind(config.file, 'listen', config.listen, () => listen(api, config.listen));
-        for (const l of extra.filter((e) => e.name !== 'admin')) addresses[l.name] = await bind(config.file, `${l.name}.listen`, config.dns?.listen ?? '', l.start);
+        for (const l of extra.filter((e) => e.name !== 'admin'))
+          addresses[l.name] = await bind(config.file, `${l.name}.listen`, config.dns?.listen ?? '', l.start);
         refuseBound(guarded, 'listen', 'dns');
         // until a source finished its initial load it answers `unhealthy`, so early requests get the fallback
         await Promise.all([...sources.map((s) => s.start()), startGatewayJwts(jwts)]);
@@ -191,7 +216,10 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
         await service.stop();
         throw err;
       }
-      logger.info({ listen: addresses.listen, admin: addresses.admin, dns: addresses.dns, policies: [...policies.keys()] }, 'dynamic-lb started');
+      logger.info(
+        { listen: addresses.listen, admin: addresses.admin, dns: addresses.dns, policies: [...policies.keys()] },
+        'dynamic-lb started',
+      );
     },
     stop() {
       stopping ??= (async () => {
@@ -208,13 +236,16 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
         for (const j of jwts) j.stop();
         await Promise.all([...sources, ...retired].map((s) => s.stop()));
         retired.clear();
-        for (const l of extra.filter((e) => e.name === 'admin')) await l.stop().catch((err: unknown) => logger.warn({ err }, 'stopping admin failed'));
+        for (const l of extra.filter((e) => e.name === 'admin'))
+          await l.stop().catch((err: unknown) => logger.warn({ err }, 'stopping admin failed'));
         await flushTracing().catch((err: unknown) => logger.warn({ err }, 'flushing spans failed'));
       })();
       return stopping;
     },
     reload(read) {
-      reloading = reloading.catch(() => undefined).then(() => (stopping !== undefined ? { result: 'failure' as const, error: 'stopping', restartRequired: [] } : swap(read)));
+      reloading = reloading
+        .catch(() => undefined)
+        .then(() => (stopping !== undefined ? { result: 'failure' as const, error: 'stopping', restartRequired: [] } : swap(read)));
       return reloading;
     },
   };
@@ -263,7 +294,10 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     const unloaded = await unhealthyAfter(built.sources, 2000);
     if (unloaded.length > 0) {
       await discard();
-      return fail(`source${unloaded.length > 1 ? 's' : ''} ${unloaded.map((s) => `${s.name} (${s.health().last_error ?? 'not in sync'})`).join(', ')} did not load`, restartRequired);
+      return fail(
+        `source${unloaded.length > 1 ? 's' : ''} ${unloaded.map((s) => `${s.name} (${s.health().last_error ?? 'not in sync'})`).join(', ')} did not load`,
+        restartRequired,
+      );
     }
     if (stopping !== undefined) {
       await discard();
@@ -286,7 +320,15 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     }
     healthService.refresh();
     // what only a restart applies keeps its old value, so the next reload compares against what runs
-    current = { ...next, listen: current.listen, maxConnections: current.maxConnections, admin: { ...next.admin, listen: current.admin.listen, maxConnections: current.admin.maxConnections }, dns: current.dns, rpc: current.rpc, metrics: current.metrics };
+    current = {
+      ...next,
+      listen: current.listen,
+      maxConnections: current.maxConnections,
+      admin: { ...next.admin, listen: current.admin.listen, maxConnections: current.admin.maxConnections },
+      dns: current.dns,
+      rpc: current.rpc,
+      metrics: current.metrics,
+    };
     // the service's own logger follows log_level (LOG_LEVEL wins); a logger handed in belongs to the caller
     if (options.logger === undefined && !process.env.LOG_LEVEL) logger.level = next.logLevel;
     // requests that already hold an old policy finish on its sources; they are stopped a little later
@@ -300,7 +342,10 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     }, RETIRE_GRACE_MS).unref();
     metrics.configReloads.labels({ result: 'success' }).inc();
     if (restartRequired.length > 0) {
-      logger.warn({ file: next.file, restart_required: restartRequired }, `config reloaded, but ${restartRequired.join(', ')} changed: only a restart applies ${restartRequired.length > 1 ? 'them' : 'it'} (still using the old value)`);
+      logger.warn(
+        { file: next.file, restart_required: restartRequired },
+        `config reloaded, but ${restartRequired.join(', ')} changed: only a restart applies ${restartRequired.length > 1 ? 'them' : 'it'} (still using the old value)`,
+      );
     } else {
       logger.info({ file: next.file, policies: [...policies.keys()], sources: sources.map((s) => s.name) }, 'config reloaded');
     }
@@ -328,7 +373,12 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     () => listen(admin, config.admin.listen),
     () => closeServer(admin),
   );
-  if (dnsListener !== undefined) service.addListener('dns', () => dnsListener.start(), () => dnsListener.stop());
+  if (dnsListener !== undefined)
+    service.addListener(
+      'dns',
+      () => dnsListener.start(),
+      () => dnsListener.stop(),
+    );
   return service;
 }
 
@@ -365,7 +415,12 @@ type Guarded = { guard: UpstreamGuard; source: RouteSource | undefined };
 async function assemble(d: AssembleDeps): Promise<Assembled> {
   const { config, logger, metrics, events, stats } = d;
   const sampleRate = config.admin.eventsSampleRate ?? DEFAULT_SAMPLE_RATE;
-  const baseDeps: RuntimeDeps = { metrics, parseErrors: d.parseErrors, compile: { algorithms, state: d.upstreamState, health: d.healthTable }, logger };
+  const baseDeps: RuntimeDeps = {
+    metrics,
+    parseErrors: d.parseErrors,
+    compile: { algorithms, state: d.upstreamState, health: d.healthTable },
+    logger,
+  };
   const namer = new SourceNamer();
   const sources: RouteSource[] = [];
   const policies = new Map<string, PolicyRuntime>();
@@ -376,9 +431,18 @@ async function assemble(d: AssembleDeps): Promise<Assembled> {
       // the source's events name their policy and, once it exists, the source instance
       const origin: { policy: string; source: string | undefined } = { policy: p.name, source: undefined };
       // routes are checked against the policy's upstream guard when compiled (once per stored value)
-      const guard = new UpstreamGuard({ allowed: p.allowedUpstreams, denied: p.deniedUpstreams, self: { listen: config.listen, admin: config.admin.listen, dns: config.dns?.listen } });
-      guard.onRefused = (key, refused) => logger.warn({ policy: p.name, key, refused }, 'route names refused upstreams: they are never proxied');
-      const deps: RuntimeDeps = { ...baseDeps, compile: { ...baseDeps.compile, guard }, events: routesChangedToo(sourceEvents(events, origin), d.routesChanged) };
+      const guard = new UpstreamGuard({
+        allowed: p.allowedUpstreams,
+        denied: p.deniedUpstreams,
+        self: { listen: config.listen, admin: config.admin.listen, dns: config.dns?.listen },
+      });
+      guard.onRefused = (key, refused) =>
+        logger.warn({ policy: p.name, key, refused }, 'route names refused upstreams: they are never proxied');
+      const deps: RuntimeDeps = {
+        ...baseDeps,
+        compile: { ...baseDeps.compile, guard },
+        events: routesChangedToo(sourceEvents(events, origin), d.routesChanged),
+      };
       const source = p.dataSource === undefined ? undefined : await createSource(p.dataSource, deps, namer);
       if (source !== undefined) sources.push(source);
       guarded.push({ guard, source });
@@ -471,14 +535,23 @@ function expression(text: string | undefined, field: string, logger: Logger): Co
   if (text === undefined) return undefined;
   const compiled = compileExpression(text);
   if (compiled.unknown.length > 0) {
-    throw new ConfigError(field, `placeholder${compiled.unknown.length > 1 ? 's' : ''} ${compiled.unknown.map((u) => `{${u}}`).join(', ')} cannot be rebuilt from a forwarded request; forward it from Caddy as a header (e.g. header_up X-Dynamic-Var-name {${compiled.unknown[0]}}) and use {http.vars.name}`);
+    throw new ConfigError(
+      field,
+      `placeholder${compiled.unknown.length > 1 ? 's' : ''} ${compiled.unknown.map((u) => `{${u}}`).join(', ')} cannot be rebuilt from a forwarded request; forward it from Caddy as a header (e.g. header_up X-Dynamic-Var-name {${compiled.unknown[0]}}) and use {http.vars.name}`,
+    );
   }
-  if (!compiled.source.includes('{')) logger.warn({ field, key: text }, 'key expression has no placeholder: every request gets the same key');
+  if (!compiled.source.includes('{'))
+    logger.warn({ field, key: text }, 'key expression has no placeholder: every request gets the same key');
   return compiled;
 }
 
 /** A policy's gateway_jwt, counting refusals and JWKS fetches under its policy label. */
-function newGatewayJwt(policy: string, config: NonNullable<ServiceConfig['policies'][number]['gatewayJwt']>, metrics: Metrics, logger: Logger): GatewayJwt {
+function newGatewayJwt(
+  policy: string,
+  config: NonNullable<ServiceConfig['policies'][number]['gatewayJwt']>,
+  metrics: Metrics,
+  logger: Logger,
+): GatewayJwt {
   const rejections = new Map<string, { inc(): void }>();
   return new GatewayJwt(config, {
     logger: logger.child({ component: 'gateway_jwt', policy }),

@@ -4,13 +4,7 @@
  * on it without reading code.
  */
 export type ErrorCode =
-  | 'DLB_CONFIG'
-  | 'DLB_ROUTE_PARSE'
-  | 'DLB_SOURCE'
-  | 'DLB_SOURCE_TIMEOUT'
-  | 'DLB_RESYNC_REQUIRED'
-  | 'DLB_USAGE'
-  | 'DLB_START';
+  'DLB_CONFIG' | 'DLB_ROUTE_PARSE' | 'DLB_SOURCE' | 'DLB_SOURCE_TIMEOUT' | 'DLB_RESYNC_REQUIRED' | 'DLB_USAGE' | 'DLB_START';
 
 export class DynamicLbError extends Error {
   readonly code: ErrorCode;

@@ -9,7 +9,15 @@ import { silentLogger } from '../src/observe/log.ts';
 import { routeDir } from './e2e/harness.ts';
 
 const config = (pool: string[], routes: string, extra: Record<string, unknown> = {}) =>
-  parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, ...extra, policies: { default: { key: '{http.request.header.X-Tenant}', pool, data_source: { source: 'file', path: routes } } } }), '<reload>');
+  parseConfig(
+    stringify({
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      ...extra,
+      policies: { default: { key: '{http.request.header.X-Tenant}', pool, data_source: { source: 'file', path: routes } } },
+    }),
+    '<reload>',
+  );
 
 test('a reload swaps sources and pools in (health tracks the new ones); a broken one keeps them; restart-only changes are reported', async (t) => {
   const routes = routeDir({ 'tenant-a': '10.0.0.1:80' });

@@ -10,7 +10,11 @@ const base = addr.includes('://') ? addr : `http://${addr}`;
 const prefix = process.env.CONSUL_PREFIX ?? 'caddy/routing/';
 const token = process.env.CONSUL_HTTP_TOKEN;
 for (const [key, value] of readRoutes(fileURLToPath(new URL('routes', import.meta.url)))) {
-  const res = await fetch(`${base}/v1/kv/${prefix}${encodeURIComponent(key)}`, { method: 'PUT', body: value, headers: token ? { 'X-Consul-Token': token } : {} });
+  const res = await fetch(`${base}/v1/kv/${prefix}${encodeURIComponent(key)}`, {
+    method: 'PUT',
+    body: value,
+    headers: token ? { 'X-Consul-Token': token } : {},
+  });
   if (!res.ok) throw new Error(`PUT ${prefix}${key}: HTTP ${res.status} ${await res.text()}`);
   console.log(`put ${prefix}${key}`);
 }

@@ -7,7 +7,9 @@ import { Etcd3 } from 'etcd3';
 import { readRoutes } from '../read-routes.mjs';
 
 const prefix = process.env.ETCD_PREFIX ?? '/caddy/routing/';
-const client = new Etcd3({ hosts: (process.env.ETCD_ENDPOINTS ?? '127.0.0.1:2379').split(',').map((h) => (h.includes('://') ? h : `http://${h}`)) });
+const client = new Etcd3({
+  hosts: (process.env.ETCD_ENDPOINTS ?? '127.0.0.1:2379').split(',').map((h) => (h.includes('://') ? h : `http://${h}`)),
+});
 try {
   for (const [key, value] of readRoutes(fileURLToPath(new URL('routes', import.meta.url)))) {
     await client.put(`${prefix}${key}`).value(value);

@@ -21,7 +21,9 @@ createServer((req, res) => {
     return;
   }
   if (url.pathname === '/token') {
-    const claims = Object.fromEntries(['tenant', 'service', 'version', 'instance'].flatMap((n) => (url.searchParams.has(n) ? [[n, url.searchParams.get(n)]] : [])));
+    const claims = Object.fromEntries(
+      ['tenant', 'service', 'version', 'instance'].flatMap((n) => (url.searchParams.has(n) ? [[n, url.searchParams.get(n)]] : [])),
+    );
     new SignJWT({ tenant: 't1', service: 'svc', version: 'blue', ...claims })
       .setProtectedHeader({ alg: 'RS256', kid })
       .setIssuer('example-issuer')
@@ -33,10 +35,16 @@ createServer((req, res) => {
     return;
   }
   res.writeHead(404).end();
-}).listen(port, '127.0.0.1', () => process.stdout.write(`JWKS at http://127.0.0.1:${port}/jwks, tokens at http://127.0.0.1:${port}/token?instance=i1\n`));
+}).listen(port, '127.0.0.1', () =>
+  process.stdout.write(`JWKS at http://127.0.0.1:${port}/jwks, tokens at http://127.0.0.1:${port}/token?instance=i1\n`),
+);
 
 if (process.argv.includes('--backends')) {
-  for (const [name, p] of [['i1', 9101], ['blue', 9102], ['pool', 9103]]) {
+  for (const [name, p] of [
+    ['i1', 9101],
+    ['blue', 9102],
+    ['pool', 9103],
+  ]) {
     createServer((req, res) => {
       res.writeHead(200, { 'content-type': 'text/plain', 'x-backend': name }).end(req.url === '/health' ? 'ok\n' : `${name}\n`);
     }).listen(p, '127.0.0.1');

@@ -10,7 +10,13 @@ import { readRoutes } from '../read-routes.mjs';
 const [host, port] = (process.env.REDIS_ADDRESSES ?? '127.0.0.1:6379').split(',')[0].split(':');
 const prefix = process.env.REDIS_PREFIX ?? 'caddy:routing:';
 const channel = process.env.REDIS_CHANNEL ?? 'caddy:routing:updates';
-const redis = new Redis({ host, port: Number(port), password: process.env.REDIS_PASSWORD || undefined, lazyConnect: true, maxRetriesPerRequest: 1 });
+const redis = new Redis({
+  host,
+  port: Number(port),
+  password: process.env.REDIS_PASSWORD || undefined,
+  lazyConnect: true,
+  maxRetriesPerRequest: 1,
+});
 try {
   await redis.connect();
   for (const [key, value] of readRoutes(fileURLToPath(new URL('routes', import.meta.url)))) {

@@ -11,7 +11,10 @@ if (!/^[A-Za-z0-9_]+$/.test(table)) throw new Error(`MYSQL_TABLE: not a plain id
 const conn = await mysql.createConnection(process.env.MYSQL_DSN ?? 'mysql://dynamic_lb@127.0.0.1:3306/routing');
 try {
   for (const [key, value] of readRoutes(fileURLToPath(new URL('routes', import.meta.url)))) {
-    await conn.execute(`INSERT INTO \`${table}\` (routing_key, config) VALUES (?, ?) ON DUPLICATE KEY UPDATE config = VALUES(config), deleted_at = NULL`, [key, value]);
+    await conn.execute(
+      `INSERT INTO \`${table}\` (routing_key, config) VALUES (?, ?) ON DUPLICATE KEY UPDATE config = VALUES(config), deleted_at = NULL`,
+      [key, value],
+    );
     console.log(`upsert ${key}`);
   }
 } finally {

@@ -9,7 +9,8 @@ import { readRoutes } from '../read-routes.mjs';
 
 const base = process.env.ZK_BASE_PATH ?? '/caddy/routing';
 const client = zookeeper.createClient(process.env.ZK_SERVERS ?? '127.0.0.1:2181', { sessionTimeout: 10000, retries: 1 });
-const call = (fn, ...args) => new Promise((resolve, reject) => fn.call(client, ...args, (err, result) => (err ? reject(err) : resolve(result))));
+const call = (fn, ...args) =>
+  new Promise((resolve, reject) => fn.call(client, ...args, (err, result) => (err ? reject(err) : resolve(result))));
 
 await new Promise((resolve, reject) => {
   const timer = setTimeout(() => reject(new Error('could not connect to ZooKeeper within 10s')), 10000);

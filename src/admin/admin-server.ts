@@ -62,7 +62,9 @@ export function createAdminServer(deps: AdminDeps): Server {
         sendJson(res, 200, result);
       },
     },
-    '/dynamic-lb/upstreams': { GET: (_req, res) => sendJson(res, 200, service.health?.view() ?? { upstreams: [], total: 0, healthy: 0, unhealthy: 0 }) },
+    '/dynamic-lb/upstreams': {
+      GET: (_req, res) => sendJson(res, 200, service.health?.view() ?? { upstreams: [], total: 0, healthy: 0, unhealthy: 0 }),
+    },
     '/dynamic-lb/explain': { GET: (_req, res, query) => explain(res, query) },
     '/dynamic-lb/events': { GET: (req, res, query) => streamEvents(req, res, query) },
     '/dynamic-lb/ui': { GET: (_req, res) => sendPage(res) },
@@ -122,7 +124,8 @@ export function createAdminServer(deps: AdminDeps): Server {
     for (const part of q.getAll('events').flatMap((v) => v.split(','))) {
       if (part.trim() === '') continue;
       const name = eventName(part.trim());
-      if (name === undefined) return sendJson(res, 400, { error: `events: unknown event ${JSON.stringify(part.trim())}`, events: EVENT_NAMES });
+      if (name === undefined)
+        return sendJson(res, 400, { error: `events: unknown event ${JSON.stringify(part.trim())}`, events: EVENT_NAMES });
       wanted.push(name);
     }
     serveEvents(events, req, res, wanted.length > 0 ? wanted : EVENT_NAMES, deps.sse);
@@ -158,14 +161,20 @@ export function createAdminServer(deps: AdminDeps): Server {
   const server = createServer((req, res) => {
     handle(req, res).catch((err: unknown) => {
       // a client that goes away mid-request is not a server error
-      if ((err as { code?: string }).code === 'ECONNRESET' || req.socket.destroyed) logger.debug({ err, url: loggable(req.url) }, 'admin client went away');
+      if ((err as { code?: string }).code === 'ECONNRESET' || req.socket.destroyed)
+        logger.debug({ err, url: loggable(req.url) }, 'admin client went away');
       else logger.error({ err, url: loggable(req.url) }, 'admin request failed');
       if (!res.headersSent && !res.destroyed) sendJson(res, 500, { error: 'internal error' });
       else res.destroy();
     });
   });
   answerClientErrors(server, 'admin', logger);
-  capConnections(server, { listener: 'admin', max: service.config.admin.maxConnections ?? DEFAULT_ADMIN_MAX_CONNECTIONS, logger, metrics: service.metrics });
+  capConnections(server, {
+    listener: 'admin',
+    max: service.config.admin.maxConnections ?? DEFAULT_ADMIN_MAX_CONNECTIONS,
+    logger,
+    metrics: service.metrics,
+  });
 
   async function handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
     const url = req.url ?? '/';
@@ -173,17 +182,35 @@ export function createAdminServer(deps: AdminDeps): Server {
     const path = q === -1 ? url : url.slice(0, q);
     const query = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
     if ((path === '/dynamic-lb' || path.startsWith('/dynamic-lb/')) && !authorized(req, path, query)) {
-      return sendJson(res, 401, { error: 'unauthorized: send Authorization: Bearer <admin.token>' }, { 'www-authenticate': 'Bearer realm="dynamic-lb"' });
+      return sendJson(
+        res,
+        401,
+        { error: 'unauthorized: send Authorization: Bearer <admin.token>' },
+        { 'www-authenticate': 'Bearer realm="dynamic-lb"' },
+      );
     }
     if (path.startsWith(ROUTE_PATH_PREFIX)) {
-      return handleRouteRequest({ policies: service.policies, events, logger, writesEnabled: Boolean(service.config.admin.token), ...(deps.writeWaitMs !== undefined ? { waitMs: deps.writeWaitMs } : {}) }, req, res, path);
+      return handleRouteRequest(
+        {
+          policies: service.policies,
+          events,
+          logger,
+          writesEnabled: Boolean(service.config.admin.token),
+          ...(deps.writeWaitMs !== undefined ? { waitMs: deps.writeWaitMs } : {}),
+        },
+        req,
+        res,
+        path,
+      );
     }
     const methods = routes[path];
     if (methods === undefined) return sendJson(res, 404, { error: 'not found', endpoints: Object.keys(routes) });
     const method = req.method === 'HEAD' && methods.GET !== undefined ? 'GET' : (req.method ?? 'GET');
     const handler = methods[method];
     if (handler === undefined) {
-      const allow = Object.keys(methods).flatMap((m) => (m === 'GET' ? ['GET', 'HEAD'] : [m])).join(', ');
+      const allow = Object.keys(methods)
+        .flatMap((m) => (m === 'GET' ? ['GET', 'HEAD'] : [m]))
+        .join(', ');
       return sendJson(res, 405, { error: `method ${req.method ?? ''} not allowed on ${path}`, allow }, { allow });
     }
     await handler(req, res, query);

@@ -160,7 +160,11 @@ export class EventBus {
     const list = names.length === 0 ? EVENT_NAMES : names;
     for (const n of list) this.handlers.set(n, [...(this.handlers.get(n) ?? []), handler]);
     return () => {
-      for (const n of list) this.handlers.set(n, (this.handlers.get(n) ?? []).filter((h) => h !== handler));
+      for (const n of list)
+        this.handlers.set(
+          n,
+          (this.handlers.get(n) ?? []).filter((h) => h !== handler),
+        );
     };
   }
 
@@ -199,7 +203,10 @@ export class EventBus {
           const now = Date.now();
           if (now - this.lastErrorLogAt >= 10_000) {
             this.lastErrorLogAt = now;
-            this.logger.error({ err, event: event.name, handler_errors: this.handlerErrors }, 'event subscriber failed; it keeps receiving events');
+            this.logger.error(
+              { err, event: event.name, handler_errors: this.handlerErrors },
+              'event subscriber failed; it keeps receiving events',
+            );
           }
         }
       }
@@ -232,13 +239,16 @@ export function sourceEvents(bus: EventBus, where: { policy: string; source: str
   };
   return {
     configUpdated(e: Omit<ConfigUpdatedEvent, 'timestamp' | 'policy'> & SourceEventBase) {
-      if (bus.wants('dynamic_lb.config_updated')) bus.publish('dynamic_lb.config_updated', { ...e, ...origin(e), timestamp: new Date().toISOString() });
+      if (bus.wants('dynamic_lb.config_updated'))
+        bus.publish('dynamic_lb.config_updated', { ...e, ...origin(e), timestamp: new Date().toISOString() });
     },
     configDeleted(e: Omit<ConfigDeletedEvent, 'timestamp' | 'policy'> & SourceEventBase) {
-      if (bus.wants('dynamic_lb.config_deleted')) bus.publish('dynamic_lb.config_deleted', { ...e, ...origin(e), timestamp: new Date().toISOString() });
+      if (bus.wants('dynamic_lb.config_deleted'))
+        bus.publish('dynamic_lb.config_deleted', { ...e, ...origin(e), timestamp: new Date().toISOString() });
     },
     healthChanged(e: Omit<HealthChangedEvent, 'timestamp' | 'policy'> & SourceEventBase) {
-      if (bus.wants('dynamic_lb.datasource_health_changed')) bus.publish('dynamic_lb.datasource_health_changed', { ...e, ...origin(e), timestamp: new Date().toISOString() });
+      if (bus.wants('dynamic_lb.datasource_health_changed'))
+        bus.publish('dynamic_lb.datasource_health_changed', { ...e, ...origin(e), timestamp: new Date().toISOString() });
     },
   };
 }
@@ -344,7 +354,13 @@ function serialized(event: AnyEvent): string {
   return text;
 }
 
-export function serveEvents(bus: EventBus, req: IncomingMessage, res: ServerResponse, names: readonly EventName[], options: SseOptions = {}): void {
+export function serveEvents(
+  bus: EventBus,
+  req: IncomingMessage,
+  res: ServerResponse,
+  names: readonly EventName[],
+  options: SseOptions = {},
+): void {
   const maxQueued = options.maxQueued ?? 1000;
   res.writeHead(200, {
     'content-type': 'text/event-stream; charset=utf-8',

@@ -45,25 +45,41 @@ export async function handleRouteRequest(deps: RouteWriteDeps, req: IncomingMess
   }
   const allow = 'GET, HEAD, PUT, DELETE';
   const method = req.method === 'HEAD' ? 'GET' : (req.method ?? 'GET');
-  if (!['GET', 'PUT', 'DELETE'].includes(method)) return sendJson(res, 405, { error: `method ${req.method ?? ''} not allowed on ${path}`, allow }, { allow });
+  if (!['GET', 'PUT', 'DELETE'].includes(method))
+    return sendJson(res, 405, { error: `method ${req.method ?? ''} not allowed on ${path}`, allow }, { allow });
   const runtime = deps.policies.get(policyName);
-  if (runtime === undefined) return sendJson(res, 404, { error: `policy: no policy ${JSON.stringify(policyName)}`, policies: [...deps.policies.keys()] });
+  if (runtime === undefined)
+    return sendJson(res, 404, { error: `policy: no policy ${JSON.stringify(policyName)}`, policies: [...deps.policies.keys()] });
   if (key === '') return sendJson(res, 400, { error: 'key: missing: use /dynamic-lb/routes/{policy}/{key}' });
   const source = unwrap(runtime.policy.source);
-  if (source === undefined) return sendJson(res, 405, { error: `policy ${JSON.stringify(policyName)} has no data source: its routes cannot be written` }, { allow: '' });
+  if (source === undefined)
+    return sendJson(
+      res,
+      405,
+      { error: `policy ${JSON.stringify(policyName)} has no data source: its routes cannot be written` },
+      { allow: '' },
+    );
   const why = readOnlyReason(source);
   const store = why === undefined ? (source as unknown as WritableSource).writer() : undefined;
-  if (store === undefined) return sendJson(res, 405, { error: why ?? `the ${source.type} source cannot be written`, source: source.name, source_type: source.type }, { allow: '' });
+  if (store === undefined)
+    return sendJson(
+      res,
+      405,
+      { error: why ?? `the ${source.type} source cannot be written`, source: source.name, source_type: source.type },
+      { allow: '' },
+    );
   const writable = source as unknown as RouteSource & WritableSource;
   if (method === 'GET') return read(res, store, writable, key);
-  if (!deps.writesEnabled) return sendJson(res, 403, { error: 'writes are off: set admin.token to enable the write API (docs/admin-write.md)' });
+  if (!deps.writesEnabled)
+    return sendJson(res, 403, { error: 'writes are off: set admin.token to enable the write API (docs/admin-write.md)' });
   const ifMatch = ifMatchOf(req);
   if (method === 'DELETE') return write(deps, res, store, writable, policyName, key, null, ifMatch);
   let body: string;
   try {
     body = await readBody(req, writable.maxValueSize);
   } catch (err) {
-    if (err instanceof BodyTooLarge) return sendJson(res, 413, { error: `body: larger than max_value_size (${formatSize(writable.maxValueSize)})` });
+    if (err instanceof BodyTooLarge)
+      return sendJson(res, 413, { error: `body: larger than max_value_size (${formatSize(writable.maxValueSize)})` });
     throw err;
   }
   const problems = validateRoute(key, body, writable.maxValueSize);
@@ -80,8 +96,10 @@ function unwrap(source: RouteSource | undefined): RouteSource | undefined {
 
 /** Why a source has no write capability, for the 405 answer; undefined when it may have one. */
 function readOnlyReason(source: RouteSource): string | undefined {
-  if (source.type === 'http') return 'the http source is read-only: routes come from an HTTP endpoint this sidecar only reads; change them there';
-  if (source.type === 'composite') return 'the composite source is read-only: a key may come from any of its children, so a write has no single store; write to the child store directly';
+  if (source.type === 'http')
+    return 'the http source is read-only: routes come from an HTTP endpoint this sidecar only reads; change them there';
+  if (source.type === 'composite')
+    return 'the composite source is read-only: a key may come from any of its children, so a write has no single store; write to the child store directly';
   if (typeof (source as Partial<WritableSource>).writer !== 'function') return `the ${source.type} source cannot be written`;
   return undefined;
 }
@@ -102,12 +120,16 @@ export function validateRoute(key: string, text: string, maxValueSize: number): 
 function ifMatchOf(req: IncomingMessage): string | undefined {
   const raw = req.headers['if-match'];
   if (raw === undefined || raw.trim() === '' || raw.trim() === '*') return undefined;
-  return raw.trim().replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
+  return raw
+    .trim()
+    .replace(/^W\//, '')
+    .replace(/^"(.*)"$/, '$1');
 }
 
 async function read(res: ServerResponse, store: WritableStore, source: RouteSource, key: string): Promise<void> {
   const stored = await store.readRoute(key, AbortSignal.timeout(STORE_TIMEOUT_MS));
-  if (stored === null) return sendJson(res, 404, { error: `key: no route ${JSON.stringify(key)} in the ${source.name} source`, key, source: source.name });
+  if (stored === null)
+    return sendJson(res, 404, { error: `key: no route ${JSON.stringify(key)} in the ${source.name} source`, key, source: source.name });
   let parsed: unknown = null;
   let problem: string | undefined;
   try {
@@ -115,28 +137,64 @@ async function read(res: ServerResponse, store: WritableStore, source: RouteSour
   } catch (err) {
     problem = errorMessage(err);
   }
-  sendJson(res, 200, { key, source: source.name, source_type: source.type, revision: stored.revision, text: stored.text, parsed, ...(problem !== undefined ? { problem } : {}) }, { etag: `"${stored.revision}"` });
+  sendJson(
+    res,
+    200,
+    {
+      key,
+      source: source.name,
+      source_type: source.type,
+      revision: stored.revision,
+      text: stored.text,
+      parsed,
+      ...(problem !== undefined ? { problem } : {}),
+    },
+    { etag: `"${stored.revision}"` },
+  );
 }
 
-async function write(deps: RouteWriteDeps, res: ServerResponse, store: WritableStore, source: RouteSource & WritableSource, policy: string, key: string, text: string | null, ifMatch: string | undefined): Promise<void> {
+async function write(
+  deps: RouteWriteDeps,
+  res: ServerResponse,
+  store: WritableStore,
+  source: RouteSource & WritableSource,
+  policy: string,
+  key: string,
+  text: string | null,
+  ifMatch: string | undefined,
+): Promise<void> {
   const action = text === null ? 'delete' : 'put';
   let revision: string | undefined;
   try {
     const signal = AbortSignal.timeout(STORE_TIMEOUT_MS);
     revision = text === null ? await store.deleteRoute(key, ifMatch, signal) : await store.writeRoute(key, text, ifMatch, signal);
   } catch (err) {
-    if (err instanceof WriteConflict) return sendJson(res, 412, { error: `If-Match: ${err.message}`, key, ...(err.current !== undefined ? { revision: err.current } : {}) });
+    if (err instanceof WriteConflict)
+      return sendJson(res, 412, {
+        error: `If-Match: ${err.message}`,
+        key,
+        ...(err.current !== undefined ? { revision: err.current } : {}),
+      });
     deps.logger.warn({ policy, source: source.name, key, action, err: errorMessage(err) }, 'route write failed');
     return sendJson(res, 502, { error: `${source.name}: ${action} ${JSON.stringify(key)} failed: ${errorMessage(err)}`, key });
   }
-  if (revision === undefined) return sendJson(res, 404, { error: `key: no route ${JSON.stringify(key)} in the ${source.name} source: nothing deleted`, key });
+  if (revision === undefined)
+    return sendJson(res, 404, { error: `key: no route ${JSON.stringify(key)} in the ${source.name} source: nothing deleted`, key });
   const waitMs = deps.waitMs ?? DEFAULT_WRITE_WAIT_MS;
   const started = performance.now();
   const inEffect = await source.awaitApplied(key, text, waitMs);
   const waited = Math.round(performance.now() - started);
   deps.logger.info({ policy, source: source.name, key, action, revision, in_effect: inEffect }, 'route written through the admin API');
   if (deps.events.wants('dynamic_lb.route_written')) {
-    deps.events.publish('dynamic_lb.route_written', { policy, source: source.name, key, action, revision, in_effect: inEffect, timestamp: new Date().toISOString() });
+    deps.events.publish('dynamic_lb.route_written', {
+      policy,
+      source: source.name,
+      key,
+      action,
+      revision,
+      in_effect: inEffect,
+      timestamp: new Date().toISOString(),
+    });
   }
   const body = {
     key,
@@ -145,7 +203,9 @@ async function write(deps: RouteWriteDeps, res: ServerResponse, store: WritableS
     action,
     revision,
     in_effect: inEffect,
-    ...(inEffect ? { waited_ms: waited } : { note: `written, but the source's watch had not delivered it after ${waitMs}ms; it takes effect when it does` }),
+    ...(inEffect
+      ? { waited_ms: waited }
+      : { note: `written, but the source's watch had not delivered it after ${waitMs}ms; it takes effect when it does` }),
   };
   sendJson(res, inEffect ? 200 : 202, body, { etag: `"${revision}"` });
 }

@@ -52,14 +52,22 @@ export interface UiQuery {
 export function routeLimit(text: string | null): number {
   if (text === null || text === '') return DEFAULT_ROUTE_LIMIT;
   const n = Number(text);
-  if (!Number.isInteger(n) || n < 1 || n > MAX_ROUTE_LIMIT) throw new RangeError(`limit: expected an integer 1…${MAX_ROUTE_LIMIT}, got ${JSON.stringify(text)}`);
+  if (!Number.isInteger(n) || n < 1 || n > MAX_ROUTE_LIMIT)
+    throw new RangeError(`limit: expected an integer 1…${MAX_ROUTE_LIMIT}, got ${JSON.stringify(text)}`);
   return n;
 }
 
-export function uiState(service: Pick<AdminService, 'sources' | 'policies' | 'parseErrors' | 'health'>, stats: KeyStats, query: UiQuery = {}): UiState {
+export function uiState(
+  service: Pick<AdminService, 'sources' | 'policies' | 'parseErrors' | 'health'>,
+  stats: KeyStats,
+  query: UiQuery = {},
+): UiState {
   const health = healthView(service.sources, service.parseErrors);
   const counts = stats.policies();
-  const policies = policiesView(service.policies).policies.map((p) => ({ ...p, counts: counts[p.name] ?? { hits: 0, fallbacks: 0, none: 0, reasons: {} } }));
+  const policies = policiesView(service.policies).policies.map((p) => ({
+    ...p,
+    counts: counts[p.name] ?? { hits: 0, fallbacks: 0, none: 0, reasons: {} },
+  }));
   const cache = cacheView(service.sources, service.parseErrors);
   const { sources: _perSource, route_config_parse_errors: parseErrors, ...totals } = cache;
   return {
@@ -74,7 +82,10 @@ export function uiState(service: Pick<AdminService, 'sources' | 'policies' | 'pa
   };
 }
 
-function upstreamList(view: { upstreams: UpstreamHealthJson[]; total: number; healthy: number; unhealthy: number } | undefined, limit: number): UiState['upstreams'] {
+function upstreamList(
+  view: { upstreams: UpstreamHealthJson[]; total: number; healthy: number; unhealthy: number } | undefined,
+  limit: number,
+): UiState['upstreams'] {
   if (view === undefined) return { total: 0, healthy: 0, unhealthy: 0, items: [] };
   // the view is sorted by address; a stable sort keeps that order within the unhealthy and the healthy part
   const items = [...view.upstreams].sort((a, b) => Number(a.healthy) - Number(b.healthy)).slice(0, limit);

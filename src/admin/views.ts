@@ -115,7 +115,9 @@ export function policiesView(policies: ReadonlyMap<string, PolicyRuntime>): { po
       ...(p.key !== undefined ? { key: p.key.source } : {}),
       ...(p.instanceKey !== undefined ? { instance_key: p.instanceKey.source } : {}),
       ...(p.versionKey !== undefined ? { version_key: p.versionKey.source } : {}),
-      ...(p.source !== undefined ? { data_source_type: p.source.type, data_source_module_id: `${POLICY_MODULE_ID}.sources.${p.source.type}` } : {}),
+      ...(p.source !== undefined
+        ? { data_source_type: p.source.type, data_source_module_id: `${POLICY_MODULE_ID}.sources.${p.source.type}` }
+        : {}),
       ...(p.fallback.name !== 'none' ? { fallback_policy: `http.reverse_proxy.selection_policies.${p.fallback.name}` } : {}),
       ...(p.source !== undefined ? { data_source: p.source.name } : {}),
       ...(p.defaultKey !== undefined ? { default_key: p.defaultKey } : {}),
@@ -147,7 +149,11 @@ export function cacheView(sources: readonly RouteSource[], parseErrors: ParseErr
   const per: Record<string, CacheNumbers> = {};
   for (const s of eachSource(sources)) per[s.name] = { ...s.cacheStats() };
   const errors = parseErrors.snapshot();
-  return { ...cacheTotals(sources), ...(Object.keys(per).length > 0 ? { sources: per } : {}), ...(errors ? { route_config_parse_errors: errors } : {}) };
+  return {
+    ...cacheTotals(sources),
+    ...(Object.keys(per).length > 0 ? { sources: per } : {}),
+    ...(errors ? { route_config_parse_errors: errors } : {}),
+  };
 }
 
 function cacheTotals(sources: readonly RouteSource[]): CacheNumbers {
@@ -243,7 +249,10 @@ export async function explainDecision(service: Pick<AdminService, 'policies'>, i
   const name = input.policy || 'default';
   const runtime = service.policies.get(name);
   if (runtime === undefined) {
-    throw new DynamicLbError('DLB_USAGE', `policy: unknown policy ${JSON.stringify(name)}; configured: ${[...service.policies.keys()].join(', ')}`);
+    throw new DynamicLbError(
+      'DLB_USAGE',
+      `policy: unknown policy ${JSON.stringify(name)}; configured: ${[...service.policies.keys()].join(', ')}`,
+    );
   }
   const headers: Record<string, string[]> = {};
   const given = input.headers ?? [];
@@ -255,7 +264,13 @@ export async function explainDecision(service: Pick<AdminService, 'policies'>, i
   if (input.key !== undefined) overrides['x-dynamic-key'] = input.key;
   if (input.instanceKey !== undefined) overrides['x-dynamic-instance-key'] = input.instanceKey;
   if (input.versionKey !== undefined) overrides['x-dynamic-version-key'] = input.versionKey;
-  const request = { method: input.method || 'GET', uri: input.uri || '/', host: input.host ?? headers.host?.[0] ?? '', headers, remote_ip: input.remoteIp ?? '' };
+  const request = {
+    method: input.method || 'GET',
+    uri: input.uri || '/',
+    host: input.host ?? headers.host?.[0] ?? '',
+    headers,
+    remote_ip: input.remoteIp ?? '',
+  };
   let view = viewFromRpc(request, overrides);
   let jwt: JwtExplain | undefined;
   if (runtime.gatewayJwt !== undefined) {
@@ -271,14 +286,25 @@ export async function explainDecision(service: Pick<AdminService, 'policies'>, i
   let routeConfig: ExplainResult['route_config'] = null;
   const compiled = d.compiled ?? (d.key !== '' ? cachedRoute(p.source, d.key) : undefined);
   if (compiled !== undefined && p.source !== undefined) {
-    routeConfig = { ...routeSummary(p.source, compiled), enabled: compiled.enabled, ...(compiled.config.version !== undefined ? { version: compiled.config.version } : {}) };
+    routeConfig = {
+      ...routeSummary(p.source, compiled),
+      enabled: compiled.enabled,
+      ...(compiled.config.version !== undefined ? { version: compiled.config.version } : {}),
+    };
   }
   const rule = d.rule;
   const configRule = rule !== undefined && rule.index >= 0 ? compiled?.config.rules[rule.index] : undefined;
   const failed = view.header(FAILED_UPSTREAM_HEADER);
   // a rule whose candidates were all dropped is not in the decision: find it again to show why
-  const ruleSeen = rule ?? (d.reason === 'no_available_upstream' && compiled !== undefined ? (compiled.simple ?? compiled.rules.find((r) => ruleMatches(r, view))) : undefined);
-  const dropped: NonNullable<ExplainResult['dropped']> = (ruleSeen?.available.dropped(failed) ?? []).map((x) => ({ ...x, from: 'rule' as const }));
+  const ruleSeen =
+    rule ??
+    (d.reason === 'no_available_upstream' && compiled !== undefined
+      ? (compiled.simple ?? compiled.rules.find((r) => ruleMatches(r, view)))
+      : undefined);
+  const dropped: NonNullable<ExplainResult['dropped']> = (ruleSeen?.available.dropped(failed) ?? []).map((x) => ({
+    ...x,
+    from: 'rule' as const,
+  }));
   if (d.route !== 'hit') for (const x of p.fallback.available?.dropped(failed) ?? []) dropped.push({ ...x, from: 'pool' });
   return {
     policy: name,
@@ -289,8 +315,14 @@ export async function explainDecision(service: Pick<AdminService, 'policies'>, i
     ...(d.reason !== undefined ? { reason: d.reason } : {}),
     ...(d.instanceFallbackReason !== undefined ? { instance_fallback_reason: d.instanceFallbackReason } : {}),
     route_config: routeConfig,
-    rule: rule === undefined ? null : { index: rule.index, priority: rule.priority, match: { ...(configRule?.match ?? {}) }, algorithm: rule.algorithmName },
-    candidates: rule !== undefined ? rule.upstreams.map((u) => ({ address: u.address, weight: u.weight })) : p.fallback.pool.map((address) => ({ address, weight: 1 })),
+    rule:
+      rule === undefined
+        ? null
+        : { index: rule.index, priority: rule.priority, match: { ...(configRule?.match ?? {}) }, algorithm: rule.algorithmName },
+    candidates:
+      rule !== undefined
+        ? rule.upstreams.map((u) => ({ address: u.address, weight: u.weight }))
+        : p.fallback.pool.map((address) => ({ address, weight: 1 })),
     ...(dropped.length > 0 ? { dropped } : {}),
     algorithm: d.algorithm ?? (d.route === 'fallback' ? p.fallback.name : null),
     fallback_policy: p.fallback.name,

@@ -21,7 +21,9 @@ export function jwtForwardAuthLines(policy: PolicyConfig): string[] {
   if (jwt === undefined) return [];
   const lines: string[] = [];
   if (jwt.requireMtls) {
-    lines.push("# gateway_jwt require_mtls: the verified client certificate's SHA-256 (the site needs tls { client_auth { mode require_and_verify … } })");
+    lines.push(
+      "# gateway_jwt require_mtls: the verified client certificate's SHA-256 (the site needs tls { client_auth { mode require_and_verify … } })",
+    );
     lines.push(`header_up ${headerName(CLIENT_CERT_HEADER)} {http.request.tls.client.fingerprint}`);
   }
   lines.push("# gateway_jwt: the verified claims, always sent by the sidecar on 200 ('' when absent)");

@@ -21,7 +21,10 @@ export interface CaddyProcess {
 
 /** `caddy` on PATH (or $CADDY_BIN), else undefined. */
 export function findCaddy(): string | undefined {
-  const candidates = [process.env.CADDY_BIN, ...(process.env.PATH ?? '').split(path.delimiter).map((d) => (d ? path.join(d, 'caddy') : undefined))];
+  const candidates = [
+    process.env.CADDY_BIN,
+    ...(process.env.PATH ?? '').split(path.delimiter).map((d) => (d ? path.join(d, 'caddy') : undefined)),
+  ];
   for (const c of candidates) {
     if (c === undefined || c === '') continue;
     try {

@@ -28,9 +28,13 @@ export class AdminRefused extends DynamicLbError {
 }
 
 export function routesCommand(out: { stdout: NodeJS.WritableStream; stderr: NodeJS.WritableStream } = process): Command {
-  const cmd = new Command('routes').description("read and write routes through a running sidecar's admin API (needs admin.token for writes)");
+  const cmd = new Command('routes').description(
+    "read and write routes through a running sidecar's admin API (needs admin.token for writes)",
+  );
   const connection = (c: Command): Command =>
-    c.option('--admin <url>', `admin API base URL (default $DYNAMIC_LB_ADMIN, else ${DEFAULT_ADMIN_URL})`).option('--token <token>', 'admin.token (default $DYNAMIC_LB_ADMIN_TOKEN)');
+    c
+      .option('--admin <url>', `admin API base URL (default $DYNAMIC_LB_ADMIN, else ${DEFAULT_ADMIN_URL})`)
+      .option('--token <token>', 'admin.token (default $DYNAMIC_LB_ADMIN_TOKEN)');
 
   connection(cmd.command('list'))
     .description('the routes the sidecar has loaded')
@@ -45,7 +49,7 @@ export function routesCommand(out: { stdout: NodeJS.WritableStream; stderr: Node
     });
 
   connection(cmd.command('get'))
-    .description("one route as stored: its text (revision on stderr)")
+    .description('one route as stored: its text (revision on stderr)')
     .argument('<policy>')
     .argument('<key>')
     .option('--json', 'print text, parsed form and revision as JSON')
@@ -67,7 +71,14 @@ export function routesCommand(out: { stdout: NodeJS.WritableStream; stderr: Node
     .option('--if-match <revision>', 'write only while the stored revision is this one (0: only when the key does not exist)')
     .action(async (policy: string, key: string, file: string | undefined, o: Connection & { ifMatch?: string }) => {
       const text = file === undefined || file === '-' ? await readStdin() : await readFile(file, 'utf8');
-      const body = await call<WriteAnswer>(o, 'PUT', routePath(policy, key), text, o.ifMatch, file !== undefined && file !== '-' ? file : undefined);
+      const body = await call<WriteAnswer>(
+        o,
+        'PUT',
+        routePath(policy, key),
+        text,
+        o.ifMatch,
+        file !== undefined && file !== '-' ? file : undefined,
+      );
       out.stderr.write(written(policy, key, body));
     });
 
@@ -84,7 +95,8 @@ export function routesCommand(out: { stdout: NodeJS.WritableStream; stderr: Node
   /** One admin call; a refusal throws AdminRefused (validation problems are printed first, as `validate` prints them). */
   async function call<T>(o: Connection, method: string, path: string, body?: string, ifMatch?: string, file?: string): Promise<T> {
     const base = (o.admin ?? process.env.DYNAMIC_LB_ADMIN ?? DEFAULT_ADMIN_URL).replace(/\/+$/, '');
-    if (!/^https?:\/\//.test(base)) throw new CommanderError(2, 'usage', `--admin expects http(s)://host:port, got ${JSON.stringify(base)}`);
+    if (!/^https?:\/\//.test(base))
+      throw new CommanderError(2, 'usage', `--admin expects http(s)://host:port, got ${JSON.stringify(base)}`);
     const token = o.token ?? process.env.DYNAMIC_LB_ADMIN_TOKEN;
     const headers: Record<string, string> = {};
     if (token) headers.authorization = `Bearer ${token}`;
@@ -93,7 +105,9 @@ export function routesCommand(out: { stdout: NodeJS.WritableStream; stderr: Node
     try {
       res = await fetch(base + path, { method, headers, ...(body !== undefined ? { body } : {}), signal: AbortSignal.timeout(30_000) });
     } catch (err) {
-      throw new AdminRefused(`${base}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`);
+      throw new AdminRefused(
+        `${base}: ${(err as Error).cause instanceof Error ? ((err as Error).cause as Error).message : (err as Error).message}`,
+      );
     }
     const text = await res.text();
     let json: Record<string, unknown>;
@@ -110,7 +124,9 @@ export function routesCommand(out: { stdout: NodeJS.WritableStream; stderr: Node
       throw new AdminRefused(`${problems.length} problem${problems.length === 1 ? '' : 's'}: nothing written`);
     }
     const revision = typeof json.revision === 'string' ? ` (stored revision ${json.revision})` : '';
-    throw new AdminRefused(`${method} ${path}: ${res.status}: ${typeof json.error === 'string' ? json.error : text}${res.status === 412 ? revision : ''}`);
+    throw new AdminRefused(
+      `${method} ${path}: ${res.status}: ${typeof json.error === 'string' ? json.error : text}${res.status === 412 ? revision : ''}`,
+    );
   }
 
   return cmd;

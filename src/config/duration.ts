@@ -5,7 +5,7 @@
 const UNIT_MS: Record<string, number> = {
   ns: 1e-6,
   us: 1e-3,
-  'µs': 1e-3,
+  µs: 1e-3,
   ms: 1,
   s: 1000,
   m: 60_000,
@@ -19,7 +19,8 @@ export function parseDuration(value: unknown): number {
     if (!Number.isFinite(value) || value < 0) throw new Error(`invalid duration ${value}: must be a non-negative number of nanoseconds`);
     return value / 1e6;
   }
-  if (typeof value !== 'string') throw new Error(`invalid duration ${JSON.stringify(value)}: expected a string like "5s" or integer nanoseconds`);
+  if (typeof value !== 'string')
+    throw new Error(`invalid duration ${JSON.stringify(value)}: expected a string like "5s" or integer nanoseconds`);
   const text = value.trim();
   if (/^\d+$/.test(text)) return Number(text) / 1e6;
   if (text === '') throw new Error('invalid duration "": empty');

@@ -26,7 +26,11 @@ export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.en
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError('', `cannot read config: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { file });
+    throw new ConfigError(
+      '',
+      `cannot read config: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+      { file },
+    );
   }
   return parseConfig(text, file, env);
 }
@@ -94,7 +98,8 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
   const shutdownTimeoutMs = r.duration('shutdown_timeout', DEFAULT_SHUTDOWN_TIMEOUT_MS);
   if (shutdownTimeoutMs <= 0) r.fail('shutdown_timeout', 'must be a positive duration, e.g. 10s');
   const policiesReader = r.object('policies');
-  if (policiesReader === undefined || Object.keys(policiesReader.values).length === 0) return r.fail('policies', 'at least one policy is required');
+  if (policiesReader === undefined || Object.keys(policiesReader.values).length === 0)
+    return r.fail('policies', 'at least one policy is required');
   const policies = Object.keys(policiesReader.values).map((name) => {
     const p = policiesReader.object(name);
     if (p === undefined) return policiesReader.fail(name, 'must be an object');
@@ -110,12 +115,14 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
 }
 
 function readPolicy(name: string, p: OptionReader, self: Record<string, string | undefined>): PolicyConfig {
-  if (!/^[A-Za-z0-9_-]+$/.test(name)) p.fail('', `policy name ${JSON.stringify(name)} may only use letters, digits, _ and - (it appears in /select/<name> and DNS names)`);
+  if (!/^[A-Za-z0-9_-]+$/.test(name))
+    p.fail('', `policy name ${JSON.stringify(name)} may only use letters, digits, _ and - (it appears in /select/<name> and DNS names)`);
   const fallbackRaw = p.raw('fallback');
   let fallback: FallbackPolicyName = 'random';
   if (fallbackRaw !== undefined && fallbackRaw !== null) {
     // the Go module's object form {policy: random} is accepted too
-    const value = typeof fallbackRaw === 'object' && !Array.isArray(fallbackRaw) ? (fallbackRaw as Record<string, unknown>).policy : fallbackRaw;
+    const value =
+      typeof fallbackRaw === 'object' && !Array.isArray(fallbackRaw) ? (fallbackRaw as Record<string, unknown>).policy : fallbackRaw;
     if (typeof value !== 'string' || !(FALLBACK_POLICIES as readonly string[]).includes(value.trim().toLowerCase())) {
       p.fail('fallback', `must be one of ${FALLBACK_POLICIES.join(', ')}, got ${JSON.stringify(value)}`);
     }
@@ -184,7 +191,8 @@ function fraction(r: OptionReader, name: string, fallback: number): number {
   const v = r.raw(name);
   if (v === undefined || v === null || v === '') return fallback;
   const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
-  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 1) return r.fail(name, `must be a number from 0 to 1, got ${JSON.stringify(v)}`);
+  if (typeof n !== 'number' || !Number.isFinite(n) || n < 0 || n > 1)
+    return r.fail(name, `must be a number from 0 to 1, got ${JSON.stringify(v)}`);
   return n;
 }
 

@@ -64,7 +64,14 @@ export class OptionReader {
       return readFileSync(path);
     } catch (err) {
       const e = err as NodeJS.ErrnoException;
-      const why = e.code === 'ENOENT' ? 'no such file' : e.code === 'EACCES' ? 'permission denied' : e.code === 'EISDIR' ? 'is a directory' : e.message;
+      const why =
+        e.code === 'ENOENT'
+          ? 'no such file'
+          : e.code === 'EACCES'
+            ? 'permission denied'
+            : e.code === 'EISDIR'
+              ? 'is a directory'
+              : e.message;
       return this.fail(name, `cannot read ${path}: ${why}`);
     }
   }
@@ -82,7 +89,8 @@ export class OptionReader {
 
   oneOf<T extends string>(name: string, allowed: readonly T[], fallback: T): T {
     const v = this.string(name, fallback).trim().toLowerCase();
-    if (!(allowed as readonly string[]).includes(v)) return this.fail(name, `must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
+    if (!(allowed as readonly string[]).includes(v))
+      return this.fail(name, `must be one of ${allowed.join(', ')}, got ${JSON.stringify(v)}`);
     return v as T;
   }
 
@@ -125,7 +133,10 @@ export class OptionReader {
     if (v === undefined || v === null || v === '') return fallback;
     const m = typeof v === 'number' ? [String(v), String(v), ''] : /^\s*(\d+)\s*(B|KB|KiB|MB|MiB)?\s*$/i.exec(String(v));
     const unit = (m?.[2] ?? '').toLowerCase();
-    const n = m === null || !/^\d+$/.test(m[1] as string) ? NaN : Number(m[1]) * ({ '': 1, b: 1, kb: 1000, kib: 1024, mb: 1e6, mib: 1024 * 1024 }[unit] ?? NaN);
+    const n =
+      m === null || !/^\d+$/.test(m[1] as string)
+        ? NaN
+        : Number(m[1]) * ({ '': 1, b: 1, kb: 1000, kib: 1024, mb: 1e6, mib: 1024 * 1024 }[unit] ?? NaN);
     if (!Number.isSafeInteger(n)) return this.fail(name, `must be a size in bytes (e.g. 262144, 256KiB, 1MiB), got ${JSON.stringify(v)}`);
     if (range.min !== undefined && n < range.min) return this.fail(name, `must be ≥ ${range.min} bytes, got ${n}`);
     if (range.max !== undefined && n > range.max) return this.fail(name, `must be ≤ ${range.max} bytes, got ${n}`);
@@ -149,7 +160,8 @@ export class OptionReader {
     if (typeof v !== 'object' || Array.isArray(v)) return this.fail(name, 'must be a map of strings');
     const out: Record<string, string> = {};
     for (const [k, val] of Object.entries(v as Record<string, unknown>)) {
-      if (typeof val !== 'string' && typeof val !== 'number' && typeof val !== 'boolean') return this.fail(`${name}.${k}`, 'must be a string');
+      if (typeof val !== 'string' && typeof val !== 'number' && typeof val !== 'boolean')
+        return this.fail(`${name}.${k}`, 'must be a string');
       out[k] = String(val);
     }
     return out;
@@ -158,7 +170,8 @@ export class OptionReader {
   object(name: string): OptionReader | undefined {
     const v = this.raw(name);
     if (v === undefined || v === null) return undefined;
-    if (typeof v !== 'object' || Array.isArray(v)) return this.fail(name, `must be an object, got ${Array.isArray(v) ? 'a list' : typeof v}`);
+    if (typeof v !== 'object' || Array.isArray(v))
+      return this.fail(name, `must be an object, got ${Array.isArray(v) ? 'a list' : typeof v}`);
     return new OptionReader(v as Record<string, unknown>, this.field(name), this.locate);
   }
 

@@ -87,7 +87,12 @@ async function startDemoCaddy(service: Service, listen: string | false): Promise
   const port = listen.slice(listen.lastIndexOf(':') + 1);
   const host = listen.slice(0, listen.lastIndexOf(':')).replace(/^\[(.*)\]$/, '$1');
   const config = { ...service.config, listen: service.addresses.listen ?? service.config.listen };
-  const caddyfile = generateCaddyfile(config, { mode: 'select', site: `:${port}`, ...(host ? { bind: host } : {}), globalOptions: ['admin off', 'auto_https off'] });
+  const caddyfile = generateCaddyfile(config, {
+    mode: 'select',
+    site: `:${port}`,
+    ...(host ? { bind: host } : {}),
+    globalOptions: ['admin off', 'auto_https off'],
+  });
   try {
     return { caddy: await startCaddyProcess(binary, caddyfile, listen) };
   } catch (err) {
@@ -102,7 +107,7 @@ export function demoTour(service: Service, caddyUrl?: string, caddyProblem?: str
     '',
     'dynamic-lb demo is running (Ctrl-C to stop). Routes: examples/routes/ — edit a file and the next request sees it.',
     '',
-    'Ask the sidecar directly, as Caddy\'s forward_auth does:',
+    "Ask the sidecar directly, as Caddy's forward_auth does:",
     `  curl -si ${api}/select -H 'X-Tenant: tenant-a' | grep -i x-dynamic`,
     `  curl -si ${api}/select -H 'X-Tenant: tenant-b' -H 'X-Version: v2' | grep -i x-dynamic`,
     `  curl -si ${api}/select -H 'X-Tenant: tenant-c' -H 'X-User: alice' | grep -i x-dynamic`,

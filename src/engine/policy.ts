@@ -33,7 +33,14 @@ export interface Policy {
 export const UNKNOWN_KEY = '__unknown__';
 
 /** Miss reasons that are only given for a key whose route config is cached: its key is a real one. */
-const KEYED_REASONS: ReadonlySet<string> = new Set(['no_match', 'not_in_pool', 'disabled', 'expired', 'no_available_upstream', 'not_allowed']);
+const KEYED_REASONS: ReadonlySet<string> = new Set([
+  'no_match',
+  'not_in_pool',
+  'disabled',
+  'expired',
+  'no_available_upstream',
+  'not_allowed',
+]);
 
 /**
  * Hit/miss counters with label children resolved once (FastCounter children are plain number cells): in

@@ -73,7 +73,12 @@ function keyOf(view: RequestView, overrideHeader: string, expression: CompiledEx
 }
 
 /** One attempt with one key: a hit decision, a request to load the key, or the miss reason. */
-function attempt(policy: Policy, view: RequestView, key: string, loaded: ReadonlyMap<string, RouteLookup> | undefined): Decision | NeedsLoad | MissReason {
+function attempt(
+  policy: Policy,
+  view: RequestView,
+  key: string,
+  loaded: ReadonlyMap<string, RouteLookup> | undefined,
+): Decision | NeedsLoad | MissReason {
   const source = policy.source;
   if (source === undefined) return 'no_datasource';
   const found = loaded?.get(key) ?? source.peek(key);
@@ -99,12 +104,26 @@ function attempt(policy: Policy, view: RequestView, key: string, loaded: Readonl
   let upstreams = candidates.retryOrder(k);
   if (policy.restrictToPool && !(policy.poolSet.has(upstream) && allInPool(policy, rule))) {
     // only the candidate set's part of the retry order (the dropped, unhealthy ones follow it)
-    const allowed = upstreams.split(', ').slice(0, candidates.index.length).filter((a) => policy.poolSet.has(a));
+    const allowed = upstreams
+      .split(', ')
+      .slice(0, candidates.index.length)
+      .filter((a) => policy.poolSet.has(a));
     if (allowed.length === 0) return 'not_in_pool';
     upstream = allowed[0] as string;
     upstreams = allowed.join(', ');
   }
-  return { route: 'hit', upstream, upstreams, key, reason: undefined, compiled: found, rule, algorithm: rule.algorithmName, instanceFallbackReason: undefined, matchSeconds };
+  return {
+    route: 'hit',
+    upstream,
+    upstreams,
+    key,
+    reason: undefined,
+    compiled: found,
+    rule,
+    algorithm: rule.algorithmName,
+    instanceFallbackReason: undefined,
+    matchSeconds,
+  };
 }
 
 /** First rule, in priority order, whose conditions all hold. No fall-through to lower rules (the Go module's rule). */
@@ -129,8 +148,30 @@ function fallback(policy: Policy, view: RequestView, key: string, reason: MissRe
   const candidates = fb.available?.candidates(view.header(FAILED_UPSTREAM_HEADER));
   const k = candidates === undefined ? -1 : candidates.algorithm.pick(view);
   if (candidates === undefined || k < 0) {
-    return { route: 'none', upstream: '', upstreams: '', key, reason, compiled: undefined, rule: undefined, algorithm: undefined, instanceFallbackReason: undefined, matchSeconds: 0 };
+    return {
+      route: 'none',
+      upstream: '',
+      upstreams: '',
+      key,
+      reason,
+      compiled: undefined,
+      rule: undefined,
+      algorithm: undefined,
+      instanceFallbackReason: undefined,
+      matchSeconds: 0,
+    };
   }
   const chosen = candidates.index[k] as number;
-  return { route: 'fallback', upstream: fb.pool[chosen] as string, upstreams: candidates.retryOrder(k), key, reason, compiled: undefined, rule: undefined, algorithm: undefined, instanceFallbackReason: undefined, matchSeconds: 0 };
+  return {
+    route: 'fallback',
+    upstream: fb.pool[chosen] as string,
+    upstreams: candidates.retryOrder(k),
+    key,
+    reason,
+    compiled: undefined,
+    rule: undefined,
+    algorithm: undefined,
+    instanceFallbackReason: undefined,
+    matchSeconds: 0,
+  };
 }

@@ -1,6 +1,17 @@
 import { hostname, networkInterfaces } from 'node:os';
 import { splitHostPort } from '../server/http-util.ts';
-import { cidrContains, embeddedIpv4, isLocalHost, isUnspecified, parseCidr, parseIp, parseLooseIpv4, sameIp, type Cidr, type Ip } from './address.ts';
+import {
+  cidrContains,
+  embeddedIpv4,
+  isLocalHost,
+  isUnspecified,
+  parseCidr,
+  parseIp,
+  parseLooseIpv4,
+  sameIp,
+  type Cidr,
+  type Ip,
+} from './address.ts';
 
 /**
  * Which upstream addresses a route may name (docs/security.md). Checked when a route is compiled — once per
@@ -77,7 +88,8 @@ export function parseUpstreamPattern(raw: string): UpstreamPattern | string {
   }
   let port: number | undefined;
   if (portPart !== undefined && portPart !== '*') {
-    if (!/^\d{1,5}$/.test(portPart) || Number(portPart) < 1 || Number(portPart) > 65535) return `port must be 1–65535 or *, got ${JSON.stringify(portPart)}`;
+    if (!/^\d{1,5}$/.test(portPart) || Number(portPart) < 1 || Number(portPart) > 65535)
+      return `port must be 1–65535 or *, got ${JSON.stringify(portPart)}`;
     port = Number(portPart);
   }
   const portOk = (h: Host): boolean => port === undefined || h.port === port;
@@ -177,7 +189,6 @@ class SelfListener {
     return false;
   }
 }
-
 
 export interface UpstreamGuardOptions {
   /** `allowed_upstreams` (validated patterns); undefined: any address not refused otherwise. */

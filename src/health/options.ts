@@ -114,7 +114,8 @@ function readActive(a: OptionReader): ActiveHealthOptions {
 function readPassive(p: OptionReader): PassiveHealthOptions {
   if (!p.has('fail_duration')) p.fail('', 'fail_duration is required: a duration > 0 enables passive health checks (as in Caddy)');
   const failDurationMs = p.duration('fail_duration', 0);
-  if (!(failDurationMs > 0)) p.fail('fail_duration', 'must be > 0 (0 disables passive health checks in Caddy; remove the passive block instead)');
+  if (!(failDurationMs > 0))
+    p.fail('fail_duration', 'must be > 0 (0 disables passive health checks in Caddy; remove the passive block instead)');
   const maxFails = p.int('max_fails', 1, { min: 1, max: MAX_FAILS_LIMIT });
   const raw = p.raw('unhealthy_status');
   let unhealthyStatus: number[] = [];

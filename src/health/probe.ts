@@ -70,7 +70,8 @@ export async function probe(agent: Agent, url: string, options: ActiveHealthOpti
       return { outcome: 'pass' };
     }
     const body = await readLimited(res.body, MAX_BODY_BYTES);
-    if (!options.expectBody.test(body)) return { outcome: 'body', error: `body does not match ${JSON.stringify(options.expectBody.source)}` };
+    if (!options.expectBody.test(body))
+      return { outcome: 'body', error: `body does not match ${JSON.stringify(options.expectBody.source)}` };
     return { outcome: 'pass' };
   } catch (err) {
     if (timedOut) return { outcome: 'timeout', error: `no answer within ${options.timeoutMs}ms` };

@@ -161,7 +161,10 @@ export class HealthService {
     const passive = p.checks?.passive;
     if (passive === undefined || !countsAsFailure(report, passive)) return;
     if (this.table.recordFailure(cell, passive.failDurationMs, passive.maxFails)) {
-      this.deps.logger.warn({ upstream: address, policy, reason: report.kind, failures: cell.failureCount }, 'upstream marked down by passive health checks');
+      this.deps.logger.warn(
+        { upstream: address, policy, reason: report.kind, failures: cell.failureCount },
+        'upstream marked down by passive health checks',
+      );
     }
   }
 
@@ -209,7 +212,13 @@ export class HealthService {
 
   private changed(change: HealthChange): void {
     const { cell, healthy, cause } = change;
-    const fields = { upstream: cell.address, healthy, cause, failures: cell.failureCount, ...(healthy ? {} : { last_error: cell.lastError }) };
+    const fields = {
+      upstream: cell.address,
+      healthy,
+      cause,
+      failures: cell.failureCount,
+      ...(healthy ? {} : { last_error: cell.lastError }),
+    };
     if (healthy) this.deps.logger.info(fields, 'upstream healthy again');
     else this.deps.logger.warn(fields, 'upstream unhealthy');
     const bus = this.deps.events;
@@ -233,7 +242,9 @@ function cellJson(cell: HealthCell, activeChecked: boolean): UpstreamHealthJson 
     address: cell.address,
     healthy: cell.healthy,
     active_checked: activeChecked,
-    ...(cell.lastCheckAt !== undefined ? { last_check: new Date(cell.lastCheckAt).toISOString(), last_check_ok: cell.lastCheckOk === true } : {}),
+    ...(cell.lastCheckAt !== undefined
+      ? { last_check: new Date(cell.lastCheckAt).toISOString(), last_check_ok: cell.lastCheckOk === true }
+      : {}),
     ...(cell.lastError !== undefined ? { last_error: cell.lastError } : {}),
     failures: cell.failureCount,
     failures_total: cell.failuresTotal,

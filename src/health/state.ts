@@ -157,11 +157,14 @@ export class HealthTable {
   private schedule(cell: HealthCell): void {
     if (this.stopped || cell.timer !== undefined || cell.failures.length === 0) return;
     const delay = Math.max(0, (cell.failures[0] as number) - this.clock());
-    cell.timer = setTimeout(() => {
-      cell.timer = undefined;
-      this.expire(cell);
-      this.schedule(cell);
-    }, Math.ceil(delay) + 1);
+    cell.timer = setTimeout(
+      () => {
+        cell.timer = undefined;
+        this.expire(cell);
+        this.schedule(cell);
+      },
+      Math.ceil(delay) + 1,
+    );
     cell.timer.unref();
   }
 

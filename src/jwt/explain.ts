@@ -19,10 +19,22 @@ export type JwtExplain =
 export async function explainJwt(jwt: GatewayJwt, req: JwtRequest): Promise<{ explain: JwtExplain; outcome: JwtOutcome }> {
   const outcome = await jwt.check(req);
   if (!outcome.ok) {
-    return { outcome, explain: { outcome: 'rejected', status: outcome.status, check: outcome.check, error: outcome.error, body: JSON.parse(outcome.body) as unknown } };
+    return {
+      outcome,
+      explain: {
+        outcome: 'rejected',
+        status: outcome.status,
+        check: outcome.check,
+        error: outcome.error,
+        body: JSON.parse(outcome.body) as unknown,
+      },
+    };
   }
   if (outcome.payload === undefined) {
-    return { outcome, explain: { outcome: 'no_token', note: 'optional: the request passes with empty routing variables (the policy falls back)' } };
+    return {
+      outcome,
+      explain: { outcome: 'no_token', note: 'optional: the request passes with empty routing variables (the policy falls back)' },
+    };
   }
   return {
     outcome,

@@ -79,7 +79,13 @@ export class GatewayJwt {
     readonly config: GatewayJwtConfig,
     private readonly deps: GatewayJwtDeps,
   ) {
-    this.jwks = new JwksStore({ url: config.jwksUrl, timeoutMs: config.jwksTimeoutMs, refreshIntervalMs: config.jwksRefreshIntervalMs, logger: deps.logger, ...(deps.onFetch ? { onFetch: deps.onFetch } : {}) });
+    this.jwks = new JwksStore({
+      url: config.jwksUrl,
+      timeoutMs: config.jwksTimeoutMs,
+      refreshIntervalMs: config.jwksRefreshIntervalMs,
+      logger: deps.logger,
+      ...(deps.onFetch ? { onFetch: deps.onFetch } : {}),
+    });
     this.cache = new TokenCache(deps.cacheSize ?? 10_000);
     if (config.trustedSources.length > 0) {
       this.trusted = new BlockList();
@@ -91,7 +97,11 @@ export class GatewayJwt {
     this.allowedCerts = new Set(config.allowedClientCertSha256);
     this.algs = new Set(config.allowedAlgs);
     this.tokenHeader = config.tokenHeader.toLowerCase();
-    this.claimRejections = { tenant: rejection('claims', config.claimTenant), service: rejection('claims', config.claimService), version: rejection('claims', config.claimVersion) };
+    this.claimRejections = {
+      tenant: rejection('claims', config.claimTenant),
+      service: rejection('claims', config.claimService),
+      version: rejection('claims', config.claimVersion),
+    };
     this.anonymous = this.claims(undefined, undefined, undefined, undefined, undefined, undefined, undefined, Infinity, 0);
   }
 
@@ -167,7 +177,10 @@ export class GatewayJwt {
     }
     let payload: JWTPayload;
     try {
-      ({ payload } = await jwtVerify(token, keys.resolve, { algorithms: this.config.allowedAlgs, clockTolerance: this.config.leewayMs / 1000 }));
+      ({ payload } = await jwtVerify(token, keys.resolve, {
+        algorithms: this.config.allowedAlgs,
+        clockTolerance: this.config.leewayMs / 1000,
+      }));
     } catch (err) {
       return this.reject(REJECT[joseCheck(err)]);
     }
@@ -196,7 +209,17 @@ export class GatewayJwt {
     const instanceKey = instance === undefined ? '' : render(c.instanceKeyTemplate, values);
     if (hasBrace(versionKey) || hasBrace(instanceKey)) return this.reject(REJECT.key_template);
     const expiresAt = typeof payload.exp === 'number' ? payload.exp * 1000 + c.leewayMs : Infinity;
-    const claims = this.claims(tenant, service, version, instance, c.keyPrefix + versionKey, instance === undefined ? undefined : c.keyPrefix + instanceKey, payload, expiresAt, generation);
+    const claims = this.claims(
+      tenant,
+      service,
+      version,
+      instance,
+      c.keyPrefix + versionKey,
+      instance === undefined ? undefined : c.keyPrefix + instanceKey,
+      payload,
+      expiresAt,
+      generation,
+    );
     this.cache.set(token, claims);
     return claims;
   }
@@ -221,7 +244,16 @@ export class GatewayJwt {
       [`x-dynamic-var-${v.versionKey}`, [versionKey ?? '']],
       [`x-dynamic-var-${v.instanceKey}`, [instanceKey ?? '']],
     ];
-    const answerHeaders = [ROUTE_HEADERS[0], tenant ?? '', ROUTE_HEADERS[1], service ?? '', ROUTE_HEADERS[2], version ?? '', ROUTE_HEADERS[3], instance ?? ''];
+    const answerHeaders = [
+      ROUTE_HEADERS[0],
+      tenant ?? '',
+      ROUTE_HEADERS[1],
+      service ?? '',
+      ROUTE_HEADERS[2],
+      version ?? '',
+      ROUTE_HEADERS[3],
+      instance ?? '',
+    ];
     return { ok: true, tenant, service, version, instance, versionKey, instanceKey, payload, vars, answerHeaders, expiresAt, generation };
   }
 }

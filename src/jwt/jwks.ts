@@ -94,7 +94,10 @@ export class JwksStore {
     try {
       return await this.refresh();
     } catch (err) {
-      this.o.logger.warn({ url: this.o.url, err: (err as Error).message }, 'JWKS refetch for an unknown kid failed; keeping the last good keys');
+      this.o.logger.warn(
+        { url: this.o.url, err: (err as Error).message },
+        'JWKS refetch for an unknown kid failed; keeping the last good keys',
+      );
       return false;
     }
   }
@@ -108,7 +111,10 @@ export class JwksStore {
   }
 
   private retryUntilLoaded(attempt: number): void {
-    const delay = backoffDelay(attempt, { initialMs: Math.min(1000, this.o.refreshIntervalMs), maxMs: Math.min(30_000, this.o.refreshIntervalMs) });
+    const delay = backoffDelay(attempt, {
+      initialMs: Math.min(1000, this.o.refreshIntervalMs),
+      maxMs: Math.min(30_000, this.o.refreshIntervalMs),
+    });
     this.timer = setTimeout(() => {
       this.refresh().then(
         () => {
@@ -166,7 +172,14 @@ export class JwksStore {
     const signal = AbortSignal.any([timeout, this.stopping.signal]);
     let res: Dispatcher.ResponseData;
     try {
-      res = await request(this.o.url, { method: 'GET', headers, signal, headersTimeout: this.o.timeoutMs, bodyTimeout: this.o.timeoutMs, ...(this.o.dispatcher ? { dispatcher: this.o.dispatcher } : {}) });
+      res = await request(this.o.url, {
+        method: 'GET',
+        headers,
+        signal,
+        headersTimeout: this.o.timeoutMs,
+        bodyTimeout: this.o.timeoutMs,
+        ...(this.o.dispatcher ? { dispatcher: this.o.dispatcher } : {}),
+      });
     } catch (err) {
       throw fetchError(err, timeout, this.o);
     }
@@ -231,7 +244,10 @@ function headerValue(v: string | string[] | undefined): string | undefined {
 const CURVES = new Set(['P-256', 'P-384', 'P-521']);
 
 /** The usable public keys of a JWKS document, and why the others were skipped. Throws when none is usable. */
-export function parseJwks(text: string, url: string): { keys: JWK[]; skipped: Array<{ index: number; kid: string | undefined; problem: string }> } {
+export function parseJwks(
+  text: string,
+  url: string,
+): { keys: JWK[]; skipped: Array<{ index: number; kid: string | undefined; problem: string }> } {
   let doc: unknown;
   try {
     doc = JSON.parse(text);
@@ -243,14 +259,19 @@ export function parseJwks(text: string, url: string): { keys: JWK[]; skipped: Ar
   const keys: JWK[] = [];
   const skipped: Array<{ index: number; kid: string | undefined; problem: string }> = [];
   list.forEach((entry: unknown, index) => {
-    if (entry === null || typeof entry !== 'object' || Array.isArray(entry)) return skipped.push({ index, kid: undefined, problem: 'not an object' });
+    if (entry === null || typeof entry !== 'object' || Array.isArray(entry))
+      return skipped.push({ index, kid: undefined, problem: 'not an object' });
     const jwk = entry as JWK;
     const kid = typeof jwk.kid === 'string' ? jwk.kid : undefined;
     const problem = keyProblem(jwk);
     if (problem !== undefined) return skipped.push({ index, kid, problem });
     keys.push(jwk);
   });
-  if (keys.length === 0) throw new JwksFetchError('failed', `JWKS ${url}: no usable key (${list.length} entr${list.length === 1 ? 'y' : 'ies'}${skipped.length > 0 ? `; ${skipped.map((s) => s.problem).join('; ')}` : ''})`);
+  if (keys.length === 0)
+    throw new JwksFetchError(
+      'failed',
+      `JWKS ${url}: no usable key (${list.length} entr${list.length === 1 ? 'y' : 'ies'}${skipped.length > 0 ? `; ${skipped.map((s) => s.problem).join('; ')}` : ''})`,
+    );
   return { keys, skipped };
 }
 

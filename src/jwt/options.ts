@@ -68,13 +68,19 @@ export function readGatewayJwt(r: OptionReader): GatewayJwtConfig {
     return r.fail('jwks_url', `not a URL: ${JSON.stringify(jwksUrl)}`);
   }
   if (url.protocol !== 'https:' && !(allowInsecureJwks && url.protocol === 'http:')) {
-    r.fail('jwks_url', allowInsecureJwks ? 'must be an http:// or https:// URL' : 'must be https:// (set allow_insecure_jwks: true to allow http://)');
+    r.fail(
+      'jwks_url',
+      allowInsecureJwks ? 'must be an http:// or https:// URL' : 'must be https:// (set allow_insecure_jwks: true to allow http://)',
+    );
   }
   const allowedAlgs = r.stringList('allowed_algs', DEFAULT_ALGS);
   if (allowedAlgs.length === 0) r.fail('allowed_algs', 'must name at least one algorithm');
   allowedAlgs.forEach((alg, i) => {
     if (!(SUPPORTED_ALGS as readonly string[]).includes(alg)) {
-      r.fail(`allowed_algs[${i}]`, `${JSON.stringify(alg)} is not allowed: use ${SUPPORTED_ALGS.join(', ')} (none and HMAC algorithms are never accepted)`);
+      r.fail(
+        `allowed_algs[${i}]`,
+        `${JSON.stringify(alg)} is not allowed: use ${SUPPORTED_ALGS.join(', ')} (none and HMAC algorithms are never accepted)`,
+      );
     }
   });
   const trustedSources = r.stringList('trusted_sources');
@@ -84,7 +90,8 @@ export function readGatewayJwt(r: OptionReader): GatewayJwtConfig {
   });
   const allowedClientCertSha256 = r.stringList('allowed_client_cert_sha256').map((fp, i) => {
     const hex = fp.replace(/:/g, '').toLowerCase();
-    if (!/^[0-9a-f]{64}$/.test(hex)) r.fail(`allowed_client_cert_sha256[${i}]`, `must be a hex SHA-256 (64 hex digits, colons allowed), got ${JSON.stringify(fp)}`);
+    if (!/^[0-9a-f]{64}$/.test(hex))
+      r.fail(`allowed_client_cert_sha256[${i}]`, `must be a hex SHA-256 (64 hex digits, colons allowed), got ${JSON.stringify(fp)}`);
     return hex;
   });
   const requireMtls = r.bool('require_mtls', false);
@@ -134,12 +141,14 @@ export function readGatewayJwt(r: OptionReader): GatewayJwtConfig {
 /** Why `cidr` is not a CIDR, or undefined. A bare address is refused, as in the Go module (say /32 or /128). */
 export function cidrProblem(cidr: string): string | undefined {
   const slash = cidr.indexOf('/');
-  if (slash === -1) return `${JSON.stringify(cidr)} is not a CIDR (write ${isIP(cidr) === 6 ? `${cidr}/128` : `${cidr}/32`} for one address)`;
+  if (slash === -1)
+    return `${JSON.stringify(cidr)} is not a CIDR (write ${isIP(cidr) === 6 ? `${cidr}/128` : `${cidr}/32`} for one address)`;
   const ip = cidr.slice(0, slash);
   const bits = cidr.slice(slash + 1);
   const family = isIP(ip);
   if (family === 0) return `${JSON.stringify(cidr)}: ${JSON.stringify(ip)} is not an IP address`;
-  if (!/^\d{1,3}$/.test(bits) || Number(bits) > (family === 4 ? 32 : 128)) return `${JSON.stringify(cidr)}: prefix length must be 0-${family === 4 ? 32 : 128}`;
+  if (!/^\d{1,3}$/.test(bits) || Number(bits) > (family === 4 ? 32 : 128))
+    return `${JSON.stringify(cidr)}: prefix length must be 0-${family === 4 ? 32 : 128}`;
   return undefined;
 }
 
@@ -162,6 +171,7 @@ function template(r: OptionReader, name: string, fallback: string): string {
   if (v.trim() === '') r.fail(name, 'must not be empty');
   let rest = v;
   for (const n of TEMPLATE_NAMES) rest = rest.replaceAll(`{${n}}`, '');
-  if (rest.includes('{') || rest.includes('}')) r.fail(name, `only {${TEMPLATE_NAMES.join('}, {')}} may appear in braces, got ${JSON.stringify(v)}`);
+  if (rest.includes('{') || rest.includes('}'))
+    r.fail(name, `only {${TEMPLATE_NAMES.join('}, {')}} may appear in braces, got ${JSON.stringify(v)}`);
   return v;
 }

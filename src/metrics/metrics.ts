@@ -1,4 +1,15 @@
-import { Counter, Gauge, Histogram, Registry, collectDefaultMetrics, type CollectFunction, type CounterConfiguration, type MetricObjectWithValues, type MetricType, type MetricValue } from 'prom-client';
+import {
+  Counter,
+  Gauge,
+  Histogram,
+  Registry,
+  collectDefaultMetrics,
+  type CollectFunction,
+  type CounterConfiguration,
+  type MetricObjectWithValues,
+  type MetricType,
+  type MetricValue,
+} from 'prom-client';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { DEFAULT_MAX_SERIES } from '../config/schema.ts';
 
@@ -59,21 +70,77 @@ export class Metrics {
   constructor(options: { registry?: Registry; processMetrics?: boolean } = {}) {
     const registers = [(this.registry = options.registry ?? new Registry())];
     const p = 'caddy_dynamic_lb_';
-    this.seriesFolded = new FastCounter({ name: `${p}metric_series_folded_total`, help: 'Observations counted under __other__ because their metric reached its series ceiling (metrics.max_series).', labelNames: ['metric'], registers });
-    this.routeHits = new FastCounter({ name: `${p}route_hits_total`, help: 'Requests routed by a dynamic route config.', labelNames: ['key', 'upstream'], registers });
-    this.routeMisses = new FastCounter({ name: `${p}route_misses_total`, help: 'Requests handed to the fallback policy, by miss reason (key="__unknown__" when the key has no route config).', labelNames: ['key', 'reason'], keep: ['reason'], registers });
-    this.instanceFallbacks = new Counter({ name: `${p}instance_fallbacks_total`, help: 'Instance-key misses served by the version key, by instance miss reason.', labelNames: ['reason'], registers });
-    this.parseErrors = new FastCounter({ name: `${p}route_config_parse_errors_total`, help: 'Stored route configs that could not be parsed (the last good config kept serving).', labelNames: ['source_type'], registers });
+    this.seriesFolded = new FastCounter({
+      name: `${p}metric_series_folded_total`,
+      help: 'Observations counted under __other__ because their metric reached its series ceiling (metrics.max_series).',
+      labelNames: ['metric'],
+      registers,
+    });
+    this.routeHits = new FastCounter({
+      name: `${p}route_hits_total`,
+      help: 'Requests routed by a dynamic route config.',
+      labelNames: ['key', 'upstream'],
+      registers,
+    });
+    this.routeMisses = new FastCounter({
+      name: `${p}route_misses_total`,
+      help: 'Requests handed to the fallback policy, by miss reason (key="__unknown__" when the key has no route config).',
+      labelNames: ['key', 'reason'],
+      keep: ['reason'],
+      registers,
+    });
+    this.instanceFallbacks = new Counter({
+      name: `${p}instance_fallbacks_total`,
+      help: 'Instance-key misses served by the version key, by instance miss reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    this.parseErrors = new FastCounter({
+      name: `${p}route_config_parse_errors_total`,
+      help: 'Stored route configs that could not be parsed (the last good config kept serving).',
+      labelNames: ['source_type'],
+      registers,
+    });
     // The Go module timed every Get, cache hits included; a cache hit here is a synchronous map lookup (counted
     // by cache_hits_total), so this histogram times what can actually be slow: the store read on a cache miss.
-    this.datasourceLatency = new Histogram({ name: `${p}datasource_latency_seconds`, help: 'Time to obtain a route config from the data source on a route-cache miss.', labelNames: ['source_type'], buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1], registers });
-    this.ruleMatchLatency = new Histogram({ name: `${p}rule_match_latency_seconds`, help: 'Time to match the rules of a route config.', buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05], registers });
-    this.selectionLatency = new Histogram({ name: `${p}selection_latency_seconds`, help: 'Time the sidecar spent answering one selection, from request to answer.', labelNames: ['policy'], buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1], registers });
-    this.cacheHits = new FastCounter({ name: `${p}cache_hits_total`, help: 'Route lookups answered from the route cache (negative hits included).', labelNames: ['source_type'], registers });
-    this.cacheMisses = new FastCounter({ name: `${p}cache_misses_total`, help: 'Route lookups that had to ask the store.', labelNames: ['source_type'], registers });
+    this.datasourceLatency = new Histogram({
+      name: `${p}datasource_latency_seconds`,
+      help: 'Time to obtain a route config from the data source on a route-cache miss.',
+      labelNames: ['source_type'],
+      buckets: [0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1],
+      registers,
+    });
+    this.ruleMatchLatency = new Histogram({
+      name: `${p}rule_match_latency_seconds`,
+      help: 'Time to match the rules of a route config.',
+      buckets: [0.0001, 0.0005, 0.001, 0.005, 0.01, 0.05],
+      registers,
+    });
+    this.selectionLatency = new Histogram({
+      name: `${p}selection_latency_seconds`,
+      help: 'Time the sidecar spent answering one selection, from request to answer.',
+      labelNames: ['policy'],
+      buckets: [0.00005, 0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.05, 0.25, 1],
+      registers,
+    });
+    this.cacheHits = new FastCounter({
+      name: `${p}cache_hits_total`,
+      help: 'Route lookups answered from the route cache (negative hits included).',
+      labelNames: ['source_type'],
+      registers,
+    });
+    this.cacheMisses = new FastCounter({
+      name: `${p}cache_misses_total`,
+      help: 'Route lookups that had to ask the store.',
+      labelNames: ['source_type'],
+      registers,
+    });
     const sources = (): Iterable<GaugeSource> => eachSource(this.sourcesForGauges());
     this.datasourceHealthy = new Gauge({
-      name: `${p}datasource_healthy`, help: '1 when every data source of this type is connected and in sync, else 0.', labelNames: ['source_type'], registers,
+      name: `${p}datasource_healthy`,
+      help: '1 when every data source of this type is connected and in sync, else 0.',
+      labelNames: ['source_type'],
+      registers,
       collect() {
         const byType = new Map<string, boolean>();
         for (const s of sources()) byType.set(s.type, (byType.get(s.type) ?? true) && s.healthy());
@@ -82,7 +149,10 @@ export class Metrics {
     });
     // these two walk every cached route: in slices, so a scrape with 100k routes does not stall selections
     this.activeUpstreams = new Gauge({
-      name: `${p}active_upstreams`, help: 'Distinct upstream addresses named by the cached route configs.', labelNames: ['source_type'], registers,
+      name: `${p}active_upstreams`,
+      help: 'Distinct upstream addresses named by the cached route configs.',
+      labelNames: ['source_type'],
+      registers,
       async collect() {
         const byType = new Map<string, Set<string>>();
         for (const s of sources()) {
@@ -96,7 +166,10 @@ export class Metrics {
       },
     });
     this.routeConfigs = new Gauge({
-      name: `${p}route_configs_total`, help: 'Route configs currently cached.', labelNames: ['source_type'], registers,
+      name: `${p}route_configs_total`,
+      help: 'Route configs currently cached.',
+      labelNames: ['source_type'],
+      registers,
       async collect() {
         const byType = new Map<string, number>();
         for (const s of sources()) {
@@ -107,30 +180,103 @@ export class Metrics {
         for (const [type, n] of byType) this.set({ source_type: type }, n);
       },
     });
-    this.watchEvents = new FastCounter({ name: `${p}watch_events_total`, help: 'Changes received from the store (put, delete, resync, error).', labelNames: ['source_type', 'event_type'], registers });
-    this.lastSync = new Gauge({ name: `${p}datasource_last_sync_timestamp_seconds`, help: 'Unix time of the last successful load or change from the data source.', labelNames: ['source_type', 'source'], registers });
-    this.poolHits = new Counter({ name: `${p}pool_hits_total`, help: 'Redis client pool: commands that found a ready connection.', labelNames: ['source_type', 'instance'], registers });
-    this.poolMisses = new Counter({ name: `${p}pool_misses_total`, help: 'Redis client pool: commands that had to wait for a connection.', labelNames: ['source_type', 'instance'], registers });
-    this.poolTimeouts = new Counter({ name: `${p}pool_timeouts_total`, help: 'Redis client pool: commands that timed out waiting for a connection.', labelNames: ['source_type', 'instance'], registers });
-    this.poolStale = new Counter({ name: `${p}pool_stale_connections_total`, help: 'Redis client pool: connections dropped as stale.', labelNames: ['source_type', 'instance'], registers });
-    this.poolTotal = new Gauge({ name: `${p}pool_total_connections`, help: 'Redis client pool: open connections.', labelNames: ['source_type', 'instance'], registers });
-    this.poolIdle = new Gauge({ name: `${p}pool_idle_connections`, help: 'Redis client pool: idle connections.', labelNames: ['source_type', 'instance'], registers });
-    this.connectionsDropped = new Counter({ name: `${p}connections_dropped_total`, help: 'Connections closed on accept because the listener was at its max_connections cap.', labelNames: ['listener'], registers });
+    this.watchEvents = new FastCounter({
+      name: `${p}watch_events_total`,
+      help: 'Changes received from the store (put, delete, resync, error).',
+      labelNames: ['source_type', 'event_type'],
+      registers,
+    });
+    this.lastSync = new Gauge({
+      name: `${p}datasource_last_sync_timestamp_seconds`,
+      help: 'Unix time of the last successful load or change from the data source.',
+      labelNames: ['source_type', 'source'],
+      registers,
+    });
+    this.poolHits = new Counter({
+      name: `${p}pool_hits_total`,
+      help: 'Redis client pool: commands that found a ready connection.',
+      labelNames: ['source_type', 'instance'],
+      registers,
+    });
+    this.poolMisses = new Counter({
+      name: `${p}pool_misses_total`,
+      help: 'Redis client pool: commands that had to wait for a connection.',
+      labelNames: ['source_type', 'instance'],
+      registers,
+    });
+    this.poolTimeouts = new Counter({
+      name: `${p}pool_timeouts_total`,
+      help: 'Redis client pool: commands that timed out waiting for a connection.',
+      labelNames: ['source_type', 'instance'],
+      registers,
+    });
+    this.poolStale = new Counter({
+      name: `${p}pool_stale_connections_total`,
+      help: 'Redis client pool: connections dropped as stale.',
+      labelNames: ['source_type', 'instance'],
+      registers,
+    });
+    this.poolTotal = new Gauge({
+      name: `${p}pool_total_connections`,
+      help: 'Redis client pool: open connections.',
+      labelNames: ['source_type', 'instance'],
+      registers,
+    });
+    this.poolIdle = new Gauge({
+      name: `${p}pool_idle_connections`,
+      help: 'Redis client pool: idle connections.',
+      labelNames: ['source_type', 'instance'],
+      registers,
+    });
+    this.connectionsDropped = new Counter({
+      name: `${p}connections_dropped_total`,
+      help: 'Connections closed on accept because the listener was at its max_connections cap.',
+      labelNames: ['listener'],
+      registers,
+    });
     // upstream health (src/health): the gauge is computed at scrape time, so addresses that left every route vanish
     const upstreams = (): Iterable<{ upstream: string; healthy: boolean }> => this.upstreamsForGauges();
     this.upstreamHealthy = new Gauge({
-      name: `${p}upstream_healthy`, help: '1 when the upstream passes its health checks, else 0 (`__all__` for metrics_cardinality coarse: 1 when all are healthy).', labelNames: ['upstream'], registers,
+      name: `${p}upstream_healthy`,
+      help: '1 when the upstream passes its health checks, else 0 (`__all__` for metrics_cardinality coarse: 1 when all are healthy).',
+      labelNames: ['upstream'],
+      registers,
       collect() {
         this.reset();
         for (const u of upstreams()) this.set({ upstream: u.upstream }, u.healthy ? 1 : 0);
       },
     });
-    this.healthChecks = new FastCounter({ name: `${p}health_checks_total`, help: 'Active health probes finished, by result (pass, timeout, error, status, body).', labelNames: ['result'], registers });
-    this.passiveFailures = new FastCounter({ name: `${p}passive_failures_total`, help: 'Failed proxy attempts reported by Caddy (X-Dynamic-Failed-Upstream), by upstream and reason (dial, timeout, status, other).', labelNames: ['upstream', 'reason'], registers });
-    this.configReloads = new Counter({ name: `${p}config_reloads_total`, help: 'Reloads of the service config (SIGHUP), by result: success (swapped in) or failure (the previous config kept).', labelNames: ['result'], registers });
+    this.healthChecks = new FastCounter({
+      name: `${p}health_checks_total`,
+      help: 'Active health probes finished, by result (pass, timeout, error, status, body).',
+      labelNames: ['result'],
+      registers,
+    });
+    this.passiveFailures = new FastCounter({
+      name: `${p}passive_failures_total`,
+      help: 'Failed proxy attempts reported by Caddy (X-Dynamic-Failed-Upstream), by upstream and reason (dial, timeout, status, other).',
+      labelNames: ['upstream', 'reason'],
+      registers,
+    });
+    this.configReloads = new Counter({
+      name: `${p}config_reloads_total`,
+      help: 'Reloads of the service config (SIGHUP), by result: success (swapped in) or failure (the previous config kept).',
+      labelNames: ['result'],
+      registers,
+    });
     for (const result of ['success', 'failure']) this.configReloads.labels({ result }).inc(0);
-    this.gatewayJwtRejections = new FastCounter({ name: `${p}gateway_jwt_rejections_total`, help: 'Requests refused by gateway_jwt, by the check that failed.', labelNames: ['policy', 'check'], registers });
-    this.gatewayJwtJwksFetches = new Counter({ name: `${p}gateway_jwt_jwks_fetches_total`, help: 'JWKS fetches of gateway_jwt, by result (ok, not_modified, error).', labelNames: ['policy', 'result'], registers });
+    this.gatewayJwtRejections = new FastCounter({
+      name: `${p}gateway_jwt_rejections_total`,
+      help: 'Requests refused by gateway_jwt, by the check that failed.',
+      labelNames: ['policy', 'check'],
+      registers,
+    });
+    this.gatewayJwtJwksFetches = new Counter({
+      name: `${p}gateway_jwt_jwks_fetches_total`,
+      help: 'JWKS fetches of gateway_jwt, by result (ok, not_modified, error).',
+      labelNames: ['policy', 'result'],
+      registers,
+    });
     if (options.processMetrics) collectDefaultMetrics({ register: this.registry });
     this.setMaxSeries(DEFAULT_MAX_SERIES);
   }
@@ -204,7 +350,9 @@ export class FastCounter<T extends string> extends Counter<T> {
     const child = this.children.get(id);
     if (child !== undefined) return child;
     // prom-client validates at `inc`; ours would only run at scrape time, so check the names now
-    for (const k of Object.keys(labels)) if (!(this.names as readonly string[]).includes(k)) throw new Error(`${this.metricName}: label "${k}" is not one of ${this.names.join(', ')}`);
+    for (const k of Object.keys(labels))
+      if (!(this.names as readonly string[]).includes(k))
+        throw new Error(`${this.metricName}: label "${k}" is not one of ${this.names.join(', ')}`);
     if (this.ownSeries >= this.maxSeries) return this.folded(labels);
     this.ownSeries++;
     return this.add(id, labels, false);
@@ -248,7 +396,14 @@ export class FastCounter<T extends string> extends Counter<T> {
     const values: Array<MetricValue<T>> = [];
     for (const c of this.children.values()) if (c.shown) values.push({ value: c.n, labels: c.labels });
     // the shape of prom-client's Counter#get (its `type` is the string 'counter' at run time)
-    return { help: this.helpText, name: this.metricName, type: 'counter' as unknown as MetricType, values, aggregator: 'sum', collect: collect as CollectFunction<unknown> };
+    return {
+      help: this.helpText,
+      name: this.metricName,
+      type: 'counter' as unknown as MetricType,
+      values,
+      aggregator: 'sum',
+      collect: collect as CollectFunction<unknown>,
+    };
   }
 
   /** Number of label sets with their own series (not counting `__other__` ones). */

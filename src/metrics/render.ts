@@ -11,7 +11,10 @@ import type { MetricObjectWithValues, MetricValue, Registry } from 'prom-client'
 const SLICE_MS = 5;
 
 export async function renderMetrics(registry: Registry): Promise<string> {
-  if (registry.contentType !== 'text/plain; version=0.0.4; charset=utf-8' || Object.keys((registry as unknown as { _defaultLabels?: object })._defaultLabels ?? {}).length > 0) {
+  if (
+    registry.contentType !== 'text/plain; version=0.0.4; charset=utf-8' ||
+    Object.keys((registry as unknown as { _defaultLabels?: object })._defaultLabels ?? {}).length > 0
+  ) {
     return registry.metrics();
   }
   const parts: string[] = [];
@@ -31,7 +34,8 @@ export async function renderMetrics(registry: Registry): Promise<string> {
       const v = values[i] as (typeof values)[number];
       const shared = v.sharedLabels ?? {};
       const labels: string[] = [];
-      for (const [k, value] of Object.entries(v.labels ?? {})) if (!Object.prototype.hasOwnProperty.call(shared, k)) labels.push(`${k}="${escapeLabelValue(value)}"`);
+      for (const [k, value] of Object.entries(v.labels ?? {}))
+        if (!Object.prototype.hasOwnProperty.call(shared, k)) labels.push(`${k}="${escapeLabelValue(value)}"`);
       for (const [k, value] of Object.entries(shared)) labels.push(`${k}="${escapeLabelValue(value)}"`);
       lines.push(`${v.metricName ?? name}${labels.length > 0 ? `{${labels.join(',')}}` : ''} ${valueText(v.value)}`);
       if ((i & 255) === 255) await pause();

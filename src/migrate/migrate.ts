@@ -32,8 +32,21 @@ export interface MigrateResult {
 
 /** reverse_proxy subdirectives that keep their meaning on the per-request proxy of select mode. */
 const SELECT_KEEPS = new Set([
-  'header_up', 'header_down', 'transport', 'flush_interval', 'buffer_requests', 'buffer_responses', 'max_buffer_size',
-  'request_buffers', 'response_buffers', 'trusted_proxies', 'method', 'rewrite', 'replace_status', 'handle_response', '@',
+  'header_up',
+  'header_down',
+  'transport',
+  'flush_interval',
+  'buffer_requests',
+  'buffer_responses',
+  'max_buffer_size',
+  'request_buffers',
+  'response_buffers',
+  'trusted_proxies',
+  'method',
+  'rewrite',
+  'replace_status',
+  'handle_response',
+  '@',
 ]);
 const FALLBACKS = new Set(['random', 'round_robin', 'least_conn', 'first', 'ip_hash', 'uri_hash']);
 
@@ -53,7 +66,13 @@ export function migrateCaddyfile(text: string, file: string, o: MigrateOptions =
   const found: Found[] = [];
   const names = new Set<string>();
   const nameFor = (site: string): string => {
-    const base = names.size === 0 ? 'default' : site.replace(/^https?:\/\//, '').replace(/[^A-Za-z0-9_-]+/g, '-').replace(/^-+|-+$/g, '') || 'policy';
+    const base =
+      names.size === 0
+        ? 'default'
+        : site
+            .replace(/^https?:\/\//, '')
+            .replace(/[^A-Za-z0-9_-]+/g, '-')
+            .replace(/^-+|-+$/g, '') || 'policy';
     let n = base;
     for (let i = 2; names.has(n); i++) n = `${base}-${i}`;
     names.add(n);
@@ -65,12 +84,20 @@ export function migrateCaddyfile(text: string, file: string, o: MigrateOptions =
     for (const d of list) {
       const name = d.name.text;
       if (name === 'gateway_jwt') {
-        emit({ token: d.name, what: 'gateway_jwt { … }', why: 'not carried over by migrate yet: configure the sidecar\'s gateway_jwt by hand (docs/gateway-jwt.md) and send the keys it sets' });
+        emit({
+          token: d.name,
+          what: 'gateway_jwt { … }',
+          why: "not carried over by migrate yet: configure the sidecar's gateway_jwt by hand (docs/gateway-jwt.md) and send the keys it sets",
+        });
         d.name = { ...d.name, text: '' };
         continue;
       }
       if (name === 'lb_policy_dynamic') {
-        emit({ token: d.name, what: 'lb_policy_dynamic { … }', why: 'dropped: the Go module never used this site directive (its output was not consumed); use lb_policy dynamic inside reverse_proxy' });
+        emit({
+          token: d.name,
+          what: 'lb_policy_dynamic { … }',
+          why: 'dropped: the Go module never used this site directive (its output was not consumed); use lb_policy dynamic inside reverse_proxy',
+        });
         d.name = { ...d.name, text: '' };
         continue;
       }
@@ -89,7 +116,8 @@ export function migrateCaddyfile(text: string, file: string, o: MigrateOptions =
   for (const f of found) policies[f.name] = f.policy;
   const pool = found.some((f) => f.mode === 'upstreams');
   const doc: Record<string, unknown> = { listen: o.listen ?? '127.0.0.1:2020' };
-  if (pool) doc.dns = { listen: o.dnsListen ?? '127.0.0.1:2053', zone: 'dynamic-lb.internal', ttl: Math.max(1, Math.round((ttl ?? 5000) / 1000)) };
+  if (pool)
+    doc.dns = { listen: o.dnsListen ?? '127.0.0.1:2053', zone: 'dynamic-lb.internal', ttl: Math.max(1, Math.round((ttl ?? 5000) / 1000)) };
   doc.policies = policies;
   const yaml = `# dynamic-lb service config — migrated by \`dynamic-lb migrate\` from ${file}\n${stringify(doc)}`;
   const config = parseConfig(yaml, 'dynamic-lb.yaml', o.env ?? process.env);
@@ -99,7 +127,11 @@ export function migrateCaddyfile(text: string, file: string, o: MigrateOptions =
     if (!b.global) continue;
     for (const d of b.directives) {
       if (d.name.text === 'order' && d.args.some((a) => a.text === 'gateway_jwt' || a.text === 'lb_policy_dynamic')) {
-        emit({ token: d.name, what: `order ${d.args.map((a) => a.text).join(' ')}`, why: 'dropped with the Go module directive it orders' });
+        emit({
+          token: d.name,
+          what: `order ${d.args.map((a) => a.text).join(' ')}`,
+          why: 'dropped with the Go module directive it orders',
+        });
         continue;
       }
       globalLines.push(...serialize(d, 0));
@@ -116,7 +148,13 @@ export function migrateCaddyfile(text: string, file: string, o: MigrateOptions =
   };
   if (selectPolicies.length > 0) {
     const sub = { ...config, policies: config.policies.filter((p) => selectPolicies.some((f) => f.name === p.name)) };
-    parts.push(generateSnippets(sub, { mode: 'select', proxyOptions: Object.fromEntries(selectPolicies.map((f) => [f.name, f.proxyOptions])), ...common() }));
+    parts.push(
+      generateSnippets(sub, {
+        mode: 'select',
+        proxyOptions: Object.fromEntries(selectPolicies.map((f) => [f.name, f.proxyOptions])),
+        ...common(),
+      }),
+    );
   }
   const poolPolicies = found.filter((f) => f.mode === 'upstreams');
   if (poolPolicies.length > 0) {
@@ -142,7 +180,12 @@ export function migrateCaddyfile(text: string, file: string, o: MigrateOptions =
     if (usesPool) lines.push('\timport dynamic-lb-pool-errors');
     const ownErrors = usesSelect || usesPool ? b.directives.find((d) => d.name.text === 'handle_errors') : undefined;
     if (ownErrors !== undefined) {
-      emit({ token: ownErrors.name, what: 'handle_errors { … }', why: "kept, but it follows the imported dynamic-lb errors snippet, whose last handle answers every other error: merge the two by hand", kept: true });
+      emit({
+        token: ownErrors.name,
+        what: 'handle_errors { … }',
+        why: 'kept, but it follows the imported dynamic-lb errors snippet, whose last handle answers every other error: merge the two by hand',
+        kept: true,
+      });
     }
     for (const d of b.directives) lines.push(...rewrite(d, 1, found));
     sites.push(`${b.keys.map(formatToken).join(' ')} {\n${lines.join('\n')}${lines.length > 0 ? '\n' : ''}}\n`);
@@ -150,23 +193,36 @@ export function migrateCaddyfile(text: string, file: string, o: MigrateOptions =
   notes.sort((a, b) => (a.token.file === b.token.file ? a.token.line - b.token.line : a.token.file < b.token.file ? -1 : 1));
   const report = notes.map((n) => `${n.token.file}:${n.token.line}: ${n.what}: ${n.why}`).join('\n');
   const dropped = notes.filter((n) => n.kept !== true);
-  const notice = dropped.length === 0
-    ? '# dynamic-lb migrate: everything was carried over.\n'
-    : `# dynamic-lb migrate: NOT carried over (${dropped.length}):\n${dropped.map((n) => `#   ${n.token.file}:${n.token.line}: ${n.what}: ${n.why}`).join('\n')}\n`;
+  const notice =
+    dropped.length === 0
+      ? '# dynamic-lb migrate: everything was carried over.\n'
+      : `# dynamic-lb migrate: NOT carried over (${dropped.length}):\n${dropped.map((n) => `#   ${n.token.file}:${n.token.line}: ${n.what}: ${n.why}`).join('\n')}\n`;
   return { yaml, caddyfile: `${notice}\n${parts.join('')}${sites.join('\n')}`, notes, report: report === '' ? '' : `${report}\n` };
 }
 
-function migrateProxy(d: Directive, site: string, nameFor: (site: string) => string, emit: (x: Dropped) => void, ttl: (ms: number) => void): Found | undefined {
+function migrateProxy(
+  d: Directive,
+  site: string,
+  nameFor: (site: string) => string,
+  emit: (x: Dropped) => void,
+  ttl: (ms: number) => void,
+): Found | undefined {
   const body = d.block ?? [];
   const select = body.find((x) => (x.name.text === 'lb_policy' && x.args[0]?.text === 'dynamic') || x.name.text === 'lb_policy_dynamic');
-  const source = body.find((x) => (x.name.text === 'dynamic' && x.args[0]?.text === 'dynamic_source') || x.name.text === 'dynamic_upstreams');
+  const source = body.find(
+    (x) => (x.name.text === 'dynamic' && x.args[0]?.text === 'dynamic_source') || x.name.text === 'dynamic_upstreams',
+  );
   if (select === undefined && source === undefined) return undefined;
   const matcher = d.args[0] !== undefined && /^[/@*]/.test(d.args[0].text) && !d.args[0].text.includes(':') ? d.args[0] : undefined;
   const upstreams: string[] = [];
   const addUpstream = (t: Token): void => {
     const m = /^(?:(https?):\/\/)?([^/]+)$/.exec(t.text);
     if (m === null || m[1] === 'https' || t.text.includes('{')) {
-      emit({ token: t, what: `upstream ${t.text}`, why: 'only plain host:port upstreams can be a policy pool (https:// or placeholder upstreams are not carried over)' });
+      emit({
+        token: t,
+        what: `upstream ${t.text}`,
+        why: 'only plain host:port upstreams can be a policy pool (https:// or placeholder upstreams are not carried over)',
+      });
       return;
     }
     upstreams.push(m[2] as string);
@@ -178,8 +234,20 @@ function migrateProxy(d: Directive, site: string, nameFor: (site: string) => str
   let transport: Directive | undefined;
   let lbPolicy: string | undefined;
   const mode: Found['mode'] = select !== undefined ? 'select' : 'upstreams';
-  if (select?.name.text === 'lb_policy_dynamic') emit({ token: select.name, what: 'lb_policy_dynamic { … } inside reverse_proxy', why: 'Caddy rejected this form (it must be lb_policy dynamic); migrated as lb_policy dynamic', kept: true });
-  if (source?.name.text === 'dynamic_upstreams') emit({ token: source.name, what: 'dynamic_upstreams { … }', why: 'Caddy rejected this documented form (the real one is dynamic dynamic_source); migrated as dynamic dynamic_source', kept: true });
+  if (select?.name.text === 'lb_policy_dynamic')
+    emit({
+      token: select.name,
+      what: 'lb_policy_dynamic { … } inside reverse_proxy',
+      why: 'Caddy rejected this form (it must be lb_policy dynamic); migrated as lb_policy dynamic',
+      kept: true,
+    });
+  if (source?.name.text === 'dynamic_upstreams')
+    emit({
+      token: source.name,
+      what: 'dynamic_upstreams { … }',
+      why: 'Caddy rejected this documented form (the real one is dynamic dynamic_source); migrated as dynamic dynamic_source',
+      kept: true,
+    });
   for (const x of body) {
     if (x === select || x === source) continue;
     const n = x.name.text;
@@ -192,7 +260,11 @@ function migrateProxy(d: Directive, site: string, nameFor: (site: string) => str
       continue;
     }
     if (n === 'dynamic') {
-      emit({ token: x.name, what: `dynamic ${x.args.map((a) => a.text).join(' ')}`, why: 'a second upstream source: the reverse_proxy now takes its pool from the sidecar' });
+      emit({
+        token: x.name,
+        what: `dynamic ${x.args.map((a) => a.text).join(' ')}`,
+        why: 'a second upstream source: the reverse_proxy now takes its pool from the sidecar',
+      });
       continue;
     }
     if (mode === 'upstreams' && n !== 'transport') {
@@ -211,11 +283,14 @@ function migrateProxy(d: Directive, site: string, nameFor: (site: string) => str
       proxyOptions.push(...serialize(x, 0));
       continue;
     }
-    const why = mode === 'upstreams'
-      ? 'the generated transport resolves the sidecar\'s SRV targets; merge these transport options into it by hand'
-      : /^(health_|unhealthy_|max_conns_per_host)/.test(n)
-        ? "no equivalent in the sidecar's health checks (docs/health.md)"
-        : /^(lb_|dynamic)/.test(n) ? 'select mode: one upstream per request, so Caddy-side balancing and retries do not apply (handle_errors retries the second candidate once)' : 'not known to apply to the per-request proxy';
+    const why =
+      mode === 'upstreams'
+        ? "the generated transport resolves the sidecar's SRV targets; merge these transport options into it by hand"
+        : /^(health_|unhealthy_|max_conns_per_host)/.test(n)
+          ? "no equivalent in the sidecar's health checks (docs/health.md)"
+          : /^(lb_|dynamic)/.test(n)
+            ? 'select mode: one upstream per request, so Caddy-side balancing and retries do not apply (handle_errors retries the second candidate once)'
+            : 'not known to apply to the per-request proxy';
     emit({ token: x.name, what: serialize(x, 0).join(' ').replace(/\t/g, '').slice(0, 80), why });
   }
   const policy: Record<string, unknown> = {};
@@ -225,12 +300,31 @@ function migrateProxy(d: Directive, site: string, nameFor: (site: string) => str
     const passive = healthChecks.passive;
     const checks: Record<string, unknown> = {};
     if (active !== undefined && (active.uri !== undefined || active.port !== undefined)) checks.active = active;
-    else if (active !== undefined) emit({ token: d.name, what: 'health_* without health_uri or health_port', why: 'Caddy left active checks off without a uri or port; so does the migrated policy' });
-    if (passive !== undefined && passive.fail_duration !== undefined && passive.fail_duration !== '0' && passive.fail_duration !== '0s') checks.passive = passive;
-    else if (passive !== undefined) emit({ token: d.name, what: 'max_fails / unhealthy_* without fail_duration', why: 'Caddy left passive checks off without fail_duration; so does the migrated policy' });
+    else if (active !== undefined)
+      emit({
+        token: d.name,
+        what: 'health_* without health_uri or health_port',
+        why: 'Caddy left active checks off without a uri or port; so does the migrated policy',
+      });
+    if (passive !== undefined && passive.fail_duration !== undefined && passive.fail_duration !== '0' && passive.fail_duration !== '0s')
+      checks.passive = passive;
+    else if (passive !== undefined)
+      emit({
+        token: d.name,
+        what: 'max_fails / unhealthy_* without fail_duration',
+        why: 'Caddy left passive checks off without fail_duration; so does the migrated policy',
+      });
     if (Object.keys(checks).length > 0) policy.health_checks = checks;
-    if (transport !== undefined && checks.passive !== undefined && (checks.passive as Record<string, unknown>).unhealthy_latency !== undefined) {
-      emit({ token: transport.name, what: 'transport { … }', why: 'the generated proxy carries its own transport for unhealthy_latency (its response_header_timeout); merge these transport options into it by hand' });
+    if (
+      transport !== undefined &&
+      checks.passive !== undefined &&
+      (checks.passive as Record<string, unknown>).unhealthy_latency !== undefined
+    ) {
+      emit({
+        token: transport.name,
+        what: 'transport { … }',
+        why: 'the generated proxy carries its own transport for unhealthy_latency (its response_header_timeout); merge these transport options into it by hand',
+      });
     } else if (transport !== undefined) proxyOptions.push(...serialize(transport, 0));
     if (upstreams.length > 0) {
       policy.pool = upstreams;
@@ -247,12 +341,16 @@ function migrateProxy(d: Directive, site: string, nameFor: (site: string) => str
       else if (policy.data_source === undefined && pool.data_source !== undefined) policy.data_source = pool.data_source;
       if (pool.default_key !== undefined) policy.default_key = pool.default_key;
       if (pool.key !== undefined && pool.key !== policy.key && policy.instance_key === undefined) {
-        emit({ token: source.name, what: 'dynamic_source key', why: `differs from the lb_policy key; the lb_policy key ${String(policy.key)} is used for both` });
+        emit({
+          token: source.name,
+          what: 'dynamic_source key',
+          why: `differs from the lb_policy key; the lb_policy key ${String(policy.key)} is used for both`,
+        });
       }
       emit({
         token: source.name,
         what: 'dynamic_source next to lb_policy dynamic',
-        why: 'migrated into the select policy: its data_source is a composite (priority) of the routes and the per-key upstream lists, so a key without a route is served from its upstream list and default_key covers requests without a key; a route upstream outside the key\'s list is served (the Go module refused it: not_in_pool)',
+        why: "migrated into the select policy: its data_source is a composite (priority) of the routes and the per-key upstream lists, so a key without a route is served from its upstream list and default_key covers requests without a key; a route upstream outside the key's list is served (the Go module refused it: not_in_pool)",
         kept: true,
       });
     }
@@ -280,7 +378,12 @@ const HEALTH: Record<string, [string, string]> = {
   unhealthy_latency: ['passive', 'unhealthy_latency'],
 };
 
-function health(x: Directive, [part, option]: [string, string], into: { active?: Record<string, unknown>; passive?: Record<string, unknown> }, emit: (d: Dropped) => void): void {
+function health(
+  x: Directive,
+  [part, option]: [string, string],
+  into: { active?: Record<string, unknown>; passive?: Record<string, unknown> },
+  emit: (d: Dropped) => void,
+): void {
   const target = (into[part as 'active' | 'passive'] ??= {});
   if (option === 'headers') {
     const headers: Record<string, string> = {};
@@ -293,11 +396,20 @@ function health(x: Directive, [part, option]: [string, string], into: { active?:
     return;
   }
   if (x.args.length !== 1 || x.block !== undefined) {
-    emit({ token: x.name, what: `${x.name.text} ${x.args.map((a) => a.text).join(' ')}`.trim(), why: 'expected exactly one value (Caddy rejected this line too)' });
+    emit({
+      token: x.name,
+      what: `${x.name.text} ${x.args.map((a) => a.text).join(' ')}`.trim(),
+      why: 'expected exactly one value (Caddy rejected this line too)',
+    });
     return;
   }
   const v = envValue((x.args[0] as Token).text);
-  target[option] = /^(port|passes|fails|max_fails)$/.test(option) && /^\d+$/.test(v) ? Number(v) : option === 'expect_status' && /^\d+$/.test(v) ? Number(v) : v;
+  target[option] =
+    /^(port|passes|fails|max_fails)$/.test(option) && /^\d+$/.test(v)
+      ? Number(v)
+      : option === 'expect_status' && /^\d+$/.test(v)
+        ? Number(v)
+        : v;
 }
 
 function selectPolicy(select: Directive, emit: (x: Dropped) => void): Record<string, unknown> {
@@ -309,15 +421,36 @@ function selectPolicy(select: Directive, emit: (x: Dropped) => void): Record<str
     if (['key', 'instance_key', 'version_key'].includes(n) && value !== undefined) policy[n] = value;
     else if (n === 'metrics_cardinality' && (value === 'detailed' || value === 'coarse')) policy[n] = value;
     else if (n === 'fallback' && value !== undefined && FALLBACKS.has(value)) policy.fallback = value;
-    else if (n === 'fallback' && value !== undefined) emit({ token: x.name, what: `fallback ${value}`, why: 'not a fallback dynamic-lb has (random, round_robin, least_conn, first, ip_hash, uri_hash); the default random is used' });
+    else if (n === 'fallback' && value !== undefined)
+      emit({
+        token: x.name,
+        what: `fallback ${value}`,
+        why: 'not a fallback dynamic-lb has (random, round_robin, least_conn, first, ip_hash, uri_hash); the default random is used',
+      });
     else if ((SOURCE_BLOCKS as readonly string[]).includes(n) && x.block !== undefined) {
-      if (sourceSeen !== undefined) emit({ token: sourceSeen.name, what: `${sourceSeen.name.text} { … }`, why: `a later ${n} block replaced it (the Go module kept only the last data source)` });
+      if (sourceSeen !== undefined)
+        emit({
+          token: sourceSeen.name,
+          what: `${sourceSeen.name.text} { … }`,
+          why: `a later ${n} block replaced it (the Go module kept only the last data source)`,
+        });
       sourceSeen = x;
       policy.data_source = mapSource(x, emit);
-    } else if ((JSON_ONLY_SOURCES as readonly string[]).includes(n)) emit({ token: x.name, what: `${n} { … }`, why: `the Go module had no Caddyfile form for ${n} (it failed to load); write its data_source by hand, see docs/sources.md` });
-    else emit({ token: x.name, what: `${n} ${x.args.map((a) => a.text).join(' ')}`.trim(), why: 'unrecognized (the Go module rejected it too)' });
+    } else if ((JSON_ONLY_SOURCES as readonly string[]).includes(n))
+      emit({
+        token: x.name,
+        what: `${n} { … }`,
+        why: `the Go module had no Caddyfile form for ${n} (it failed to load); write its data_source by hand, see docs/sources.md`,
+      });
+    else
+      emit({
+        token: x.name,
+        what: `${n} ${x.args.map((a) => a.text).join(' ')}`.trim(),
+        why: 'unrecognized (the Go module rejected it too)',
+      });
   }
-  if (policy.data_source === undefined) emit({ token: select.name, what: 'lb_policy dynamic', why: 'no data source block: the policy has no routes until data_source is set' });
+  if (policy.data_source === undefined)
+    emit({ token: select.name, what: 'lb_policy dynamic', why: 'no data source block: the policy has no routes until data_source is set' });
   return policy;
 }
 
@@ -335,13 +468,22 @@ function sourcePolicy(source: Directive, emit: (x: Dropped) => void, ttl: ((ms: 
       emit({
         token: x.name,
         what: `refresh_interval ${value}`,
-        why: ttl !== undefined ? 'carried over as dns.ttl (how long Caddy keeps a looked-up pool); the sidecar itself follows the store live' : 'not needed: the sidecar follows the store live',
+        why:
+          ttl !== undefined
+            ? 'carried over as dns.ttl (how long Caddy keeps a looked-up pool); the sidecar itself follows the store live'
+            : 'not needed: the sidecar follows the store live',
         kept: true,
       });
     } else if ((SOURCE_BLOCKS as readonly string[]).includes(n) && x.block !== undefined) policy.data_source = mapSource(x, emit, true);
-    else emit({ token: x.name, what: `${n} ${x.args.map((a) => a.text).join(' ')}`.trim(), why: 'unrecognized (the Go module rejected it too)' });
+    else
+      emit({
+        token: x.name,
+        what: `${n} ${x.args.map((a) => a.text).join(' ')}`.trim(),
+        why: 'unrecognized (the Go module rejected it too)',
+      });
   }
-  if (policy.data_source === undefined) emit({ token: source.name, what: 'dynamic_source', why: 'no data source block: the policy has no routes until data_source is set' });
+  if (policy.data_source === undefined)
+    emit({ token: source.name, what: 'dynamic_source', why: 'no data source block: the policy has no routes until data_source is set' });
   return policy;
 }
 
@@ -360,7 +502,11 @@ function rewrite(d: Directive, depth: number, found: Found[]): string[] {
     return m === undefined ? [`${tabs}${imp}`] : [`${tabs}route ${formatToken(m)} {`, `${tabs}\t${imp}`, `${tabs}}`];
   }
   if (d.block === undefined) return serialize(d, depth);
-  return [`${tabs}${[d.name, ...d.args].map(formatToken).join(' ')} {`, ...d.block.flatMap((c) => rewrite(c, depth + 1, found)), `${tabs}}`];
+  return [
+    `${tabs}${[d.name, ...d.args].map(formatToken).join(' ')} {`,
+    ...d.block.flatMap((c) => rewrite(c, depth + 1, found)),
+    `${tabs}}`,
+  ];
 }
 
 function serialize(d: Directive, depth: number): string[] {

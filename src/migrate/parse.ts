@@ -37,7 +37,11 @@ export function parseCaddyfileAt(file: string): ServerBlock[] {
   try {
     text = readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError('', `cannot read Caddyfile: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { file });
+    throw new ConfigError(
+      '',
+      `cannot read Caddyfile: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+      { file },
+    );
   }
   return parseCaddyfile(text, file);
 }
@@ -81,7 +85,11 @@ class Parser {
       }
       if (t.text === '{') break;
       if (t.text === '}') this.fail(t, "unexpected '}' because no matching opening brace");
-      if (t.text.endsWith('{')) this.fail(t, `site addresses cannot end with a curly brace: ${JSON.stringify(t.text)} - put a space between the token and the brace`);
+      if (t.text.endsWith('{'))
+        this.fail(
+          t,
+          `site addresses cannot end with a curly brace: ${JSON.stringify(t.text)} - put a space between the token and the brace`,
+        );
       if (t.text !== '') {
         expectingAnother = t.text.endsWith(',');
         const text = expectingAnother ? t.text.slice(0, -1) : t.text;
@@ -187,14 +195,22 @@ class Parser {
     const full = isAbsolute(pattern.text) ? pattern.text : join(dirname(pattern.file), pattern.text);
     let files: string[];
     if (/[*?[]/.test(basename(full))) {
-      const re = new RegExp(`^${basename(full).replace(/[.+^${}()|\\]/g, '\\$&').replace(/\*/g, '[^/]*').replace(/\?/g, '[^/]')}$`);
+      const re = new RegExp(
+        `^${basename(full)
+          .replace(/[.+^${}()|\\]/g, '\\$&')
+          .replace(/\*/g, '[^/]*')
+          .replace(/\?/g, '[^/]')}$`,
+      );
       let names: string[] = [];
       try {
         names = readdirSync(dirname(full));
       } catch {
         names = [];
       }
-      files = names.filter((n) => re.test(n)).sort().map((n) => join(dirname(full), n));
+      files = names
+        .filter((n) => re.test(n))
+        .sort()
+        .map((n) => join(dirname(full), n));
       // Caddy only warns when a glob matches nothing
     } else {
       files = [full];
@@ -207,7 +223,10 @@ class Parser {
         text = this.readFile(f);
       } catch (err) {
         if (err instanceof ConfigError) throw err;
-        this.fail(pattern, `import ${pattern.text}: not a snippet, and the file cannot be read: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`);
+        this.fail(
+          pattern,
+          `import ${pattern.text}: not a snippet, and the file cannot be read: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
+        );
       }
       out.push(...tokenize(text, f));
     }
@@ -234,7 +253,8 @@ class Parser {
           if (t.text === '{') {
             i++;
             const next = tokens[i];
-            if (next !== undefined && !onNewLine(t, next) && t.quote === '' && next.text !== '}') this.fail(t, "unexpected next token after '{' on same line");
+            if (next !== undefined && !onNewLine(t, next) && t.quote === '' && next.text !== '}')
+              this.fail(t, "unexpected next token after '{' on same line");
             d.block = parseList(t);
             prev = tokens[i - 1] as Token;
             break;

@@ -23,14 +23,20 @@ export const JSON_ONLY_SOURCES = ['zookeeper', 'sql', 'kubernetes', 'composite']
 
 export function envValue(text: string): string {
   return text
-    .replace(/\{\$([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}/g, (_w, n: string, d: string | undefined) => (d === undefined ? `\${${n}}` : `\${${n}:-${d}}`))
+    .replace(/\{\$([A-Za-z_][A-Za-z0-9_]*)(?::([^}]*))?\}/g, (_w, n: string, d: string | undefined) =>
+      d === undefined ? `\${${n}}` : `\${${n}:-${d}}`,
+    )
     .replace(/\{env\.([A-Za-z_][A-Za-z0-9_]*)\}/g, (_w, n: string) => `\${${n}}`);
 }
 
 /** One scalar argument, or a problem. */
 function one(d: Directive, emit: Emit): string | undefined {
   if (d.args.length !== 1 || d.block !== undefined) {
-    emit({ token: d.name, what: `${d.name.text} ${d.args.map((a) => a.text).join(' ')}`.trim(), why: 'expected exactly one value (the Go module rejected this line too)' });
+    emit({
+      token: d.name,
+      what: `${d.name.text} ${d.args.map((a) => a.text).join(' ')}`.trim(),
+      why: 'expected exactly one value (the Go module rejected this line too)',
+    });
     return undefined;
   }
   return envValue((d.args[0] as Token).text);
@@ -140,7 +146,11 @@ export function mapSource(block: Directive, emit: Emit, flat = false): Record<st
   for (const d of block.block ?? []) {
     const name = d.name.text;
     if (flat && d.block !== undefined) {
-      emit({ token: d.name, what: `${type} { ${name} { … } }`, why: 'blocks are not accepted in a dynamic_source source (the Go module rejected them)' });
+      emit({
+        token: d.name,
+        what: `${type} { ${name} { … } }`,
+        why: 'blocks are not accepted in a dynamic_source source (the Go module rejected them)',
+      });
       continue;
     }
     if (name === 'tls' && d.block !== undefined && type !== 'file' && type !== 'http') {
@@ -167,7 +177,11 @@ export function mapSource(block: Directive, emit: Emit, flat = false): Record<st
     }
     if (name === 'header' && type === 'http') {
       if (d.args.length !== 2) {
-        emit({ token: d.name, what: `header ${d.args.map((a) => a.text).join(' ')}`, why: 'expected a name and a value (the Go module rejected this line too)' });
+        emit({
+          token: d.name,
+          what: `header ${d.args.map((a) => a.text).join(' ')}`,
+          why: 'expected a name and a value (the Go module rejected this line too)',
+        });
         continue;
       }
       const headers = (out.headers ?? {}) as Record<string, string>;
@@ -177,7 +191,11 @@ export function mapSource(block: Directive, emit: Emit, flat = false): Record<st
     }
     const spec = table[name];
     if (spec === undefined) {
-      emit({ token: d.name, what: `${type} { ${name} }`, why: `unknown ${type} option (the Go module rejected it too); see docs/sources.md for the ${type} options` });
+      emit({
+        token: d.name,
+        what: `${type} { ${name} }`,
+        why: `unknown ${type} option (the Go module rejected it too); see docs/sources.md for the ${type} options`,
+      });
       continue;
     }
     const [key, kind] = spec;
@@ -191,7 +209,12 @@ export function mapSource(block: Directive, emit: Emit, flat = false): Record<st
     if (type === 'http' && key === 'retry_count' && value === 0) {
       // the Go module turned 0 into 2; dynamic-lb takes 0 literally (no retry)
       value = 2;
-      emit({ token: d.name, what: 'retry_count 0', why: 'the Go module replaced 0 by 2 retries; migrated as retry_count: 2 (0 now means no retry)', kept: true });
+      emit({
+        token: d.name,
+        what: 'retry_count 0',
+        why: 'the Go module replaced 0 by 2 retries; migrated as retry_count: 2 (0 now means no retry)',
+        kept: true,
+      });
     }
     out[key] = value;
   }

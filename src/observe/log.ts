@@ -18,7 +18,10 @@ export function createLogger(level = logLevel(undefined), destination?: NodeJS.W
   const options = { level, base: { service: 'dynamic-lb' } };
   if (destination === undefined && format === 'pretty') {
     // synchronous stream in this thread: no transport worker, and nothing is lost when the process exits
-    return pino(options, PinoPretty({ colorize: process.stdout.isTTY === true, sync: true, ignore: 'pid,hostname,service', translateTime: 'SYS:HH:MM:ss.l' }));
+    return pino(
+      options,
+      PinoPretty({ colorize: process.stdout.isTTY === true, sync: true, ignore: 'pid,hostname,service', translateTime: 'SYS:HH:MM:ss.l' }),
+    );
   }
   return destination ? pino(options, destination as pino.DestinationStream) : pino(options);
 }
@@ -27,7 +30,8 @@ export function createLogger(level = logLevel(undefined), destination?: NodeJS.W
 export function logLevel(configured: string | undefined, env: NodeJS.ProcessEnv = process.env): string {
   const fromEnv = env.LOG_LEVEL?.trim().toLowerCase();
   if (fromEnv !== undefined && fromEnv !== '') {
-    if (!(LOG_LEVELS as readonly string[]).includes(fromEnv)) throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(env.LOG_LEVEL)} (environment)`);
+    if (!(LOG_LEVELS as readonly string[]).includes(fromEnv))
+      throw new ConfigError('LOG_LEVEL', `must be one of ${LOG_LEVELS.join(', ')}, got ${JSON.stringify(env.LOG_LEVEL)} (environment)`);
     return fromEnv;
   }
   return configured ?? 'info';
@@ -37,7 +41,8 @@ export function logLevel(configured: string | undefined, env: NodeJS.ProcessEnv 
 export function logFormat(env: NodeJS.ProcessEnv = process.env, tty = process.stdout.isTTY === true): LogFormat {
   const v = env.LOG_FORMAT?.trim().toLowerCase();
   if (v === 'json' || v === 'pretty') return v;
-  if (v !== undefined && v !== '') throw new ConfigError('LOG_FORMAT', `must be json or pretty, got ${JSON.stringify(env.LOG_FORMAT)} (environment)`);
+  if (v !== undefined && v !== '')
+    throw new ConfigError('LOG_FORMAT', `must be json or pretty, got ${JSON.stringify(env.LOG_FORMAT)} (environment)`);
   return tty ? 'pretty' : 'json';
 }
 

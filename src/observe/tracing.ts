@@ -82,23 +82,31 @@ function sdkRegisteredElsewhere(): boolean {
 
 async function register(logger: Logger, env: NodeJS.ProcessEnv): Promise<Provider> {
   const protocol = (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL || env.OTEL_EXPORTER_OTLP_PROTOCOL || 'http/protobuf').trim().toLowerCase();
-  const [{ NodeTracerProvider, BatchSpanProcessor }, { resourceFromAttributes, detectResources, envDetector }, { ATTR_SERVICE_NAME }] = await Promise.all([
-    import('@opentelemetry/sdk-trace-node'),
-    import('@opentelemetry/resources'),
-    import('@opentelemetry/semantic-conventions'),
-  ]);
+  const [{ NodeTracerProvider, BatchSpanProcessor }, { resourceFromAttributes, detectResources, envDetector }, { ATTR_SERVICE_NAME }] =
+    await Promise.all([
+      import('@opentelemetry/sdk-trace-node'),
+      import('@opentelemetry/resources'),
+      import('@opentelemetry/semantic-conventions'),
+    ]);
   let exporter;
   if (protocol === 'http/json') {
     exporter = new (await import('@opentelemetry/exporter-trace-otlp-http')).OTLPTraceExporter();
   } else {
-    if (protocol !== 'http/protobuf') logger.warn({ protocol }, 'tracing: only OTLP over HTTP is built in (http/protobuf, http/json); using http/protobuf');
+    if (protocol !== 'http/protobuf')
+      logger.warn({ protocol }, 'tracing: only OTLP over HTTP is built in (http/protobuf, http/json); using http/protobuf');
     exporter = new (await import('@opentelemetry/exporter-trace-otlp-proto')).OTLPTraceExporter();
   }
   // OTEL_SERVICE_NAME / OTEL_RESOURCE_ATTRIBUTES win over our default name
   const resource = resourceFromAttributes({ [ATTR_SERVICE_NAME]: 'dynamic-lb' }).merge(detectResources({ detectors: [envDetector] }));
   const provider = new NodeTracerProvider({ resource, spanProcessors: [new BatchSpanProcessor(exporter)] });
   provider.register(); // global tracer provider, AsyncLocalStorage context manager, W3C trace-context propagator
-  logger.info({ endpoint: env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT, protocol: protocol === 'http/json' ? protocol : 'http/protobuf' }, 'tracing: exporting spans over OTLP');
+  logger.info(
+    {
+      endpoint: env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT || env.OTEL_EXPORTER_OTLP_ENDPOINT,
+      protocol: protocol === 'http/json' ? protocol : 'http/protobuf',
+    },
+    'tracing: exporting spans over OTLP',
+  );
   return provider;
 }
 
@@ -139,7 +147,10 @@ export async function traceSelection(policy: Policy, view: RequestView, signal: 
   const parent = propagation.extract(ROOT_CONTEXT, view, viewGetter);
   const span = tracer.startSpan(
     'dynamic_lb.route_selection',
-    { kind: SpanKind.INTERNAL, attributes: { 'http.request.method': view.method, 'http.request.path': view.path, 'dynamic_lb.policy': policy.name } },
+    {
+      kind: SpanKind.INTERNAL,
+      attributes: { 'http.request.method': view.method, 'http.request.path': view.path, 'dynamic_lb.policy': policy.name },
+    },
     parent,
   );
   const started = performance.now();
@@ -190,7 +201,10 @@ export function traceCacheLookup(source: RouteSource, key: string): RouteLookup 
 
 /** `dynamic_lb.datasource.get` around a store read (a route-cache miss). */
 export async function traceDatasourceGet(source: RouteSource, key: string, signal: AbortSignal | undefined): Promise<RouteLookup> {
-  const span = tracer.startSpan('dynamic_lb.datasource.get', { kind: SpanKind.CLIENT, attributes: { 'dynamic_lb.datasource_type': source.type, 'dynamic_lb.routing_key': key } });
+  const span = tracer.startSpan('dynamic_lb.datasource.get', {
+    kind: SpanKind.CLIENT,
+    attributes: { 'dynamic_lb.datasource_type': source.type, 'dynamic_lb.routing_key': key },
+  });
   try {
     const found = await source.load(key, signal);
     span.setAttribute('dynamic_lb.healthy', source.healthy());

@@ -76,16 +76,27 @@ export function compileRoute(key: string, config: RouteConfig, ctx: CompileConte
   const now = ctx.now ?? Date.now();
   const random = ctx.random ?? Math.random;
   const refused = refusedUpstreams(config, ctx.guard);
-  const build = (index: number, priority: number, named: readonly WeightedUpstream[], name: AlgorithmName | undefined, algoKey: string | undefined, conditions: Condition[]): CompiledRule => {
+  const build = (
+    index: number,
+    priority: number,
+    named: readonly WeightedUpstream[],
+    name: AlgorithmName | undefined,
+    algoKey: string | undefined,
+    conditions: Condition[],
+  ): CompiledRule => {
     const algorithmName = name ?? config.algorithm ?? 'weighted_random';
     const keyName = algoKey || config.algorithm_key || undefined;
     const upstreams = refused.size === 0 ? named : named.filter((u) => !refused.has(u.address));
     const notAllowed = upstreams.length === 0 && named.length > 0;
-    const over = (list: readonly WeightedUpstream[]): Algorithm => ctx.algorithms[algorithmName]({ upstreams: list, key: keyName?.toLowerCase(), state: ctx.state, random });
+    const over = (list: readonly WeightedUpstream[]): Algorithm =>
+      ctx.algorithms[algorithmName]({ upstreams: list, key: keyName?.toLowerCase(), state: ctx.state, random });
     const algorithm = over(upstreams);
     const retryOrder = retryOrderFor(upstreams);
     // the health filter sees only allowed upstreams (refused ones were removed above)
-    const available = new Availability(upstreams, { algorithm, retryOrder }, ctx.health, (list) => ({ algorithm: over(list), retryOrder: retryOrderFor(list) }));
+    const available = new Availability(upstreams, { algorithm, retryOrder }, ctx.health, (list) => ({
+      algorithm: over(list),
+      retryOrder: retryOrderFor(list),
+    }));
     return { index, priority, conditions, upstreams, algorithmName, algorithm, notAllowed, retryOrder, available };
   };
   const rules = config.rules.map((rule, i) =>
@@ -196,7 +207,8 @@ export function retryOrderFor(upstreams: readonly WeightedUpstream[]): (chosen: 
   prefix[0] = '';
   for (let i = 1; i <= n; i++) prefix[i] = i === 1 ? (unique[0] as string) : `${prefix[i - 1] as string}, ${unique[i - 1] as string}`;
   suffix[n - 1] = '';
-  for (let i = n - 2; i >= 0; i--) suffix[i] = suffix[i + 1] === '' ? (unique[i + 1] as string) : `${unique[i + 1] as string}, ${suffix[i + 1] as string}`;
+  for (let i = n - 2; i >= 0; i--)
+    suffix[i] = suffix[i + 1] === '' ? (unique[i + 1] as string) : `${unique[i + 1] as string}, ${suffix[i + 1] as string}`;
   return (chosen) => {
     const i = slot[chosen] as number;
     const after = suffix[i] as string;

@@ -12,7 +12,8 @@ export interface ParseRequest {
   text: string;
   limits: RouteLimits;
 }
-export type ParseReply = { id: number; config: ReturnType<typeof parseRouteConfig> } | { id: number; error: { field: string; problem: string } };
+export type ParseReply =
+  { id: number; config: ReturnType<typeof parseRouteConfig> } | { id: number; error: { field: string; problem: string } };
 
 parentPort?.on('message', (m: ParseRequest) => {
   let reply: ParseReply;

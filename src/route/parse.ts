@@ -37,14 +37,20 @@ export function detectFormat(text: string): Format {
   return 'simple';
 }
 
-export function parseRouteConfig(raw: string | Uint8Array, format: Format | 'auto' = 'auto', limits: Readonly<RouteLimits> = DEFAULT_ROUTE_LIMITS): RouteConfig | null {
+export function parseRouteConfig(
+  raw: string | Uint8Array,
+  format: Format | 'auto' = 'auto',
+  limits: Readonly<RouteLimits> = DEFAULT_ROUTE_LIMITS,
+): RouteConfig | null {
   const size = valueSize(raw);
-  if (size > limits.maxValueSize) throw new RouteParseError('', `value is ${formatSize(size)} (${size} bytes), over max_value_size ${formatSize(limits.maxValueSize)}`);
+  if (size > limits.maxValueSize)
+    throw new RouteParseError('', `value is ${formatSize(size)} (${size} bytes), over max_value_size ${formatSize(limits.maxValueSize)}`);
   const text = (typeof raw === 'string' ? raw : Buffer.from(raw).toString('utf8')).trim();
   if (text === '') return null;
   const fmt = format === 'auto' ? detectFormat(text) : format;
   // the Go module's one-liner `backend: 8080` means backend:8080; any other text is taken as written
-  if (fmt === 'simple') return { upstream: checkAddress(/^[^:\s]+: \d+$/.test(text) ? text.replace(': ', ':') : text, 'upstream'), rules: [] };
+  if (fmt === 'simple')
+    return { upstream: checkAddress(/^[^:\s]+: \d+$/.test(text) ? text.replace(': ', ':') : text, 'upstream'), rules: [] };
   let doc: unknown;
   try {
     if (fmt === 'json') {
@@ -70,7 +76,8 @@ function checkNesting(value: unknown, max: number): void {
     const [v, depth] = stack.pop() as [unknown, number];
     if (v === null || typeof v !== 'object') continue;
     if (depth > max) throw new Error(`nesting deeper than ${max} levels`);
-    for (const child of Array.isArray(v) ? v : Object.values(v)) if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
+    for (const child of Array.isArray(v) ? v : Object.values(v))
+      if (child !== null && typeof child === 'object') stack.push([child, depth + 1]);
   }
 }
 
@@ -98,7 +105,8 @@ function decodeConfig(doc: Record<string, unknown>, fmt: Format, limits: Readonl
   if (doc.metadata !== undefined && doc.metadata !== null) config.metadata = stringMap(doc.metadata, 'metadata', strict);
   if (doc.rules !== undefined && doc.rules !== null) {
     if (!Array.isArray(doc.rules)) throw new RouteParseError('rules', `must be a list, got ${kind(doc.rules)}`);
-    if (doc.rules.length > limits.maxRules) throw new RouteParseError('rules', `has ${doc.rules.length} rules, over max_rules ${limits.maxRules}`);
+    if (doc.rules.length > limits.maxRules)
+      throw new RouteParseError('rules', `has ${doc.rules.length} rules, over max_rules ${limits.maxRules}`);
     config.rules = doc.rules.map((r, i) => decodeRule(r, `rules[${i}]`, strict, limits));
     checkRingPoints(config);
     sortByPriority(config.rules);
@@ -126,7 +134,10 @@ function checkRingPoints(config: RouteConfig): void {
     points += Math.max(rule.upstreams.length, Math.min(MAX_RING_POINTS, Math.round(total * VNODES_PER_WEIGHT)));
   }
   if (points > RING_POINTS_PER_ROUTE) {
-    throw new RouteParseError('rules', `the consistent_hash rules need ${points} ring points, over ${RING_POINTS_PER_ROUTE} per route: use smaller weights (${VNODES_PER_WEIGHT} points per unit) or fewer consistent_hash rules`);
+    throw new RouteParseError(
+      'rules',
+      `the consistent_hash rules need ${points} ring points, over ${RING_POINTS_PER_ROUTE} per route: use smaller weights (${VNODES_PER_WEIGHT} points per unit) or fewer consistent_hash rules`,
+    );
   }
 }
 
@@ -141,14 +152,18 @@ function decodeRule(raw: unknown, at: string, strict: boolean, limits: Readonly<
         try {
           compileRegex(value.slice(1));
         } catch (err) {
-          throw new RouteParseError(`${at}.match[${quote(key)}]`, `invalid regex ${quote(value.slice(1))}: ${(err as Error).message.replace(/^Invalid regular expression: \/.*\/u: /, '')}`);
+          throw new RouteParseError(
+            `${at}.match[${quote(key)}]`,
+            `invalid regex ${quote(value.slice(1))}: ${(err as Error).message.replace(/^Invalid regular expression: \/.*\/u: /, '')}`,
+          );
         }
       }
     }
   }
   if (r.upstreams !== undefined && r.upstreams !== null) {
     if (!Array.isArray(r.upstreams)) throw new RouteParseError(`${at}.upstreams`, `must be a list, got ${kind(r.upstreams)}`);
-    if (r.upstreams.length > limits.maxUpstreams) throw new RouteParseError(`${at}.upstreams`, `has ${r.upstreams.length} upstreams, over max_upstreams ${limits.maxUpstreams}`);
+    if (r.upstreams.length > limits.maxUpstreams)
+      throw new RouteParseError(`${at}.upstreams`, `has ${r.upstreams.length} upstreams, over max_upstreams ${limits.maxUpstreams}`);
     rule.upstreams = r.upstreams.map((u, j) => decodeUpstream(u, `${at}.upstreams[${j}]`, strict));
   }
   if (rule.upstreams.length === 0) throw new RouteParseError(`${at}.upstreams`, 'must list at least one upstream');
@@ -160,7 +175,8 @@ function decodeRule(raw: unknown, at: string, strict: boolean, limits: Readonly<
 
 function decodeUpstream(raw: unknown, at: string, strict: boolean): WeightedUpstream {
   if (typeof raw === 'string') return { address: checkAddress(raw, at), weight: 1 };
-  if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new RouteParseError(at, `must be an object with "address", got ${kind(raw)}`);
+  if (raw === null || typeof raw !== 'object' || Array.isArray(raw))
+    throw new RouteParseError(at, `must be an object with "address", got ${kind(raw)}`);
   const u = raw as Record<string, unknown>;
   if (u.address === undefined || u.address === null || u.address === '') throw new RouteParseError(`${at}.address`, 'is required');
   const address = checkAddress(str(u.address, `${at}.address`, strict), `${at}.address`);
@@ -174,7 +190,8 @@ export function sortByPriority(rules: Rule[]): void {
   rules.sort((a, b) => b.priority - a.priority);
 }
 
-const HOSTNAME = /^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9_])?)*\.?$/;
+const HOSTNAME =
+  /^(?=.{1,253}$)[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9_])?(?:\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,62}[A-Za-z0-9_])?)*\.?$/;
 const IPV4 = /^(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)$/;
 
 /** A Caddy dial address: `host:port`, `1.2.3.4:port` or `[v6]:port`, port 1–65535. */

@@ -88,7 +88,6 @@ function compileRe2(pattern: string): RE2 {
   return re;
 }
 
-
 export function sharedPatternCount(): number {
   return shared.size;
 }

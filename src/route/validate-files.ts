@@ -53,7 +53,13 @@ function checkRoute(file: string, text: string, key?: string, wholeText?: string
   } catch (err) {
     if (!(err instanceof RouteParseError)) return [`${file}:1: ${(err as Error).message}`];
     const field = key !== undefined ? `${JSON.stringify(key)}${err.field ? `.${err.field}` : ''}` : err.field;
-    const line = key !== undefined ? lineOfField(wholeText ?? text, key.includes('.') ? `["${key}"]${err.field ? `.${err.field}` : ''}` : `${key}${err.field ? `.${err.field}` : ''}`) : lineOfField(text, err.field);
+    const line =
+      key !== undefined
+        ? lineOfField(
+            wholeText ?? text,
+            key.includes('.') ? `["${key}"]${err.field ? `.${err.field}` : ''}` : `${key}${err.field ? `.${err.field}` : ''}`,
+          )
+        : lineOfField(text, err.field);
     return [`${file}:${line}: ${field ? `${field}: ` : ''}${err.problem}`];
   }
 }

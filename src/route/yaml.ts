@@ -18,19 +18,22 @@ export function parseYamlLinear(text: string, options: { maxDepth?: number } = {
   const lines = new LineCounter();
   const doc = parseDocument(text, { schema: 'core', uniqueKeys: false, prettyErrors: false, lineCounter: lines });
   const first = doc.errors[0];
-  if (first !== undefined) throw new YamlError(`${first.message.split('\n')[0] as string}${first.pos ? ` at line ${lines.linePos(first.pos[0]).line}` : ''}`);
+  if (first !== undefined)
+    throw new YamlError(`${first.message.split('\n')[0] as string}${first.pos ? ` at line ${lines.linePos(first.pos[0]).line}` : ''}`);
   const maxDepth = options.maxDepth ?? Infinity;
   const stack: Array<{ node: unknown; depth: number }> = [{ node: doc.contents, depth: 1 }];
   while (stack.length > 0) {
     const { node, depth } = stack.pop() as { node: unknown; depth: number };
     if (isMap(node) || isSeq(node)) {
-      if (depth > maxDepth) throw new YamlError(`nesting deeper than ${maxDepth} levels at line ${lines.linePos((node as Node).range?.[0] ?? 0).line}`);
+      if (depth > maxDepth)
+        throw new YamlError(`nesting deeper than ${maxDepth} levels at line ${lines.linePos((node as Node).range?.[0] ?? 0).line}`);
       if (isMap(node)) {
         const seen = new Set<string>();
         for (const pair of node.items) {
           if (isScalar(pair.key)) {
             const name = String(pair.key.value);
-            if (seen.has(name)) throw new YamlError(`duplicate key ${JSON.stringify(name)} at line ${lines.linePos(pair.key.range?.[0] ?? 0).line}`);
+            if (seen.has(name))
+              throw new YamlError(`duplicate key ${JSON.stringify(name)} at line ${lines.linePos(pair.key.range?.[0] ?? 0).line}`);
             seen.add(name);
           } else if (pair.key !== null) stack.push({ node: pair.key, depth: depth + 1 });
           stack.push({ node: pair.value, depth: depth + 1 });

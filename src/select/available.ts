@@ -46,7 +46,12 @@ export class Availability {
   /** Subsets built so far, by signature; created on the first flip (most rules never need one). */
   private variants: Map<string, CandidateSet> | undefined;
 
-  constructor(upstreams: readonly WeightedUpstream[], full: { algorithm: Algorithm; retryOrder(k: number): string }, table: HealthTable | undefined, build: CandidateBuilder) {
+  constructor(
+    upstreams: readonly WeightedUpstream[],
+    full: { algorithm: Algorithm; retryOrder(k: number): string },
+    table: HealthTable | undefined,
+    build: CandidateBuilder,
+  ) {
     this.upstreams = upstreams;
     this.full = { algorithm: full.algorithm, index: identity(upstreams.length), retryOrder: full.retryOrder };
     this.now = this.full;

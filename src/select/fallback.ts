@@ -33,12 +33,25 @@ export interface Fallback {
   readonly available: Availability | undefined;
 }
 
-export function buildFallback(name: FallbackPolicyName, pool: readonly string[], algorithms: AlgorithmRegistry, state: UpstreamStateTable, health?: HealthTable): Fallback {
+export function buildFallback(
+  name: FallbackPolicyName,
+  pool: readonly string[],
+  algorithms: AlgorithmRegistry,
+  state: UpstreamStateTable,
+  health?: HealthTable,
+): Fallback {
   const upstreams = pool.map((address) => ({ address, weight: 1 }));
-  const over = (list: readonly WeightedUpstream[]): Algorithm => algorithms[AS_ALGORITHM[name as Exclude<FallbackPolicyName, 'none'>]]({ upstreams: list, key: undefined, state, random: Math.random });
+  const over = (list: readonly WeightedUpstream[]): Algorithm =>
+    algorithms[AS_ALGORITHM[name as Exclude<FallbackPolicyName, 'none'>]]({ upstreams: list, key: undefined, state, random: Math.random });
   const algorithm = name === 'none' || pool.length === 0 ? undefined : over(upstreams);
   const orders = pool.map((_, i) => pool.slice(i).concat(pool.slice(0, i)).join(', '));
   const retryOrder = (i: number): string => orders[i] ?? '';
-  const available = algorithm === undefined ? undefined : new Availability(upstreams, { algorithm, retryOrder }, health, (list) => ({ algorithm: over(list), retryOrder: retryOrderFor(list) }));
+  const available =
+    algorithm === undefined
+      ? undefined
+      : new Availability(upstreams, { algorithm, retryOrder }, health, (list) => ({
+          algorithm: over(list),
+          retryOrder: retryOrderFor(list),
+        }));
   return { name, algorithm, pool, retryOrder, available };
 }

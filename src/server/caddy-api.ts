@@ -27,7 +27,8 @@ export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, log
   const rpc = new RpcHandler(policies, options.rpcMaxBatchSize);
   const fail = (req: IncomingMessage, res: ServerResponse, err: unknown): void => {
     // a client that goes away mid-request is not a server error
-    if ((err as { code?: string }).code === 'ECONNRESET' || req.socket.destroyed) logger.debug({ err, url: req.url?.slice(0, 200) }, 'client went away');
+    if ((err as { code?: string }).code === 'ECONNRESET' || req.socket.destroyed)
+      logger.debug({ err, url: req.url?.slice(0, 200) }, 'client went away');
     else logger.error({ err, url: req.url?.slice(0, 200) }, 'request failed');
     if (!res.headersSent && !res.destroyed) sendJson(res, 500, { error: 'internal error' });
     else res.destroy();
@@ -62,10 +63,12 @@ export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, log
       const runtime = name === undefined ? undefined : policies.get(name);
       if (runtime === undefined) return unknownPolicy(res, name);
       const params = new URLSearchParams(q === -1 ? '' : url.slice(q + 1));
-      const requested = params.get('key') ?? req.headers['x-dynamic-key']?.toString() ?? runtime.policy.key?.evaluate(viewFromForwarded(req)) ?? '';
+      const requested =
+        params.get('key') ?? req.headers['x-dynamic-key']?.toString() ?? runtime.policy.key?.evaluate(viewFromForwarded(req)) ?? '';
       const key = poolKey(runtime.policy, requested);
       // ?health=true: every member with its health; default: the healthy members, as Caddy's [{"dial"}]
-      if (/^(1|true|yes)$/i.test(params.get('health') ?? '')) return lookupRoute(runtime.policy, key).then((found) => sendJson(res, 200, found === undefined ? [] : poolWithHealth(found)));
+      if (/^(1|true|yes)$/i.test(params.get('health') ?? ''))
+        return lookupRoute(runtime.policy, key).then((found) => sendJson(res, 200, found === undefined ? [] : poolWithHealth(found)));
       return upstreamPool(runtime.policy, key).then((pool) => sendJson(res, 200, poolJson(pool)));
     }
     if (path === '/rpc') {

@@ -92,7 +92,8 @@ export class DnsRelay {
       return this.local.answer(msg, transport); // FORMERR, or dropped
     }
     const question = query.questions?.[0];
-    if (question === undefined || query.questions?.length !== 1 || this.local.isTarget(question.name)) return this.local.answer(msg, transport);
+    if (question === undefined || query.questions?.length !== 1 || this.local.isTarget(question.name))
+      return this.local.answer(msg, transport);
     const key = `${transport}:${question.type}:${question.name.toLowerCase()}`;
     const fallback = (): Buffer => this.staleFor(key, msg) ?? servfail(query, msg);
     if (!this.alive()) return fallback();
@@ -192,7 +193,8 @@ export class DnsRelay {
       });
       socket.on('data', (chunk: Buffer) => {
         buffered = Buffer.concat([buffered, chunk]);
-        if (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0)) finish(buffered.subarray(2, 2 + buffered.readUInt16BE(0)));
+        if (buffered.length >= 2 && buffered.length >= 2 + buffered.readUInt16BE(0))
+          finish(buffered.subarray(2, 2 + buffered.readUInt16BE(0)));
       });
       socket.on('error', () => finish(undefined));
       socket.on('close', () => finish(undefined));
@@ -203,7 +205,12 @@ export class DnsRelay {
 function servfail(query: dnsPacket.DecodedPacket, msg: Buffer): Buffer {
   const flags = msg.readUInt16BE(2);
   const opcode = (flags >> 11) & 0xf;
-  return dnsPacket.encode({ id: msg.readUInt16BE(0), type: 'response', flags: QR | (opcode << 11) | (flags & dnsPacket.RECURSION_DESIRED) | RCODE_SERVFAIL, questions: query.questions ?? [] });
+  return dnsPacket.encode({
+    id: msg.readUInt16BE(0),
+    type: 'response',
+    flags: QR | (opcode << 11) | (flags & dnsPacket.RECURSION_DESIRED) | RCODE_SERVFAIL,
+    questions: query.questions ?? [],
+  });
 }
 
 /** What the service tells the front process at start (JSON in DLB_DNS_FRONT). */
@@ -230,7 +237,13 @@ export class DnsFront {
   /** Starts the service's DNS server on an internal port, then the front on `listen`; resolves to the public address. */
   async start(): Promise<string> {
     const upstream = await this.inner.start();
-    const options: FrontProcessOptions = { listen: this.o.listen, zone: this.o.zone, ttlSeconds: this.o.ttlSeconds, upstream, logLevel: this.o.logger.level };
+    const options: FrontProcessOptions = {
+      listen: this.o.listen,
+      zone: this.o.zone,
+      ttlSeconds: this.o.ttlSeconds,
+      upstream,
+      logLevel: this.o.logger.level,
+    };
     const entry = fileURLToPath(new URL(`./dns-front-process${import.meta.url.endsWith('.ts') ? '.ts' : '.js'}`, import.meta.url));
     const child = fork(entry, [], {
       // the TypeScript sources need the same loader in the child; the built package runs plain JS
@@ -256,7 +269,8 @@ export class DnsFront {
     this.bound = true;
     child.once('exit', (code, signal) => {
       this.bound = false;
-      if (this.child === child) this.o.logger.error({ code, signal }, 'the DNS front process exited; pool-mode lookups fail until a restart');
+      if (this.child === child)
+        this.o.logger.error({ code, signal }, 'the DNS front process exited; pool-mode lookups fail until a restart');
     });
     this.beat = setInterval(() => child.connected && child.send({ t: 'beat' }), 100);
     this.beat.unref();

@@ -233,10 +233,25 @@ export class DnsServer {
     const opt = (query.additionals ?? []).find((a): a is OptAnswer => a.type === 'OPT');
     const questions = query.questions ?? [];
     const base = (rcode: Rcode, aa: boolean): number => (opcode << 11) | rd | (aa ? dnsPacket.AUTHORITATIVE_ANSWER : 0) | RCODE[rcode];
-    const optOut: Answer[] = opt ? [{ type: 'OPT', name: '.', udpPayloadSize: 1232, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] } as OptAnswer] : [];
-    if (opcode !== 0) return this.encode({ id, flags: base('NOTIMP', false), questions, answers: [], authorities: [], additionals: optOut });
+    const optOut: Answer[] = opt
+      ? [
+          {
+            type: 'OPT',
+            name: '.',
+            udpPayloadSize: 1232,
+            extendedRcode: 0,
+            ednsVersion: 0,
+            flags: 0,
+            flag_do: false,
+            options: [],
+          } as OptAnswer,
+        ]
+      : [];
+    if (opcode !== 0)
+      return this.encode({ id, flags: base('NOTIMP', false), questions, answers: [], authorities: [], additionals: optOut });
     const question = questions[0];
-    if (questions.length !== 1 || question === undefined) return this.encode({ id, flags: base('FORMERR', false), questions, answers: [], authorities: [], additionals: optOut });
+    if (questions.length !== 1 || question === undefined)
+      return this.encode({ id, flags: base('FORMERR', false), questions, answers: [], authorities: [], additionals: optOut });
 
     const r = await this.resolve(question);
     const inZone = r.rcode !== 'REFUSED';
@@ -253,7 +268,13 @@ export class DnsServer {
     // TCP frames carry a 2-byte length: a pool too large even for that is answered truncated too
     const limit = transport === 'tcp' ? 65535 : Math.min(UDP_MAX, Math.max(UDP_MIN, opt?.udpPayloadSize ?? UDP_MIN));
     if (out.length <= limit) return out;
-    return this.encode({ ...packet, flags: (packet.flags ?? 0) | dnsPacket.TRUNCATED_RESPONSE, answers: [], authorities: [], additionals: optOut });
+    return this.encode({
+      ...packet,
+      flags: (packet.flags ?? 0) | dnsPacket.TRUNCATED_RESPONSE,
+      answers: [],
+      authorities: [],
+      additionals: optOut,
+    });
   }
 
   private encode(packet: dnsPacket.Packet): Buffer {
@@ -265,7 +286,15 @@ export class DnsServer {
       type: 'SOA',
       name: this.zone,
       ttl: this.o.ttlSeconds,
-      data: { mname: `ns.${this.zone}`, rname: `hostmaster.${this.zone}`, serial: 1, refresh: 3600, retry: 600, expire: 86400, minimum: this.o.ttlSeconds },
+      data: {
+        mname: `ns.${this.zone}`,
+        rname: `hostmaster.${this.zone}`,
+        serial: 1,
+        refresh: 3600,
+        retry: 600,
+        expire: 86400,
+        minimum: this.o.ttlSeconds,
+      },
     };
   }
 
@@ -323,7 +352,8 @@ export class DnsServer {
       let lookup: RouteLookup;
       try {
         // a cache hit answers synchronously; a miss loads (coalesced with concurrent loads of the key)
-        lookup = policy.source.peek(key) ?? (await policy.source.load(key, (signal ??= AbortSignal.timeout(this.o.lookupTimeoutMs ?? 2000))));
+        lookup =
+          policy.source.peek(key) ?? (await policy.source.load(key, (signal ??= AbortSignal.timeout(this.o.lookupTimeoutMs ?? 2000))));
       } catch {
         failed = true; // the load timed out
         break;
@@ -348,7 +378,12 @@ export class DnsServer {
     if (type === 'SRV' || type === 'ANY') {
       upstreams.forEach((u, i) => {
         const target = targetForHost(u.host, this.zone);
-        answers.push({ type: 'SRV', name, ttl, data: { priority: Math.min(i, 65535), weight: u.weight, port: u.port, target } } satisfies SrvAnswer);
+        answers.push({
+          type: 'SRV',
+          name,
+          ttl,
+          data: { priority: Math.min(i, 65535), weight: u.weight, port: u.port, target },
+        } satisfies SrvAnswer);
         const ip = isIP(u.host);
         if (ip !== 0 && !glue.has(target)) {
           glue.add(target);

@@ -20,7 +20,9 @@ export function answerClientErrors(server: Server, listener: string, logger: Log
     if (err.code === 'ECONNRESET' || !socket.writable || inFlight?.headersSent === true) return void socket.destroy();
     const status = clientErrorStatus(err.code);
     const body = JSON.stringify({ error: clientErrorMessage(status) });
-    socket.end(`HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`);
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\ncontent-type: application/json\r\ncontent-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`,
+    );
   });
 }
 
@@ -61,7 +63,10 @@ export function capConnections(server: Server, o: { listener: string; max: numbe
     const now = performance.now();
     if (now - lastLog >= 60_000) {
       lastLog = now;
-      o.logger.warn({ listener: o.listener, max_connections: o.max, dropped }, 'connection cap reached: new connections are closed on accept');
+      o.logger.warn(
+        { listener: o.listener, max_connections: o.max, dropped },
+        'connection cap reached: new connections are closed on accept',
+      );
       dropped = 0;
     }
   });

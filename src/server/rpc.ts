@@ -56,12 +56,15 @@ export class RpcHandler {
       }
       if (payload.length > this.maxBatchSize) {
         if (envelope) envelope.invalid = true;
-        return JSON.stringify(failure(null, RPC_INVALID_REQUEST, `Invalid Request: batch of ${payload.length} calls, over max_batch_size ${this.maxBatchSize}`));
+        return JSON.stringify(
+          failure(null, RPC_INVALID_REQUEST, `Invalid Request: batch of ${payload.length} calls, over max_batch_size ${this.maxBatchSize}`),
+        );
       }
       const answers: RpcResponse[] = [];
       for (let i = 0; i < payload.length; i += BATCH_SLICE) {
         if (i > 0) await yieldToLoop();
-        for (const a of await Promise.all(payload.slice(i, i + BATCH_SLICE).map((call) => this.call(call)))) if (a !== undefined) answers.push(a);
+        for (const a of await Promise.all(payload.slice(i, i + BATCH_SLICE).map((call) => this.call(call))))
+          if (a !== undefined) answers.push(a);
       }
       return answers.length === 0 ? undefined : JSON.stringify(answers);
     }
@@ -75,7 +78,8 @@ export class RpcHandler {
     const c = call as Record<string, unknown>;
     const id = c.id;
     const validId = id === undefined || id === null || typeof id === 'string' || typeof id === 'number';
-    if (c.jsonrpc !== '2.0' || typeof c.method !== 'string' || !validId) return failure(validId ? ((id ?? null) as Id) : null, RPC_INVALID_REQUEST, 'Invalid Request');
+    if (c.jsonrpc !== '2.0' || typeof c.method !== 'string' || !validId)
+      return failure(validId ? ((id ?? null) as Id) : null, RPC_INVALID_REQUEST, 'Invalid Request');
     const isNotification = !('id' in c);
     const params = c.params ?? {};
     let result: unknown;
@@ -132,7 +136,8 @@ export class RpcHandler {
     if (instanceKey !== undefined) overrides['x-dynamic-instance-key'] = instanceKey;
     if (versionKey !== undefined) overrides['x-dynamic-version-key'] = versionKey;
     const request = params.request;
-    if (request !== undefined && (request === null || typeof request !== 'object' || Array.isArray(request))) throw new InvalidParams('request must be an object');
+    if (request !== undefined && (request === null || typeof request !== 'object' || Array.isArray(request)))
+      throw new InvalidParams('request must be an object');
     const view = viewFromRpc(request as RpcRequestInput | undefined, overrides);
     const started = performance.now();
     const d = await select(runtime.policy, view);

@@ -27,7 +27,14 @@ export function handleSelect(runtime: PolicyRuntime, req: IncomingMessage, res: 
   return selectFor(runtime, req, res, view, started, undefined);
 }
 
-function afterJwt(runtime: PolicyRuntime, req: IncomingMessage, res: ServerResponse, view: RequestView, started: number, outcome: JwtOutcome): void | Promise<void> {
+function afterJwt(
+  runtime: PolicyRuntime,
+  req: IncomingMessage,
+  res: ServerResponse,
+  view: RequestView,
+  started: number,
+  outcome: JwtOutcome,
+): void | Promise<void> {
   if (!outcome.ok) {
     res.writeHead(outcome.status, outcome.headers as string[]);
     res.end(outcome.body);
@@ -37,14 +44,28 @@ function afterJwt(runtime: PolicyRuntime, req: IncomingMessage, res: ServerRespo
   return selectFor(runtime, req, res, view, started, outcome.answerHeaders);
 }
 
-function selectFor(runtime: PolicyRuntime, req: IncomingMessage, res: ServerResponse, view: RequestView, started: number, extra: readonly string[] | undefined): void | Promise<void> {
+function selectFor(
+  runtime: PolicyRuntime,
+  req: IncomingMessage,
+  res: ServerResponse,
+  view: RequestView,
+  started: number,
+  extra: readonly string[] | undefined,
+): void | Promise<void> {
   const cached = selectCached(runtime.policy, view);
   if (cached !== undefined) return answer(runtime, res, cached, view, started, extra);
   return selectAndAnswer(runtime, req, res, view, started, extra);
 }
 
 /** A store read is needed: a client that goes away stops waiting (the read itself goes on for others). */
-async function selectAndAnswer(runtime: PolicyRuntime, req: IncomingMessage, res: ServerResponse, view: RequestView, started: number, extra: readonly string[] | undefined): Promise<void> {
+async function selectAndAnswer(
+  runtime: PolicyRuntime,
+  req: IncomingMessage,
+  res: ServerResponse,
+  view: RequestView,
+  started: number,
+  extra: readonly string[] | undefined,
+): Promise<void> {
   const abort = new AbortController();
   const onClose = (): void => {
     if (!res.writableFinished) abort.abort(new Error('client went away'));
@@ -63,20 +84,37 @@ async function selectAndAnswer(runtime: PolicyRuntime, req: IncomingMessage, res
 }
 
 /** `extra`: `[name, value, …]` headers added to a 200 (gateway_jwt's X-Route-*). */
-function answer(runtime: PolicyRuntime, res: ServerResponse, decision: Decision, view: RequestView, started: number, extra: readonly string[] | undefined): void {
+function answer(
+  runtime: PolicyRuntime,
+  res: ServerResponse,
+  decision: Decision,
+  view: RequestView,
+  started: number,
+  extra: readonly string[] | undefined,
+): void {
   if (decision.route === 'none') {
     const body = JSON.stringify({ error: 'no upstream available', reason: decision.reason });
-    res.writeHead(503, { 'content-type': 'application/json', 'content-length': Buffer.byteLength(body), 'x-dynamic-route': 'none', 'x-dynamic-reason': decision.reason ?? '' });
+    res.writeHead(503, {
+      'content-type': 'application/json',
+      'content-length': Buffer.byteLength(body),
+      'x-dynamic-route': 'none',
+      'x-dynamic-reason': decision.reason ?? '',
+    });
     res.end(body);
   } else {
     // a flat [name, value, …] list: Node writes it without building and validating a headers object
     const headers = [
-      'x-dynamic-upstream', decision.upstream,
-      'x-dynamic-upstreams', decision.upstreams,
+      'x-dynamic-upstream',
+      decision.upstream,
+      'x-dynamic-upstreams',
+      decision.upstreams,
       // what Caddy's handle_errors retries when the choice refuses the connection (see caddy-config/Caddyfile.select)
-      'x-dynamic-upstream-alt', alternate(decision.upstreams, decision.upstream),
-      'x-dynamic-route', decision.route,
-      'content-length', '0',
+      'x-dynamic-upstream-alt',
+      alternate(decision.upstreams, decision.upstream),
+      'x-dynamic-route',
+      decision.route,
+      'content-length',
+      '0',
     ];
     if (decision.route === 'fallback') headers.push('x-dynamic-reason', decision.reason ?? '');
     if (extra !== undefined) for (let i = 0; i < extra.length; i++) headers.push(extra[i] as string);

@@ -186,7 +186,10 @@ export class CompositeSource implements RouteSource {
     const deadline = new AbortController();
     const onStop = (): void => deadline.abort(this.lifetime.signal.reason);
     this.lifetime.signal.addEventListener('abort', onStop, { once: true });
-    const timer = setTimeout(() => deadline.abort(new SourceTimeoutError(this.name, `lookup of ${JSON.stringify(key)}`, this.o.timeoutMs)), this.o.timeoutMs);
+    const timer = setTimeout(
+      () => deadline.abort(new SourceTimeoutError(this.name, `lookup of ${JSON.stringify(key)}`, this.o.timeoutMs)),
+      this.o.timeoutMs,
+    );
     const failures = { count: 0 };
     try {
       const r = await this.ask(key, deadline.signal, failures);
@@ -263,7 +266,8 @@ export class CompositeSource implements RouteSource {
   private async askChild(i: number, key: string, signal: AbortSignal, failures: { count: number }): Promise<RouteLookup> {
     const child = this.sources[i] as RouteSource;
     let r = child.peek(key);
-    if (r === undefined && signal.aborted) r = { miss: 'error', error: signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)) };
+    if (r === undefined && signal.aborted)
+      r = { miss: 'error', error: signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)) };
     if (r === undefined) {
       try {
         r = await child.load(key, signal);
@@ -404,7 +408,8 @@ export class CompositeSource implements RouteSource {
       return;
     }
     const seen = new Set<string>();
-    const ordered = this.o.mode === 'failover' ? [...this.sources.filter((c) => c.healthy()), ...this.sources.filter((c) => !c.healthy())] : this.sources;
+    const ordered =
+      this.o.mode === 'failover' ? [...this.sources.filter((c) => c.healthy()), ...this.sources.filter((c) => !c.healthy())] : this.sources;
     for (const c of ordered) {
       for (const r of c.routes()) {
         if (seen.has(r.key)) continue;
@@ -442,7 +447,14 @@ export class CompositeSource implements RouteSource {
   cacheStats(): CacheStats {
     if (this.o.cacheResults) {
       const total = this.hits + this.misses;
-      return { entries: this.results.size, max_size: this.o.maxCacheSize, hits: this.hits, misses: this.misses, negative_hits: 0, hit_rate: total === 0 ? 0 : this.hits / total };
+      return {
+        entries: this.results.size,
+        max_size: this.o.maxCacheSize,
+        hits: this.hits,
+        misses: this.misses,
+        negative_hits: 0,
+        hit_rate: total === 0 ? 0 : this.hits / total,
+      };
     }
     const sum: CacheStats = { entries: 0, max_size: 0, hits: 0, misses: 0, negative_hits: 0, hit_rate: 0 };
     for (const c of this.sources) {

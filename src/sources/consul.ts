@@ -8,7 +8,16 @@ import type { Logger } from '../observe/log.ts';
 import type { DriverFactory } from './driver.ts';
 import { tcpProbe } from './probe.ts';
 import { readHostPort, readTlsFiles, readTlsPem } from './driver-options.ts';
-import { WriteConflict, type Revision, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from './source.ts';
+import {
+  WriteConflict,
+  type Revision,
+  type Snapshot,
+  type StoreDriver,
+  type StoredRoute,
+  type StoredValue,
+  type WatchContext,
+  type WritableStore,
+} from './source.ts';
 import { abortable } from '../util/async.ts';
 
 /**
@@ -77,7 +86,14 @@ interface KvRead {
 }
 
 /** kv.get as the client really accepts it: papi's `ctx` (cancel emitter + includeResponse) and `timeout` are not in its typings. */
-type KvGet = (opts: { key: string; recurse?: boolean; index?: string; wait?: string; timeout?: number; ctx: EventEmitter & { includeResponse: true } }) => Promise<[IncomingMessage, (KvItem[] | KvItem)?]>;
+type KvGet = (opts: {
+  key: string;
+  recurse?: boolean;
+  index?: string;
+  wait?: string;
+  timeout?: number;
+  ctx: EventEmitter & { includeResponse: true };
+}) => Promise<[IncomingMessage, (KvItem[] | KvItem)?]>;
 
 /** Slack on top of wait + wait/16 before a blocking query is given up as a dead connection. */
 const BLOCKING_GRACE_MS = 10_000;
@@ -95,7 +111,13 @@ export class ConsulDriver implements StoreDriver, WritableStore {
     private readonly log: Logger,
   ) {
     const agent = o.secure
-      ? new HttpsAgent({ keepAlive: true, ...(o.tls?.ca ? { ca: o.tls.ca } : {}), ...(o.tls?.cert ? { cert: o.tls.cert } : {}), ...(o.tls?.key ? { key: o.tls.key } : {}), rejectUnauthorized: o.tls?.rejectUnauthorized ?? true })
+      ? new HttpsAgent({
+          keepAlive: true,
+          ...(o.tls?.ca ? { ca: o.tls.ca } : {}),
+          ...(o.tls?.cert ? { cert: o.tls.cert } : {}),
+          ...(o.tls?.key ? { key: o.tls.key } : {}),
+          rejectUnauthorized: o.tls?.rejectUnauthorized ?? true,
+        })
       : new HttpAgent({ keepAlive: true });
     // `headers` is a papi client option the consul typings do not list
     const options: ConstructorParameters<typeof Consul>[0] & { headers?: Record<string, string> } = {
@@ -133,7 +155,11 @@ export class ConsulDriver implements StoreDriver, WritableStore {
     let ready = false;
     for (;;) {
       const blocking = index > 0n;
-      const r = await this.read(ctx.signal, `blocking list "${this.o.prefix}"`, { key: this.o.prefix, recurse: true, ...(blocking ? { index: String(index), wait, timeout } : {}) });
+      const r = await this.read(ctx.signal, `blocking list "${this.o.prefix}"`, {
+        key: this.o.prefix,
+        recurse: true,
+        ...(blocking ? { index: String(index), wait, timeout } : {}),
+      });
       if (!ready) {
         ready = true;
         ctx.onReady();
@@ -141,7 +167,10 @@ export class ConsulDriver implements StoreDriver, WritableStore {
       if (r.index === index) continue; // the wait passed (or an idempotent write): nothing new
       if (blocking && r.index < index) {
         // "Reset the index if it goes backwards": what we got is the current state; restart the loop from 0
-        this.log.info({ source: this.name, from: String(index), to: String(r.index) }, `${this.name}: X-Consul-Index went backwards (snapshot restore?); reloading`);
+        this.log.info(
+          { source: this.name, from: String(index), to: String(r.index) },
+          `${this.name}: X-Consul-Index went backwards (snapshot restore?); reloading`,
+        );
         ctx.onSnapshot({ entries: this.entries(r.items), revision: r.index });
         index = 0n;
         continue;
@@ -162,7 +191,11 @@ export class ConsulDriver implements StoreDriver, WritableStore {
   }
 
   /** One KV read, aborted when `signal` or close() fires; 404 → no items. */
-  private async read(signal: AbortSignal, what: string, opts: { key: string; recurse?: boolean; index?: string; wait?: string; timeout?: number }): Promise<KvRead> {
+  private async read(
+    signal: AbortSignal,
+    what: string,
+    opts: { key: string; recurse?: boolean; index?: string; wait?: string; timeout?: number },
+  ): Promise<KvRead> {
     const combined = AbortSignal.any([signal, this.closed.signal]);
     if (combined.aborted) throw combined.reason;
     const ctx = Object.assign(new EventEmitter(), { includeResponse: true as const });
@@ -179,9 +212,13 @@ export class ConsulDriver implements StoreDriver, WritableStore {
       combined.removeEventListener('abort', cancel);
     }
     const header = res.headers['x-consul-index'];
-    if (typeof header !== 'string' || !/^\d+$/.test(header)) throw new SourceError(this.name, `${what}: response without a valid X-Consul-Index header`);
+    if (typeof header !== 'string' || !/^\d+$/.test(header))
+      throw new SourceError(this.name, `${what}: response without a valid X-Consul-Index header`);
     if (opts.recurse && res.headers['x-consul-results-filtered-by-acls'] === 'true') {
-      throw new SourceError(this.name, `${what}: the ACL token may not read every key under "${this.o.prefix}" (Consul filtered the listing); give it key_prefix "${this.o.prefix}" read`);
+      throw new SourceError(
+        this.name,
+        `${what}: the ACL token may not read every key under "${this.o.prefix}" (Consul filtered the listing); give it key_prefix "${this.o.prefix}" read`,
+      );
     }
     // "Sanity check index is greater than zero": 1 is always safe to block on
     const raw = BigInt(header);
@@ -197,7 +234,9 @@ export class ConsulDriver implements StoreDriver, WritableStore {
   }
 
   async writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
-    const ok = await this.kvWrite(signal, `put "${this.o.prefix}${key}"`, () => this.client.kv.set({ key: this.o.prefix + key, value: text, ...casOf(ifRevision) }));
+    const ok = await this.kvWrite(signal, `put "${this.o.prefix}${key}"`, () =>
+      this.client.kv.set({ key: this.o.prefix + key, value: text, ...casOf(ifRevision) }),
+    );
     if (!ok) throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
     // a KV PUT answers true/false only: the new ModifyIndex is read back
     return (await this.readRoute(key, signal))?.revision ?? '0';
@@ -207,7 +246,9 @@ export class ConsulDriver implements StoreDriver, WritableStore {
     const current = await this.readRoute(key, signal);
     if (ifRevision === undefined && current === null) return undefined;
     if (ifRevision === '0') throw new WriteConflict(key, current?.revision);
-    const ok = await this.kvWrite(signal, `delete "${this.o.prefix}${key}"`, () => this.client.kv.del({ key: this.o.prefix + key, ...casOf(ifRevision ?? current?.revision) }));
+    const ok = await this.kvWrite(signal, `delete "${this.o.prefix}${key}"`, () =>
+      this.client.kv.del({ key: this.o.prefix + key, ...casOf(ifRevision ?? current?.revision) }),
+    );
     if (!ok) throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
     return '0';
   }
@@ -274,7 +315,8 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
   const address = parseAddress(options, options.string('address', 'localhost:8500'));
   const tlsEnabled = options.bool('tls_enabled', false);
   const explicitScheme = options.has('scheme') ? options.oneOf('scheme', ['http', 'https'] as const, 'http') : undefined;
-  if (explicitScheme !== undefined && address.scheme !== undefined && explicitScheme !== address.scheme) options.fail('scheme', `${explicitScheme} contradicts the address ${JSON.stringify(options.string('address'))}`);
+  if (explicitScheme !== undefined && address.scheme !== undefined && explicitScheme !== address.scheme)
+    options.fail('scheme', `${explicitScheme} contradicts the address ${JSON.stringify(options.string('address'))}`);
   const scheme = explicitScheme ?? address.scheme ?? (tlsEnabled ? 'https' : 'http');
   if (tlsEnabled && scheme !== 'https') options.fail('scheme', 'must be https when tls_enabled is true');
   const tls = readTlsFiles(options);
@@ -282,7 +324,8 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
   let prefix = options.string('prefix', 'caddy/routing/');
   prefix = prefix.replace(/^\/+/, ''); // Consul keys have no leading slash (the Go client trims it too)
   const waitMs = options.duration('wait_time', 5 * 60_000);
-  if (waitMs <= 0 || waitMs > MAX_WAIT_MS) options.fail('wait_time', `must be more than 0 and at most 10m (Consul's limit), got ${waitMs}ms`);
+  if (waitMs <= 0 || waitMs > MAX_WAIT_MS)
+    options.fail('wait_time', `must be more than 0 and at most 10m (Consul's limit), got ${waitMs}ms`);
   const datacenter = options.string('datacenter');
   const token = options.string('token');
   const namespace = options.string('namespace');
@@ -310,4 +353,3 @@ function casOf(revision: string | undefined): { cas?: number } {
   if (revision === undefined) return {};
   return { cas: /^\d{1,15}$/.test(revision) ? Number(revision) : Number.MAX_SAFE_INTEGER };
 }
-

@@ -52,8 +52,10 @@ export function readTlsFiles(options: OptionReader): { files: TlsFiles; implied:
   const certFile = options.string('tls_cert_file') || undefined;
   const keyFile = options.string('tls_key_file') || undefined;
   const skipVerify = options.bool('tls_skip_verify', false);
-  if (certFile !== undefined && keyFile === undefined) options.fail('tls_key_file', 'is required when tls_cert_file is set (client certificate and key go together)');
-  if (keyFile !== undefined && certFile === undefined) options.fail('tls_cert_file', 'is required when tls_key_file is set (client certificate and key go together)');
+  if (certFile !== undefined && keyFile === undefined)
+    options.fail('tls_key_file', 'is required when tls_cert_file is set (client certificate and key go together)');
+  if (keyFile !== undefined && certFile === undefined)
+    options.fail('tls_cert_file', 'is required when tls_key_file is set (client certificate and key go together)');
   // read now: an unreadable file is a start error, not a connection failure retried forever
   for (const f of ['tls_ca_file', 'tls_cert_file', 'tls_key_file']) options.readableFile(f);
   const files: TlsFiles = { ...(caFile ? { caFile } : {}), ...(certFile ? { certFile } : {}), ...(keyFile ? { keyFile } : {}), skipVerify };

@@ -26,9 +26,7 @@ export interface DriverRuntime extends Omit<RuntimeOptions, 'initialLoadTimeoutM
   listWithinInitialLoad?: boolean;
 }
 
-export type DriverSpec =
-  | { driver: StoreDriver; runtime?: DriverRuntime }
-  | { source: RouteSource };
+export type DriverSpec = { driver: StoreDriver; runtime?: DriverRuntime } | { source: RouteSource };
 
 export type DriverFactory = (ctx: DriverFactoryContext) => DriverSpec | Promise<DriverSpec>;
 

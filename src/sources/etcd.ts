@@ -3,7 +3,15 @@ import { createRequire } from 'node:module';
 import { Etcd3, GRPCResourceExhastedError, Range, isRecoverableError, type IKeyValue, type IOptions, type IRangeResponse } from 'etcd3';
 import { ResyncRequired, SourceError, errorMessage } from '../errors.ts';
 import type { DriverFactory } from './driver.ts';
-import { WriteConflict, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from './source.ts';
+import {
+  WriteConflict,
+  type Snapshot,
+  type StoreDriver,
+  type StoredRoute,
+  type StoredValue,
+  type WatchContext,
+  type WritableStore,
+} from './source.ts';
 import { abortable } from '../util/async.ts';
 import { addressOf, tcpProbe } from './probe.ts';
 import { parseHostPort, readTimeout, readTlsFiles, type TlsFiles } from './driver-options.ts';
@@ -107,7 +115,10 @@ export class EtcdDriver implements StoreDriver, WritableStore {
 
   /** A TCP connect to any endpoint (etcd3 opens a fresh channel after a failure, so no gRPC backoff is left to wait out). */
   probe(signal: AbortSignal): Promise<void> {
-    return tcpProbe(this.o.hosts.map((h) => addressOf(h, 2379)), signal);
+    return tcpProbe(
+      this.o.hosts.map((h) => addressOf(h, 2379)),
+      signal,
+    );
   }
 
   async list(signal: AbortSignal): Promise<Snapshot> {
@@ -126,7 +137,8 @@ export class EtcdDriver implements StoreDriver, WritableStore {
           limit = Math.max(1, Math.floor(limit / 2)); // a page of very large values: read it in smaller pieces
           continue;
         }
-        if (revision !== undefined && /compacted/i.test(errorMessage(err))) throw new ResyncRequired(`etcd: revision ${revision} was compacted while listing; listing again`);
+        if (revision !== undefined && /compacted/i.test(errorMessage(err)))
+          throw new ResyncRequired(`etcd: revision ${revision} was compacted while listing; listing again`);
         throw new SourceError(this.name, `listing ${this.o.prefix} on ${this.o.hosts.join(',')}: ${errorMessage(err)}`, { cause: err });
       }
       revision ??= res.header.revision;
@@ -150,7 +162,13 @@ export class EtcdDriver implements StoreDriver, WritableStore {
 
   async get(key: string, signal: AbortSignal): Promise<StoredValue | null> {
     if (key === '') return null;
-    return abortable(signal, this.etcd().get(this.o.prefix + key).options({ deadline: Date.now() + this.o.requestTimeoutMs }).buffer());
+    return abortable(
+      signal,
+      this.etcd()
+        .get(this.o.prefix + key)
+        .options({ deadline: Date.now() + this.o.requestTimeoutMs })
+        .buffer(),
+    );
   }
 
   async watch(ctx: WatchContext): Promise<void> {
@@ -165,7 +183,10 @@ export class EtcdDriver implements StoreDriver, WritableStore {
       await new Promise<void>((resolve, reject) => {
         if (ctx.signal.aborted) return resolve();
         ctx.signal.addEventListener('abort', () => resolve(), { once: true });
-        dialTimer = setTimeout(() => reject(new SourceError(this.name, `watch not established within ${this.o.dialTimeoutMs}ms`)), this.o.dialTimeoutMs);
+        dialTimer = setTimeout(
+          () => reject(new SourceError(this.name, `watch not established within ${this.o.dialTimeoutMs}ms`)),
+          this.o.dialTimeoutMs,
+        );
         watcher.on('connected', () => {
           clearTimeout(dialTimer);
           ctx.onReady();
@@ -179,7 +200,9 @@ export class EtcdDriver implements StoreDriver, WritableStore {
           if (key !== undefined) ctx.onChange({ type: 'delete', key, revision: kv.mod_revision });
         });
         // etcd3 would reconnect quietly; we report the loss so the runner marks the source unhealthy
-        watcher.on('disconnected', (err: Error) => reject(new SourceError(this.name, `watch disconnected: ${errorMessage(err)}`, { cause: err })));
+        watcher.on('disconnected', (err: Error) =>
+          reject(new SourceError(this.name, `watch disconnected: ${errorMessage(err)}`, { cause: err })),
+        );
         // etcd cancelled the watch: compaction of the start revision (no reason given), permission denied, …
         watcher.on('error', (err: Error) => {
           this.cancellation(err, start).then(reject, reject);
@@ -204,7 +227,13 @@ export class EtcdDriver implements StoreDriver, WritableStore {
   // ---- writes (admin write API): revision = the key's mod_revision; If-Match is a txn on it ---------------
 
   async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
-    const res = await abortable(signal, this.etcd().get(this.o.prefix + key).options({ deadline: Date.now() + this.o.requestTimeoutMs }).exec());
+    const res = await abortable(
+      signal,
+      this.etcd()
+        .get(this.o.prefix + key)
+        .options({ deadline: Date.now() + this.o.requestTimeoutMs })
+        .exec(),
+    );
     const kv = res.kvs[0];
     return kv === undefined ? null : { text: kv.value.toString('utf8'), revision: String(kv.mod_revision) };
   }
@@ -212,14 +241,22 @@ export class EtcdDriver implements StoreDriver, WritableStore {
   async writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
     const full = this.o.prefix + key;
     const deadline = { deadline: Date.now() + this.o.requestTimeoutMs };
-    if (ifRevision === undefined) return String((await abortable(signal, this.etcd().put(full).value(text).options(deadline).exec())).header.revision);
+    if (ifRevision === undefined)
+      return String((await abortable(signal, this.etcd().put(full).value(text).options(deadline).exec())).header.revision);
     return this.conditional(key, ifRevision, { request_put: { key: Buffer.from(full), value: Buffer.from(text, 'utf8') } }, signal);
   }
 
   async deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
     const full = this.o.prefix + key;
     if (ifRevision === undefined) {
-      const res = await abortable(signal, this.etcd().delete().key(full).options({ deadline: Date.now() + this.o.requestTimeoutMs }).exec());
+      const res = await abortable(
+        signal,
+        this.etcd()
+          .delete()
+          .key(full)
+          .options({ deadline: Date.now() + this.o.requestTimeoutMs })
+          .exec(),
+      );
       return Number(res.deleted) > 0 ? String(res.header.revision) : undefined;
     }
     if (ifRevision === '0') throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
@@ -267,7 +304,13 @@ export class EtcdDriver implements StoreDriver, WritableStore {
     if (/compact/i.test(err.message)) return new ResyncRequired(`etcd: watch revision compacted (${err.message})`);
     if (start !== undefined && this.client !== undefined) {
       try {
-        await this.client.getAll().prefix(this.o.prefix).revision(start).limit(1).options({ deadline: Date.now() + this.o.requestTimeoutMs }).keys();
+        await this.client
+          .getAll()
+          .prefix(this.o.prefix)
+          .revision(start)
+          .limit(1)
+          .options({ deadline: Date.now() + this.o.requestTimeoutMs })
+          .keys();
       } catch (probe) {
         if (/compacted/i.test(errorMessage(probe))) return new ResyncRequired(`etcd: revision ${start} was compacted; re-listing`);
       }
@@ -280,7 +323,11 @@ export class EtcdDriver implements StoreDriver, WritableStore {
     const options: IOptions = {
       hosts: this.o.hosts,
       // half-open connections: a ping every 10 s (etcd accepts ≥ 5 s), dead after 5 s without an answer
-      grpcOptions: { 'grpc.keepalive_time_ms': 10_000, 'grpc.keepalive_timeout_ms': 5_000, 'grpc.max_receive_message_length': this.o.maxReceiveBytes ?? MAX_RECEIVE_BYTES },
+      grpcOptions: {
+        'grpc.keepalive_time_ms': 10_000,
+        'grpc.keepalive_timeout_ms': 5_000,
+        'grpc.max_receive_message_length': this.o.maxReceiveBytes ?? MAX_RECEIVE_BYTES,
+      },
       faultHandling: {
         // one endpoint: no circuit breaker (it would refuse calls for 5 s after etcd came back); several: keep
         // etcd3's (3 failures ⇒ that endpoint is skipped for 5 s), so watches and reads go to live endpoints
@@ -295,7 +342,11 @@ export class EtcdDriver implements StoreDriver, WritableStore {
     if (t === undefined) return new Etcd3(options);
     const [ca, cert, key] = await Promise.all([t.caFile, t.certFile, t.keyFile].map((f) => (f === undefined ? undefined : readFile(f))));
     // etcd3 only builds TLS credentials when given a root certificate; an empty one means "system roots" in grpc-js
-    options.credentials = { rootCertificate: ca ?? (null as unknown as Buffer), ...(key ? { privateKey: key } : {}), ...(cert ? { certChain: cert } : {}) };
+    options.credentials = {
+      rootCertificate: ca ?? (null as unknown as Buffer),
+      ...(key ? { privateKey: key } : {}),
+      ...(cert ? { certChain: cert } : {}),
+    };
     if (!t.skipVerify) return new Etcd3(options);
     // etcd3 gives no way to pass grpc-js verify options, so wrap createSsl while the client builds its
     // credentials (synchronously, in its constructor) to turn certificate and host-name checks off.
@@ -323,7 +374,12 @@ interface VerifyOptions {
   rejectUnauthorized?: boolean;
   checkServerIdentity?: (host: string, cert: unknown) => Error | undefined;
 }
-type CreateSsl = (rootCerts?: Buffer | null, privateKey?: Buffer | null, certChain?: Buffer | null, verifyOptions?: VerifyOptions) => unknown;
+type CreateSsl = (
+  rootCerts?: Buffer | null,
+  privateKey?: Buffer | null,
+  certChain?: Buffer | null,
+  verifyOptions?: VerifyOptions,
+) => unknown;
 
 /**
  * The grpc-js module etcd3 itself loads (its own dependency, resolved from where etcd3 is installed), so the

@@ -5,7 +5,16 @@ import { basename, dirname, extname, join, resolve } from 'node:path';
 import { RouteParseError } from '../errors.ts';
 import { parseYamlLinear } from '../route/yaml.ts';
 import type { DriverFactory } from './driver.ts';
-import { WriteConflict, contentRevision, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from './source.ts';
+import {
+  WriteConflict,
+  contentRevision,
+  type Snapshot,
+  type StoreDriver,
+  type StoredRoute,
+  type StoredValue,
+  type WatchContext,
+  type WritableStore,
+} from './source.ts';
 
 /**
  * Route configs in files — the embedded default.
@@ -105,7 +114,9 @@ export class FileDriver implements StoreDriver, WritableStore {
    */
   private async listDirectory(signal: AbortSignal | undefined): Promise<Snapshot> {
     // hidden files, and the ..data / ..2024_… dirs of a mounted ConfigMap, are skipped
-    const dirents = (await readdir(this.path, { withFileTypes: true })).filter((d) => !d.name.startsWith('.') && (d.isFile() || d.isSymbolicLink()));
+    const dirents = (await readdir(this.path, { withFileTypes: true })).filter(
+      (d) => !d.name.startsWith('.') && (d.isFile() || d.isSymbolicLink()),
+    );
     const names = dirents.map((d) => d.name).sort();
     const links = new Set(dirents.filter((d) => d.isSymbolicLink()).map((d) => d.name));
     const texts: Array<string | undefined> = new Array<string | undefined>(names.length);
@@ -151,7 +162,13 @@ export class FileDriver implements StoreDriver, WritableStore {
       const format = this.o.format !== 'auto' ? this.o.format : /^\s*\{/.test(text) ? 'json' : 'yaml';
       doc = format === 'json' ? JSON.parse(text) : parseYamlLinear(text);
     } catch (err) {
-      return { entries: [], invalid: new RouteParseError(where, `invalid ${this.o.format === 'json' ? 'JSON' : 'JSON/YAML'}: ${(err as Error).message.split('\n')[0]}`) };
+      return {
+        entries: [],
+        invalid: new RouteParseError(
+          where,
+          `invalid ${this.o.format === 'json' ? 'JSON' : 'JSON/YAML'}: ${(err as Error).message.split('\n')[0]}`,
+        ),
+      };
     }
     if (doc === null || doc === undefined) return { entries: [] };
     if (typeof doc !== 'object' || Array.isArray(doc)) {
@@ -263,7 +280,8 @@ export class FileDriver implements StoreDriver, WritableStore {
 
   /** The file that holds `key` (the one a listing applies) and its text; throws when the path is a single file. */
   private async keyFile(key: string, signal: AbortSignal): Promise<{ path: string; text: string } | undefined> {
-    if (!(await stat(this.path)).isDirectory()) throw new Error(`${this.path} is a single file: writes need a directory source (one file per key)`);
+    if (!(await stat(this.path)).isDirectory())
+      throw new Error(`${this.path} is a single file: writes need a directory source (one file per key)`);
     if (!isFileKey(key)) throw new Error(`key ${JSON.stringify(key)}: not a file name (no '/', '\\', NUL or leading '.')`);
     return this.locateKey(key, signal);
   }

@@ -193,14 +193,19 @@ export class HttpDriver implements StoreDriver {
 
   /** One attempt, bounded by `timeout` from connect to the last body byte. */
   private send(url: string, method: 'GET' | 'POST' | 'HEAD', headers: Record<string, string>, signal: AbortSignal): Promise<Response> {
-    return withTimeout(this.o.timeoutMs, signal, () => new SourceTimeoutError(this.o.name, `${method} ${url}`, this.o.timeoutMs), async (s) => {
-      const res = await request(url, { dispatcher: this.dispatcher, method, headers, signal: s });
-      let text = '';
-      if (method === 'HEAD' || res.statusCode === 304) await res.body.dump();
-      else text = await res.body.text();
-      const etag = res.headers.etag;
-      return { status: res.statusCode, etag: typeof etag === 'string' && etag !== '' ? etag : undefined, text };
-    });
+    return withTimeout(
+      this.o.timeoutMs,
+      signal,
+      () => new SourceTimeoutError(this.o.name, `${method} ${url}`, this.o.timeoutMs),
+      async (s) => {
+        const res = await request(url, { dispatcher: this.dispatcher, method, headers, signal: s });
+        let text = '';
+        if (method === 'HEAD' || res.statusCode === 304) await res.body.dump();
+        else text = await res.body.text();
+        const etag = res.headers.etag;
+        return { status: res.statusCode, etag: typeof etag === 'string' && etag !== '' ? etag : undefined, text };
+      },
+    );
   }
 
   async close(): Promise<void> {
@@ -236,7 +241,8 @@ function isHttpUrl(text: string): boolean {
 
 export const factory: DriverFactory = ({ name, options }) => {
   const url = options.required('url').trim();
-  if (!isHttpUrl(url.replaceAll('{key}', 'key'))) options.fail('url', `must be an absolute http:// or https:// URL, got ${JSON.stringify(url)}`);
+  if (!isHttpUrl(url.replaceAll('{key}', 'key')))
+    options.fail('url', `must be an absolute http:// or https:// URL, got ${JSON.stringify(url)}`);
   const method = options.oneOf('method', ['get', 'post'] as const, 'get').toUpperCase() as 'GET' | 'POST';
   const headers = options.stringMap('headers');
   for (const [h, v] of Object.entries(headers)) {
@@ -248,7 +254,8 @@ export const factory: DriverFactory = ({ name, options }) => {
   const retryCount = options.int('retry_count', 2, { min: 0, max: 10 });
   const retryDelayMs = options.duration('retry_delay', 100);
   const healthEndpoint = options.string('health_endpoint')?.trim() || defaultHealthEndpoint(url);
-  if (!isHttpUrl(healthEndpoint)) options.fail('health_endpoint', `must be an absolute http:// or https:// URL, got ${JSON.stringify(healthEndpoint)}`);
+  if (!isHttpUrl(healthEndpoint))
+    options.fail('health_endpoint', `must be an absolute http:// or https:// URL, got ${JSON.stringify(healthEndpoint)}`);
   const maxCacheSize = options.int('max_cache_size', 10_000, { min: 0 });
   const o: HttpOptions = {
     name,

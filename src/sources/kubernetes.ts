@@ -1,9 +1,29 @@
 import { existsSync } from 'node:fs';
-import { ApiException, CoreV1Api, KubeConfig, Observable, Watch, type ConfigurationOptions, type RequestContext, type V1ConfigMap, type V1ConfigMapList, type V1Status } from '@kubernetes/client-node';
+import {
+  ApiException,
+  CoreV1Api,
+  KubeConfig,
+  Observable,
+  Watch,
+  type ConfigurationOptions,
+  type RequestContext,
+  type V1ConfigMap,
+  type V1ConfigMapList,
+  type V1Status,
+} from '@kubernetes/client-node';
 import { ConfigError, ResyncRequired, SourceError, errorMessage } from '../errors.ts';
 import type { Logger } from '../observe/log.ts';
 import type { DriverFactory } from './driver.ts';
-import { WriteConflict, contentRevision, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from './source.ts';
+import {
+  WriteConflict,
+  contentRevision,
+  type Snapshot,
+  type StoreDriver,
+  type StoredRoute,
+  type StoredValue,
+  type WatchContext,
+  type WritableStore,
+} from './source.ts';
 import { addressOf, tcpProbe, type Address } from './probe.ts';
 
 /**
@@ -86,20 +106,29 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
     this.watcher = new Watch(kc);
     const url = kc.getCurrentCluster()?.server;
     this.server = url ? addressOf(url, 443) : undefined;
-    this.where = o.labelSelector !== undefined ? `configmaps matching ${JSON.stringify(o.labelSelector)} in namespace "${o.namespace}"` : `configmap "${o.configmapName}" in namespace "${o.namespace}"`;
+    this.where =
+      o.labelSelector !== undefined
+        ? `configmaps matching ${JSON.stringify(o.labelSelector)} in namespace "${o.namespace}"`
+        : `configmap "${o.configmapName}" in namespace "${o.namespace}"`;
   }
 
   private selectorQuery(): { labelSelector: string } | { fieldSelector: string } {
-    return this.o.labelSelector !== undefined ? { labelSelector: this.o.labelSelector } : { fieldSelector: `metadata.name=${this.o.configmapName}` };
+    return this.o.labelSelector !== undefined
+      ? { labelSelector: this.o.labelSelector }
+      : { fieldSelector: `metadata.name=${this.o.configmapName}` };
   }
 
   /** A TCP connect to the API server. */
   probe(signal: AbortSignal): Promise<void> {
-    return this.server === undefined ? Promise.reject(new SourceError(this.name, 'no API server address')) : tcpProbe([this.server], signal);
+    return this.server === undefined
+      ? Promise.reject(new SourceError(this.name, 'no API server address'))
+      : tcpProbe([this.server], signal);
   }
 
   async list(signal: AbortSignal): Promise<Snapshot> {
-    const list = await this.request(signal, 'list', (opts) => this.api.listNamespacedConfigMap({ namespace: this.o.namespace, ...this.selectorQuery() }, opts));
+    const list = await this.request(signal, 'list', (opts) =>
+      this.api.listNamespacedConfigMap({ namespace: this.o.namespace, ...this.selectorQuery() }, opts),
+    );
     this.maps = dataByName(list);
     this.rv = list.metadata?.resourceVersion;
     const merged = this.merge(this.maps);
@@ -109,7 +138,9 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
   async get(key: string, signal: AbortSignal): Promise<StoredValue | null> {
     if (this.o.labelSelector === undefined) {
       try {
-        const cm = await this.request(signal, 'get', (opts) => this.api.readNamespacedConfigMap({ name: this.o.configmapName, namespace: this.o.namespace }, opts));
+        const cm = await this.request(signal, 'get', (opts) =>
+          this.api.readNamespacedConfigMap({ name: this.o.configmapName, namespace: this.o.namespace }, opts),
+        );
         return cm.data?.[key] ?? null;
       } catch (err) {
         if (err instanceof SourceError && err.cause instanceof ApiException && err.cause.code === 404) return null;
@@ -117,7 +148,9 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
       }
     }
     // selector mode honours the selector (the Go module read `configmap_name` here)
-    const list = await this.request(signal, 'list', (opts) => this.api.listNamespacedConfigMap({ namespace: this.o.namespace, labelSelector: this.o.labelSelector as string }, opts));
+    const list = await this.request(signal, 'list', (opts) =>
+      this.api.listNamespacedConfigMap({ namespace: this.o.namespace, labelSelector: this.o.labelSelector as string }, opts),
+    );
     return this.merge(dataByName(list), false).get(key)?.value ?? null;
   }
 
@@ -143,7 +176,13 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
       const onAbort = (): void => finish(signal.reason);
       signal.addEventListener('abort', onAbort, { once: true });
       // the server ends the stream after timeoutSeconds; one that outlives it is a dead connection
-      const deadline = setTimeout(() => finish(new SourceError(this.name, `watch of ${this.where} stayed open ${timeoutSeconds}s past its timeout: connection presumed dead`)), timeoutSeconds * 1000 + WATCH_GRACE_MS);
+      const deadline = setTimeout(
+        () =>
+          finish(
+            new SourceError(this.name, `watch of ${this.where} stayed open ${timeoutSeconds}s past its timeout: connection presumed dead`),
+          ),
+        timeoutSeconds * 1000 + WATCH_GRACE_MS,
+      );
       const onEvent = (type: string, object: unknown): void => {
         if (settled) return;
         try {
@@ -161,7 +200,8 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
       this.watcher.watch(path, query, onEvent, onDone).then(
         (c) => {
           controller = c;
-          if (settled) c.abort(); // stopped (or failed) before the stream opened
+          if (settled)
+            c.abort(); // stopped (or failed) before the stream opened
           else ctx.onReady(); // HTTP 200: the watch is established
         },
         (err: unknown) => finish(this.watchError(err, signal)),
@@ -176,7 +216,10 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
       if (status.code === 410 || status.reason === 'Expired' || status.reason === 'Gone') {
         throw new ResyncRequired(`${this.name}: watch of ${this.where} expired (${status.message ?? '410 Gone'}); re-listing`);
       }
-      throw new SourceError(this.name, `watch of ${this.where} failed: ${status.code ?? ''} ${status.reason ?? ''} ${status.message ?? ''}`.trim());
+      throw new SourceError(
+        this.name,
+        `watch of ${this.where} failed: ${status.code ?? ''} ${status.reason ?? ''} ${status.message ?? ''}`.trim(),
+      );
     }
     const cm = object as V1ConfigMap;
     const rv = cm.metadata?.resourceVersion;
@@ -192,7 +235,8 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
     if (rv) this.rv = rv;
     const after = this.merge(this.maps);
     for (const [key, v] of after) {
-      if (before.get(key)?.value !== v.value) ctx.onChange({ type: 'put', key, value: v.value, ...(this.rv !== undefined ? { revision: this.rv } : {}) });
+      if (before.get(key)?.value !== v.value)
+        ctx.onChange({ type: 'put', key, value: v.value, ...(this.rv !== undefined ? { revision: this.rv } : {}) });
     }
     for (const key of before.keys()) {
       if (!after.has(key)) ctx.onChange({ type: 'delete', key, ...(this.rv !== undefined ? { revision: this.rv } : {}) });
@@ -218,7 +262,10 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
         const id = `${key}\u0000${winner.from}\u0000${name}`;
         conflicts.add(id);
         if (report && !this.reported.has(id)) {
-          this.log.warn({ source: this.name, key, configmaps: [winner.from, name], namespace: this.o.namespace, used: winner.from }, `${this.name}: key ${JSON.stringify(key)} is defined in ConfigMaps "${winner.from}" and "${name}"; using "${winner.from}" (the name that sorts first)`);
+          this.log.warn(
+            { source: this.name, key, configmaps: [winner.from, name], namespace: this.o.namespace, used: winner.from },
+            `${this.name}: key ${JSON.stringify(key)} is defined in ConfigMaps "${winner.from}" and "${name}"; using "${winner.from}" (the name that sorts first)`,
+          );
         }
       }
     }
@@ -237,7 +284,8 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
     if (signal.aborted) return signal.reason;
     const code = (err as { statusCode?: unknown }).statusCode;
     if (code === 410) return new ResyncRequired(`${this.name}: watch of ${this.where} answered 410 Gone; re-listing`);
-    if (typeof code === 'number') return new SourceError(this.name, `watch of ${this.where}: HTTP ${code} ${errorMessage(err)}`, { cause: err });
+    if (typeof code === 'number')
+      return new SourceError(this.name, `watch of ${this.where}: HTTP ${code} ${errorMessage(err)}`, { cause: err });
     return new SourceError(this.name, `watch of ${this.where} broke: ${errorMessage(err)}`, { cause: err });
   }
 
@@ -245,7 +293,12 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
   private async request<T>(signal: AbortSignal, verb: string, call: (opts: ConfigurationOptions) => Promise<T>): Promise<T> {
     const combined = AbortSignal.any([signal, this.closed.signal]);
     const opts: ConfigurationOptions = {
-      middleware: [{ pre: (c: RequestContext) => (c.setSignal(combined), new Observable(Promise.resolve(c))), post: (r) => new Observable(Promise.resolve(r)) }],
+      middleware: [
+        {
+          pre: (c: RequestContext) => (c.setSignal(combined), new Observable(Promise.resolve(c))),
+          post: (r) => new Observable(Promise.resolve(r)),
+        },
+      ],
       middlewareMergeStrategy: 'append',
     };
     try {
@@ -284,7 +337,15 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
       if (text === null && current === undefined) return false;
       try {
         if (cm === null) {
-          await this.request(signal, 'create', (opts) => this.api.createNamespacedConfigMap({ namespace: this.o.namespace, body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: this.o.configmapName }, data: { [key]: text as string } } }, opts));
+          await this.request(signal, 'create', (opts) =>
+            this.api.createNamespacedConfigMap(
+              {
+                namespace: this.o.namespace,
+                body: { apiVersion: 'v1', kind: 'ConfigMap', metadata: { name: this.o.configmapName }, data: { [key]: text as string } },
+              },
+              opts,
+            ),
+          );
         } else {
           const data = { ...cm.data };
           if (text === null) delete data[key];
@@ -303,9 +364,15 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
 
   /** The ConfigMap the source reads (null when absent); writes need `configmap_name` mode. */
   private async writableMap(signal: AbortSignal): Promise<V1ConfigMap | null> {
-    if (this.o.labelSelector !== undefined) throw new SourceError(this.name, `writes need configmap_name: with label_selector a new key has no single ConfigMap to go to (${this.where})`);
+    if (this.o.labelSelector !== undefined)
+      throw new SourceError(
+        this.name,
+        `writes need configmap_name: with label_selector a new key has no single ConfigMap to go to (${this.where})`,
+      );
     try {
-      return await this.request(signal, 'get', (opts) => this.api.readNamespacedConfigMap({ name: this.o.configmapName, namespace: this.o.namespace }, opts));
+      return await this.request(signal, 'get', (opts) =>
+        this.api.readNamespacedConfigMap({ name: this.o.configmapName, namespace: this.o.namespace }, opts),
+      );
     } catch (err) {
       if (err instanceof SourceError && err.cause instanceof ApiException && err.cause.code === 404) return null;
       throw err;
@@ -362,7 +429,10 @@ export function loadKubeConfig(kubeconfig: string | undefined, field: string, pa
   }
   const token = `${pathPrefix}${SERVICEACCOUNT_DIR}/token`;
   if (!process.env.KUBERNETES_SERVICE_HOST || !process.env.KUBERNETES_SERVICE_PORT || !existsSync(token)) {
-    throw new ConfigError(field, `not set, and not running inside a cluster (needs KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT and ${token}); give the path of a kubeconfig file`);
+    throw new ConfigError(
+      field,
+      `not set, and not running inside a cluster (needs KUBERNETES_SERVICE_HOST, KUBERNETES_SERVICE_PORT and ${token}); give the path of a kubeconfig file`,
+    );
   }
   kc.loadFromCluster(pathPrefix);
   return kc;
@@ -373,19 +443,28 @@ const DNS_SUBDOMAIN = /^[a-z0-9]([-a-z0-9]*[a-z0-9])?(\.[a-z0-9]([-a-z0-9]*[a-z0
 
 export const factory: DriverFactory = ({ name, options, deps }) => {
   const namespace = options.string('namespace', 'default');
-  if (namespace.length > 63 || !DNS_LABEL.test(namespace)) options.fail('namespace', `must be a DNS label (lowercase letters, digits, '-'), got ${JSON.stringify(namespace)}`);
+  if (namespace.length > 63 || !DNS_LABEL.test(namespace))
+    options.fail('namespace', `must be a DNS label (lowercase letters, digits, '-'), got ${JSON.stringify(namespace)}`);
   const explicitName = options.string('configmap_name');
   const alias = options.string('configmap');
-  if (explicitName !== undefined && alias !== undefined && explicitName !== alias) options.fail('configmap', `is an alias of configmap_name; give one of them (configmap_name=${JSON.stringify(explicitName)}, configmap=${JSON.stringify(alias)})`);
+  if (explicitName !== undefined && alias !== undefined && explicitName !== alias)
+    options.fail(
+      'configmap',
+      `is an alias of configmap_name; give one of them (configmap_name=${JSON.stringify(explicitName)}, configmap=${JSON.stringify(alias)})`,
+    );
   const configmapName = explicitName ?? alias ?? 'caddy-routing';
   const nameField = explicitName === undefined && alias !== undefined ? 'configmap' : 'configmap_name';
-  if (configmapName.length > 253 || !DNS_SUBDOMAIN.test(configmapName)) options.fail(nameField, `must be a DNS subdomain (lowercase letters, digits, '-', '.'), got ${JSON.stringify(configmapName)}`);
+  if (configmapName.length > 253 || !DNS_SUBDOMAIN.test(configmapName))
+    options.fail(nameField, `must be a DNS subdomain (lowercase letters, digits, '-', '.'), got ${JSON.stringify(configmapName)}`);
   const selector = options.string('label_selector');
   const labelSelector = selector !== undefined && selector.trim() !== '' ? selector.trim() : undefined;
   const kubeconfig = options.string('kubeconfig');
   const kc = loadKubeConfig(kubeconfig !== undefined && kubeconfig !== '' ? kubeconfig : undefined, options.field('kubeconfig'));
   if (labelSelector !== undefined && (explicitName !== undefined || alias !== undefined)) {
-    deps.logger.warn({ source: name, field: options.field(nameField) }, `${options.field(nameField)} is not used when label_selector is set: every ConfigMap matching the selector is read`);
+    deps.logger.warn(
+      { source: name, field: options.field(nameField) },
+      `${options.field(nameField)} is not used when label_selector is set: every ConfigMap matching the selector is read`,
+    );
   }
   return { driver: new KubernetesDriver(name, kc, { namespace, configmapName, labelSelector }, deps.logger) };
 };

@@ -6,7 +6,17 @@ import type { Metrics } from '../metrics/metrics.ts';
 import type { Logger } from '../observe/log.ts';
 import type { OptionReader } from '../config/options.ts';
 import type { DriverFactory } from './driver.ts';
-import { WriteConflict, contentRevision, type Change, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from './source.ts';
+import {
+  WriteConflict,
+  contentRevision,
+  type Change,
+  type Snapshot,
+  type StoreDriver,
+  type StoredRoute,
+  type StoredValue,
+  type WatchContext,
+  type WritableStore,
+} from './source.ts';
 import { abortable } from '../util/async.ts';
 import { tcpProbe } from './probe.ts';
 import { readHostPort, readTimeout, readTlsFiles, type HostPort, type TlsFiles } from './driver-options.ts';
@@ -303,7 +313,10 @@ export class RedisDriver implements StoreDriver, WritableStore {
     const full = this.o.prefix + key;
     const channel = this.o.keyspaceNotify ? '' : this.o.pubsubChannel;
     const message = `${text === null ? 'delete' : 'update'}:${full}`;
-    const result = (await abortable(signal, client.eval(WRITE_SCRIPT, 1, full, text ?? '', ifRevision ?? '', text === null ? 'del' : 'set', channel, message))) as [number, string];
+    const result = (await abortable(
+      signal,
+      client.eval(WRITE_SCRIPT, 1, full, text ?? '', ifRevision ?? '', text === null ? 'del' : 'set', channel, message),
+    )) as [number, string];
     if (result[0] === 0) throw new WriteConflict(key, result[1] === '0' ? undefined : result[1]);
     return result[0] === 1;
   }
@@ -331,7 +344,10 @@ export class RedisDriver implements StoreDriver, WritableStore {
       const key = cluster.slots[slot]?.[0];
       const node = key === undefined ? undefined : masters.get(key);
       if (key === undefined || node === undefined || node.status === 'end') {
-        throw new SourceError(this.name, `cluster hash slot ${slot} has no reachable master (${key ?? 'unassigned'}); not listing a partial cluster`);
+        throw new SourceError(
+          this.name,
+          `cluster hash slot ${slot} has no reachable master (${key ?? 'unassigned'}); not listing a partial cluster`,
+        );
       }
       used.set(key, node);
     }
@@ -357,7 +373,10 @@ export class RedisDriver implements StoreDriver, WritableStore {
         const reply = (await node.config('GET', 'notify-keyspace-events')) as unknown;
         flags = Array.isArray(reply) ? String(reply[1] ?? '') : String(reply);
       } catch (err) {
-        this.log.warn({ err: errorMessage(err) }, 'keyspace_notify: cannot read notify-keyspace-events (CONFIG GET refused); make sure the server sets at least K$gx');
+        this.log.warn(
+          { err: errorMessage(err) },
+          'keyspace_notify: cannot read notify-keyspace-events (CONFIG GET refused); make sure the server sets at least K$gx',
+        );
         return;
       }
       const missing = missingKeyspaceFlags(flags);
@@ -390,7 +409,8 @@ export class RedisDriver implements StoreDriver, WritableStore {
       reason = err;
       this.log.debug({ err: err.message }, 'redis connection error');
     });
-    if (client instanceof Cluster) client.on('node error', (err: Error) => this.log.debug({ err: err.message }, 'redis cluster node error'));
+    if (client instanceof Cluster)
+      client.on('node error', (err: Error) => this.log.debug({ err: err.message }, 'redis cluster node error'));
     client.on('close', () => this.updatePoolGauge());
     let timer: NodeJS.Timeout | undefined;
     try {
@@ -404,7 +424,8 @@ export class RedisDriver implements StoreDriver, WritableStore {
       });
     } catch (err) {
       drop(client);
-      const why = reason !== undefined && reason.message !== errorMessage(err) ? `${errorMessage(err)} (${reason.message})` : errorMessage(err);
+      const why =
+        reason !== undefined && reason.message !== errorMessage(err) ? `${errorMessage(err)} (${reason.message})` : errorMessage(err);
       throw new SourceError(this.name, `cannot connect to ${this.instance}: ${why}`, { cause: reason ?? err });
     } finally {
       clearTimeout(timer);
@@ -519,7 +540,6 @@ async function pipelinedGet(node: Redis, keys: string[]): Promise<Array<string |
   });
 }
 
-
 // ---- options ------------------------------------------------------------------------------------------
 
 /** `host:port`, optionally as `redis://host:port` (the one rule of driver-options.ts). */
@@ -569,7 +589,10 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
   const poolSet: string[] = [];
   for (const f of ['pool_size', 'min_idle_conns', 'max_idle_conns']) if (options.int(f, 0, { min: 0 }) > 0) poolSet.push(f);
   for (const f of ['pool_timeout', 'conn_max_idle_time', 'conn_max_lifetime']) if (options.duration(f, 0) > 0) poolSet.push(f);
-  if (poolSet.length > 0) deps.logger.child({ source: name }).info({ options: poolSet }, 'redis pool options have no effect: ioredis uses one connection per node, not a pool');
+  if (poolSet.length > 0)
+    deps.logger
+      .child({ source: name })
+      .info({ options: poolSet }, 'redis pool options have no effect: ioredis uses one connection per node, not a pool');
 
   const o: RedisDriverOptions = {
     mode: sentinel ? 'sentinel' : cluster ? 'cluster' : 'standalone',
@@ -584,5 +607,8 @@ export const factory: DriverFactory = ({ name, options, deps }) => {
     ...(sentinel ? { sentinel } : {}),
     ...(tlsEnabled ? { tls: tls.files } : {}),
   };
-  return { driver: new RedisDriver(name, o, deps.metrics, deps.logger), runtime: { initialLoadDefaultMs: dialTimeoutMs, getTimeoutMs: readTimeoutMs } };
+  return {
+    driver: new RedisDriver(name, o, deps.metrics, deps.logger),
+    runtime: { initialLoadDefaultMs: dialTimeoutMs, getTimeoutMs: readTimeoutMs },
+  };
 };

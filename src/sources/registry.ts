@@ -31,7 +31,15 @@ const MODULES: Record<SourceType, () => Promise<DriverModule>> = {
   composite: () => import('./composite.ts'),
 };
 
-const INHERITED = ['negative_cache_ttl', 'backoff_initial', 'backoff_max', 'max_value_size', 'max_rules', 'max_upstreams', 'max_nesting'] as const;
+const INHERITED = [
+  'negative_cache_ttl',
+  'backoff_initial',
+  'backoff_max',
+  'max_value_size',
+  'max_rules',
+  'max_upstreams',
+  'max_nesting',
+] as const;
 
 export class SourceNamer {
   private readonly counts = new Map<string, number>();
@@ -45,14 +53,17 @@ export class SourceNamer {
 export async function createSource(options: OptionReader, deps: RuntimeDeps, namer: SourceNamer, name?: string): Promise<RouteSource> {
   const type = options.string('source') ?? options.string('type');
   if (type === undefined) return options.fail('source', `is required: one of ${SOURCE_TYPES.join(', ')}`);
-  if (!(SOURCE_TYPES as readonly string[]).includes(type)) return options.fail('source', `unknown source ${JSON.stringify(type)}; one of ${SOURCE_TYPES.join(', ')}`);
+  if (!(SOURCE_TYPES as readonly string[]).includes(type))
+    return options.fail('source', `unknown source ${JSON.stringify(type)}; one of ${SOURCE_TYPES.join(', ')}`);
   const sourceType = type as SourceType;
   const sourceName = name ?? namer.next(sourceType);
   let mod: DriverModule;
   try {
     mod = await MODULES[sourceType]();
   } catch (err) {
-    throw new ConfigError(options.field('source'), `the ${sourceType} source could not be loaded: ${(err as Error).message}`, { cause: err });
+    throw new ConfigError(options.field('source'), `the ${sourceType} source could not be loaded: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   const maxCacheSize = options.int('max_cache_size', 10_000, { min: 0 });
   const negativeTtlMs = options.duration('negative_cache_ttl', 30_000);
@@ -82,7 +93,13 @@ export async function createSource(options: OptionReader, deps: RuntimeDeps, nam
   });
   options.done(['type']);
   if ('source' in spec) return spec.source;
-  const common = { maxCacheSize, negativeTtlMs, limits, ...(backoffInitialMs !== undefined ? { backoffInitialMs } : {}), ...(backoffMaxMs !== undefined ? { backoffMaxMs } : {}) };
+  const common = {
+    maxCacheSize,
+    negativeTtlMs,
+    limits,
+    ...(backoffInitialMs !== undefined ? { backoffInitialMs } : {}),
+    ...(backoffMaxMs !== undefined ? { backoffMaxMs } : {}),
+  };
   const { initialLoadDefaultMs, listWithinInitialLoad, ...runtime } = spec.runtime ?? {};
   const initialLoad = initialLoadTimeoutMs ?? initialLoadDefaultMs ?? 30_000;
   const load = { initialLoadTimeoutMs: initialLoad, ...(listWithinInitialLoad ? { listTimeoutMs: initialLoad } : {}) };

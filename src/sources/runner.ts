@@ -118,7 +118,15 @@ export class SourceRuntime implements RouteSource, WritableSource {
   private readonly initialLoad = new Promise<void>((resolve) => (this.initialDone = resolve));
   /** Writers waiting for a key to be applied (awaitApplied): re-checked whenever that key changes. */
   private readonly waiters = new Map<string, Set<() => void>>();
-  private readonly labels: { parse: { inc(): void }; put: { inc(): void }; del: { inc(): void }; resync: { inc(): void }; error: { inc(): void }; hit: { inc(): void }; miss: { inc(): void } };
+  private readonly labels: {
+    parse: { inc(): void };
+    put: { inc(): void };
+    del: { inc(): void };
+    resync: { inc(): void };
+    error: { inc(): void };
+    hit: { inc(): void };
+    miss: { inc(): void };
+  };
 
   constructor(name: string, type: SourceType, driver: StoreDriver, options: RuntimeOptions, deps: RuntimeDeps) {
     this.name = name;
@@ -200,7 +208,12 @@ export class SourceRuntime implements RouteSource, WritableSource {
     const stale = this.cache.get(key);
     let raw: StoredValue | null;
     try {
-      raw = await withTimeout(this.opts.getTimeoutMs, this.lifetime.signal, () => new SourceTimeoutError(this.name, `get ${JSON.stringify(key)}`, this.opts.getTimeoutMs), (s) => this.driver.get(key, s));
+      raw = await withTimeout(
+        this.opts.getTimeoutMs,
+        this.lifetime.signal,
+        () => new SourceTimeoutError(this.name, `get ${JSON.stringify(key)}`, this.opts.getTimeoutMs),
+        (s) => this.driver.get(key, s),
+      );
     } catch (err) {
       // reported, but health stays with the store loop (list/watch/probe): one slow key must not make every
       // other uncached key answer "unhealthy" without even asking
@@ -246,7 +259,9 @@ export class SourceRuntime implements RouteSource, WritableSource {
     const outcome = await Promise.race([this.initialLoad.then(() => 'loaded' as const), timeout]);
     if (outcome === 'timeout') {
       const cause = this.lastError !== undefined ? ` (last error: ${this.lastError})` : '';
-      this.noteError(`initial load did not finish within ${this.opts.initialLoadTimeoutMs}ms; serving without it and retrying in the background${cause}`);
+      this.noteError(
+        `initial load did not finish within ${this.opts.initialLoadTimeoutMs}ms; serving without it and retrying in the background${cause}`,
+      );
     }
     this.isReady = true;
   }
@@ -287,7 +302,12 @@ export class SourceRuntime implements RouteSource, WritableSource {
         }
         if (d.list && (needList || this.resyncWanted)) {
           this.resyncWanted = false;
-          const snapshot = await withTimeout(this.opts.listTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'list', this.opts.listTimeoutMs), (s) => (d.list as StoreDriver['list'] & {})(s));
+          const snapshot = await withTimeout(
+            this.opts.listTimeoutMs,
+            cycle.signal,
+            () => new SourceTimeoutError(this.name, 'list', this.opts.listTimeoutMs),
+            (s) => (d.list as StoreDriver['list'] & {})(s),
+          );
           needList = false;
           // a full listing proves the store reachable and the cache in sync; the watch keeps it so
           if (snapshot.invalid === undefined) this.markInSync();
@@ -314,7 +334,12 @@ export class SourceRuntime implements RouteSource, WritableSource {
         } else if (d.pollIntervalMs !== undefined && d.pollIntervalMs > 0 && d.list) {
           await sleep(d.pollIntervalMs, cycle.signal);
           if (d.poll) {
-            const result = await withTimeout(this.opts.listTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'poll', this.opts.listTimeoutMs), (s) => (d.poll as StoreDriver['poll'] & {})(this.revision, s));
+            const result = await withTimeout(
+              this.opts.listTimeoutMs,
+              cycle.signal,
+              () => new SourceTimeoutError(this.name, 'poll', this.opts.listTimeoutMs),
+              (s) => (d.poll as StoreDriver['poll'] & {})(this.revision, s),
+            );
             if (isSnapshot(result)) await this.applySnapshot(result, 'watch');
             else this.applyPoll(result);
             this.markInSync();
@@ -322,7 +347,13 @@ export class SourceRuntime implements RouteSource, WritableSource {
           attempt = 0;
         } else if (!d.list && d.probe) {
           // a lazy store: its health is the probe (connect() has just probed), then refresh what was fetched
-          if (!justConnected) await withTimeout(this.opts.getTimeoutMs, cycle.signal, () => new SourceTimeoutError(this.name, 'health probe', this.opts.getTimeoutMs), (s) => (d.probe as StoreDriver['probe'] & {})(s));
+          if (!justConnected)
+            await withTimeout(
+              this.opts.getTimeoutMs,
+              cycle.signal,
+              () => new SourceTimeoutError(this.name, 'health probe', this.opts.getTimeoutMs),
+              (s) => (d.probe as StoreDriver['probe'] & {})(s),
+            );
           this.markInSync();
           attempt = 0;
           if (d.poll) {
@@ -335,7 +366,8 @@ export class SourceRuntime implements RouteSource, WritableSource {
         } else {
           this.markInSync();
           // the cycle may have been aborted while the listing ran (stop during a slow initial load)
-          if (!cycle.signal.aborted) await new Promise<void>((resolve) => cycle.signal.addEventListener('abort', () => resolve(), { once: true }));
+          if (!cycle.signal.aborted)
+            await new Promise<void>((resolve) => cycle.signal.addEventListener('abort', () => resolve(), { once: true }));
         }
       } catch (err) {
         if (stopped.aborted) break;
@@ -365,7 +397,10 @@ export class SourceRuntime implements RouteSource, WritableSource {
           // fail after that, the schedule starts again from its short end
           attempt = 0;
           settling = RECOVERY_QUICK_RETRIES;
-          this.log.info({ waited_ms: Math.round(performance.now() - waited), backoff_ms: Math.round(delay) }, 'store reachable again; retrying now');
+          this.log.info(
+            { waited_ms: Math.round(performance.now() - waited), backoff_ms: Math.round(delay) },
+            'store reachable again; retrying now',
+          );
         }
       } finally {
         stopped.removeEventListener('abort', onStop);
@@ -390,7 +425,12 @@ export class SourceRuntime implements RouteSource, WritableSource {
     const timeoutMs = Math.min(RECOVERY_PROBE_TIMEOUT_MS, this.opts.getTimeoutMs);
     let unreachable = false;
     for (;;) {
-      const reachable = await withTimeout(timeoutMs, stopped, () => new SourceTimeoutError(this.name, 'probe', timeoutMs), (s) => probe.call(this.driver, s)).then(
+      const reachable = await withTimeout(
+        timeoutMs,
+        stopped,
+        () => new SourceTimeoutError(this.name, 'probe', timeoutMs),
+        (s) => probe.call(this.driver, s),
+      ).then(
         () => true,
         (err: unknown) => {
           if (stopped.aborted) throw err;
@@ -460,7 +500,13 @@ export class SourceRuntime implements RouteSource, WritableSource {
     }
     this.cache.set(key, route);
     this.notifyWaiters(key);
-    this.deps.events?.configUpdated?.({ key, source: this.name, source_type: this.type, ...(previous?.config.version !== undefined ? { old_version: previous.config.version } : {}), ...(route.config.version !== undefined ? { new_version: route.config.version } : {}) });
+    this.deps.events?.configUpdated?.({
+      key,
+      source: this.name,
+      source_type: this.type,
+      ...(previous?.config.version !== undefined ? { old_version: previous.config.version } : {}),
+      ...(route.config.version !== undefined ? { new_version: route.config.version } : {}),
+    });
     return route;
   }
 
@@ -547,7 +593,10 @@ export class SourceRuntime implements RouteSource, WritableSource {
       this.labels.parse.inc();
       this.deps.parseErrors.record(this.type);
       this.lastParseError = { key: '', message: snapshot.invalid.message };
-      this.log.warn({ field: snapshot.invalid.field, err: snapshot.invalid.message }, 'invalid route document; keeping the last good routes');
+      this.log.warn(
+        { field: snapshot.invalid.field, err: snapshot.invalid.message },
+        'invalid route document; keeping the last good routes',
+      );
       this.initialDone();
       return;
     }
@@ -558,7 +607,10 @@ export class SourceRuntime implements RouteSource, WritableSource {
     for (const [key, value] of snapshot.entries) {
       seen.add(key);
       const current = this.cache.get(key);
-      const unchanged = current !== undefined && valueSize(value) <= this.limits.maxValueSize && current.raw === (typeof value === 'string' ? value : Buffer.from(value).toString('utf8'));
+      const unchanged =
+        current !== undefined &&
+        valueSize(value) <= this.limits.maxValueSize &&
+        current.raw === (typeof value === 'string' ? value : Buffer.from(value).toString('utf8'));
       if (!unchanged && origin === 'watch') this.labels.put.inc();
       // unchanged values keep their compiled route (and algorithm state); applyValue only renews them
       let applied = this.applyValue(key, value, origin);
@@ -594,7 +646,12 @@ export class SourceRuntime implements RouteSource, WritableSource {
 
   private publishDeleted(key: string, previous: CompiledRoute | undefined): void {
     this.notifyWaiters(key);
-    this.deps.events?.configDeleted?.({ key, source: this.name, source_type: this.type, ...(previous?.config.version !== undefined ? { last_version: previous.config.version } : {}) });
+    this.deps.events?.configDeleted?.({
+      key,
+      source: this.name,
+      source_type: this.type,
+      ...(previous?.config.version !== undefined ? { last_version: previous.config.version } : {}),
+    });
   }
 
   // ---- writes (admin write API) ----------------------------------------------------------------------
@@ -656,7 +713,13 @@ export class SourceRuntime implements RouteSource, WritableSource {
     this.deps.metrics.datasourceHealthy.set({ source_type: this.type }, healthy ? 1 : 0);
     if (previous !== healthy) {
       this.log.info({ healthy, last_error: this.lastError }, healthy ? 'source in sync' : 'source unhealthy');
-      this.deps.events?.healthChanged?.({ source: this.name, source_type: this.type, healthy, previous_healthy: previous, ...(this.lastError && !healthy ? { error: this.lastError } : {}) });
+      this.deps.events?.healthChanged?.({
+        source: this.name,
+        source_type: this.type,
+        healthy,
+        previous_healthy: previous,
+        ...(this.lastError && !healthy ? { error: this.lastError } : {}),
+      });
     }
   }
 

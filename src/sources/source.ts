@@ -11,7 +11,17 @@ import type { RouteParseError } from '../errors.ts';
  *    what a revision is). Backoff, timeouts, parsing, last-good, health, cache and metrics live in the runner.
  */
 export type SourceType = 'etcd' | 'redis' | 'consul' | 'file' | 'http' | 'zookeeper' | 'sql' | 'kubernetes' | 'composite';
-export const SOURCE_TYPES: readonly SourceType[] = ['etcd', 'redis', 'consul', 'file', 'http', 'zookeeper', 'sql', 'kubernetes', 'composite'];
+export const SOURCE_TYPES: readonly SourceType[] = [
+  'etcd',
+  'redis',
+  'consul',
+  'file',
+  'http',
+  'zookeeper',
+  'sql',
+  'kubernetes',
+  'composite',
+];
 
 /** Why a key has no usable route. Frozen singletons: a miss allocates nothing. */
 export interface RouteMiss {
@@ -65,8 +75,7 @@ export type Revision = string | number | bigint;
 export type StoredValue = string | Uint8Array;
 
 export type Change =
-  | { type: 'put'; key: string; value: StoredValue; revision?: Revision }
-  | { type: 'delete'; key: string; revision?: Revision };
+  { type: 'put'; key: string; value: StoredValue; revision?: Revision } | { type: 'delete'; key: string; revision?: Revision };
 
 /** Everything under the source's prefix. `revision` is where a watch should continue from. */
 export interface Snapshot {
@@ -168,7 +177,9 @@ export class WriteConflict extends Error {
     readonly key: string,
     readonly current: string | undefined,
   ) {
-    super(`${key}: the stored revision is ${current === undefined ? 'absent (no such key)' : JSON.stringify(current)}, not the one If-Match named`);
+    super(
+      `${key}: the stored revision is ${current === undefined ? 'absent (no such key)' : JSON.stringify(current)}, not the one If-Match named`,
+    );
   }
 }
 

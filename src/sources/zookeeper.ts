@@ -2,7 +2,15 @@ import zookeeper from 'node-zookeeper-client';
 import type { Client, Event, Stat } from 'node-zookeeper-client';
 import { SourceError } from '../errors.ts';
 import type { DriverFactory } from './driver.ts';
-import { WriteConflict, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from './source.ts';
+import {
+  WriteConflict,
+  type Snapshot,
+  type StoreDriver,
+  type StoredRoute,
+  type StoredValue,
+  type WatchContext,
+  type WritableStore,
+} from './source.ts';
 import { abortable } from '../util/async.ts';
 import { addressOf, tcpProbe } from './probe.ts';
 import { readHostPort } from './driver-options.ts';
@@ -117,7 +125,10 @@ export class ZooKeeperDriver implements StoreDriver, WritableStore {
 
   /** A TCP connect to any server of the ensemble. */
   probe(signal: AbortSignal): Promise<void> {
-    return tcpProbe(this.o.servers.map((s) => addressOf(s, 2181)), signal);
+    return tcpProbe(
+      this.o.servers.map((s) => addressOf(s, 2181)),
+      signal,
+    );
   }
 
   /** Reads every child and arms the watches that are not pending yet. */
@@ -145,7 +156,12 @@ export class ZooKeeperDriver implements StoreDriver, WritableStore {
     if (key === '' || key.includes('/')) return null;
     const s = await this.connected(signal);
     try {
-      return (await abortable(signal, op<Buffer | null>((cb) => s.client.getData(this.path(key), cb)))) ?? Buffer.alloc(0);
+      return (
+        (await abortable(
+          signal,
+          op<Buffer | null>((cb) => s.client.getData(this.path(key), cb)),
+        )) ?? Buffer.alloc(0)
+      );
     } catch (err) {
       if (isCode(err, Exception.NO_NODE)) return null;
       throw this.wrap(`get ${key}`, err);
@@ -154,7 +170,8 @@ export class ZooKeeperDriver implements StoreDriver, WritableStore {
 
   async watch(ctx: WatchContext): Promise<void> {
     const s = this.session;
-    if (s === undefined || s.dead || s.client.getState() !== State.SYNC_CONNECTED) throw new SourceError(this.name, 'not connected to ZooKeeper');
+    if (s === undefined || s.dead || s.client.getState() !== State.SYNC_CONNECTED)
+      throw new SourceError(this.name, 'not connected to ZooKeeper');
     const lost = new AbortController();
     const onDisconnected = (): void => lost.abort(new SourceError(this.name, 'connection to ZooKeeper lost'));
     const onExpired = (): void => lost.abort(new SourceError(this.name, 'ZooKeeper session expired'));
@@ -249,7 +266,9 @@ export class ZooKeeperDriver implements StoreDriver, WritableStore {
       const arm = !s.childrenArmed;
       if (arm) s.childrenArmed = true;
       try {
-        const names = await op<string[]>((cb) => (arm ? s.client.getChildren(this.o.basePath, s.onChildren, cb) : s.client.getChildren(this.o.basePath, cb)));
+        const names = await op<string[]>((cb) =>
+          arm ? s.client.getChildren(this.o.basePath, s.onChildren, cb) : s.client.getChildren(this.o.basePath, cb),
+        );
         return names.sort();
       } catch (err) {
         if (arm) s.childrenArmed = false;
@@ -297,7 +316,8 @@ export class ZooKeeperDriver implements StoreDriver, WritableStore {
       }
       if (s === undefined) {
         const client = zookeeper.createClient(this.o.servers.join(','), { sessionTimeout: this.o.sessionTimeoutMs, retries: 0 });
-        if (this.o.username !== undefined && this.o.password !== undefined) client.addAuthInfo('digest', Buffer.from(`${this.o.username}:${this.o.password}`));
+        if (this.o.username !== undefined && this.o.password !== undefined)
+          client.addAuthInfo('digest', Buffer.from(`${this.o.username}:${this.o.password}`));
         s = this.session = new Session(client, this.o.basePath);
         client.connect();
       }
@@ -322,7 +342,8 @@ export class ZooKeeperDriver implements StoreDriver, WritableStore {
       };
       const onConnected = (): void => done('connected');
       const onExpired = (): void => done('expired');
-      const onAuthFailed = (): void => done(new SourceError(this.name, `ZooKeeper refused the credentials of user ${JSON.stringify(this.o.username)}`));
+      const onAuthFailed = (): void =>
+        done(new SourceError(this.name, `ZooKeeper refused the credentials of user ${JSON.stringify(this.o.username)}`));
       const onAbort = (): void => done(signal.reason instanceof Error ? signal.reason : new SourceError(this.name, 'aborted'));
       const timer = setTimeout(() => {
         kickSocket(client);
@@ -350,11 +371,20 @@ export class ZooKeeperDriver implements StoreDriver, WritableStore {
     const data = Buffer.from(text, 'utf8');
     for (;;) {
       const node = await this.node(key, signal);
-      if (ifRevision !== undefined && (node === null ? '0' : zxid(node.stat)) !== ifRevision) throw new WriteConflict(key, node === null ? undefined : zxid(node.stat));
+      if (ifRevision !== undefined && (node === null ? '0' : zxid(node.stat)) !== ifRevision)
+        throw new WriteConflict(key, node === null ? undefined : zxid(node.stat));
       try {
-        if (node === null) await abortable(signal, op<string>((cb) => s.client.create(path, data, cb)));
+        if (node === null)
+          await abortable(
+            signal,
+            op<string>((cb) => s.client.create(path, data, cb)),
+          );
         // the version of what was compared: a write in between fails with BAD_VERSION
-        else await abortable(signal, op<Stat>((cb) => s.client.setData(path, data, node.stat.version, cb)));
+        else
+          await abortable(
+            signal,
+            op<Stat>((cb) => s.client.setData(path, data, node.stat.version, cb)),
+          );
       } catch (err) {
         const raced = isCode(err, Exception.NODE_EXISTS) || isCode(err, Exception.BAD_VERSION) || isCode(err, Exception.NO_NODE);
         if (!raced) throw this.wrap(`write ${key}`, err);
@@ -368,23 +398,34 @@ export class ZooKeeperDriver implements StoreDriver, WritableStore {
   async deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
     const s = await this.connected(signal);
     const node = await this.node(key, signal);
-    if (ifRevision !== undefined && (node === null ? '0' : zxid(node.stat)) !== ifRevision) throw new WriteConflict(key, node === null ? undefined : zxid(node.stat));
+    if (ifRevision !== undefined && (node === null ? '0' : zxid(node.stat)) !== ifRevision)
+      throw new WriteConflict(key, node === null ? undefined : zxid(node.stat));
     if (node === null) return undefined;
     try {
-      await abortable(signal, op<void>((cb) => s.client.remove(this.path(key), ifRevision === undefined ? -1 : node.stat.version, (err) => cb(err, undefined))));
+      await abortable(
+        signal,
+        op<void>((cb) => s.client.remove(this.path(key), ifRevision === undefined ? -1 : node.stat.version, (err) => cb(err, undefined))),
+      );
     } catch (err) {
       if (isCode(err, Exception.NO_NODE) && ifRevision === undefined) return undefined;
-      if (isCode(err, Exception.BAD_VERSION) || isCode(err, Exception.NO_NODE)) throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
+      if (isCode(err, Exception.BAD_VERSION) || isCode(err, Exception.NO_NODE))
+        throw new WriteConflict(key, (await this.readRoute(key, signal))?.revision);
       throw this.wrap(`delete ${key}`, err);
     }
     return '0';
   }
 
   private async node(key: string, signal: AbortSignal): Promise<{ data: Buffer; stat: Stat } | null> {
-    if (key === '' || key.includes('/')) throw new SourceError(this.name, `key ${JSON.stringify(key)}: a ZooKeeper child name cannot be empty or contain '/'`);
+    if (key === '' || key.includes('/'))
+      throw new SourceError(this.name, `key ${JSON.stringify(key)}: a ZooKeeper child name cannot be empty or contain '/'`);
     const s = await this.connected(signal);
     try {
-      return await abortable(signal, new Promise<{ data: Buffer; stat: Stat }>((resolve, reject) => s.client.getData(this.path(key), (err, data, stat) => (err ? reject(err) : resolve({ data: data ?? Buffer.alloc(0), stat })))));
+      return await abortable(
+        signal,
+        new Promise<{ data: Buffer; stat: Stat }>((resolve, reject) =>
+          s.client.getData(this.path(key), (err, data, stat) => (err ? reject(err) : resolve({ data: data ?? Buffer.alloc(0), stat }))),
+        ),
+      );
     } catch (err) {
       if (isCode(err, Exception.NO_NODE)) return null;
       throw this.wrap(`get ${key}`, err);
@@ -423,7 +464,6 @@ function op<T>(start: (cb: (err: unknown, value: T) => void) => void): Promise<T
   return new Promise<T>((resolve, reject) => start((err, value) => (err ? reject(err) : resolve(value))));
 }
 
-
 /**
  * node-zookeeper-client has no handshake timeout: a socket the server accepted but never answers (ZooKeeper
  * does that to connections made while it is still starting) keeps the client waiting forever. Destroying that
@@ -461,7 +501,13 @@ export const factory: DriverFactory = ({ name, options }) => {
   if (sessionTimeoutMs < 1) options.fail('session_timeout', 'must be positive');
   const username = options.string('username');
   const password = options.string('password');
-  if ((username === undefined) !== (password === undefined)) options.fail(username === undefined ? 'username' : 'password', 'username and password must be set together');
-  const o: ZooKeeperOptions = { servers, basePath, sessionTimeoutMs: Math.round(sessionTimeoutMs), ...(username !== undefined && password !== undefined ? { username, password } : {}) };
+  if ((username === undefined) !== (password === undefined))
+    options.fail(username === undefined ? 'username' : 'password', 'username and password must be set together');
+  const o: ZooKeeperOptions = {
+    servers,
+    basePath,
+    sessionTimeoutMs: Math.round(sessionTimeoutMs),
+    ...(username !== undefined && password !== undefined ? { username, password } : {}),
+  };
   return { driver: new ZooKeeperDriver(name, o) };
 };

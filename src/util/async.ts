@@ -21,7 +21,12 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
  * `onTimeout()` and on a parent abort with its reason — even when `work` ignores its signal, so a stop is
  * never held up by a driver call that cannot be cancelled.
  */
-export async function withTimeout<T>(ms: number, parent: AbortSignal | undefined, onTimeout: () => Error, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+export async function withTimeout<T>(
+  ms: number,
+  parent: AbortSignal | undefined,
+  onTimeout: () => Error,
+  work: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
   if (parent?.aborted) throw parent.reason;
   const controller = new AbortController();
   let timer: NodeJS.Timeout | undefined;

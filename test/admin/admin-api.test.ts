@@ -12,7 +12,16 @@ describe('admin API: the Go module JSON, field by field', () => {
   let svc: Running;
   before(async () => {
     routes = await routesDir({ 'tenant-a': '10.0.0.1:8080', 'tenant-b': TENANT_B });
-    svc = await startService({ policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'random', pool: POOL, data_source: { source: 'file', path: routes.dir } } } });
+    svc = await startService({
+      policies: {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'random',
+          pool: POOL,
+          data_source: { source: 'file', path: routes.dir },
+        },
+      },
+    });
   });
   after(async () => {
     await svc.stop();
@@ -31,7 +40,9 @@ describe('admin API: the Go module JSON, field by field', () => {
     for (let i = 0; i < 2; i++) assert.equal((await svc.select('default', { 'x-tenant': 'nobody' })).reason, 'no_config');
     assert.equal((await svc.select('default', {})).reason, 'no_key');
 
-    const { status, headers, body } = await getJson<Record<string, unknown> & { cache_hits: number; cache_misses: number; cache_hit_rate: number }>(`${svc.admin}/dynamic-lb/stats`);
+    const { status, headers, body } = await getJson<
+      Record<string, unknown> & { cache_hits: number; cache_misses: number; cache_hit_rate: number }
+    >(`${svc.admin}/dynamic-lb/stats`);
     assert.equal(status, 200);
     assert.equal(headers.get('content-type'), 'application/json');
     assert.deepEqual(Object.keys(body).sort(), ['cache_hit_rate', 'cache_hits', 'cache_misses', 'route_hits', 'route_misses']);
@@ -42,7 +53,9 @@ describe('admin API: the Go module JSON, field by field', () => {
   });
 
   test('health lists each source by name with healthy/type/config_count/last_sync and overall', async () => {
-    const { status, body } = await getJson<{ data_sources: Record<string, Record<string, unknown>>; overall: string }>(`${svc.admin}/dynamic-lb/health`);
+    const { status, body } = await getJson<{ data_sources: Record<string, Record<string, unknown>>; overall: string }>(
+      `${svc.admin}/dynamic-lb/health`,
+    );
     assert.equal(status, 200);
     assert.deepEqual(Object.keys(body).sort(), ['data_sources', 'overall']);
     assert.equal(body.overall, 'healthy');
@@ -61,7 +74,13 @@ describe('admin API: the Go module JSON, field by field', () => {
     assert.deepEqual(body, {
       routes: [
         { source: 'file', source_type: 'file', key: 'tenant-a', upstream: '10.0.0.1:8080', upstreams: ['10.0.0.1:8080'], rule_count: 0 },
-        { source: 'file', source_type: 'file', key: 'tenant-b', upstreams: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'], rule_count: 2 },
+        {
+          source: 'file',
+          source_type: 'file',
+          key: 'tenant-b',
+          upstreams: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'],
+          rule_count: 2,
+        },
       ],
       total: 2,
     });
@@ -89,7 +108,9 @@ describe('admin API: the Go module JSON, field by field', () => {
   });
 
   test('cache sums every source and lists each under its name', async () => {
-    const { status, body } = await getJson<Record<string, unknown> & { sources: Record<string, Record<string, number>> }>(`${svc.admin}/dynamic-lb/cache`);
+    const { status, body } = await getJson<Record<string, unknown> & { sources: Record<string, Record<string, number>> }>(
+      `${svc.admin}/dynamic-lb/cache`,
+    );
     assert.equal(status, 200);
     assert.deepEqual(Object.keys(body).sort(), ['entries', 'hit_rate', 'hits', 'max_size', 'misses', 'negative_hits', 'sources']);
     assert.equal(body.entries, 2);
@@ -103,7 +124,9 @@ describe('admin API: the Go module JSON, field by field', () => {
 
   test('explain shows the decision a selection would make, and records nothing', async () => {
     const before = await getJson<{ route_hits: Record<string, number> }>(`${svc.admin}/dynamic-lb/stats`);
-    const { status, body } = await getJson(`${svc.admin}/dynamic-lb/explain?key=tenant-b&header=X-Version:%20v2&uri=/api/x&method=POST&remote_ip=192.0.2.7`);
+    const { status, body } = await getJson(
+      `${svc.admin}/dynamic-lb/explain?key=tenant-b&header=X-Version:%20v2&uri=/api/x&method=POST&remote_ip=192.0.2.7`,
+    );
     assert.equal(status, 200);
     assert.deepEqual(body, {
       policy: 'default',
@@ -111,7 +134,15 @@ describe('admin API: the Go module JSON, field by field', () => {
       route: 'hit',
       upstream: '10.0.0.3:8080',
       upstreams: ['10.0.0.3:8080'],
-      route_config: { source: 'file', source_type: 'file', key: 'tenant-b', upstreams: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'], rule_count: 2, enabled: true, version: 7 },
+      route_config: {
+        source: 'file',
+        source_type: 'file',
+        key: 'tenant-b',
+        upstreams: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'],
+        rule_count: 2,
+        enabled: true,
+        version: 7,
+      },
       rule: { index: 0, priority: 10, match: { 'http.request.header.X-Version': 'v2' }, algorithm: 'weighted_random' },
       candidates: [{ address: '10.0.0.3:8080', weight: 1 }],
       algorithm: 'weighted_random',
@@ -138,7 +169,10 @@ describe('admin API: the Go module JSON, field by field', () => {
     assert.equal(body.route_config, null);
     assert.equal(body.rule, null);
     assert.ok(POOL.includes(body.upstream as string));
-    assert.deepEqual(body.candidates, POOL.map((address) => ({ address, weight: 1 })));
+    assert.deepEqual(
+      body.candidates,
+      POOL.map((address) => ({ address, weight: 1 })),
+    );
     assert.equal(body.algorithm, 'random');
   });
 
@@ -187,8 +221,14 @@ describe('admin API: the Go module JSON, field by field', () => {
 
   test('a bad route file shows up as route_config_parse_errors in health and cache', async () => {
     await routes.write('tenant-c', 'rules: [{ upstreams: [{ address: "not an address" }] }]\n');
-    await eventually(async () => (await getJson<Record<string, unknown>>(`${svc.admin}/dynamic-lb/health`)).body.route_config_parse_errors !== undefined, 5000, 'parse error in health');
-    const health = await getJson<{ route_config_parse_errors: Record<string, { total: number; last_at: string }> }>(`${svc.admin}/dynamic-lb/health`);
+    await eventually(
+      async () => (await getJson<Record<string, unknown>>(`${svc.admin}/dynamic-lb/health`)).body.route_config_parse_errors !== undefined,
+      5000,
+      'parse error in health',
+    );
+    const health = await getJson<{ route_config_parse_errors: Record<string, { total: number; last_at: string }> }>(
+      `${svc.admin}/dynamic-lb/health`,
+    );
     assert.equal(health.status, 200);
     assert.deepEqual(Object.keys(health.body.route_config_parse_errors), ['file']);
     assert.ok((health.body.route_config_parse_errors.file as { total: number }).total >= 1);
@@ -205,7 +245,11 @@ describe('admin API: the Go module JSON, field by field', () => {
     const cleared = await getJson<Record<string, number>>(`${svc.admin}/dynamic-lb/cache`);
     assert.equal(cleared.body.hits, 0);
     assert.equal(cleared.body.misses, 0);
-    await eventually(async () => (await getJson<Record<string, number>>(`${svc.admin}/dynamic-lb/cache`)).body.entries === 2, 5000, 'routes reloaded');
+    await eventually(
+      async () => (await getJson<Record<string, number>>(`${svc.admin}/dynamic-lb/cache`)).body.entries === 2,
+      5000,
+      'routes reloaded',
+    );
     assert.equal((await svc.select('default', { 'x-tenant': 'tenant-a' })).upstream, '10.0.0.1:8080');
   });
 });
@@ -213,19 +257,32 @@ describe('admin API: the Go module JSON, field by field', () => {
 test('health turns degraded (still HTTP 200, with last_error) when a source loses its store', async (t) => {
   // its own service: no reload from earlier edits may be in flight when the directory goes away
   const routes = await routesDir({ 'tenant-a': '10.0.0.1:8080', 'tenant-b': TENANT_B });
-  const svc = await startService({ policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'file', path: routes.dir } } } });
+  const svc = await startService({
+    policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'file', path: routes.dir } } },
+  });
   t.after(async () => {
     await svc.stop();
     await routes.cleanup();
   });
   // moved away in one step, so no partial listing is seen first
   await rename(routes.dir, `${routes.dir}.away`);
-  await eventually(async () => (await getJson<{ overall: string }>(`${svc.admin}/dynamic-lb/health`)).body.overall === 'degraded', 5000, 'degraded');
-  const { status, body } = await getJson<{ overall: string; data_sources: Record<string, { healthy: boolean; last_error?: string; config_count: number }> }>(`${svc.admin}/dynamic-lb/health`);
+  await eventually(
+    async () => (await getJson<{ overall: string }>(`${svc.admin}/dynamic-lb/health`)).body.overall === 'degraded',
+    5000,
+    'degraded',
+  );
+  const { status, body } = await getJson<{
+    overall: string;
+    data_sources: Record<string, { healthy: boolean; last_error?: string; config_count: number }>;
+  }>(`${svc.admin}/dynamic-lb/health`);
   assert.equal(status, 200);
   assert.equal(body.data_sources.file?.healthy, false);
   assert.match(body.data_sources.file?.last_error ?? '', /ENOENT|no such file/);
   assert.equal(body.data_sources.file?.config_count, 2, 'the last good routes keep serving');
   await rename(`${routes.dir}.away`, routes.dir);
-  await eventually(async () => (await getJson<{ overall: string }>(`${svc.admin}/dynamic-lb/health`)).body.overall === 'healthy', 10000, 'healthy again');
+  await eventually(
+    async () => (await getJson<{ overall: string }>(`${svc.admin}/dynamic-lb/health`)).body.overall === 'healthy',
+    10000,
+    'healthy again',
+  );
 });

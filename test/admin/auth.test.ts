@@ -8,7 +8,10 @@ describe('admin.token: Bearer auth on /dynamic-lb/*', () => {
   let svc: Running;
   before(async () => {
     routes = await routesDir({ 'tenant-a': '10.0.0.1:8080' });
-    svc = await startService({ admin: { token: TOKEN }, policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'file', path: routes.dir } } } });
+    svc = await startService({
+      admin: { token: TOKEN },
+      policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'file', path: routes.dir } } },
+    });
   });
   after(async () => {
     await svc.stop();
@@ -25,7 +28,9 @@ describe('admin.token: Bearer auth on /dynamic-lb/*', () => {
   for (const c of denied) {
     test(`401 JSON for ${c.desc}`, async () => {
       for (const path of ['/dynamic-lb/stats', '/dynamic-lb/cache', '/dynamic-lb/events', '/dynamic-lb/nope']) {
-        const res = await getJson<{ error: string }>(`${svc.admin}${path}`, { headers: c.authorization ? { authorization: c.authorization } : {} });
+        const res = await getJson<{ error: string }>(`${svc.admin}${path}`, {
+          headers: c.authorization ? { authorization: c.authorization } : {},
+        });
         assert.equal(res.status, 401, path);
         assert.equal(res.headers.get('content-type'), 'application/json');
         assert.equal(res.headers.get('www-authenticate'), 'Bearer realm="dynamic-lb"');
@@ -57,7 +62,9 @@ describe('admin.token: Bearer auth on /dynamic-lb/*', () => {
 describe('without admin.token', () => {
   test('/dynamic-lb/* needs no Authorization', async (t) => {
     const routes = await routesDir({ 'tenant-a': '10.0.0.1:8080' });
-    const svc = await startService({ policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'file', path: routes.dir } } } });
+    const svc = await startService({
+      policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'file', path: routes.dir } } },
+    });
     t.after(async () => {
       await svc.stop();
       await routes.cleanup();

@@ -18,7 +18,18 @@ function view(): RequestView {
 }
 
 function decision(route: Decision['route'], key = 'tenant-a'): Decision {
-  return { route, key, upstream: route === 'none' ? '' : '10.0.0.1:80', upstreams: '', reason: route === 'hit' ? undefined : 'no_config', compiled: undefined, rule: undefined, algorithm: route === 'hit' ? 'first' : undefined, instanceFallbackReason: undefined, matchSeconds: 0 };
+  return {
+    route,
+    key,
+    upstream: route === 'none' ? '' : '10.0.0.1:80',
+    upstreams: '',
+    reason: route === 'hit' ? undefined : 'no_config',
+    compiled: undefined,
+    rule: undefined,
+    algorithm: route === 'hit' ? 'first' : undefined,
+    instanceFallbackReason: undefined,
+    matchSeconds: 0,
+  };
 }
 
 describe('event bus', () => {
@@ -115,8 +126,33 @@ describe('selection events', () => {
     await tick();
     assert.equal(seen.length, 5);
     assert.equal(bus.rateLimited, 15);
-    assert.deepEqual({ ...seen[0]?.payload, timestamp: 'T' }, { policy: 'default', source: 'file', key: 'k0', reason: 'no_config', fallback_used: true, upstream: '10.0.0.1:80', request_path: '/p', request_method: 'GET', timestamp: 'T' });
-    assert.deepEqual({ ...seen[1]?.payload, timestamp: 'T' }, { policy: 'default', source: 'file', key: 'k1', reason: 'no_config', fallback_used: false, request_path: '/p', request_method: 'GET', timestamp: 'T' });
+    assert.deepEqual(
+      { ...seen[0]?.payload, timestamp: 'T' },
+      {
+        policy: 'default',
+        source: 'file',
+        key: 'k0',
+        reason: 'no_config',
+        fallback_used: true,
+        upstream: '10.0.0.1:80',
+        request_path: '/p',
+        request_method: 'GET',
+        timestamp: 'T',
+      },
+    );
+    assert.deepEqual(
+      { ...seen[1]?.payload, timestamp: 'T' },
+      {
+        policy: 'default',
+        source: 'file',
+        key: 'k1',
+        reason: 'no_config',
+        fallback_used: false,
+        request_path: '/p',
+        request_method: 'GET',
+        timestamp: 'T',
+      },
+    );
   });
 });
 
@@ -158,7 +194,8 @@ function openSse(url: string): Promise<SseClient> {
               fields[line.slice(0, colon)] = line.slice(colon + 1).trimStart();
             }
           }
-          if (fields.event !== undefined) events.push({ id: fields.id ?? '', event: fields.event, data: JSON.parse(fields.data ?? 'null') as Record<string, unknown> });
+          if (fields.event !== undefined)
+            events.push({ id: fields.id ?? '', event: fields.event, data: JSON.parse(fields.data ?? 'null') as Record<string, unknown> });
         }
       });
       res.on('error', () => undefined);
@@ -184,7 +221,10 @@ describe('GET /dynamic-lb/events (Server-Sent Events) from a running service', (
   let svc: Running;
   before(async () => {
     routes = await routesDir({ 'tenant-a': '10.0.0.1:8080' });
-    svc = await startService({ admin: { events_sample_rate: 1 }, policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: routes.dir } } } });
+    svc = await startService({
+      admin: { events_sample_rate: 1 },
+      policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: routes.dir } } },
+    });
   });
   after(async () => {
     await svc.stop();
@@ -198,14 +238,20 @@ describe('GET /dynamic-lb/events (Server-Sent Events) from a running service', (
     assert.equal(sse.contentType, 'text/event-stream; charset=utf-8');
     await routes.write('tenant-b', 'upstream: 10.0.0.2:8080\nversion: 3\n');
     const updated = await sse.next((e) => e.event === 'dynamic_lb.config_updated' && e.data.key === 'tenant-b', 'config_updated');
-    assert.deepEqual({ ...updated.data, timestamp: 'T' }, { key: 'tenant-b', source_type: 'file', new_version: 3, policy: 'default', source: 'file', timestamp: 'T' });
+    assert.deepEqual(
+      { ...updated.data, timestamp: 'T' },
+      { key: 'tenant-b', source_type: 'file', new_version: 3, policy: 'default', source: 'file', timestamp: 'T' },
+    );
     assert.match(String(updated.data.timestamp), /^\d{4}-\d\d-\d\dT/);
     await routes.write('tenant-b', 'upstream: 10.0.0.2:8080\nversion: 4\n');
     const again = await sse.next((e) => e.event === 'dynamic_lb.config_updated' && e.data.new_version === 4, 'second config_updated');
     assert.equal(again.data.old_version, 3);
     await routes.remove('tenant-b');
     const deleted = await sse.next((e) => e.event === 'dynamic_lb.config_deleted', 'config_deleted');
-    assert.deepEqual({ ...deleted.data, timestamp: 'T' }, { key: 'tenant-b', source_type: 'file', last_version: 4, policy: 'default', source: 'file', timestamp: 'T' });
+    assert.deepEqual(
+      { ...deleted.data, timestamp: 'T' },
+      { key: 'tenant-b', source_type: 'file', last_version: 4, policy: 'default', source: 'file', timestamp: 'T' },
+    );
     assert.ok(Number(again.id) > Number(updated.id), 'ids increase');
   });
 
@@ -215,12 +261,32 @@ describe('GET /dynamic-lb/events (Server-Sent Events) from a running service', (
     await svc.select('default', { 'x-tenant': 'tenant-a', 'x-forwarded-method': 'POST', 'x-forwarded-uri': '/shop/cart?item=1' });
     const selected = await sse.next((e) => e.event === 'dynamic_lb.route_selected', 'route_selected');
     const { duration_ns, timestamp, ...rest } = selected.data;
-    assert.deepEqual(rest, { policy: 'default', source: 'file', key: 'tenant-a', upstream: '10.0.0.1:8080', algorithm: 'weighted_random', request_path: '/shop/cart', request_method: 'POST' });
+    assert.deepEqual(rest, {
+      policy: 'default',
+      source: 'file',
+      key: 'tenant-a',
+      upstream: '10.0.0.1:8080',
+      algorithm: 'weighted_random',
+      request_path: '/shop/cart',
+      request_method: 'POST',
+    });
     assert.ok(typeof duration_ns === 'number' && duration_ns > 0);
     assert.equal(typeof timestamp, 'string');
     await svc.select('default', { 'x-tenant': 'nobody' });
     const missed = await sse.next((e) => e.event === 'dynamic_lb.route_missed', 'route_missed');
-    assert.deepEqual({ ...missed.data, timestamp: 'T' }, { policy: 'default', source: 'file', key: 'nobody', reason: 'no_config', fallback_used: false, request_path: '/', request_method: 'GET', timestamp: 'T' });
+    assert.deepEqual(
+      { ...missed.data, timestamp: 'T' },
+      {
+        policy: 'default',
+        source: 'file',
+        key: 'nobody',
+        reason: 'no_config',
+        fallback_used: false,
+        request_path: '/',
+        request_method: 'GET',
+        timestamp: 'T',
+      },
+    );
   });
 
   test('?events= picks events (short names accepted); an unknown name is a 400', async (t) => {

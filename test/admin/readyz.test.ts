@@ -26,7 +26,12 @@ async function slowService(initialLoadTimeout: string) {
     stringify({
       listen: '127.0.0.1:0',
       admin: { listen: '127.0.0.1:0' },
-      policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'file', path: fifo, watch: false, initial_load_timeout: initialLoadTimeout } } },
+      policies: {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          data_source: { source: 'file', path: fifo, watch: false, initial_load_timeout: initialLoadTimeout },
+        },
+      },
     }),
   );
   const service = await buildService(config, { logger: silentLogger, metrics: new Metrics() });
@@ -71,7 +76,9 @@ test('/readyz turns 200 when initial_load_timeout passes, the source still unhea
   assert.equal((await fetch(`${s.admin}/readyz`)).status, 503);
   await s.started;
   assert.equal((await fetch(`${s.admin}/readyz`)).status, 200);
-  const health = await getJson<{ overall: string; data_sources: { file: { healthy: boolean; last_error: string } } }>(`${s.admin}/dynamic-lb/health`);
+  const health = await getJson<{ overall: string; data_sources: { file: { healthy: boolean; last_error: string } } }>(
+    `${s.admin}/dynamic-lb/health`,
+  );
   assert.equal(health.body.overall, 'degraded');
   assert.match(health.body.data_sources.file.last_error, /initial load did not finish within 300ms/);
 });
@@ -91,7 +98,13 @@ test('stop drains: /readyz turns 503 stopping, a request in flight still gets it
       listen: '127.0.0.1:0',
       admin: { listen: '127.0.0.1:0' },
       shutdown_timeout: '5s',
-      policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'http', url: `http://${storeAddress}/routes/{key}` } } },
+      policies: {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'none',
+          data_source: { source: 'http', url: `http://${storeAddress}/routes/{key}` },
+        },
+      },
     }),
   );
   const service = await buildService(config, { logger: silentLogger, metrics: new Metrics() });
@@ -113,7 +126,9 @@ test('stop drains: /readyz turns 503 stopping, a request in flight still gets it
 });
 
 test('/readyz is 503 before start and after a listener stopped serving', async (t) => {
-  const config = parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, policies: { default: { pool: ['10.0.0.1:80'] } } }));
+  const config = parseConfig(
+    stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, policies: { default: { pool: ['10.0.0.1:80'] } } }),
+  );
   const service = await buildService(config, { logger: silentLogger, metrics: new Metrics() });
   assert.equal(service.ready(), false, 'not started');
   await service.start();

@@ -17,11 +17,18 @@ describeWriteApi('consul', () => consulHarness({ source: { token: CONSUL_WRITER 
 // the protocol-faithful API server (409 on a stale resourceVersion); the source's credentials may update the map
 describeWriteApi('kubernetes', async () => {
   const h = await kubeHarness();
-  return { ...h, dataSource: (address: string) => ({ ...h.dataSource(address), kubeconfig: h.kubeconfig(`http://${address}`, KUBE_WRITER) }) };
+  return {
+    ...h,
+    dataSource: (address: string) => ({ ...h.dataSource(address), kubeconfig: h.kubeconfig(`http://${address}`, KUBE_WRITER) }),
+  };
 });
 
 const auth = { authorization: `Bearer ${WRITE_TOKEN}` };
-const policy = (dataSource: Record<string, unknown>): Record<string, unknown> => ({ key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: dataSource });
+const policy = (dataSource: Record<string, unknown>): Record<string, unknown> => ({
+  key: '{http.request.header.X-Tenant}',
+  fallback: 'none',
+  data_source: dataSource,
+});
 
 describe('write API: who may write, and where', () => {
   let dir: RoutesDir;
@@ -47,7 +54,10 @@ describe('write API: who may write, and where', () => {
   });
 
   test('without admin.token writes are off (403) and nothing is written; reads still answer', async () => {
-    const put = await getJson<{ error: string }>(`${open.admin}/dynamic-lb/routes/default/tenant-a`, { method: 'PUT', body: '127.0.0.1:9102' });
+    const put = await getJson<{ error: string }>(`${open.admin}/dynamic-lb/routes/default/tenant-a`, {
+      method: 'PUT',
+      body: '127.0.0.1:9102',
+    });
     assert.equal(put.status, 403);
     assert.match(put.body.error, /admin\.token/);
     assert.equal((await getJson(`${open.admin}/dynamic-lb/routes/default/tenant-a`, { method: 'DELETE' })).status, 403);
@@ -58,10 +68,18 @@ describe('write API: who may write, and where', () => {
   });
 
   test('HTTP and composite sources answer 405 with why', async () => {
-    const remote = await getJson<{ error: string }>(`${guarded.admin}/dynamic-lb/routes/remote/tenant-a`, { method: 'PUT', body: '127.0.0.1:9102', headers: auth });
+    const remote = await getJson<{ error: string }>(`${guarded.admin}/dynamic-lb/routes/remote/tenant-a`, {
+      method: 'PUT',
+      body: '127.0.0.1:9102',
+      headers: auth,
+    });
     assert.equal(remote.status, 405);
     assert.match(remote.body.error, /http source is read-only/);
-    const layered = await getJson<{ error: string }>(`${guarded.admin}/dynamic-lb/routes/layered/tenant-a`, { method: 'PUT', body: '127.0.0.1:9102', headers: auth });
+    const layered = await getJson<{ error: string }>(`${guarded.admin}/dynamic-lb/routes/layered/tenant-a`, {
+      method: 'PUT',
+      body: '127.0.0.1:9102',
+      headers: auth,
+    });
     assert.equal(layered.status, 405);
     assert.match(layered.body.error, /composite source is read-only/);
   });
@@ -72,16 +90,27 @@ describe('write API: who may write, and where', () => {
     const post = await getJson(`${guarded.admin}/dynamic-lb/routes/default/k`, { method: 'POST', body: 'x', headers: auth });
     assert.equal(post.status, 405);
     assert.equal(post.headers.get('allow'), 'GET, HEAD, PUT, DELETE');
-    const big = await getJson(`${guarded.admin}/dynamic-lb/routes/default/k`, { method: 'PUT', body: `# ${'x'.repeat(300 * 1024)}\n127.0.0.1:9101`, headers: auth });
+    const big = await getJson(`${guarded.admin}/dynamic-lb/routes/default/k`, {
+      method: 'PUT',
+      body: `# ${'x'.repeat(300 * 1024)}\n127.0.0.1:9101`,
+      headers: auth,
+    });
     assert.equal(big.status, 413);
   });
 
   test('a single-file source refuses writes with a reason (502), keeping the file', async () => {
     const file = await routesDir({});
     await file.write('routes', 'tenant-a: 127.0.0.1:9101\n');
-    const svc = await startService({ admin: { token: WRITE_TOKEN }, policies: { default: policy({ source: 'file', path: `${file.dir}/routes.yaml` }) } });
+    const svc = await startService({
+      admin: { token: WRITE_TOKEN },
+      policies: { default: policy({ source: 'file', path: `${file.dir}/routes.yaml` }) },
+    });
     try {
-      const res = await getJson<{ error: string }>(`${svc.admin}/dynamic-lb/routes/default/tenant-b`, { method: 'PUT', body: '127.0.0.1:9102', headers: auth });
+      const res = await getJson<{ error: string }>(`${svc.admin}/dynamic-lb/routes/default/tenant-b`, {
+        method: 'PUT',
+        body: '127.0.0.1:9102',
+        headers: auth,
+      });
       assert.equal(res.status, 502);
       assert.match(res.body.error, /single file: writes need a directory source/);
     } finally {
@@ -93,9 +122,16 @@ describe('write API: who may write, and where', () => {
   test('a write the source does not see within the wait is 202, in_effect false, and stored', async () => {
     const quiet = await routesDir({});
     // neither watched nor polled: the source never sees the write
-    const svc = await startService({ admin: { token: WRITE_TOKEN }, policies: { default: policy({ source: 'file', path: quiet.dir, watch: false }) } });
+    const svc = await startService({
+      admin: { token: WRITE_TOKEN },
+      policies: { default: policy({ source: 'file', path: quiet.dir, watch: false }) },
+    });
     try {
-      const res = await getJson<{ in_effect: boolean; note: string }>(`${svc.admin}/dynamic-lb/routes/default/tenant-late`, { method: 'PUT', body: '127.0.0.1:9102', headers: auth });
+      const res = await getJson<{ in_effect: boolean; note: string }>(`${svc.admin}/dynamic-lb/routes/default/tenant-late`, {
+        method: 'PUT',
+        body: '127.0.0.1:9102',
+        headers: auth,
+      });
       assert.equal(res.status, 202);
       assert.equal(res.body.in_effect, false);
       assert.match(res.body.note, /takes effect when it does/);
@@ -125,7 +161,11 @@ describe('write API: who may write, and where', () => {
     });
     stream.end();
     await open; // subscribed once the stream's headers are out
-    const put = await getJson(`${guarded.admin}/dynamic-lb/routes/default/tenant-sse`, { method: 'PUT', body: '127.0.0.1:9103', headers: auth });
+    const put = await getJson(`${guarded.admin}/dynamic-lb/routes/default/tenant-sse`, {
+      method: 'PUT',
+      body: '127.0.0.1:9103',
+      headers: auth,
+    });
     assert.equal(put.status, 200);
     await got;
     stream.destroy();

@@ -5,7 +5,18 @@ import type { Decision } from '../../src/engine/decision.ts';
 import { RequestView } from '../../src/request/view.ts';
 
 function decision(route: Decision['route'], key: string): Decision {
-  return { route, key, upstream: route === 'none' ? '' : '10.0.0.1:80', upstreams: '', reason: route === 'hit' ? undefined : 'no_config', compiled: undefined, rule: undefined, algorithm: undefined, instanceFallbackReason: undefined, matchSeconds: 0 };
+  return {
+    route,
+    key,
+    upstream: route === 'none' ? '' : '10.0.0.1:80',
+    upstreams: '',
+    reason: route === 'hit' ? undefined : 'no_config',
+    compiled: undefined,
+    rule: undefined,
+    algorithm: undefined,
+    instanceFallbackReason: undefined,
+    matchSeconds: 0,
+  };
 }
 
 test('per-key counts keep at most maxKeys keys, evicting keys not counted for a whole generation', () => {
@@ -40,7 +51,12 @@ test('the default bound is the Go module cap of 1000 keys per map', () => {
 
 test('hits and misses are counted per key; empty keys and nothing-chosen count as misses or not at all', () => {
   const s = new KeyStats();
-  s.listener('default', decision('hit', 'a'), new RequestView({ method: 'GET', uri: '/', host: '', scheme: 'http', headers: {}, remoteIp: '' }), 0);
+  s.listener(
+    'default',
+    decision('hit', 'a'),
+    new RequestView({ method: 'GET', uri: '/', host: '', scheme: 'http', headers: {}, remoteIp: '' }),
+    0,
+  );
   s.record(decision('hit', 'a'));
   s.record(decision('fallback', 'b'));
   s.record(decision('none', 'b'));
@@ -66,6 +82,10 @@ test('per-policy counts (the status page): hits, fallbacks, 503s and misses by r
   });
   (counts.a as { hits: number }).hits = 99;
   (counts.a?.reasons as Record<string, number>).no_config = 99;
-  assert.deepEqual(s.policies().a, { hits: 2, fallbacks: 1, none: 1, reasons: { no_config: 1, unhealthy: 1 } }, 'a snapshot, not the live counts');
+  assert.deepEqual(
+    s.policies().a,
+    { hits: 2, fallbacks: 1, none: 1, reasons: { no_config: 1, unhealthy: 1 } },
+    'a snapshot, not the live counts',
+  );
   assert.equal(s.hits.get('k'), 2);
 });

@@ -46,7 +46,10 @@ export interface Running {
   url: string;
   /** Admin base URL. */
   admin: string;
-  select(policy: string, headers: Record<string, string>): Promise<{ status: number; upstream: string | null; route: string | null; reason: string | null }>;
+  select(
+    policy: string,
+    headers: Record<string, string>,
+  ): Promise<{ status: number; upstream: string | null; route: string | null; reason: string | null }>;
   stop(): Promise<void>;
 }
 
@@ -64,7 +67,12 @@ export async function startService(config: Record<string, unknown>, options: Ser
     async select(policy, headers) {
       const res = await fetch(`${url}/select/${policy}`, { headers });
       await res.arrayBuffer();
-      return { status: res.status, upstream: res.headers.get('x-dynamic-upstream'), route: res.headers.get('x-dynamic-route'), reason: res.headers.get('x-dynamic-reason') };
+      return {
+        status: res.status,
+        upstream: res.headers.get('x-dynamic-upstream'),
+        route: res.headers.get('x-dynamic-route'),
+        reason: res.headers.get('x-dynamic-reason'),
+      };
     },
     stop: () => service.stop(),
   };
@@ -96,7 +104,8 @@ export function parseMetrics(text: string): Sample[] {
     const m = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
     if (!m) throw new Error(`unparsable metrics line: ${line}`);
     const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g)) labels[l[1] as string] = (l[2] as string).replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
+    for (const l of (m[2] ?? '').matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"/g))
+      labels[l[1] as string] = (l[2] as string).replace(/\\(.)/g, (_, c: string) => (c === 'n' ? '\n' : c));
     out.push({ name: m[1] as string, labels, value: Number(m[3]) });
   }
   return out;

@@ -28,7 +28,14 @@ describe('status page: auth and state', () => {
     routes = await routesDir({ 'tenant-a': '10.0.0.1:8080', 'tenant-b': TENANT_B, 'zeta-x': '10.0.5.5:80' });
     svc = await startService({
       admin: { token: TOKEN },
-      policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'random', pool: ['10.0.9.1:80'], data_source: { source: 'file', path: routes.dir } } },
+      policies: {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'random',
+          pool: ['10.0.9.1:80'],
+          data_source: { source: 'file', path: routes.dir },
+        },
+      },
     });
   });
   after(async () => {
@@ -69,22 +76,51 @@ describe('status page: auth and state', () => {
     assert.equal(status, 200);
     assert.equal(headers.get('cache-control'), 'no-store');
     assert.equal(body.overall, 'healthy');
-    assert.deepEqual(body.policies.map((p) => [p.name, p.data_source, p.counts]), [['default', 'file', { hits: 2, fallbacks: 2, none: 0, reasons: { no_config: 1, no_key: 1 } }]]);
+    assert.deepEqual(
+      body.policies.map((p) => [p.name, p.data_source, p.counts]),
+      [['default', 'file', { hits: 2, fallbacks: 2, none: 0, reasons: { no_config: 1, no_key: 1 } }]],
+    );
     assert.equal(body.sources.file?.healthy, true);
     assert.equal(body.sources.file?.config_count, 3);
-    assert.deepEqual(body.routes.items.map((r) => r.key), ['tenant-a', 'tenant-b', 'zeta-x']);
+    assert.deepEqual(
+      body.routes.items.map((r) => r.key),
+      ['tenant-a', 'tenant-b', 'zeta-x'],
+    );
     const b = body.routes.items[1];
     assert.deepEqual(b, {
-      source: 'file', key: 'tenant-b', enabled: true, version: 7, upstreams: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'],
+      source: 'file',
+      key: 'tenant-b',
+      enabled: true,
+      version: 7,
+      upstreams: ['10.0.0.1:8080', '10.0.0.2:8080', '10.0.0.3:8080'],
       rules: [
-        { priority: 10, match: { 'http.request.header.X-Version': 'v2' }, algorithm: 'weighted_random', upstreams: [{ address: '10.0.0.3:8080', weight: 1 }] },
-        { priority: 0, match: {}, algorithm: 'weighted_random', upstreams: [{ address: '10.0.0.2:8080', weight: 3 }, { address: '10.0.0.1:8080', weight: 1 }] },
+        {
+          priority: 10,
+          match: { 'http.request.header.X-Version': 'v2' },
+          algorithm: 'weighted_random',
+          upstreams: [{ address: '10.0.0.3:8080', weight: 1 }],
+        },
+        {
+          priority: 0,
+          match: {},
+          algorithm: 'weighted_random',
+          upstreams: [
+            { address: '10.0.0.2:8080', weight: 3 },
+            { address: '10.0.0.1:8080', weight: 1 },
+          ],
+        },
       ],
     });
     assert.deepEqual([body.upstreams.unhealthy, body.upstreams.healthy], [0, body.upstreams.total]);
-    assert.ok(body.upstreams.items.some((u) => u.address === '10.0.0.3:8080' && u.healthy && !u.active_checked && u.policies.includes('default')), JSON.stringify(body.upstreams));
+    assert.ok(
+      body.upstreams.items.some((u) => u.address === '10.0.0.3:8080' && u.healthy && !u.active_checked && u.policies.includes('default')),
+      JSON.stringify(body.upstreams),
+    );
     const byUpstream = await getJson<UiState>(`${svc.admin}/dynamic-lb/ui/state?q=10.0.5`, { headers: AUTH });
-    assert.deepEqual(byUpstream.body.routes.items.map((r) => r.key), ['zeta-x']);
+    assert.deepEqual(
+      byUpstream.body.routes.items.map((r) => r.key),
+      ['zeta-x'],
+    );
     assert.deepEqual([byUpstream.body.routes.total, byUpstream.body.routes.matched], [3, 1]);
     const limited = await getJson<UiState>(`${svc.admin}/dynamic-lb/ui/state?q=TENANT&limit=1`, { headers: AUTH });
     assert.deepEqual([limited.body.routes.items.map((r) => r.key), limited.body.routes.matched], [['tenant-a'], 2]);
@@ -114,9 +150,19 @@ describe('status page in a real headless Chromium', { timeout: 180_000 }, () => 
     svc = await startService({
       admin: { token: TOKEN, events_sample_rate: 1 },
       policies: {
-        default: { key: '{http.request.header.X-Tenant}', fallback: 'random', pool: ['10.0.9.1:80', '10.0.9.2:80'], data_source: { source: 'file', path: routes.dir } },
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'random',
+          pool: ['10.0.9.1:80', '10.0.9.2:80'],
+          data_source: { source: 'file', path: routes.dir },
+        },
         static: { key: '{http.request.header.X-Tenant}', fallback: 'first', pool: ['10.0.8.1:80'] },
-        checked: { key: '{http.request.header.X-Tenant}', fallback: 'first', pool: [up, down], health_checks: { active: { uri: '/health', interval: '500ms', timeout: '1s' } } },
+        checked: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'first',
+          pool: [up, down],
+          health_checks: { active: { uri: '/health', interval: '500ms', timeout: '1s' } },
+        },
       },
     });
     browser = await launchChromium({ width: 1280, height: 1200 });
@@ -130,11 +176,21 @@ describe('status page in a real headless Chromium', { timeout: 180_000 }, () => 
 
   test('loads with no console error, drops the token from the address bar, shows policies, sources and routes', async () => {
     await browser.open(`${svc.admin}/dynamic-lb/ui?token=${TOKEN}`);
-    await browser.waitFor(`document.querySelector('#routes tr[data-key="tenant-b"]')?.textContent.includes('10.0.0.3:8080')`, 'route tenant-b with its rule');
+    await browser.waitFor(
+      `document.querySelector('#routes tr[data-key="tenant-b"]')?.textContent.includes('10.0.0.3:8080')`,
+      'route tenant-b with its rule',
+    );
     assert.equal(await browser.evaluate('location.href'), `${svc.admin}/dynamic-lb/ui`);
     assert.equal(await browser.evaluate(`document.getElementById('overall').textContent`), 'healthy');
-    assert.deepEqual(await browser.evaluate(`[...document.querySelectorAll('#policies tr[data-policy]')].map((r) => r.dataset.policy)`), ['checked', 'default', 'static']);
-    assert.match(await browser.evaluate<string>(`document.querySelector('#sources tr[data-source="file"]').textContent`), /^filefilehealthy2\d+ s ago$/);
+    assert.deepEqual(await browser.evaluate(`[...document.querySelectorAll('#policies tr[data-policy]')].map((r) => r.dataset.policy)`), [
+      'checked',
+      'default',
+      'static',
+    ]);
+    assert.match(
+      await browser.evaluate<string>(`document.querySelector('#sources tr[data-source="file"]').textContent`),
+      /^filefilehealthy2\d+ s ago$/,
+    );
     await browser.waitFor(`document.getElementById('conn').textContent === 'events: live'`, 'the event stream');
     assert.deepEqual(browser.problems, []);
   });
@@ -154,9 +210,15 @@ describe('status page in a real headless Chromium', { timeout: 180_000 }, () => 
     await browser.evaluate('window.__sameDocument = true');
     const navigations = browser.navigations;
     await routes.write('tenant-new', 'upstream: 10.0.0.77:9000\nversion: 3\n');
-    const text = await browser.waitFor<string>(`document.querySelector('#routes tr[data-key="tenant-new"]')?.textContent`, 'the new route in the table');
+    const text = await browser.waitFor<string>(
+      `document.querySelector('#routes tr[data-key="tenant-new"]')?.textContent`,
+      'the new route in the table',
+    );
     assert.match(text, /tenant-new.*enabled v3.*10\.0\.0\.77:9000/);
-    await browser.waitFor(`[...document.querySelectorAll('#events li[data-event="dynamic_lb.config_updated"]')].some((li) => li.textContent.includes('"key":"tenant-new"'))`, 'the config_updated event');
+    await browser.waitFor(
+      `[...document.querySelectorAll('#events li[data-event="dynamic_lb.config_updated"]')].some((li) => li.textContent.includes('"key":"tenant-new"'))`,
+      'the config_updated event',
+    );
     assert.equal(await browser.evaluate('window.__sameDocument'), true, 'the page was not reloaded');
     assert.equal(browser.navigations, navigations);
     assert.deepEqual(browser.problems, []);
@@ -166,20 +228,40 @@ describe('status page in a real headless Chromium', { timeout: 180_000 }, () => 
     for (let i = 0; i < 5; i++) await svc.select('default', { 'x-tenant': 'tenant-a' });
     await svc.select('default', { 'x-tenant': 'nobody' });
     await svc.select('static', { 'x-tenant': 'tenant-a' });
-    await browser.waitFor(`[...document.querySelectorAll('#events li[data-event="dynamic_lb.route_missed"]')].some((li) => li.textContent.includes('"key":"nobody"'))`, 'the route_missed event');
+    await browser.waitFor(
+      `[...document.querySelectorAll('#events li[data-event="dynamic_lb.route_missed"]')].some((li) => li.textContent.includes('"key":"nobody"'))`,
+      'the route_missed event',
+    );
     await browser.waitFor(`document.querySelector('#events li[data-event="dynamic_lb.route_selected"]')`, 'a route_selected event');
-    await browser.waitFor(`document.querySelector('#policies tr[data-policy="default"] .hits')?.textContent === '5'`, 'hits of policy default', 30_000);
+    await browser.waitFor(
+      `document.querySelector('#policies tr[data-policy="default"] .hits')?.textContent === '5'`,
+      'hits of policy default',
+      30_000,
+    );
     assert.equal(await browser.evaluate(`document.querySelector('#policies tr[data-policy="default"] .fallbacks').textContent`), '1');
     assert.equal(await browser.evaluate(`document.querySelector('#policies tr[data-policy="static"] .fallbacks').textContent`), '1');
-    assert.match(await browser.evaluate<string>(`document.querySelector('#policies tr[data-policy="default"]').textContent`), /no_config 1/);
-    assert.match(await browser.evaluate<string>(`document.querySelector('#policies tr[data-policy="default"] .hit-rate').textContent`), /^(\d+\.\d\d|\d+)$/, 'a rate once two snapshots were seen');
+    assert.match(
+      await browser.evaluate<string>(`document.querySelector('#policies tr[data-policy="default"]').textContent`),
+      /no_config 1/,
+    );
+    assert.match(
+      await browser.evaluate<string>(`document.querySelector('#policies tr[data-policy="default"] .hit-rate').textContent`),
+      /^(\d+\.\d\d|\d+)$/,
+      'a rate once two snapshots were seen',
+    );
     assert.deepEqual(browser.problems, []);
   });
 
   test('search narrows the routes (key or upstream), and a screenshot is taken', async () => {
-    const search = (q: string): Promise<unknown> => browser.evaluate(`(() => { const s = document.getElementById('search'); s.value = ${JSON.stringify(q)}; s.dispatchEvent(new Event('input')); })()`);
+    const search = (q: string): Promise<unknown> =>
+      browser.evaluate(
+        `(() => { const s = document.getElementById('search'); s.value = ${JSON.stringify(q)}; s.dispatchEvent(new Event('input')); })()`,
+      );
     await search('10.0.0.77');
-    await browser.waitFor(`[...document.querySelectorAll('#routes tr[data-key]')].map((r) => r.dataset.key).join() === 'tenant-new'`, 'search by upstream');
+    await browser.waitFor(
+      `[...document.querySelectorAll('#routes tr[data-key]')].map((r) => r.dataset.key).join() === 'tenant-new'`,
+      'search by upstream',
+    );
     assert.match(await browser.evaluate<string>(`document.getElementById('route-count').textContent`), /^\(1 of 3 match\)$/);
     await search('no-such-route');
     await browser.waitFor(`document.querySelector('#routes tbody').textContent === 'no route matches'`, 'an empty search');
@@ -188,7 +270,8 @@ describe('status page in a real headless Chromium', { timeout: 180_000 }, () => 
     const png = await browser.screenshot();
     assert.deepEqual([...png.subarray(0, 8)], [0x89, 0x50, 0x4e, 0x47, 0x0d, 0x0a, 0x1a, 0x0a]);
     assert.ok(png.length > 10_000, `a screenshot with content (${png.length} bytes)`);
-    const dir = process.env.UPDATE_SCREENSHOT === '1' ? join(import.meta.dirname, '../../docs') : await mkdtemp(join(tmpdir(), 'dlb-shot-'));
+    const dir =
+      process.env.UPDATE_SCREENSHOT === '1' ? join(import.meta.dirname, '../../docs') : await mkdtemp(join(tmpdir(), 'dlb-shot-'));
     await writeFile(join(dir, 'status-page.png'), png);
     if (process.env.UPDATE_SCREENSHOT !== '1') await rm(dir, { recursive: true, force: true });
     assert.deepEqual(browser.problems, []);
@@ -197,14 +280,19 @@ describe('status page in a real headless Chromium', { timeout: 180_000 }, () => 
 
 describe('the browser harness sees what it must reject', { timeout: 120_000 }, () => {
   test('a console error and a script the page CSP blocks are both reported', async () => {
-    const svc = await startService({ admin: { token: TOKEN }, policies: { static: { key: '{http.request.header.X-Tenant}', fallback: 'first', pool: ['10.0.8.1:80'] } } });
+    const svc = await startService({
+      admin: { token: TOKEN },
+      policies: { static: { key: '{http.request.header.X-Tenant}', fallback: 'first', pool: ['10.0.8.1:80'] } },
+    });
     const browser = await launchChromium();
     try {
       await browser.open(`${svc.admin}/dynamic-lb/ui?token=${TOKEN}`);
       await browser.waitFor(`document.getElementById('overall').textContent === 'healthy'`, 'the page');
       assert.deepEqual(browser.problems, []);
       await browser.evaluate(`console.error('boom')`);
-      await browser.evaluate(`(() => { const s = document.createElement('script'); s.textContent = 'window.__ran = 1'; document.body.append(s); })()`);
+      await browser.evaluate(
+        `(() => { const s = document.createElement('script'); s.textContent = 'window.__ran = 1'; document.body.append(s); })()`,
+      );
       const seen = (): Problem[] => browser.problems;
       // both reports arrive asynchronously (the CSP one through the browser log): wait for them, bounded
       await eventually(() => seen().some((p) => p.kind === 'console' && p.text.includes('boom')), 20_000, 'the console error');

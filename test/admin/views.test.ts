@@ -11,8 +11,18 @@ import { UpstreamStateTable } from '../../src/select/upstream-state.ts';
 import { NO_CONFIG, type RouteSource, type SourceHealth, type SourceType } from '../../src/sources/source.ts';
 
 /** An in-memory RouteSource: what a composite and its children look like to the admin views. */
-function fakeSource(name: string, type: SourceType, routes: Record<string, string>, o: { healthy?: boolean; stats?: Partial<CacheStats>; children?: RouteSource[] } = {}): RouteSource & { cleared: number } {
-  const compiled: CompiledRoute[] = Object.entries(routes).map(([key, text]) => compileRoute(key, parseRouteConfig(text) as NonNullable<ReturnType<typeof parseRouteConfig>>, { algorithms, state: new UpstreamStateTable() }));
+function fakeSource(
+  name: string,
+  type: SourceType,
+  routes: Record<string, string>,
+  o: { healthy?: boolean; stats?: Partial<CacheStats>; children?: RouteSource[] } = {},
+): RouteSource & { cleared: number } {
+  const compiled: CompiledRoute[] = Object.entries(routes).map(([key, text]) =>
+    compileRoute(key, parseRouteConfig(text) as NonNullable<ReturnType<typeof parseRouteConfig>>, {
+      algorithms,
+      state: new UpstreamStateTable(),
+    }),
+  );
   const stats: CacheStats = { entries: compiled.length, max_size: 100, hits: 0, misses: 0, negative_hits: 0, hit_rate: 0, ...o.stats };
   const healthy = o.healthy ?? true;
   const source = {
@@ -44,14 +54,22 @@ function fakeSource(name: string, type: SourceType, routes: Record<string, strin
 describe('admin views over a composite source', () => {
   const etcd = fakeSource('etcd', 'etcd', { a: '10.0.0.1:80', b: '10.0.0.2:80' }, { stats: { hits: 8, misses: 2, negative_hits: 1 } });
   const redis = fakeSource('redis', 'redis', { a: '10.0.0.9:80' }, { healthy: false, stats: { hits: 1, misses: 1 } });
-  const composite = fakeSource('composite', 'composite', { a: '10.0.0.1:80' }, { children: [etcd, redis], stats: { max_size: 0, entries: 1, hits: 3, misses: 1 } });
+  const composite = fakeSource(
+    'composite',
+    'composite',
+    { a: '10.0.0.1:80' },
+    { children: [etcd, redis], stats: { max_size: 0, entries: 1, hits: 3, misses: 1 } },
+  );
   const file = fakeSource('file', 'file', { z: '10.0.0.5:80' });
   const sources = [composite, file];
 
   test('routes come from the sources the policies use: composite children are not listed again', () => {
     const { routes, total } = routesView(sources);
     assert.equal(total, 2);
-    assert.deepEqual(routes.map((r) => `${r.source}/${r.key}`), ['composite/a', 'file/z']);
+    assert.deepEqual(
+      routes.map((r) => `${r.source}/${r.key}`),
+      ['composite/a', 'file/z'],
+    );
   });
 
   test('health lists top-level sources, children inside their composite; one unhealthy child degrades it only through the composite', () => {

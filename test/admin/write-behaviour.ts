@@ -31,14 +31,21 @@ export function describeWriteApi(store: string, makeHarness: () => Promise<Store
     const auth = { authorization: `Bearer ${WRITE_TOKEN}` };
     const url = (key: string): string => `${svc.admin}/dynamic-lb/routes/default/${encodeURIComponent(key)}`;
     const upstreamOf = async (tenant: string): Promise<string | null> => (await svc.select('default', { 'x-tenant': tenant })).upstream;
-    const put = (key: string, body: string, headers: Record<string, string> = {}) => getJson<WriteAnswer>(url(key), { method: 'PUT', body, headers: { ...auth, ...headers } });
+    const put = (key: string, body: string, headers: Record<string, string> = {}) =>
+      getJson<WriteAnswer>(url(key), { method: 'PUT', body, headers: { ...auth, ...headers } });
 
     before(async () => {
       h = await makeHarness();
       await h.put('w-existing', A1);
       svc = await startService({
         admin: { token: WRITE_TOKEN },
-        policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { ...h.dataSource(`${h.target.host}:${h.target.port}`), initial_load_timeout: '5s' } } },
+        policies: {
+          default: {
+            key: '{http.request.header.X-Tenant}',
+            fallback: 'none',
+            data_source: { ...h.dataSource(`${h.target.host}:${h.target.port}`), initial_load_timeout: '5s' },
+          },
+        },
       });
       await eventually(async () => (await upstreamOf('w-existing')) === A1, h.propagationMs ?? 3000, `${store}: initial route`);
     });
@@ -61,7 +68,10 @@ export function describeWriteApi(store: string, makeHarness: () => Promise<Store
       const text = `rules:\n  - upstreams:\n      - address: ${A3}\n`;
       const written = await put('w-get', text);
       assert.equal(written.status, 200);
-      const res = await getJson<{ text: string; revision: string; parsed: { rules: Array<{ upstreams: Array<{ address: string }> }> } }>(url('w-get'), { headers: auth });
+      const res = await getJson<{ text: string; revision: string; parsed: { rules: Array<{ upstreams: Array<{ address: string }> }> } }>(
+        url('w-get'),
+        { headers: auth },
+      );
       assert.equal(res.status, 200);
       assert.equal(res.body.text, text);
       assert.equal(res.body.revision, written.body.revision);

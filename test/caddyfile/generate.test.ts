@@ -32,7 +32,10 @@ let n = 0;
 async function caddyValidate(text: string): Promise<string> {
   const file = path.join(tmp, `Caddyfile.${n++}`);
   fs.writeFileSync(file, text);
-  const r = await run(caddyBinary(), ['validate', '--config', file, '--adapter', 'caddyfile'], { XDG_CONFIG_HOME: tmp, XDG_DATA_HOME: tmp });
+  const r = await run(caddyBinary(), ['validate', '--config', file, '--adapter', 'caddyfile'], {
+    XDG_CONFIG_HOME: tmp,
+    XDG_DATA_HOME: tmp,
+  });
   return r.code === 0 ? '' : `${r.stdout}${r.stderr}`;
 }
 
@@ -42,12 +45,21 @@ function config(policies: Record<string, unknown>, extra: Record<string, unknown
 
 const file = { source: 'file', path: path.join(ROOT, 'examples/routes') };
 const configs: Record<string, ServiceConfig> = {
-  'one policy': config({ default: { key: '{http.request.header.X-Tenant}', pool: ['10.0.0.1:8080', '10.0.0.2:8080'], data_source: file } }, { dns: { listen: '127.0.0.1:2053' } }),
+  'one policy': config(
+    { default: { key: '{http.request.header.X-Tenant}', pool: ['10.0.0.1:8080', '10.0.0.2:8080'], data_source: file } },
+    { dns: { listen: '127.0.0.1:2053' } },
+  ),
   'shortcuts, cookie key, fallback none': config({ default: { key: '{cookie.tenant}', fallback: 'none', data_source: file } }, { dns: {} }),
   'several policies, instance/version keys, vars, composite key': config(
     {
       default: { key: '{header.X-Tenant}', fallback: 'least_conn', pool: ['127.0.0.1:9001'], data_source: file },
-      canary: { instance_key: '{header.X-Instance}', version_key: '{query.v}', fallback: 'first', pool: ['[::1]:9002', 'backend.svc:80'], data_source: file },
+      canary: {
+        instance_key: '{header.X-Instance}',
+        version_key: '{query.v}',
+        fallback: 'first',
+        pool: ['[::1]:9002', 'backend.svc:80'],
+        data_source: file,
+      },
       org_eu: { key: '{header.X-Org}-{vars.region}', fallback: 'ip_hash', pool: ['127.0.0.1:9003'], data_source: file },
       empty: { key: '{header.X-Tenant}', data_source: file },
     },
@@ -66,7 +78,10 @@ const variants: Array<[string, CaddyfileOptions]> = [
   ['select', { mode: 'select' }],
   ['upstreams (srv)', { mode: 'upstreams' }],
   ['upstreams (a)', { mode: 'upstreams', lookup: 'a', port: 8080, lbPolicy: 'least_conn' }],
-  ['select, custom site and globals, no body buffering', { mode: 'select', site: 'example.com', bind: '127.0.0.1', globalOptions: ['admin off', 'auto_https off'], retryBodyLimit: 0 }],
+  [
+    'select, custom site and globals, no body buffering',
+    { mode: 'select', site: 'example.com', bind: '127.0.0.1', globalOptions: ['admin off', 'auto_https off'], retryBodyLimit: 0 },
+  ],
 ];
 
 describe('generated Caddyfiles are valid for Caddy 2.6', () => {
@@ -81,7 +96,9 @@ describe('generated Caddyfiles are valid for Caddy 2.6', () => {
 });
 
 describe('select mode text', () => {
-  const text = generateCaddyfile(configs['several policies, instance/version keys, vars, composite key'] as ServiceConfig, { mode: 'select' });
+  const text = generateCaddyfile(configs['several policies, instance/version keys, vars, composite key'] as ServiceConfig, {
+    mode: 'select',
+  });
   const route = text.slice(text.indexOf('(dynamic-lb-default)'), text.indexOf('(dynamic-lb-canary)'));
 
   test('client X-Dynamic-* headers are dropped before forward_auth, inside route (the written order holds)', () => {
@@ -91,7 +108,10 @@ describe('select mode text', () => {
   });
 
   test('forward_auth: the policy URI, the key pre-evaluated, the choice copied, short timeouts, keep-alive', () => {
-    assert.match(route, /forward_auth 127\.0\.0\.1:2020 \{\n\t+uri \/select\/default\n\t+header_up X-Dynamic-Key \{http\.request\.header\.X-Tenant\}\n/);
+    assert.match(
+      route,
+      /forward_auth 127\.0\.0\.1:2020 \{\n\t+uri \/select\/default\n\t+header_up X-Dynamic-Key \{http\.request\.header\.X-Tenant\}\n/,
+    );
     assert.match(route, /copy_headers X-Dynamic-Upstream\n/);
     assert.match(route, /dial_timeout 1s\n\t+response_header_timeout 2s/);
     assert.match(route, /keepalive 2m/);
@@ -113,18 +133,34 @@ describe('select mode text', () => {
   test('handle_errors: a failed choice is reported to its policy and replaced; else the static pool or a 503 JSON', () => {
     const errors = text.slice(text.indexOf('(dynamic-lb-errors)'));
     const failed = errors.slice(errors.indexOf('@dlb_failed_canary'), errors.indexOf('@dlb_failsafe_canary'));
-    assert.match(failed, /expression `\{http\.vars\.dlb_policy\} == "canary" && \{http\.request\.header\.X-Dynamic-Upstream\} != "" && \{http\.error\.status_code\} in \[502, 504\]`/);
+    assert.match(
+      failed,
+      /expression `\{http\.vars\.dlb_policy\} == "canary" && \{http\.request\.header\.X-Dynamic-Upstream\} != "" && \{http\.error\.status_code\} in \[502, 504\]`/,
+    );
     assert.match(failed, /vars @dlb_dial dlb_failed_reason dial/);
     assert.match(failed, /vars @dlb_timeout dlb_failed_reason timeout/);
     assert.match(failed, /forward_auth 127\.0\.0\.1:2020 \{\n\t+uri \/select\/canary\n/, 'the report goes to the same policy');
     assert.match(failed, /header_up X-Dynamic-Instance-Key \{http\.request\.header\.X-Instance\}/, 'with the same keys');
-    assert.match(failed, /header_up X-Dynamic-Failed-Upstream \{http\.request\.header\.X-Dynamic-Upstream\}\n\t+header_up X-Dynamic-Failed-Reason \{http\.vars\.dlb_failed_reason\}\n\t+header_up -X-Dynamic-Upstream\n/);
-    assert.match(failed, /@dlb_replay expression `\{method\} in \["GET", "HEAD", "OPTIONS"\] \|\| \{http\.vars\.dlb_failed_reason\} == "dial" && \(\{http\.vars\.dlb_body_buffered\} == true/);
+    assert.match(
+      failed,
+      /header_up X-Dynamic-Failed-Upstream \{http\.request\.header\.X-Dynamic-Upstream\}\n\t+header_up X-Dynamic-Failed-Reason \{http\.vars\.dlb_failed_reason\}\n\t+header_up -X-Dynamic-Upstream\n/,
+    );
+    assert.match(
+      failed,
+      /@dlb_replay expression `\{method\} in \["GET", "HEAD", "OPTIONS"\] \|\| \{http\.vars\.dlb_failed_reason\} == "dial" && \(\{http\.vars\.dlb_body_buffered\} == true/,
+    );
     assert.match(failed, /reverse_proxy @dlb_replay \{http\.request\.header\.X-Dynamic-Upstream\} \{/);
     assert.ok(failed.indexOf('forward_auth') < failed.indexOf('reverse_proxy @dlb_replay'), 'report first, then proxy to its answer');
-    assert.match(failed, /respond "\{http\.error\.status_code\} \{http\.error\.status_text\}" \{http\.error\.status_code\}\n\t+\}\n\t+\}\n/, 'not replayed: the error stands');
+    assert.match(
+      failed,
+      /respond "\{http\.error\.status_code\} \{http\.error\.status_text\}" \{http\.error\.status_code\}\n\t+\}\n\t+\}\n/,
+      'not replayed: the error stands',
+    );
     assert.doesNotMatch(text, /X-Dynamic-Upstream-Alt/, 'the sidecar picks the retry target, not a precomputed alternate');
-    assert.match(errors, /@dlb_failsafe_default expression `\{http\.vars\.dlb_policy\} == "default" && \{http\.request\.header\.X-Dynamic-Upstream\} == ""`/);
+    assert.match(
+      errors,
+      /@dlb_failsafe_default expression `\{http\.vars\.dlb_policy\} == "default" && \{http\.request\.header\.X-Dynamic-Upstream\} == ""`/,
+    );
     assert.match(errors, /reverse_proxy 127\.0\.0\.1:9001 \{[^}]*lb_policy least_conn/);
     assert.match(errors, /reverse_proxy \[::1\]:9002 backend\.svc:80 \{[^}]*lb_policy first/);
     const empty = errors.slice(errors.indexOf('@dlb_failsafe_empty'));
@@ -151,17 +187,29 @@ describe('select mode text with passive health checks', () => {
   const first = route.slice(route.indexOf('reverse_proxy {http.request.header.X-Dynamic-Upstream}'));
 
   test('unhealthy_status: matched on the first attempt; an idempotent request is reported and retried, others copied', () => {
-    assert.match(first, /@dlb_unhealthy status 429 5xx\n\t+handle_response @dlb_unhealthy \{\n\t+@dlb_replay method GET HEAD OPTIONS\n\t+handle @dlb_replay \{\n/);
+    assert.match(
+      first,
+      /@dlb_unhealthy status 429 5xx\n\t+handle_response @dlb_unhealthy \{\n\t+@dlb_replay method GET HEAD OPTIONS\n\t+handle @dlb_replay \{\n/,
+    );
     const replay = first.slice(first.indexOf('handle @dlb_replay'), first.indexOf('copy_response'));
     assert.match(replay, /forward_auth 127\.0\.0\.1:2020 \{\n\t+uri \/select\/default\n/);
-    assert.match(replay, /header_up X-Dynamic-Failed-Upstream \{http\.request\.header\.X-Dynamic-Upstream\}\n\t+header_up X-Dynamic-Failed-Reason status:\{http\.reverse_proxy\.status_code\}\n/);
-    assert.ok(replay.indexOf('forward_auth') < replay.lastIndexOf('reverse_proxy {http.request.header.X-Dynamic-Upstream}'), 'retried on the new choice');
+    assert.match(
+      replay,
+      /header_up X-Dynamic-Failed-Upstream \{http\.request\.header\.X-Dynamic-Upstream\}\n\t+header_up X-Dynamic-Failed-Reason status:\{http\.reverse_proxy\.status_code\}\n/,
+    );
+    assert.ok(
+      replay.indexOf('forward_auth') < replay.lastIndexOf('reverse_proxy {http.request.header.X-Dynamic-Upstream}'),
+      'retried on the new choice',
+    );
     assert.equal(replay.match(/handle_response/g), null, 'the retry itself is not checked again');
     assert.match(first, /handle \{\n\t+copy_response\n/);
   });
 
   test('unhealthy_latency: the response-header timeout of every attempt at the choice', () => {
-    assert.match(first, /^reverse_proxy \{http\.request\.header\.X-Dynamic-Upstream\} \{\n\t+header_up -X-Dynamic-\*\n\t+#[^\n]*\n\t+transport http \{\n\t+response_header_timeout 1500ms\n/);
+    assert.match(
+      first,
+      /^reverse_proxy \{http\.request\.header\.X-Dynamic-Upstream\} \{\n\t+header_up -X-Dynamic-\*\n\t+#[^\n]*\n\t+transport http \{\n\t+response_header_timeout 1500ms\n/,
+    );
     const errors = text.slice(text.indexOf('(dynamic-lb-errors)'));
     const failed = errors.slice(errors.indexOf('@dlb_failed_default'), errors.indexOf('@dlb_failsafe_default'));
     assert.match(failed, /reverse_proxy @dlb_replay \{http\.request\.header\.X-Dynamic-Upstream\} \{[^]*?response_header_timeout 1500ms/);
@@ -175,7 +223,9 @@ describe('select mode text with passive health checks', () => {
 });
 
 describe('upstreams mode text', () => {
-  const text = generateCaddyfile(configs['several policies, instance/version keys, vars, composite key'] as ServiceConfig, { mode: 'upstreams' });
+  const text = generateCaddyfile(configs['several policies, instance/version keys, vars, composite key'] as ServiceConfig, {
+    mode: 'upstreams',
+  });
 
   test('dynamic srv names <key>.<policy>.<zone>, resolvers over UDP, targets through the transport resolver', () => {
     const def = text.slice(text.indexOf('(dynamic-lb-default)'), text.indexOf('(dynamic-lb-canary)'));
@@ -191,25 +241,35 @@ describe('upstreams mode text', () => {
     const def = text.slice(text.indexOf('(dynamic-lb-default)'), text.indexOf('(dynamic-lb-canary)'));
     assert.match(def, /vars dlb_policy default\n/);
     const errors = text.slice(text.indexOf('(dynamic-lb-pool-errors)'));
-    assert.match(errors, /@dlb_pool_failsafe_default expression `\{http\.vars\.dlb_policy\} == "default" && \{http\.error\.status_code\} == 502 && \{http\.error\.message\}\.contains\("lookup "\) && \{http\.error\.message\}\.contains\("\.lb\.example"\) && !\{http\.error\.message\}\.contains\("no such host"\)`/);
+    assert.match(
+      errors,
+      /@dlb_pool_failsafe_default expression `\{http\.vars\.dlb_policy\} == "default" && \{http\.error\.status_code\} == 502 && \{http\.error\.message\}\.contains\("lookup "\) && \{http\.error\.message\}\.contains\("\.lb\.example"\) && !\{http\.error\.message\}\.contains\("no such host"\)`/,
+    );
     assert.match(errors, /handle @dlb_pool_failsafe_default \{\n\t+reverse_proxy 127\.0\.0\.1:9001 \{/);
   });
-
 });
 
 describe('the shipped caddy-config/ files', () => {
   const shipped = (name: string): string => fs.readFileSync(path.join(ROOT, 'caddy-config', name), 'utf8');
-  const load = (name: string): ServiceConfig => ({ ...loadConfigFile(path.join(ROOT, 'caddy-config', name)), file: `caddy-config/${name}` });
+  const load = (name: string): ServiceConfig => ({
+    ...loadConfigFile(path.join(ROOT, 'caddy-config', name)),
+    file: `caddy-config/${name}`,
+  });
 
   test('Caddyfile.select and Caddyfile.upstreams are `dynamic-lb caddyfile` of caddy-config/dynamic-lb.yaml', T, async () => {
     const hint = 'regenerate: see the header of caddy-config/dynamic-lb.yaml';
     assert.equal(shipped('Caddyfile.select'), generateCaddyfile(load('dynamic-lb.yaml'), { mode: 'select' }), hint);
     assert.equal(shipped('Caddyfile.upstreams'), generateCaddyfile(load('dynamic-lb.yaml'), { mode: 'upstreams' }), hint);
-    for (const name of ['Caddyfile.select', 'Caddyfile.upstreams', 'Caddyfile.compose']) assert.equal(await caddyValidate(shipped(name)), '', name);
+    for (const name of ['Caddyfile.select', 'Caddyfile.upstreams', 'Caddyfile.compose'])
+      assert.equal(await caddyValidate(shipped(name)), '', name);
   });
 
   test('Caddyfile.compose is generated from caddy-config/dynamic-lb.compose.yaml', () => {
-    const expected = generateCaddyfile(load('dynamic-lb.compose.yaml'), { mode: 'select', sidecarHost: 'dynamic-lb', handles: [{ matcher: '/redis/*', policy: 'redis' }] });
+    const expected = generateCaddyfile(load('dynamic-lb.compose.yaml'), {
+      mode: 'select',
+      sidecarHost: 'dynamic-lb',
+      handles: [{ matcher: '/redis/*', policy: 'redis' }],
+    });
     assert.equal(shipped('Caddyfile.compose'), expected, 'regenerate: see the header of caddy-config/dynamic-lb.compose.yaml');
   });
 });
@@ -227,7 +287,16 @@ describe('dynamic-lb caddyfile (the command)', () => {
   });
 
   test('--site, --sidecar and --handle shape the site', T, async () => {
-    const r = await cli('--config', 'caddy-config/dynamic-lb.compose.yaml', '--sidecar', 'dynamic-lb', '--handle', '/redis/*=redis', '--site', ':9999');
+    const r = await cli(
+      '--config',
+      'caddy-config/dynamic-lb.compose.yaml',
+      '--sidecar',
+      'dynamic-lb',
+      '--handle',
+      '/redis/*=redis',
+      '--site',
+      ':9999',
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.match(r.stdout, /forward_auth dynamic-lb:2020 \{/);
     assert.match(r.stdout, /\n:9999 \{\n[^]*handle \/redis\/\* \{\n\t+import dynamic-lb-redis\n/);

@@ -67,7 +67,11 @@ async function files(sub: string, content: Record<string, string>): Promise<stri
 
 describe('dynamic-lb validate', () => {
   test('exit 0 on the shipped example routes and config', async () => {
-    for (const args of [['examples/routes'], ['--config', 'examples/dynamic-lb.yaml'], ['--config', 'examples/dynamic-lb.yaml', 'examples/routes', 'examples/routes/tenant-b.yaml']]) {
+    for (const args of [
+      ['examples/routes'],
+      ['--config', 'examples/dynamic-lb.yaml'],
+      ['--config', 'examples/dynamic-lb.yaml', 'examples/routes', 'examples/routes/tenant-b.yaml'],
+    ]) {
       const r = await runCli(['validate', ...args]);
       assert.equal(r.code, 0, `${args.join(' ')}: ${r.stdout}${r.stderr}`);
       assert.equal(r.stdout, '');
@@ -77,7 +81,7 @@ describe('dynamic-lb validate', () => {
 
   test('a directory of bad route files: exit 1, one file:line: field: problem per file', async () => {
     const d = await files('bad-dir', {
-      'ok': '10.0.0.1:80\n',
+      ok: '10.0.0.1:80\n',
       'weight.json': '{\n  "rules": [\n    {"upstreams": [{"address": "10.0.0.1:80", "weight": "x"}]}\n  ]\n}\n',
       'algo.yaml': 'description: x\nrules:\n  - upstreams: [10.0.0.1:80]\n    algorithm: fastest\n',
       'addr.yaml': 'upstream: http://10.0.0.1:80\n',
@@ -113,7 +117,8 @@ describe('dynamic-lb validate', () => {
   test('single map files (JSON and YAML): the bad entry is named by key and line', async () => {
     const d = await files('maps', {
       'routes.json': '{\n  "tenant-a": "10.0.0.1:80",\n  "tenant-b": {"upstream": "10.0.0.2:0"}\n}\n',
-      'routes.yaml': 'tenant-a: 10.0.0.1:80\ntenant-b:\n  rules:\n    - upstreams:\n        - address: 10.0.0.2:80\n          weight: heavy\n',
+      'routes.yaml':
+        'tenant-a: 10.0.0.1:80\ntenant-b:\n  rules:\n    - upstreams:\n        - address: 10.0.0.2:80\n          weight: heavy\n',
     });
     const json = await runCli(['validate', join(d, 'routes.json')]);
     assert.equal(json.code, 1);
@@ -121,7 +126,10 @@ describe('dynamic-lb validate', () => {
     assert.match(json.stderr, /2 checked, 1 problem\b/);
     const yaml = await runCli(['validate', join(d, 'routes.yaml')]);
     assert.equal(yaml.code, 1);
-    assert.match(yaml.stdout, new RegExp(`^${d}/routes\\.yaml:6: "tenant-b"\\.rules\\[0\\]\\.upstreams\\[0\\]\\.weight: must be an integer`));
+    assert.match(
+      yaml.stdout,
+      new RegExp(`^${d}/routes\\.yaml:6: "tenant-b"\\.rules\\[0\\]\\.upstreams\\[0\\]\\.weight: must be an integer`),
+    );
   });
 
   test('a missing route path is a problem (exit 1)', async () => {
@@ -131,14 +139,21 @@ describe('dynamic-lb validate', () => {
   });
 
   test('a bad service config: exit 1 with file:line: field: problem', async () => {
-    const d = await files('cfg', { 'svc.yaml': 'listen: 127.0.0.1:0\npolicies:\n  default:\n    key: "{header.X-Tenant}"\n    fallback: fastest\n' });
+    const d = await files('cfg', {
+      'svc.yaml': 'listen: 127.0.0.1:0\npolicies:\n  default:\n    key: "{header.X-Tenant}"\n    fallback: fastest\n',
+    });
     const r = await runCli(['validate', '--config', join(d, 'svc.yaml')]);
     assert.equal(r.code, 1);
-    assert.equal(r.stdout.trim(), `${d}/svc.yaml:5: policies.default.fallback: must be one of random, round_robin, least_conn, first, ip_hash, uri_hash, none, got "fastest"`);
+    assert.equal(
+      r.stdout.trim(),
+      `${d}/svc.yaml:5: policies.default.fallback: must be one of random, round_robin, least_conn, first, ip_hash, uri_hash, none, got "fastest"`,
+    );
   });
 
   test('a service config whose data source is wrong: exit 1 naming the option', async () => {
-    const d = await files('cfg2', { 'svc.yaml': `listen: 127.0.0.1:0\npolicies:\n  default:\n    key: "{header.X-Tenant}"\n    data_source:\n      source: file\n      path: ${join(dir, 'nowhere')}\n` });
+    const d = await files('cfg2', {
+      'svc.yaml': `listen: 127.0.0.1:0\npolicies:\n  default:\n    key: "{header.X-Tenant}"\n    data_source:\n      source: file\n      path: ${join(dir, 'nowhere')}\n`,
+    });
     const r = await runCli(['validate', '--config', join(d, 'svc.yaml')]);
     assert.equal(r.code, 1);
     assert.match(r.stdout, new RegExp(`^${d}/svc\\.yaml:7: policies\\.default\\.data_source\\.path: .*nowhere does not exist`));
@@ -192,9 +207,28 @@ describe('usage', () => {
 describe('dynamic-lb explain', () => {
   const cases: ReadonlyArray<{ desc: string; args: string[]; key: string; route: string; upstream: string | null; reason?: string }> = [
     { desc: 'a header-keyed simple route', args: ['-H', 'X-Tenant: tenant-a'], key: 'tenant-a', route: 'hit', upstream: '127.0.0.1:9001' },
-    { desc: 'a canary rule', args: ['--key', 'tenant-b', '-H', 'X-Version: v2'], key: 'tenant-b', route: 'hit', upstream: '127.0.0.1:9003' },
-    { desc: 'a path rule', args: ['--key', 'tenant-c', '--uri', '/api/items?x=1'], key: 'tenant-c', route: 'hit', upstream: '127.0.0.1:9002' },
-    { desc: 'a disabled route falls back', args: ['--key', 'tenant-disabled'], key: 'tenant-disabled', route: 'fallback', upstream: null, reason: 'disabled' },
+    {
+      desc: 'a canary rule',
+      args: ['--key', 'tenant-b', '-H', 'X-Version: v2'],
+      key: 'tenant-b',
+      route: 'hit',
+      upstream: '127.0.0.1:9003',
+    },
+    {
+      desc: 'a path rule',
+      args: ['--key', 'tenant-c', '--uri', '/api/items?x=1'],
+      key: 'tenant-c',
+      route: 'hit',
+      upstream: '127.0.0.1:9002',
+    },
+    {
+      desc: 'a disabled route falls back',
+      args: ['--key', 'tenant-disabled'],
+      key: 'tenant-disabled',
+      route: 'fallback',
+      upstream: null,
+      reason: 'disabled',
+    },
     { desc: 'an unknown key falls back', args: ['--key', 'nobody'], key: 'nobody', route: 'fallback', upstream: null, reason: 'no_config' },
   ];
   for (const c of cases) {

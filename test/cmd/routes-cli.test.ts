@@ -45,7 +45,16 @@ describe('dynamic-lb routes', () => {
   let admin: string[];
   before(async () => {
     dir = await routesDir({ 'tenant-a': '127.0.0.1:9101' });
-    svc = await startService({ admin: { token: TOKEN }, policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: dir.dir, debounce: '5ms' } } } });
+    svc = await startService({
+      admin: { token: TOKEN },
+      policies: {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'none',
+          data_source: { source: 'file', path: dir.dir, debounce: '5ms' },
+        },
+      },
+    });
     admin = ['--admin', svc.admin, '--token', TOKEN];
   });
   after(async () => {
@@ -81,7 +90,10 @@ describe('dynamic-lb routes', () => {
     const first = await runCli(['set', 'default', 'tenant-c', '--admin', svc.admin], { stdin: '127.0.0.1:9103', env });
     assert.equal(first.code, 0, first.stderr);
     assert.equal((await svc.select('default', { 'x-tenant': 'tenant-c' })).upstream, '127.0.0.1:9103');
-    const conflict = await runCli(['set', 'default', 'tenant-c', '-', '--if-match', '0', '--admin', svc.admin], { stdin: '127.0.0.1:9101', env });
+    const conflict = await runCli(['set', 'default', 'tenant-c', '-', '--if-match', '0', '--admin', svc.admin], {
+      stdin: '127.0.0.1:9101',
+      env,
+    });
     assert.equal(conflict.code, 1);
     assert.match(conflict.stderr, /412: If-Match: .*stored revision/);
     assert.equal((await svc.select('default', { 'x-tenant': 'tenant-c' })).upstream, '127.0.0.1:9103');

@@ -15,7 +15,6 @@ import { configError } from './support.ts';
 
 const lines = (...l: string[]): string => `${l.join('\n')}\n`;
 
-
 async function buildError(text: string): Promise<ConfigError> {
   const config = parseConfig(text, 'svc.yaml', {});
   try {
@@ -91,7 +90,10 @@ test('a full config is read as written', () => {
   assert.deepEqual(c.dns, { listen: '127.0.0.1:3053', zone: 'lb.internal', ttlSeconds: 5, separateProcess: true });
   assert.equal(c.logLevel, 'warn');
   const [d, s] = c.policies;
-  assert.deepEqual([d?.instanceKey, d?.versionKey, d?.defaultKey, d?.fallback, d?.restrictToPool, d?.metricsCardinality], ['{header.X-Instance}', '{header.X-Version}', 'shared', 'none', true, 'coarse']);
+  assert.deepEqual(
+    [d?.instanceKey, d?.versionKey, d?.defaultKey, d?.fallback, d?.restrictToPool, d?.metricsCardinality],
+    ['{header.X-Instance}', '{header.X-Version}', 'shared', 'none', true, 'coarse'],
+  );
   assert.deepEqual(d?.pool, ['10.0.0.1:80', '10.0.0.2:80']);
   assert.equal(d?.dataSource?.path, 'policies.default.data_source');
   assert.equal(d?.dataSource?.string('source'), 'file');
@@ -101,12 +103,18 @@ test('a full config is read as written', () => {
 test('metrics.max_series and rpc.max_batch_size: defaults 10000 and 1000, or as written', () => {
   const d = parseConfig(lines('policies:', '  default: { key: "{host}" }'));
   assert.deepEqual([d.metrics, d.rpc], [{ maxSeries: 10_000 }, { maxBatchSize: 1000 }]);
-  const c = parseConfig(lines('metrics: { max_series: 500 }', 'rpc: { max_batch_size: "50" }', 'policies:', '  default: { key: "{host}" }'));
+  const c = parseConfig(
+    lines('metrics: { max_series: 500 }', 'rpc: { max_batch_size: "50" }', 'policies:', '  default: { key: "{host}" }'),
+  );
   assert.deepEqual([c.metrics, c.rpc], [{ maxSeries: 500 }, { maxBatchSize: 50 }]);
 });
 
 test('a JSON config is accepted', () => {
-  const c = parseConfig(JSON.stringify({ listen: '127.0.0.1:4020', policies: { default: { key: '{header.X-Tenant}', fallback: 'first' } } }), 'svc.json', {});
+  const c = parseConfig(
+    JSON.stringify({ listen: '127.0.0.1:4020', policies: { default: { key: '{header.X-Tenant}', fallback: 'first' } } }),
+    'svc.json',
+    {},
+  );
   assert.equal(c.listen, '127.0.0.1:4020');
   assert.equal(c.policies[0]?.fallback, 'first');
 });
@@ -153,7 +161,19 @@ for (const c of envCases) {
 }
 
 test('interpolation applies to the config file before parsing', () => {
-  const c = parseConfig(lines('listen: ${HOST:-127.0.0.1}:${PORT}', 'admin:', '  token: ${DYNAMIC_LB_ADMIN_TOKEN:-}', 'policies:', '  default:', '    key: "{header.X-Tenant}"', '    default_key: "$${literal}"'), 'svc.yaml', { PORT: '5050' });
+  const c = parseConfig(
+    lines(
+      'listen: ${HOST:-127.0.0.1}:${PORT}',
+      'admin:',
+      '  token: ${DYNAMIC_LB_ADMIN_TOKEN:-}',
+      'policies:',
+      '  default:',
+      '    key: "{header.X-Tenant}"',
+      '    default_key: "$${literal}"',
+    ),
+    'svc.yaml',
+    { PORT: '5050' },
+  );
   assert.equal(c.listen, '127.0.0.1:5050');
   assert.equal(c.admin.token, undefined, 'an empty token means no token');
   assert.equal(c.policies[0]?.defaultKey, '${literal}');
@@ -175,7 +195,8 @@ const errors: ReadonlyArray<{ desc: string; text: string; message: RegExp }> = [
   {
     desc: 'a bad fallback',
     text: lines('policies:', '  default:', '    key: "{host}"', '    fallback: fastest'),
-    message: /^svc\.yaml:4: policies\.default\.fallback: must be one of random, round_robin, least_conn, first, ip_hash, uri_hash, none, got "fastest"$/,
+    message:
+      /^svc\.yaml:4: policies\.default\.fallback: must be one of random, round_robin, least_conn, first, ip_hash, uri_hash, none, got "fastest"$/,
   },
   {
     desc: 'a bad fallback in the object form',
@@ -275,7 +296,19 @@ test('ConfigError carries file, line and field separately', () => {
 test('a misspelt data_source option is an unknown-option error with file:line at build time', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'cdr-config-'));
   try {
-    const err = await buildError(lines('listen: 127.0.0.1:0', 'admin: { listen: 127.0.0.1:0 }', 'policies:', '  default:', '    key: "{host}"', '    data_source:', '      source: file', `      path: ${dir}`, '      pol_interval: 5s'));
+    const err = await buildError(
+      lines(
+        'listen: 127.0.0.1:0',
+        'admin: { listen: 127.0.0.1:0 }',
+        'policies:',
+        '  default:',
+        '    key: "{host}"',
+        '    data_source:',
+        '      source: file',
+        `      path: ${dir}`,
+        '      pol_interval: 5s',
+      ),
+    );
     assert.match(err.message, /^svc\.yaml:9: policies\.default\.data_source\.pol_interval: unknown option$/);
   } finally {
     await rm(dir, { recursive: true, force: true });
@@ -283,19 +316,46 @@ test('a misspelt data_source option is an unknown-option error with file:line at
 });
 
 test('an unknown data source is named with its line', async () => {
-  const err = await buildError(lines('listen: 127.0.0.1:0', 'admin: { listen: 127.0.0.1:0 }', 'policies:', '  default:', '    key: "{host}"', '    data_source:', '      source: mongodb'));
+  const err = await buildError(
+    lines(
+      'listen: 127.0.0.1:0',
+      'admin: { listen: 127.0.0.1:0 }',
+      'policies:',
+      '  default:',
+      '    key: "{host}"',
+      '    data_source:',
+      '      source: mongodb',
+    ),
+  );
   assert.match(err.message, /^svc\.yaml:7: policies\.default\.data_source\.source: unknown source "mongodb"; one of etcd, redis/);
 });
 
 test('an unknown placeholder in key is a ConfigError that says to forward it as X-Dynamic-Var', async () => {
-  const err = await buildError(lines('listen: 127.0.0.1:0', 'admin: { listen: 127.0.0.1:0 }', 'policies:', '  default:', '    key: "{http.request.tls.client.subject}"'));
+  const err = await buildError(
+    lines(
+      'listen: 127.0.0.1:0',
+      'admin: { listen: 127.0.0.1:0 }',
+      'policies:',
+      '  default:',
+      '    key: "{http.request.tls.client.subject}"',
+    ),
+  );
   assert.match(err.message, /policies\.default\.key: placeholder \{http\.request\.tls\.client\.subject\} cannot be rebuilt/);
   assert.match(err.message, /X-Dynamic-Var-/);
   assert.match(err.message, /\{http\.vars\.name\}/);
 });
 
 test('unknown placeholders in instance_key and version_key are reported too', async () => {
-  const err = await buildError(lines('listen: 127.0.0.1:0', 'admin: { listen: 127.0.0.1:0 }', 'policies:', '  default:', '    instance_key: "{jwt.instance}"', '    version_key: "{header.X-Version}"'));
+  const err = await buildError(
+    lines(
+      'listen: 127.0.0.1:0',
+      'admin: { listen: 127.0.0.1:0 }',
+      'policies:',
+      '  default:',
+      '    instance_key: "{jwt.instance}"',
+      '    version_key: "{header.X-Version}"',
+    ),
+  );
   assert.match(err.message, /policies\.default\.instance_key: placeholder \{jwt\.instance\}/);
 });
 
@@ -339,7 +399,11 @@ test('formatDuration writes the largest whole unit', () => {
 
 test('a duration option names its field when invalid', () => {
   const r = new OptionReader({ dial_timeout: 'soon' }, 'policies.default.data_source');
-  assert.throws(() => r.duration('dial_timeout', 5000), (err: unknown) => err instanceof ConfigError && /^policies\.default\.data_source\.dial_timeout: invalid duration "soon"/.test(err.message));
+  assert.throws(
+    () => r.duration('dial_timeout', 5000),
+    (err: unknown) =>
+      err instanceof ConfigError && /^policies\.default\.data_source\.dial_timeout: invalid duration "soon"/.test(err.message),
+  );
   assert.equal(new OptionReader({ t: '1m' }, 'x').duration('t', 0), 60_000);
   assert.equal(new OptionReader({}, 'x').duration('t', 1234), 1234);
 });

@@ -5,8 +5,8 @@ import { DEFAULT_ADMIN_MAX_CONNECTIONS, DEFAULT_MAX_CONNECTIONS, parseConfig } f
 import { configError } from './support.ts';
 
 const lines = (...l: string[]): string => `${l.join('\n')}\n`;
-const policy = (...extra: string[]): string => lines('policies:', '  default:', '    key: "{http.request.header.X-Tenant}"', ...extra.map((l) => `    ${l}`));
-
+const policy = (...extra: string[]): string =>
+  lines('policies:', '  default:', '    key: "{http.request.header.X-Tenant}"', ...extra.map((l) => `    ${l}`));
 
 test('defaults: no allowlist, no extra refusals, connection caps 4096 (listen) and 256 (admin)', () => {
   const c = parseConfig(policy(), 'svc.yaml', {});
@@ -19,7 +19,11 @@ test('defaults: no allowlist, no extra refusals, connection caps 4096 (listen) a
 });
 
 test('allowed_upstreams and denied_upstreams are read as lists (YAML list or a comma/space separated string)', () => {
-  const c = parseConfig(policy('allowed_upstreams: [10.0.0.0/8, "*.svc.cluster.local"]', 'denied_upstreams: "127.0.0.1:2019, localhost:2019"'), 'svc.yaml', {});
+  const c = parseConfig(
+    policy('allowed_upstreams: [10.0.0.0/8, "*.svc.cluster.local"]', 'denied_upstreams: "127.0.0.1:2019, localhost:2019"'),
+    'svc.yaml',
+    {},
+  );
   assert.deepEqual(c.policies[0]?.allowedUpstreams, ['10.0.0.0/8', '*.svc.cluster.local']);
   assert.deepEqual(c.policies[0]?.deniedUpstreams, ['127.0.0.1:2019', 'localhost:2019']);
   const caps = parseConfig(lines('max_connections: 100', 'admin:', '  max_connections: "8"') + policy(), 'svc.yaml', {});
@@ -45,7 +49,8 @@ const cases: ReadonlyArray<{ desc: string; text: string; message: string }> = [
   {
     desc: 'an empty allowlist',
     text: policy('allowed_upstreams: []'),
-    message: 'svc.yaml:4: policies.default.allowed_upstreams: must list at least one CIDR or host pattern (omit it to allow any upstream not refused by default)',
+    message:
+      'svc.yaml:4: policies.default.allowed_upstreams: must list at least one CIDR or host pattern (omit it to allow any upstream not refused by default)',
   },
   {
     desc: 'an allowlist that is not a list',
@@ -60,7 +65,8 @@ const cases: ReadonlyArray<{ desc: string; text: string; message: string }> = [
   {
     desc: 'a static pool member on a link-local address',
     text: policy('pool:', '  - 169.254.169.254:80'),
-    message: 'svc.yaml:5: policies.default.pool[0]: 169.254.169.254:80 is refused: link-local address (169.254.0.0/16: cloud metadata services)',
+    message:
+      'svc.yaml:5: policies.default.pool[0]: 169.254.169.254:80 is refused: link-local address (169.254.0.0/16: cloud metadata services)',
   },
   {
     desc: "a static pool member on the sidecar's own admin port",
@@ -72,8 +78,16 @@ const cases: ReadonlyArray<{ desc: string; text: string; message: string }> = [
     text: policy('denied_upstreams: ["127.0.0.1:2019"]', 'pool: ["127.0.0.1:2019"]'),
     message: 'svc.yaml:5: policies.default.pool[0]: 127.0.0.1:2019 is refused: matches denied_upstreams entry "127.0.0.1:2019"',
   },
-  { desc: 'a zero connection cap', text: lines('max_connections: 0') + policy(), message: 'svc.yaml:1: max_connections: must be ≥ 1, got 0' },
-  { desc: 'a non-numeric admin cap', text: lines('admin:', '  max_connections: lots') + policy(), message: 'svc.yaml:2: admin.max_connections: must be an integer, got "lots"' },
+  {
+    desc: 'a zero connection cap',
+    text: lines('max_connections: 0') + policy(),
+    message: 'svc.yaml:1: max_connections: must be ≥ 1, got 0',
+  },
+  {
+    desc: 'a non-numeric admin cap',
+    text: lines('admin:', '  max_connections: lots') + policy(),
+    message: 'svc.yaml:2: admin.max_connections: must be an integer, got "lots"',
+  },
 ];
 for (const c of cases) {
   test(`config error with file:line and field: ${c.desc}`, () => {

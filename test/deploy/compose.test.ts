@@ -15,10 +15,14 @@ import { requireCommand } from '../support/servers.ts';
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const T = { timeout: 60_000 };
 
-const compose = (...args: string[]) => run(requireCommand('docker-compose'), ['-f', 'docker-compose.yml', ...args], { cwd: ROOT, env: process.env, timeoutMs: 30_000 });
+const compose = (...args: string[]) =>
+  run(requireCommand('docker-compose'), ['-f', 'docker-compose.yml', ...args], { cwd: ROOT, env: process.env, timeoutMs: 30_000 });
 
 interface ComposeFile {
-  services: Record<string, { image?: string; build?: unknown; volumes?: string[]; command?: string[] | string; depends_on?: unknown; entrypoint?: string[] }>;
+  services: Record<
+    string,
+    { image?: string; build?: unknown; volumes?: string[]; command?: string[] | string; depends_on?: unknown; entrypoint?: string[] }
+  >;
 }
 
 test('docker-compose config -q accepts docker-compose.yml', T, async () => {
@@ -32,7 +36,10 @@ test('the services: official Caddy with the compose Caddyfile, the sidecar, etcd
   const file = parse(r.stdout) as ComposeFile;
   const s = file.services;
   assert.equal(s.caddy?.image, 'caddy:2');
-  assert.ok(s.caddy?.volumes?.some((v) => v.includes('caddy-config/Caddyfile.compose') && v.includes(':/etc/caddy/Caddyfile')), JSON.stringify(s.caddy?.volumes));
+  assert.ok(
+    s.caddy?.volumes?.some((v) => v.includes('caddy-config/Caddyfile.compose') && v.includes(':/etc/caddy/Caddyfile')),
+    JSON.stringify(s.caddy?.volumes),
+  );
   assert.ok(s['dynamic-lb']?.build !== undefined);
   assert.ok(s['dynamic-lb']?.volumes?.some((v) => v.includes('caddy-config/dynamic-lb.compose.yaml')));
   assert.equal(s.etcd?.image, 'quay.io/coreos/etcd:v3.5.17');
@@ -42,7 +49,10 @@ test('the services: official Caddy with the compose Caddyfile, the sidecar, etcd
 
 test('the compose sidecar config is valid (as `dynamic-lb validate` checks it)', T, async () => {
   const config = loadConfigFile(`${ROOT}/caddy-config/dynamic-lb.compose.yaml`);
-  assert.deepEqual(config.policies.map((p) => p.name), ['default', 'redis']);
+  assert.deepEqual(
+    config.policies.map((p) => p.name),
+    ['default', 'redis'],
+  );
   const service = await buildService(config, { logger: silentLogger });
   await service.stop();
 });
@@ -56,5 +66,8 @@ test('the sidecar runs the Dockerfile image with its CMD; a one-shot step seeds 
   assert.ok(s['dynamic-lb']?.volumes?.some((v) => v.endsWith(':/etc/dynamic-lb/dynamic-lb.yaml:ro')));
   const seed = s['etcd-seed'];
   assert.equal(seed?.image, s.etcd?.image);
-  assert.match(JSON.stringify(seed?.entrypoint) + JSON.stringify(seed?.command), /etcdctl --endpoints=http:\/\/etcd:2379 put \/caddy\/routing\/tenant-a/);
+  assert.match(
+    JSON.stringify(seed?.entrypoint) + JSON.stringify(seed?.command),
+    /etcdctl --endpoints=http:\/\/etcd:2379 put \/caddy\/routing\/tenant-a/,
+  );
 });

@@ -45,7 +45,8 @@ function substitute(expr: string): string {
 async function load(): Promise<{ dashboard: Dashboard; queries: Array<{ where: string; expr: string }> }> {
   const dashboard = JSON.parse(await readFile(DASHBOARD, 'utf8')) as Dashboard;
   const queries: Array<{ where: string; expr: string }> = [];
-  for (const p of dashboard.panels) for (const t of p.targets ?? []) queries.push({ where: `panel ${p.id} "${p.title}" ${t.refId}`, expr: substitute(t.expr) });
+  for (const p of dashboard.panels)
+    for (const t of p.targets ?? []) queries.push({ where: `panel ${p.id} "${p.title}" ${t.refId}`, expr: substitute(t.expr) });
   for (const v of dashboard.templating.list) {
     if (v.type !== 'query') continue;
     const q = typeof v.query === 'string' ? v.query : (v.query?.query ?? '');
@@ -65,11 +66,27 @@ describe('deploy/grafana dashboard', () => {
     for (const p of dashboard.panels.filter((x) => x.type !== 'row')) {
       assert.ok((p.targets ?? []).length > 0, `panel ${p.title}: a query`);
       assert.equal(p.datasource?.uid, '${datasource}', `panel ${p.title}: datasource variable`);
-      for (const t of p.targets ?? []) assert.ok(t.expr.includes('job=~"$job"') && t.expr.includes('instance=~"$instance"'), `panel ${p.title} ${t.refId}: filtered by $job and $instance`);
+      for (const t of p.targets ?? [])
+        assert.ok(
+          t.expr.includes('job=~"$job"') && t.expr.includes('instance=~"$instance"'),
+          `panel ${p.title} ${t.refId}: filtered by $job and $instance`,
+        );
       assert.ok(p.gridPos.x + p.gridPos.w <= 24, `panel ${p.title}: fits the 24-column grid`);
     }
     const titles = dashboard.panels.map((p) => p.title);
-    for (const t of ['Requests by route outcome', 'Fallback reasons', 'Selection latency', 'Data-source latency', 'Route cache hit ratio', 'Propagation: watch events', 'Data source health', 'Upstream health', 'Upstreams down', 'Health checks by result']) assert.ok(titles.includes(t), `panel ${t}`);
+    for (const t of [
+      'Requests by route outcome',
+      'Fallback reasons',
+      'Selection latency',
+      'Data-source latency',
+      'Route cache hit ratio',
+      'Propagation: watch events',
+      'Data source health',
+      'Upstream health',
+      'Upstreams down',
+      'Health checks by result',
+    ])
+      assert.ok(titles.includes(t), `panel ${t}`);
     assert.ok(queries.length >= 20, `${queries.length} queries`);
   });
 
@@ -88,7 +105,16 @@ describe('deploy/grafana dashboard against a running sidecar and a real Promethe
   let prom: Prometheus;
   before(async () => {
     routes = await routesDir({ 'tenant-a': '127.0.0.1:9' });
-    svc = await startService({ policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'random', pool: ['127.0.0.1:11'], data_source: { source: 'file', path: routes.dir } } } });
+    svc = await startService({
+      policies: {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'random',
+          pool: ['127.0.0.1:11'],
+          data_source: { source: 'file', path: routes.dir },
+        },
+      },
+    });
     prom = await startPrometheus(svc.admin.replace('http://', ''));
   });
   after(async () => {
@@ -106,12 +132,21 @@ describe('deploy/grafana dashboard against a running sidecar and a real Promethe
       for (const name of names) assert.ok(exported.has(name), `${q.where}: ${name} is not exported by the sidecar`);
     }
     for (let i = 0; i < 20; i++) await svc.select('default', { 'x-tenant': i % 2 ? 'tenant-a' : 'nobody' });
-    await eventually(async () => ((await prom.query('caddy_dynamic_lb_route_hits_total')).data?.result.length ?? 0) > 0, 30_000, 'the sidecar scraped');
+    await eventually(
+      async () => ((await prom.query('caddy_dynamic_lb_route_hits_total')).data?.result.length ?? 0) > 0,
+      30_000,
+      'the sidecar scraped',
+    );
     for (const q of queries) {
       const r = await prom.query(q.expr);
       assert.equal(r.status, 'success', `${q.where}: ${r.error ?? ''}`);
     }
-    const health = await prom.query(substitute('min by (source_type) (caddy_dynamic_lb_datasource_healthy{job=~"$job",instance=~"$instance"})'));
-    assert.deepEqual(health.data?.result.map((s) => [s.metric.source_type, s.value[1]]), [['file', '1']]);
+    const health = await prom.query(
+      substitute('min by (source_type) (caddy_dynamic_lb_datasource_healthy{job=~"$job",instance=~"$instance"})'),
+    );
+    assert.deepEqual(
+      health.data?.result.map((s) => [s.metric.source_type, s.value[1]]),
+      [['file', '1']],
+    );
   });
 });

@@ -45,7 +45,8 @@ const MODELS: Record<string, new (data: never) => { validate(): void }> = {
 /** Every property path of a JSON value, parents before children (`spec`, `spec.replicas`, `spec.x[0]` …). */
 function paths(value: unknown, prefix: Array<string | number> = []): Array<Array<string | number>> {
   if (Array.isArray(value)) return value.flatMap((v, i) => [[...prefix, i], ...paths(v, [...prefix, i])]);
-  if (value !== null && typeof value === 'object') return Object.entries(value).flatMap(([k, v]) => [[...prefix, k], ...paths(v, [...prefix, k])]);
+  if (value !== null && typeof value === 'object')
+    return Object.entries(value).flatMap(([k, v]) => [[...prefix, k], ...paths(v, [...prefix, k])]);
   return [];
 }
 
@@ -79,7 +80,8 @@ function problems(obj: K8sObject): string[] {
   const unknown: string[] = [];
   for (const path of paths(obj)) {
     if (path[0] === 'apiVersion' || path[0] === 'kind') continue;
-    if (check(withValueAt(obj, path, Symbol('no schema type accepts this'))) === undefined) unknown.push(`${what}: ${path.join('.')}: not a field of ${obj.apiVersion} ${obj.kind}`);
+    if (check(withValueAt(obj, path, Symbol('no schema type accepts this'))) === undefined)
+      unknown.push(`${what}: ${path.join('.')}: not a field of ${obj.apiVersion} ${obj.kind}`);
   }
   return unknown;
 }
@@ -91,7 +93,9 @@ async function kustomize(dir: string): Promise<K8sObject[]> {
 }
 
 const find = (objects: K8sObject[], kind: string, name?: string): K8sObject => {
-  const o = objects.find((x) => x.kind === kind && (name === undefined || x.metadata.name === name || x.metadata.name.startsWith(`${name}-`)));
+  const o = objects.find(
+    (x) => x.kind === kind && (name === undefined || x.metadata.name === name || x.metadata.name.startsWith(`${name}-`)),
+  );
   assert.ok(o, `${kind} ${name ?? ''} rendered`);
   return o;
 };
@@ -128,23 +132,38 @@ describe('the schema check can fail', () => {
     apiVersion: 'apps/v1',
     kind: 'Deployment',
     metadata: { name: 'x' },
-    spec: { selector: { matchLabels: { a: 'b' } }, template: { metadata: { labels: { a: 'b' } }, spec: { containers: [{ name: 'c', image: 'i', ...container }] } } },
+    spec: {
+      selector: { matchLabels: { a: 'b' } },
+      template: { metadata: { labels: { a: 'b' } }, spec: { containers: [{ name: 'c', image: 'i', ...container }] } },
+    },
   });
   const cases: ReadonlyArray<{ desc: string; obj: K8sObject; expect: RegExp }> = [
     { desc: 'a wrong type', obj: deployment({ ports: [{ containerPort: 'http' }] }), expect: /containerPort must be integer/ },
-    { desc: 'a misspelt field', obj: deployment({ readinessProb: { tcpSocket: { port: 80 } } }), expect: /spec\.template\.spec\.containers\.0\.readinessProb: not a field/ },
+    {
+      desc: 'a misspelt field',
+      obj: deployment({ readinessProb: { tcpSocket: { port: 80 } } }),
+      expect: /spec\.template\.spec\.containers\.0\.readinessProb: not a field/,
+    },
     { desc: 'a misplaced field', obj: deployment({ replicas: 2 }), expect: /containers\.0\.replicas: not a field/ },
     { desc: 'an unknown kind', obj: { apiVersion: 'v1', kind: 'Pod', metadata: { name: 'p' } }, expect: /no schema for v1 Pod/ },
     {
       desc: 'a PodMonitor with a numeric port',
-      obj: { apiVersion: 'monitoring.coreos.com/v1', kind: 'PodMonitor', metadata: { name: 'm' }, spec: { selector: {}, podMetricsEndpoints: [{ port: 2021 }] } },
+      obj: {
+        apiVersion: 'monitoring.coreos.com/v1',
+        kind: 'PodMonitor',
+        metadata: { name: 'm' },
+        spec: { selector: {}, podMetricsEndpoints: [{ port: 2021 }] },
+      },
       expect: /port must be string/,
     },
   ];
   for (const c of cases) {
     test(`${c.desc} is reported`, () => {
       const found = problems(c.obj);
-      assert.ok(found.some((p) => c.expect.test(p)), found.join('\n'));
+      assert.ok(
+        found.some((p) => c.expect.test(p)),
+        found.join('\n'),
+      );
     });
   }
   test('a valid object has no problems', () => {
@@ -185,11 +204,15 @@ for (const dir of ['deploy/kubernetes/base', 'deploy/kubernetes/overlays/example
       assert.equal(sidecar.env?.find((e) => e.name === 'POD_NAMESPACE')?.valueFrom?.fieldRef?.fieldPath, 'metadata.namespace');
       assert.deepEqual(sidecar.args, ['serve', '--config', '/etc/dynamic-lb/dynamic-lb.yaml']);
       // the writable paths are emptyDirs; the configs come from the generated ConfigMaps
-      const volume = (container: Container, mountPath: string) => pod.volumes.find((v) => v.name === container.volumeMounts?.find((m) => m.mountPath === mountPath)?.name);
+      const volume = (container: Container, mountPath: string) =>
+        pod.volumes.find((v) => v.name === container.volumeMounts?.find((m) => m.mountPath === mountPath)?.name);
       const caddy = container('caddy');
       for (const path of ['/data', '/config']) assert.ok(volume(caddy, path)?.emptyDir !== undefined, `caddy ${path} is an emptyDir`);
       assert.equal(volume(caddy, '/etc/caddy')?.configMap?.name, find(objects, 'ConfigMap', 'caddy-dynamic-lb-caddyfile').metadata.name);
-      assert.equal(volume(sidecar, '/etc/dynamic-lb')?.configMap?.name, find(objects, 'ConfigMap', 'caddy-dynamic-lb-config').metadata.name);
+      assert.equal(
+        volume(sidecar, '/etc/dynamic-lb')?.configMap?.name,
+        find(objects, 'ConfigMap', 'caddy-dynamic-lb-config').metadata.name,
+      );
     });
 
     test('every pod meets the restricted Pod Security Standard', T, () => {
@@ -199,12 +222,18 @@ for (const dir of ['deploy/kubernetes/base', 'deploy/kubernetes/overlays/example
         const pod = podSpec(d) as PodSpec & { securityContext?: { seccompProfile?: { type: string } } };
         assert.equal(pod.securityContext?.runAsNonRoot, true, `${d.metadata.name}: runAsNonRoot`);
         assert.equal(pod.securityContext?.seccompProfile?.type, 'RuntimeDefault', `${d.metadata.name}: seccomp`);
-        assert.ok(pod.volumes === undefined || pod.volumes.every((v) => v.configMap !== undefined || v.emptyDir !== undefined), `${d.metadata.name}: configMap and emptyDir volumes only`);
+        assert.ok(
+          pod.volumes === undefined || pod.volumes.every((v) => v.configMap !== undefined || v.emptyDir !== undefined),
+          `${d.metadata.name}: configMap and emptyDir volumes only`,
+        );
         for (const c of pod.containers) {
           const sc = c.securityContext as Container['securityContext'] & { capabilities?: { add?: string[] } };
           assert.equal(sc?.allowPrivilegeEscalation, false, `${d.metadata.name}/${c.name}: allowPrivilegeEscalation`);
           assert.deepEqual(sc?.capabilities?.drop, ['ALL'], `${d.metadata.name}/${c.name}: drop ALL`);
-          assert.ok((sc?.capabilities?.add ?? []).every((cap) => cap === 'NET_BIND_SERVICE'), `${d.metadata.name}/${c.name}: adds only NET_BIND_SERVICE`);
+          assert.ok(
+            (sc?.capabilities?.add ?? []).every((cap) => cap === 'NET_BIND_SERVICE'),
+            `${d.metadata.name}/${c.name}: adds only NET_BIND_SERVICE`,
+          );
         }
       }
     });
@@ -213,47 +242,97 @@ for (const dir of ['deploy/kubernetes/base', 'deploy/kubernetes/overlays/example
       const pod = podSpec(find(objects, 'Deployment', 'caddy-dynamic-lb'));
       const account = find(objects, 'ServiceAccount', pod.serviceAccountName);
       const role = find(objects, 'Role', 'dynamic-lb-routes-reader');
-      assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['configmaps'], resourceNames: ['caddy-routing'], verbs: ['get', 'list', 'watch'] }]);
+      assert.deepEqual(role.rules, [
+        { apiGroups: [''], resources: ['configmaps'], resourceNames: ['caddy-routing'], verbs: ['get', 'list', 'watch'] },
+      ]);
       const binding = find(objects, 'RoleBinding', 'dynamic-lb-routes-reader');
       assert.deepEqual(binding.roleRef, { apiGroup: 'rbac.authorization.k8s.io', kind: 'Role', name: role.metadata.name });
-      assert.deepEqual(binding.subjects, [{ kind: 'ServiceAccount', name: account.metadata.name, ...(account.metadata.namespace ? { namespace: account.metadata.namespace } : {}) }]);
+      assert.deepEqual(binding.subjects, [
+        {
+          kind: 'ServiceAccount',
+          name: account.metadata.name,
+          ...(account.metadata.namespace ? { namespace: account.metadata.namespace } : {}),
+        },
+      ]);
       find(objects, 'ConfigMap', 'caddy-routing');
-      assert.equal(objects.find((o) => o.metadata.name === 'caddy-routing')?.metadata.name, 'caddy-routing', 'the routes ConfigMap keeps its name (dynamic-lb.yaml names it)');
+      assert.equal(
+        objects.find((o) => o.metadata.name === 'caddy-routing')?.metadata.name,
+        'caddy-routing',
+        'the routes ConfigMap keeps its name (dynamic-lb.yaml names it)',
+      );
     });
 
     test('the Service reaches Caddy, the PodMonitor scrapes the admin port', T, () => {
-      const labels = (find(objects, 'Deployment', 'caddy-dynamic-lb').spec as { template: { metadata: { labels: Record<string, string> } } }).template.metadata.labels;
-      const service = find(objects, 'Service', 'caddy-dynamic-lb').spec as { selector: Record<string, string>; ports: Array<{ targetPort: string }> };
+      const labels = (
+        find(objects, 'Deployment', 'caddy-dynamic-lb').spec as { template: { metadata: { labels: Record<string, string> } } }
+      ).template.metadata.labels;
+      const service = find(objects, 'Service', 'caddy-dynamic-lb').spec as {
+        selector: Record<string, string>;
+        ports: Array<{ targetPort: string }>;
+      };
       for (const [k, v] of Object.entries(service.selector)) assert.equal(labels[k], v, `selector ${k}`);
-      assert.deepEqual(service.ports.map((p) => p.targetPort), ['http']);
-      const monitor = find(objects, 'PodMonitor', 'caddy-dynamic-lb').spec as { selector: { matchLabels: Record<string, string> }; podMetricsEndpoints: Array<{ port: string; path: string }> };
+      assert.deepEqual(
+        service.ports.map((p) => p.targetPort),
+        ['http'],
+      );
+      const monitor = find(objects, 'PodMonitor', 'caddy-dynamic-lb').spec as {
+        selector: { matchLabels: Record<string, string> };
+        podMetricsEndpoints: Array<{ port: string; path: string }>;
+      };
       for (const [k, v] of Object.entries(monitor.selector.matchLabels)) assert.equal(labels[k], v, `PodMonitor selector ${k}`);
-      assert.deepEqual(monitor.podMetricsEndpoints.map((e) => [e.port, e.path]), [['admin', '/metrics']]);
+      assert.deepEqual(
+        monitor.podMetricsEndpoints.map((e) => [e.port, e.path]),
+        [['admin', '/metrics']],
+      );
     });
 
-    test('the ConfigMaps: the Caddyfile passes `caddy validate`, dynamic-lb.yaml and the routes pass `dynamic-lb validate`', T, async () => {
-      const out = join(tmp, dir.replaceAll('/', '_'));
-      mkdirSync(join(out, 'routes'), { recursive: true });
-      const caddyfile = join(out, 'Caddyfile');
-      writeFileSync(caddyfile, (find(objects, 'ConfigMap', 'caddy-dynamic-lb-caddyfile').data as Record<string, string>).Caddyfile as string);
-      const caddy = await run(caddyBinary(), ['validate', '--config', caddyfile, '--adapter', 'caddyfile'], { env: childEnv({ XDG_CONFIG_HOME: out, XDG_DATA_HOME: out }) });
-      assert.equal(caddy.code, 0, `caddy validate: ${caddy.stderr}`);
+    test(
+      'the ConfigMaps: the Caddyfile passes `caddy validate`, dynamic-lb.yaml and the routes pass `dynamic-lb validate`',
+      T,
+      async () => {
+        const out = join(tmp, dir.replaceAll('/', '_'));
+        mkdirSync(join(out, 'routes'), { recursive: true });
+        const caddyfile = join(out, 'Caddyfile');
+        writeFileSync(
+          caddyfile,
+          (find(objects, 'ConfigMap', 'caddy-dynamic-lb-caddyfile').data as Record<string, string>).Caddyfile as string,
+        );
+        const caddy = await run(caddyBinary(), ['validate', '--config', caddyfile, '--adapter', 'caddyfile'], {
+          env: childEnv({ XDG_CONFIG_HOME: out, XDG_DATA_HOME: out }),
+        });
+        assert.equal(caddy.code, 0, `caddy validate: ${caddy.stderr}`);
 
-      const config = join(out, 'dynamic-lb.yaml');
-      writeFileSync(config, (find(objects, 'ConfigMap', 'caddy-dynamic-lb-config').data as Record<string, string>)['dynamic-lb.yaml'] as string);
-      for (const [key, value] of Object.entries(find(objects, 'ConfigMap', 'caddy-routing').data as Record<string, string>)) writeFileSync(join(out, 'routes', key), value);
-      // in the pod the source uses the service account; here a kubeconfig (validate builds the source, never connects)
-      const kubeconfig = join(out, 'kubeconfig');
-      writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n');
-      const validate = await run(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', 'validate', '--config', config, join(out, 'routes')], { cwd: ROOT, env: childEnv({ KUBECONFIG: kubeconfig, POD_NAMESPACE: 'ns' }) });
-      assert.equal(validate.code, 0, `dynamic-lb validate: ${validate.stdout}${validate.stderr}`);
-      assert.match(validate.stderr, /^4 checked, 0 problems/m);
-    });
+        const config = join(out, 'dynamic-lb.yaml');
+        writeFileSync(
+          config,
+          (find(objects, 'ConfigMap', 'caddy-dynamic-lb-config').data as Record<string, string>)['dynamic-lb.yaml'] as string,
+        );
+        for (const [key, value] of Object.entries(find(objects, 'ConfigMap', 'caddy-routing').data as Record<string, string>))
+          writeFileSync(join(out, 'routes', key), value);
+        // in the pod the source uses the service account; here a kubeconfig (validate builds the source, never connects)
+        const kubeconfig = join(out, 'kubeconfig');
+        writeFileSync(
+          kubeconfig,
+          'apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n',
+        );
+        const validate = await run(
+          process.execPath,
+          ['--import', 'tsx', 'cmd/dynamic-lb.ts', 'validate', '--config', config, join(out, 'routes')],
+          { cwd: ROOT, env: childEnv({ KUBECONFIG: kubeconfig, POD_NAMESPACE: 'ns' }) },
+        );
+        assert.equal(validate.code, 0, `dynamic-lb validate: ${validate.stdout}${validate.stderr}`);
+        assert.match(validate.stderr, /^4 checked, 0 problems/m);
+      },
+    );
   });
 }
 
 test('the base Caddyfile is `dynamic-lb caddyfile` of the base dynamic-lb.yaml', () => {
   const file = 'deploy/kubernetes/base/dynamic-lb.yaml';
   const expected = generateCaddyfile(parseConfig(readFileSync(join(ROOT, file), 'utf8'), file), { mode: 'select', site: ':8080' });
-  assert.equal(readFileSync(join(ROOT, 'deploy/kubernetes/base/Caddyfile'), 'utf8'), expected, 'regenerate: see the header of deploy/kubernetes/base/dynamic-lb.yaml');
+  assert.equal(
+    readFileSync(join(ROOT, 'deploy/kubernetes/base/Caddyfile'), 'utf8'),
+    expected,
+    'regenerate: see the header of deploy/kubernetes/base/dynamic-lb.yaml',
+  );
 });

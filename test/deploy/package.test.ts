@@ -33,11 +33,28 @@ after(() => rmSync(tmp, { recursive: true, force: true }));
 test('the tarball holds what users run: bin, dist, examples, caddy-config, docs, README, LICENSE', () => {
   const top = new Set(packed.map((p) => p.split('/')[0]));
   assert.deepEqual([...top].sort(), ['LICENSE', 'README.md', 'bin', 'caddy-config', 'dist', 'docs', 'examples', 'package.json']);
-  for (const f of ['bin/dynamic-lb.js', 'dist/cmd/dynamic-lb.js', 'dist/src/app.js', 'dist/src/app.d.ts', 'dist/src/app.js.map', 'examples/dynamic-lb.yaml', 'examples/routes/tenant-a', 'caddy-config/Caddyfile.select']) {
+  for (const f of [
+    'bin/dynamic-lb.js',
+    'dist/cmd/dynamic-lb.js',
+    'dist/src/app.js',
+    'dist/src/app.d.ts',
+    'dist/src/app.js.map',
+    'examples/dynamic-lb.yaml',
+    'examples/routes/tenant-a',
+    'caddy-config/Caddyfile.select',
+  ]) {
     assert.ok(packed.includes(f), `${f} is packed`);
   }
-  assert.deepEqual(packed.filter((p) => /\.ts$/.test(p) && !p.endsWith('.d.ts')), [], 'no TypeScript sources');
-  assert.deepEqual(packed.filter((p) => /(^|\/)(test|bench)\/|infra\.sh$/.test(p)), [], 'no tests, benchmarks or test infrastructure');
+  assert.deepEqual(
+    packed.filter((p) => /\.ts$/.test(p) && !p.endsWith('.d.ts')),
+    [],
+    'no TypeScript sources',
+  );
+  assert.deepEqual(
+    packed.filter((p) => /(^|\/)(test|bench)\/|infra\.sh$/.test(p)),
+    [],
+    'no tests, benchmarks or test infrastructure',
+  );
 });
 
 test('the bin of a clone that was not built says what to do', async () => {
@@ -55,13 +72,18 @@ describe('installed from the tarball with production dependencies only', () => {
   before(async () => {
     app = join(tmp, 'app');
     mkdirSync(app);
-    const r = await run('npm', ['install', '--omit=dev', '--no-audit', '--no-fund', '--prefer-offline', tarball], { cwd: app, env: childEnv(), timeoutMs: NPM.timeout });
+    const r = await run('npm', ['install', '--omit=dev', '--no-audit', '--no-fund', '--prefer-offline', tarball], {
+      cwd: app,
+      env: childEnv(),
+      timeoutMs: NPM.timeout,
+    });
     assert.equal(r.code, 0, `npm install: ${r.stderr}`);
     bin = join(app, 'node_modules/.bin/dynamic-lb');
   }, NPM);
 
   test('no development dependency came along', () => {
-    for (const dev of ['typescript', 'tsx', 'eslint', 'prettier', 'kubernetes-models']) assert.equal(existsSync(join(app, 'node_modules', dev)), false, dev);
+    for (const dev of ['typescript', 'tsx', 'eslint', 'prettier', 'kubernetes-models'])
+      assert.equal(existsSync(join(app, 'node_modules', dev)), false, dev);
     assert.ok(existsSync(join(app, 'node_modules/commander/package.json')));
   });
 
@@ -81,18 +103,29 @@ describe('installed from the tarball with production dependencies only', () => {
   });
 
   test('the demo finds the bundled example routes inside the installed package', async () => {
-    const r = await run(process.execPath, ['--input-type=module', '-e', `console.log((await import('${PKG.name}/dist/src/demo/demo.js')).EXAMPLE_ROUTES)`], { cwd: app });
+    const r = await run(
+      process.execPath,
+      ['--input-type=module', '-e', `console.log((await import('${PKG.name}/dist/src/demo/demo.js')).EXAMPLE_ROUTES)`],
+      { cwd: app },
+    );
     assert.equal(r.code, 0, r.stderr);
     assert.equal(r.stdout.trim(), join(app, 'node_modules', PKG.name, 'examples/routes'));
   });
 
   test('dynamic-lb serve: /readyz 200, /select and DNS answer, SIGTERM exits 0', { timeout: 120_000 }, async () => {
-    const { config, serve } = await serveOnFreePorts(join(tmp, 'serve'), bin, (c) => ['serve', '--config', c.file], { cwd: app, dns: true });
+    const { config, serve } = await serveOnFreePorts(join(tmp, 'serve'), bin, (c) => ['serve', '--config', c.file], {
+      cwd: app,
+      dns: true,
+    });
     try {
       const res = await fetch(`${config.url}/select/default`, { headers: { 'x-tenant': 'tenant-a' } });
       assert.equal(res.status, 200);
       assert.equal(res.headers.get('x-dynamic-upstream'), '127.0.0.1:9001');
-      assert.deepEqual(await resolveA(config.dns as string, 'tenant-a.default.dynamic-lb.internal'), ['127.0.0.1'], 'the DNS server (pool mode) answers');
+      assert.deepEqual(
+        await resolveA(config.dns as string, 'tenant-a.default.dynamic-lb.internal'),
+        ['127.0.0.1'],
+        'the DNS server (pool mode) answers',
+      );
     } finally {
       assert.equal(await serve.stop(), 0, serve.output());
     }

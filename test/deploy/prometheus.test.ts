@@ -23,7 +23,8 @@ interface Rule {
   alert?: string;
   expr: string;
 }
-const rules = async (): Promise<Rule[]> => ((parse(await readFile(RULES, 'utf8')) as { groups: Array<{ rules: Rule[] }> }).groups.flatMap((g) => g.rules));
+const rules = async (): Promise<Rule[]> =>
+  (parse(await readFile(RULES, 'utf8')) as { groups: Array<{ rules: Rule[] }> }).groups.flatMap((g) => g.rules);
 const label = (r: Rule): string => r.record ?? r.alert ?? '?';
 
 describe('deploy/prometheus: promtool', () => {
@@ -39,12 +40,20 @@ describe('deploy/prometheus: promtool', () => {
     const r = await promtool('test', 'rules', RULE_TESTS);
     assert.equal(r.code, 0, r.output);
     assert.match(r.output, /SUCCESS/);
-    const tests = parse(await readFile(RULE_TESTS, 'utf8')) as { tests: Array<{ alert_rule_test?: Array<{ alertname: string; exp_alerts: unknown[] }> }> };
+    const tests = parse(await readFile(RULE_TESTS, 'utf8')) as {
+      tests: Array<{ alert_rule_test?: Array<{ alertname: string; exp_alerts: unknown[] }> }>;
+    };
     const cases = tests.tests.flatMap((t) => t.alert_rule_test ?? []);
     for (const alert of (await rules()).filter((x) => x.alert)) {
       const mine = cases.filter((c) => c.alertname === alert.alert);
-      assert.ok(mine.some((c) => c.exp_alerts.length > 0), `${alert.alert}: a test where it fires`);
-      assert.ok(mine.some((c) => c.exp_alerts.length === 0), `${alert.alert}: a test where it stays quiet`);
+      assert.ok(
+        mine.some((c) => c.exp_alerts.length > 0),
+        `${alert.alert}: a test where it fires`,
+      );
+      assert.ok(
+        mine.some((c) => c.exp_alerts.length === 0),
+        `${alert.alert}: a test where it stays quiet`,
+      );
     }
   });
 
@@ -52,7 +61,12 @@ describe('deploy/prometheus: promtool', () => {
     const r = await checkExpressions({ good: 'sum(rate(x_total[5m]))', broken: 'sum(rate(x_total[5m])' });
     assert.notEqual(r.code, 0);
     assert.match(r.output, /broken|unclosed|parse error/i, r.output);
-    assert.deepEqual(metricNames('histogram_quantile(0.99, sum by (le, policy) (rate(a_bucket{le!="1"}[5m]))) / on (job) group_left (x) b offset 5m > 1e3 and c:d'), ['a_bucket', 'b', 'c:d']);
+    assert.deepEqual(
+      metricNames(
+        'histogram_quantile(0.99, sum by (le, policy) (rate(a_bucket{le!="1"}[5m]))) / on (job) group_left (x) b offset 5m > 1e3 and c:d',
+      ),
+      ['a_bucket', 'b', 'c:d'],
+    );
   });
 });
 
@@ -69,9 +83,19 @@ describe('deploy/prometheus: a real Prometheus scraping a running sidecar', { ti
     svc = await startService({
       admin: { token: 'secret-admin-token' },
       policies: {
-        default: { key: '{http.request.header.X-Tenant}', fallback: 'random', pool: ['127.0.0.1:11'], data_source: { source: 'file', path: routes.dir } },
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'random',
+          pool: ['127.0.0.1:11'],
+          data_source: { source: 'file', path: routes.dir },
+        },
         // probes a loopback port nothing listens on: that upstream goes down
-        checked: { key: '{http.request.header.X-Tenant}', fallback: 'first', pool: [closed], health_checks: { active: { uri: '/health', interval: '500ms', timeout: '1s' } } },
+        checked: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'first',
+          pool: [closed],
+          health_checks: { active: { uri: '/health', interval: '500ms', timeout: '1s' } },
+        },
       },
     });
     prom = await startPrometheus(svc.admin.replace('http://', ''), [RULES]);
@@ -85,7 +109,11 @@ describe('deploy/prometheus: a real Prometheus scraping a running sidecar', { ti
   });
 
   test('every rule evaluates without error on the sidecar metrics; recording rules have series; the expected alerts are raised', async () => {
-    await eventually(async () => ((await prom.query('up{job="dynamic-lb"}')).data?.result[0]?.value[1] ?? '') === '1', 30_000, 'the sidecar scraped (up == 1; /metrics stays open when admin.token is set)');
+    await eventually(
+      async () => ((await prom.query('up{job="dynamic-lb"}')).data?.result[0]?.value[1] ?? '') === '1',
+      30_000,
+      'the sidecar scraped (up == 1; /metrics stays open when admin.token is set)',
+    );
     // traffic: one hit for four misses (so the fallback ratio is high), bounded in count and time
     traffic = (async () => {
       for (let i = 0; i < 2000 && !stopTraffic; i++) {
@@ -98,7 +126,14 @@ describe('deploy/prometheus: a real Prometheus scraping a running sidecar', { ti
     await routes.write('tenant-bad', 'rules: [ { upstreams: "not a list" } ]');
 
     const all = await rules();
-    const expectSeries = ['dynamic_lb:route_hits:rate5m', 'dynamic_lb:route_misses:rate5m', 'dynamic_lb:fallback_ratio:rate5m', 'dynamic_lb:selection_latency_seconds:p99_5m', 'dynamic_lb:cache_hit_ratio:rate5m', 'dynamic_lb:watch_events:rate5m'];
+    const expectSeries = [
+      'dynamic_lb:route_hits:rate5m',
+      'dynamic_lb:route_misses:rate5m',
+      'dynamic_lb:fallback_ratio:rate5m',
+      'dynamic_lb:selection_latency_seconds:p99_5m',
+      'dynamic_lb:cache_hit_ratio:rate5m',
+      'dynamic_lb:watch_events:rate5m',
+    ];
     for (const name of expectSeries) {
       await eventually(async () => ((await prom.query(name)).data?.result.length ?? 0) > 0, 60_000, `recording rule ${name} has series`);
     }
@@ -108,23 +143,41 @@ describe('deploy/prometheus: a real Prometheus scraping a running sidecar', { ti
     const raised = ['DynamicLbRouteConfigParseErrors', 'DynamicLbFallbackRatioHigh', 'DynamicLbUpstreamDown'];
     await eventually(
       async () => {
-        const alerts = (await prom.api<{ data: { alerts: Array<{ labels: { alertname: string }; state: string }> } }>('/api/v1/alerts')).data.alerts;
+        const alerts = (await prom.api<{ data: { alerts: Array<{ labels: { alertname: string }; state: string }> } }>('/api/v1/alerts'))
+          .data.alerts;
         const names = new Set(alerts.map((a) => a.labels.alertname));
         return raised.every((n) => names.has(n));
       },
       60_000,
       `${raised.join(', ')} raised (pending or firing)`,
     );
-    const alerts = (await prom.api<{ data: { alerts: Array<{ labels: Record<string, string>; state: string }> } }>('/api/v1/alerts')).data.alerts;
+    const alerts = (await prom.api<{ data: { alerts: Array<{ labels: Record<string, string>; state: string }> } }>('/api/v1/alerts')).data
+      .alerts;
     const instance = svc.admin.replace('http://', '');
-    assert.deepEqual(alerts.find((a) => a.labels.alertname === 'DynamicLbRouteConfigParseErrors')?.labels, { alertname: 'DynamicLbRouteConfigParseErrors', instance, job: 'dynamic-lb', severity: 'warning', source_type: 'file' });
+    assert.deepEqual(alerts.find((a) => a.labels.alertname === 'DynamicLbRouteConfigParseErrors')?.labels, {
+      alertname: 'DynamicLbRouteConfigParseErrors',
+      instance,
+      job: 'dynamic-lb',
+      severity: 'warning',
+      source_type: 'file',
+    });
     assert.equal(alerts.find((a) => a.labels.alertname === 'DynamicLbFallbackRatioHigh')?.state, 'pending', 'for: 10m');
     const upstreamDown = alerts.filter((a) => a.labels.alertname === 'DynamicLbUpstreamDown');
-    assert.deepEqual(upstreamDown.map((a) => a.labels.upstream), [closed], 'only the probed closed port');
-    assert.deepEqual(alerts.map((a) => a.labels.alertname ?? '').filter((n) => !raised.includes(n)), [], 'nothing else is wrong');
+    assert.deepEqual(
+      upstreamDown.map((a) => a.labels.upstream),
+      [closed],
+      'only the probed closed port',
+    );
+    assert.deepEqual(
+      alerts.map((a) => a.labels.alertname ?? '').filter((n) => !raised.includes(n)),
+      [],
+      'nothing else is wrong',
+    );
 
     // Prometheus evaluated every rule, none with an error
-    const groups = (await prom.api<{ data: { groups: Array<{ rules: Array<{ name: string; health: string; lastError?: string }> }> } }>('/api/v1/rules')).data.groups;
+    const groups = (
+      await prom.api<{ data: { groups: Array<{ rules: Array<{ name: string; health: string; lastError?: string }> }> } }>('/api/v1/rules')
+    ).data.groups;
     const evaluated = groups.flatMap((g) => g.rules);
     assert.deepEqual(evaluated.map((r) => r.name).sort(), all.map(label).sort());
     for (const r of evaluated) assert.equal(r.health, 'ok', `${r.name}: ${r.lastError ?? ''}`);
@@ -137,10 +190,25 @@ describe('deploy/prometheus: a real Prometheus scraping a running sidecar', { ti
       assert.equal(result.status, 'success', `${label(r)}: ${result.error ?? ''}`);
       const names = metricNames(r.expr);
       assert.ok(names.length > 0, `${label(r)} reads a metric`);
-      for (const name of names) assert.ok(exported.has(name) || recorded.has(name), `${label(r)}: ${name} is neither exported by the sidecar nor recorded by a rule`);
+      for (const name of names)
+        assert.ok(
+          exported.has(name) || recorded.has(name),
+          `${label(r)}: ${name} is neither exported by the sidecar nor recorded by a rule`,
+        );
     }
     // and Prometheus has series for the raw metrics this traffic produces
-    for (const name of ['caddy_dynamic_lb_route_hits_total', 'caddy_dynamic_lb_route_misses_total', 'caddy_dynamic_lb_datasource_healthy', 'caddy_dynamic_lb_watch_events_total', 'caddy_dynamic_lb_route_config_parse_errors_total', 'caddy_dynamic_lb_selection_latency_seconds_bucket', 'caddy_dynamic_lb_cache_hits_total', 'caddy_dynamic_lb_cache_misses_total', 'caddy_dynamic_lb_upstream_healthy', 'caddy_dynamic_lb_health_checks_total']) {
+    for (const name of [
+      'caddy_dynamic_lb_route_hits_total',
+      'caddy_dynamic_lb_route_misses_total',
+      'caddy_dynamic_lb_datasource_healthy',
+      'caddy_dynamic_lb_watch_events_total',
+      'caddy_dynamic_lb_route_config_parse_errors_total',
+      'caddy_dynamic_lb_selection_latency_seconds_bucket',
+      'caddy_dynamic_lb_cache_hits_total',
+      'caddy_dynamic_lb_cache_misses_total',
+      'caddy_dynamic_lb_upstream_healthy',
+      'caddy_dynamic_lb_health_checks_total',
+    ]) {
       assert.ok(((await prom.query(`count(${name})`)).data?.result.length ?? 0) > 0, `${name} scraped`);
     }
   });

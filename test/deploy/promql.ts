@@ -15,7 +15,22 @@ import { run, terminate } from '../support/processes.ts';
 export const PROMTOOL = process.env.PROMTOOL ?? 'promtool';
 const PROMETHEUS = process.env.PROMETHEUS ?? 'prometheus';
 
-const KEYWORDS = new Set(['by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'and', 'or', 'unless', 'bool', 'offset', 'inf', 'nan', 'atan2']);
+const KEYWORDS = new Set([
+  'by',
+  'without',
+  'on',
+  'ignoring',
+  'group_left',
+  'group_right',
+  'and',
+  'or',
+  'unless',
+  'bool',
+  'offset',
+  'inf',
+  'nan',
+  'atan2',
+]);
 
 /**
  * The metric names an expression selects: identifiers that are not functions (followed by `(`), keywords,
@@ -58,7 +73,8 @@ export interface ToolResult {
 
 export async function promtool(...args: string[]): Promise<ToolResult> {
   const r = await run(PROMTOOL, args);
-  if (r.code !== 0 && /ENOENT/.test(r.stderr)) throw new Error(`${PROMTOOL} not found: install the Debian package prometheus (test/support/infra.sh)`);
+  if (r.code !== 0 && /ENOENT/.test(r.stderr))
+    throw new Error(`${PROMTOOL} not found: install the Debian package prometheus (test/support/infra.sh)`);
   return { code: r.code, output: r.stdout + r.stderr };
 }
 
@@ -103,16 +119,30 @@ export async function startPrometheus(target: string, ruleFiles: readonly string
   for (let attempt = 0; attempt < 5 && child === undefined; attempt++) {
     const port = await freePort();
     url = `http://127.0.0.1:${port}`;
-    const c = spawn(PROMETHEUS, [`--config.file=${join(dir, 'prometheus.yml')}`, `--storage.tsdb.path=${join(dir, 'data')}`, `--web.listen-address=127.0.0.1:${port}`, '--log.level=warn'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const c = spawn(
+      PROMETHEUS,
+      [
+        `--config.file=${join(dir, 'prometheus.yml')}`,
+        `--storage.tsdb.path=${join(dir, 'data')}`,
+        `--web.listen-address=127.0.0.1:${port}`,
+        '--log.level=warn',
+      ],
+      { stdio: ['ignore', 'ignore', 'pipe'] },
+    );
     c.stderr?.on('data', (chunk: Buffer) => void (log = (log + chunk.toString()).slice(-20_000)));
     const exited = new Promise<string>((resolve) => {
       c.once('error', (err) => resolve(err.message));
       c.once('exit', (code) => resolve(`exited ${code}`));
     });
-    const ready = eventually(async () => (await fetch(`${url}/-/ready`).catch(() => undefined))?.status === 200, 30_000, 'prometheus /-/ready');
+    const ready = eventually(
+      async () => (await fetch(`${url}/-/ready`).catch(() => undefined))?.status === 200,
+      30_000,
+      'prometheus /-/ready',
+    );
     const outcome = await Promise.race([ready.then(() => 'ready'), exited]);
     if (outcome === 'ready') child = c;
-    else if (/ENOENT/.test(outcome)) throw new Error(`${PROMETHEUS} not found: install the Debian package prometheus (test/support/infra.sh)`);
+    else if (/ENOENT/.test(outcome))
+      throw new Error(`${PROMETHEUS} not found: install the Debian package prometheus (test/support/infra.sh)`);
     else if (!/address already in use/.test(log)) throw new Error(`prometheus ${outcome}: ${log.slice(-3000)}`);
   }
   if (child === undefined) throw new Error(`prometheus did not start: ${log.slice(-3000)}`);

@@ -84,7 +84,10 @@ before(async () => {
   routes.write('to-listen', listen.address);
   routes.write('to-caddy-admin', caddyAdmin.address);
   routes.write('to-metadata', '169.254.169.254:80');
-  routes.write('mixed.yaml', `algorithm: round_robin\nrules:\n  - upstreams: [{ address: "${admin.address}" }, { address: "${allowed.address}" }, { address: "169.254.169.254:80" }]\n`);
+  routes.write(
+    'mixed.yaml',
+    `algorithm: round_robin\nrules:\n  - upstreams: [{ address: "${admin.address}" }, { address: "${allowed.address}" }, { address: "169.254.169.254:80" }]\n`,
+  );
   await eventually(async () => (await fresh(caddy.url, 'mixed')).backend === 'allowed', 15_000, 'the routes to load');
 });
 
@@ -102,7 +105,11 @@ test('the recorders detect a dial: a route to a recording port the guard does no
   try {
     routes.write('control', control.address);
     // the recorder drops the connection: Caddy reports the failed choice, and the answer (no candidate left) is the pool
-    await eventually(async () => (await fresh(caddy.url, 'control')).backend === 'pool' && control.connections > 0, 15_000, 'Caddy to dial the control recorder');
+    await eventually(
+      async () => (await fresh(caddy.url, 'control')).backend === 'pool' && control.connections > 0,
+      15_000,
+      'Caddy to dial the control recorder',
+    );
   } finally {
     await control.close();
   }
@@ -131,14 +138,29 @@ test('under load on new connections, refused routes are served by the static poo
   t.diagnostic(`${sent} requests on new connections: ${summary}`);
   assert.ok(sent >= 60, `enough requests: ${sent}`);
   assert.deepEqual([...statuses.keys()], [200], `every request answered: ${JSON.stringify([...statuses])}`);
-  for (const t of ['to-admin', 'to-listen', 'to-caddy-admin', 'to-metadata']) assert.deepEqual([...(served.get(t) ?? [])].map(([b]) => b), ['pool'], `${t} → the static pool: ${summary}`);
-  assert.deepEqual([...(served.get('mixed') ?? [])].map(([b]) => b), ['allowed'], `mixed → only its allowed upstream: ${summary}`);
-  assert.deepEqual([...(served.get('ok') ?? [])].map(([b]) => b), ['allowed']);
+  for (const t of ['to-admin', 'to-listen', 'to-caddy-admin', 'to-metadata'])
+    assert.deepEqual(
+      [...(served.get(t) ?? [])].map(([b]) => b),
+      ['pool'],
+      `${t} → the static pool: ${summary}`,
+    );
+  assert.deepEqual(
+    [...(served.get('mixed') ?? [])].map(([b]) => b),
+    ['allowed'],
+    `mixed → only its allowed upstream: ${summary}`,
+  );
+  assert.deepEqual(
+    [...(served.get('ok') ?? [])].map(([b]) => b),
+    ['allowed'],
+  );
   assert.deepEqual(
     recorders.map((r) => [r.address, r.connections]),
     recorders.map((r) => [r.address, 0]),
     'no connection ever reached a refused address',
   );
-  const misses = (await sidecar.metrics.registry.getSingleMetric('caddy_dynamic_lb_route_misses_total')?.get())?.values.filter((v) => v.labels.reason === 'not_allowed') ?? [];
+  const misses =
+    (await sidecar.metrics.registry.getSingleMetric('caddy_dynamic_lb_route_misses_total')?.get())?.values.filter(
+      (v) => v.labels.reason === 'not_allowed',
+    ) ?? [];
   assert.deepEqual(misses.map((v) => v.labels.key).sort(), ['to-admin', 'to-caddy-admin', 'to-listen', 'to-metadata']);
 });

@@ -13,11 +13,19 @@ test('the demo puts real Caddy in front, routes tenants through it and stops it 
     'tenant-b.yaml': `rules:\n  - match: { http.request.header.X-Version: v2 }\n    upstreams: [{ address: 127.0.0.1:${ports[2]} }]\n  - upstreams: [{ address: 127.0.0.1:${ports[1]} }]\n`,
   });
   const caddyPort = await freePort();
-  const demo = await startDemo({ listen: '127.0.0.1:0', adminListen: '127.0.0.1:0', backendPorts: ports, routes: routes.dir, logLevel: 'silent', caddyListen: `127.0.0.1:${caddyPort}` });
+  const demo = await startDemo({
+    listen: '127.0.0.1:0',
+    adminListen: '127.0.0.1:0',
+    backendPorts: ports,
+    routes: routes.dir,
+    logLevel: 'silent',
+    caddyListen: `127.0.0.1:${caddyPort}`,
+  });
   try {
     assert.ok(demo.caddy, `caddy started: ${demo.caddyProblem}`);
     assert.equal(demo.caddy.url, `http://127.0.0.1:${caddyPort}`);
-    const text = async (headers: Record<string, string>): Promise<string> => (await (await fetch(demo.caddy?.url ?? '', { headers })).text()).split('\n')[0] ?? '';
+    const text = async (headers: Record<string, string>): Promise<string> =>
+      (await (await fetch(demo.caddy?.url ?? '', { headers })).text()).split('\n')[0] ?? '';
     assert.equal(await text({ 'X-Tenant': 'tenant-a' }), 'Hello from backend-1');
     assert.equal(await text({ 'X-Tenant': 'tenant-b', 'X-Version': 'v2' }), 'Hello from backend-3');
     assert.equal(await text({ 'X-Tenant': 'tenant-b' }), 'Hello from backend-2');
@@ -32,7 +40,13 @@ test('the demo puts real Caddy in front, routes tenants through it and stops it 
 
 test('without Caddy the demo still runs and says why', { timeout: 30_000 }, async () => {
   const ports = [await freePort(), await freePort(), await freePort()] as [number, number, number];
-  const demo = await startDemo({ listen: '127.0.0.1:0', adminListen: '127.0.0.1:0', backendPorts: ports, logLevel: 'silent', caddyListen: false });
+  const demo = await startDemo({
+    listen: '127.0.0.1:0',
+    adminListen: '127.0.0.1:0',
+    backendPorts: ports,
+    logLevel: 'silent',
+    caddyListen: false,
+  });
   try {
     assert.equal(demo.caddy, undefined);
     assert.match(demoTour(demo.service, undefined, demo.caddyProblem), /No Caddy in front: disabled/);

@@ -26,7 +26,12 @@ describe('etcd source through Caddy', () => {
     etcd = new Etcd3({ hosts: infra.etcd.hosts });
     await etcd.put(`${prefix}tenant-e`).value(addr('a'));
     sidecar = await startSidecar({
-      default: { key: '{http.request.header.X-Tenant}', fallback: 'first', pool: [addr('pool')], data_source: { source: 'etcd', endpoints: infra.etcd.endpoints, prefix } },
+      default: {
+        key: '{http.request.header.X-Tenant}',
+        fallback: 'first',
+        pool: [addr('pool')],
+        data_source: { source: 'etcd', endpoints: infra.etcd.endpoints, prefix },
+      },
     });
     await eventually(() => sidecar.ready(), 10_000, 'etcd source ready');
     caddy = await startCaddyFor(sidecar, { mode: 'select' });

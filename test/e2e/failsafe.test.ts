@@ -56,7 +56,10 @@ describe('fail-safe: sidecar down or slow → the static pool', () => {
         // bounded: at most 400 requests per worker, and 2.5 s in all
         for (let i = 0; i < 400 && performance.now() < deadline; i++) {
           const post = (i + n) % 3 === 0;
-          const res = await request(caddy.url, post ? { method: 'POST', body: `n=${n}&i=${i}`, headers: { 'X-Tenant': 'tenant-a' } } : { headers: { 'X-Tenant': 'tenant-a' } });
+          const res = await request(
+            caddy.url,
+            post ? { method: 'POST', body: `n=${n}&i=${i}`, headers: { 'X-Tenant': 'tenant-a' } } : { headers: { 'X-Tenant': 'tenant-a' } },
+          );
           sent++;
           statuses.set(res.status, (statuses.get(res.status) ?? 0) + 1);
           const who = res.backend ?? `status ${res.status}`;
@@ -111,7 +114,11 @@ describe('fail-safe: sidecar down or slow → the static pool', () => {
     try {
       assert.ok(poolNames.has((await request(caddy.url, { headers: { 'X-Tenant': 'tenant-a' } })).backend ?? ''));
       second = await startSidecar(policy(), { listen: port });
-      await eventually(async () => (await request(caddy.url, { headers: { 'X-Tenant': 'tenant-a' } })).backend === 'tenant-backend', 5000, 'routing back');
+      await eventually(
+        async () => (await request(caddy.url, { headers: { 'X-Tenant': 'tenant-a' } })).backend === 'tenant-backend',
+        5000,
+        'routing back',
+      );
     } finally {
       await caddy.stop();
       await second?.stop();
@@ -125,7 +132,12 @@ describe('fail-safe: sidecar down or slow → the static pool', () => {
     const address = await listen(hanging, '127.0.0.1:0');
     const config = parseConfig(stringify({ listen: address, policies: policy() }), '<hanging>');
     const caddy = await startCaddy(
-      generateCaddyfile(config, { mode: 'select', site: ':{{HTTP_PORT}}', globalOptions: TEST_GLOBAL_OPTIONS, sidecarResponseTimeout: '300ms' }),
+      generateCaddyfile(config, {
+        mode: 'select',
+        site: ':{{HTTP_PORT}}',
+        globalOptions: TEST_GLOBAL_OPTIONS,
+        sidecarResponseTimeout: '300ms',
+      }),
     );
     try {
       for (let i = 0; i < 3; i++) {
@@ -143,7 +155,14 @@ describe('fail-safe: sidecar down or slow → the static pool', () => {
   });
 
   test('fallback none: the sidecar down gives a 503 JSON, not a foreign backend', T, async () => {
-    const sidecar = await startSidecar({ default: { key: '{http.request.header.X-Tenant}', fallback: 'none', pool: [(backends[1] as Backend).address], data_source: { source: 'file', path: routes.dir } } });
+    const sidecar = await startSidecar({
+      default: {
+        key: '{http.request.header.X-Tenant}',
+        fallback: 'none',
+        pool: [(backends[1] as Backend).address],
+        data_source: { source: 'file', path: routes.dir },
+      },
+    });
     const caddy = await startCaddyFor(sidecar, { mode: 'select' });
     await sidecar.stop();
     try {

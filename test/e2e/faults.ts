@@ -93,7 +93,12 @@ export interface Outcome {
 export function oneShot(url: string, method: 'GET' | 'POST', headers: Record<string, string>, body?: string): Promise<Outcome> {
   return new Promise((resolve) => {
     const at = performance.now();
-    const req = httpRequest(url, { method, agent: false, headers: { ...headers, connection: 'close', ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}) }, timeout: 10_000 });
+    const req = httpRequest(url, {
+      method,
+      agent: false,
+      headers: { ...headers, connection: 'close', ...(body !== undefined ? { 'content-length': String(Buffer.byteLength(body)) } : {}) },
+      timeout: 10_000,
+    });
     req.on('response', (res) => {
       const chunks: Buffer[] = [];
       res.on('data', (c: Buffer) => chunks.push(c));
@@ -106,7 +111,13 @@ export function oneShot(url: string, method: 'GET' | 'POST', headers: Record<str
           echoed = undefined;
         }
         const backend = res.headers['x-backend'];
-        resolve({ at, method, status: res.statusCode ?? 0, backend: typeof backend === 'string' ? backend : undefined, bodyOk: body === undefined || echoed === body });
+        resolve({
+          at,
+          method,
+          status: res.statusCode ?? 0,
+          backend: typeof backend === 'string' ? backend : undefined,
+          bodyOk: body === undefined || echoed === body,
+        });
       });
       res.on('error', () => resolve({ at, method, status: 0, backend: undefined, bodyOk: false }));
     });
@@ -120,7 +131,12 @@ export function oneShot(url: string, method: 'GET' | 'POST', headers: Record<str
  * `workers` clients in a loop, each request on a new connection, GET and POST (with a body) alternating, until
  * `stop()` or `maxPerWorker` requests each (bounded either way).
  */
-export function steadyLoad(url: string, headers: Record<string, string>, workers = 4, maxPerWorker = 2000): { outcomes: Outcome[]; stop(): Promise<void> } {
+export function steadyLoad(
+  url: string,
+  headers: Record<string, string>,
+  workers = 4,
+  maxPerWorker = 2000,
+): { outcomes: Outcome[]; stop(): Promise<void> } {
   const outcomes: Outcome[] = [];
   let stopped = false;
   const loops = Array.from({ length: workers }, async (_, w) => {

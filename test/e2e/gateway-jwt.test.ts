@@ -36,7 +36,13 @@ describe('gateway_jwt example through Caddy', () => {
     routes = routeDir({});
     const file = path.join(routes.dir, 'routes.json');
     fs.writeFileSync(file, JSON.stringify({ 't1/svc/blue/i1': i1.address, 't1/svc/blue': blue.address }));
-    const gatewayJwt = { jwks_url: jwks.url, allow_insecure_jwks: true, issuer: ISSUER, audiences: [AUDIENCE], trusted_sources: ['127.0.0.0/8'] };
+    const gatewayJwt = {
+      jwks_url: jwks.url,
+      allow_insecure_jwks: true,
+      issuer: ISSUER,
+      audiences: [AUDIENCE],
+      trusted_sources: ['127.0.0.0/8'],
+    };
     // the example's active health checks (every 1 s there; faster here): a stopped instance backend is dropped
     const healthChecks = { active: { uri: '/health', interval: '250ms', timeout: '500ms' } };
     const common = { pool: [pool.address], fallback: 'first', health_checks: healthChecks, data_source: { source: 'file', path: file } };
@@ -59,21 +65,27 @@ describe('gateway_jwt example through Caddy', () => {
   const bearer = (token: string): Record<string, string> => ({ Authorization: `Bearer ${token}` });
 
   test('a token for instance i1 → the i1 backend, which sees the verified claims', T, async () => {
-    const res = await request(caddy.url, { headers: { ...bearer(await mint(key, { ...ROUTE_CLAIMS, instance: 'i1' })), 'X-Route-Tenant': 'forged', 'X-Route-Version': 'forged' } });
+    const res = await request(caddy.url, {
+      headers: { ...bearer(await mint(key, { ...ROUTE_CLAIMS, instance: 'i1' })), 'X-Route-Tenant': 'forged', 'X-Route-Version': 'forged' },
+    });
     assert.equal(res.status, 200);
     assert.equal(res.backend, 'i1');
     const h = res.json?.headers ?? {};
     assert.deepEqual([h['x-route-tenant'], h['x-route-service'], h['x-route-version'], h['x-route-instance']], ['t1', 'svc', 'blue', 'i1']);
-    assert.deepEqual(Object.keys(h).filter((n) => n.startsWith('x-dynamic')), [], 'no X-Dynamic-* header reaches the backend');
+    assert.deepEqual(
+      Object.keys(h).filter((n) => n.startsWith('x-dynamic')),
+      [],
+      'no X-Dynamic-* header reaches the backend',
+    );
   });
 
-  test('no instance claim → the version key\'s backend', T, async () => {
+  test("no instance claim → the version key's backend", T, async () => {
     const res = await request(caddy.url, { headers: bearer(await mint(key, ROUTE_CLAIMS)) });
     assert.equal(res.backend, 'blue');
     assert.equal(res.json?.headers?.['x-route-instance'], '');
   });
 
-  test('an instance without a route → the version key\'s backend', T, async () => {
+  test("an instance without a route → the version key's backend", T, async () => {
     assert.equal((await request(caddy.url, { headers: bearer(await mint(key, { ...ROUTE_CLAIMS, instance: 'i7' })) })).backend, 'blue');
   });
 
@@ -83,7 +95,7 @@ describe('gateway_jwt example through Caddy', () => {
     assert.equal(res.json?.headers?.['x-route-version'], 'green');
   });
 
-  test('an invalid token: the sidecar\'s 401 reaches the client unchanged, no backend is asked', T, async () => {
+  test("an invalid token: the sidecar's 401 reaches the client unchanged, no backend is asked", T, async () => {
     const expired = await mint(key, { ...ROUTE_CLAIMS, exp: Math.floor(Date.now() / 1000) - 5 });
     const res = await request(caddy.url, { headers: bearer(expired) });
     assert.equal(res.status, 401);
@@ -95,7 +107,9 @@ describe('gateway_jwt example through Caddy', () => {
   });
 
   test('trusted_sources sees the address Caddy saw: a client-sent X-Forwarded-For does not make it trusted', T, async () => {
-    const res = await request(`${caddy.url}/remote/x`, { headers: { ...bearer(await mint(key, ROUTE_CLAIMS)), 'X-Forwarded-For': '10.1.2.3', 'X-Real-IP': '10.1.2.3' } });
+    const res = await request(`${caddy.url}/remote/x`, {
+      headers: { ...bearer(await mint(key, ROUTE_CLAIMS)), 'X-Forwarded-For': '10.1.2.3', 'X-Real-IP': '10.1.2.3' },
+    });
     assert.equal(res.status, 403);
     assert.equal(res.body, '{"error":"request not from a trusted source","check":"trusted_source"}');
   });
@@ -156,10 +170,22 @@ describe('gateway_jwt require_mtls through Caddy (client certificates)', () => {
     // only the "client" certificate is allowed; the "server" one (same CA, also clientAuth) is not
     const allowed = new X509Certificate(fs.readFileSync(certs.clientCert)).fingerprint256;
     sidecar = await startSidecar({
-      default: { fallback: 'none', data_source: { source: 'file', path: file }, gateway_jwt: { jwks_url: jwks.url, allow_insecure_jwks: true, require_mtls: true, allowed_client_cert_sha256: [allowed] } },
+      default: {
+        fallback: 'none',
+        data_source: { source: 'file', path: file },
+        gateway_jwt: { jwks_url: jwks.url, allow_insecure_jwks: true, require_mtls: true, allowed_client_cert_sha256: [allowed] },
+      },
     });
     const bound = { ...sidecar.config, listen: sidecar.addresses.listen ?? sidecar.config.listen };
-    const text = generateCaddyfile(bound, { mode: 'select', site: 'https://:{{HTTPS_PORT}}', globalOptions: [...TEST_GLOBAL_OPTIONS.filter((o) => !o.startsWith('http_port')), 'https_port {{HTTPS_PORT}}', 'servers {\n\t\tstrict_sni_host insecure_off\n\t}'] });
+    const text = generateCaddyfile(bound, {
+      mode: 'select',
+      site: 'https://:{{HTTPS_PORT}}',
+      globalOptions: [
+        ...TEST_GLOBAL_OPTIONS.filter((o) => !o.startsWith('http_port')),
+        'https_port {{HTTPS_PORT}}',
+        'servers {\n\t\tstrict_sni_host insecure_off\n\t}',
+      ],
+    });
     // a host-less site: the test connects to an IP (no SNI), and a connection policy matching an SNI would not ask
     // for a client certificate; Caddy's strict SNI-Host check (on by default with client_auth) is turned off above
     const tls = `\ttls ${certs.serverCert} ${certs.serverKey} {\n\t\tclient_auth {\n\t\t\tmode verify_if_given\n\t\t\ttrusted_ca_cert_file ${certs.ca}\n\t\t}\n\t}\n`;
@@ -178,10 +204,21 @@ describe('gateway_jwt require_mtls through Caddy (client certificates)', () => {
   async function call(clientCert: 'client' | 'server' | undefined): Promise<{ status: number; body: string; backend: string | null }> {
     const httpsPort = /https_port (\d+)/.exec(fs.readFileSync(path.join(caddy.dir, 'Caddyfile'), 'utf8'))?.[1];
     const ca = fs.readFileSync(certs.ca);
-    const connect = clientCert === undefined ? { ca } : { ca, cert: fs.readFileSync(clientCert === 'client' ? certs.clientCert : certs.serverCert), key: fs.readFileSync(clientCert === 'client' ? certs.clientKey : certs.serverKey) };
+    const connect =
+      clientCert === undefined
+        ? { ca }
+        : {
+            ca,
+            cert: fs.readFileSync(clientCert === 'client' ? certs.clientCert : certs.serverCert),
+            key: fs.readFileSync(clientCert === 'client' ? certs.clientKey : certs.serverKey),
+          };
     const dispatcher = new Agent({ connect });
     try {
-      const res = await undiciFetch(`https://127.0.0.1:${httpsPort}/`, { dispatcher, headers: { Authorization: `Bearer ${await mint(key, ROUTE_CLAIMS)}`, 'X-Dynamic-Client-Cert-Sha256': 'forged' }, signal: AbortSignal.timeout(10_000) });
+      const res = await undiciFetch(`https://127.0.0.1:${httpsPort}/`, {
+        dispatcher,
+        headers: { Authorization: `Bearer ${await mint(key, ROUTE_CLAIMS)}`, 'X-Dynamic-Client-Cert-Sha256': 'forged' },
+        signal: AbortSignal.timeout(10_000),
+      });
       return { status: res.status, body: await res.text(), backend: res.headers.get('x-backend') };
     } finally {
       await dispatcher.close();

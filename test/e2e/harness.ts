@@ -31,7 +31,11 @@ export async function startSidecar(policies: Record<string, unknown>, extra: Rec
  * The generated Caddyfile for a started sidecar: its bound addresses, the test global block (plus `globals`),
  * site :{{HTTP_PORT}}.
  */
-export function caddyfileFor(service: Service, o: Omit<CaddyfileOptions, 'site' | 'globalOptions'>, globals: readonly string[] = []): string {
+export function caddyfileFor(
+  service: Service,
+  o: Omit<CaddyfileOptions, 'site' | 'globalOptions'>,
+  globals: readonly string[] = [],
+): string {
   const { config, addresses } = service;
   const bound = {
     ...config,
@@ -41,7 +45,11 @@ export function caddyfileFor(service: Service, o: Omit<CaddyfileOptions, 'site' 
   return generateCaddyfile(bound, { ...o, site: ':{{HTTP_PORT}}', globalOptions: [...TEST_GLOBAL_OPTIONS, ...globals] });
 }
 
-export async function startCaddyFor(service: Service, o: Omit<CaddyfileOptions, 'site' | 'globalOptions'>, globals: readonly string[] = []): Promise<CaddyInstance> {
+export async function startCaddyFor(
+  service: Service,
+  o: Omit<CaddyfileOptions, 'site' | 'globalOptions'>,
+  globals: readonly string[] = [],
+): Promise<CaddyInstance> {
   return startCaddy(caddyfileFor(service, o, globals));
 }
 
@@ -58,7 +66,13 @@ export async function startEcho(name: string, at = '127.0.0.1:0'): Promise<EchoB
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      const body = JSON.stringify({ backend: name, method: req.method, url: req.url, body: Buffer.concat(chunks).toString('utf8'), headers: req.headers });
+      const body = JSON.stringify({
+        backend: name,
+        method: req.method,
+        url: req.url,
+        body: Buffer.concat(chunks).toString('utf8'),
+        headers: req.headers,
+      });
       res.writeHead(200, { 'content-type': 'application/json', 'x-backend': name, 'content-length': Buffer.byteLength(body) });
       res.end(body);
     });

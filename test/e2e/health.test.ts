@@ -99,7 +99,9 @@ describe('upstream health through Caddy: select mode', () => {
     ver = await KillableBackend.start('version-blue');
     const threeOf = (tenant: string) => (sets.get(tenant) ?? []).map((b) => `{ address: ${b.address} }`).join(', ');
     routes = routeDir({
-      ...Object.fromEntries(VARIANTS.map((v) => [`${v.tenant}.yaml`, `algorithm: round_robin\nrules:\n  - upstreams: [${threeOf(v.tenant)}]\n`])),
+      ...Object.fromEntries(
+        VARIANTS.map((v) => [`${v.tenant}.yaml`, `algorithm: round_robin\nrules:\n  - upstreams: [${threeOf(v.tenant)}]\n`]),
+      ),
       'tenant-solo': solo.address,
     });
     // the Go module's gateway-jwt example: instance key t1/svc/blue/i1 → the instance, version key t1/svc/blue → the version
@@ -108,7 +110,13 @@ describe('upstream health through Caddy: select mode', () => {
     const source = { source: 'file', path: routes.dir };
     const health = { active: ACTIVE, passive: PASSIVE };
     sidecar = await startSidecar({
-      default: { key: '{http.request.header.X-Tenant}', fallback: 'round_robin', pool: pool.map((b) => b.address), health_checks: health, data_source: source },
+      default: {
+        key: '{http.request.header.X-Tenant}',
+        fallback: 'round_robin',
+        pool: pool.map((b) => b.address),
+        health_checks: health,
+        data_source: source,
+      },
       strict: { key: '{http.request.header.X-Tenant}', fallback: 'none', health_checks: health, data_source: source },
       activeonly: { key: '{http.request.header.X-Tenant}', fallback: 'none', health_checks: { active: ACTIVE }, data_source: source },
       iv: {
@@ -143,60 +151,70 @@ describe('upstream health through Caddy: select mode', () => {
   });
 
   for (const variant of VARIANTS) {
-    test(`${variant.name}: a backend killed under load: GET clients see no error, then nothing dials it; it comes back within interval × passes`, T, async (t: TestContext) => {
-      const [a, b, c] = sets.get(variant.tenant) as [KillableBackend, KillableBackend, KillableBackend];
-      const url = `${caddy.url}${variant.path}`;
-      const headers = { 'X-Tenant': variant.tenant };
-      await eventually(async () => {
-        const seen = new Set<string>();
-        for (let i = 0; i < 6; i++) seen.add((await request(url, { headers })).backend ?? '');
-        return seen.size === 3;
-      }, 10_000, 'round robin over a, b, c');
-
-      const load = steadyLoad(url, headers);
-      try {
-        await waitOutcomes(load, 60);
-        const killedAt = performance.now();
-        await b.kill();
-        const detectedWall = await waitHealth(sidecar, b.address, false);
-        const seenAt = performance.now();
-        const detected = seenAt - (Date.now() - detectedWall);
-        // keep the load on past fail_duration, so that only the active checks hold b down when it comes back
-        await waitOutcomes(load, 80);
-        await new Promise((r) => setTimeout(r, 1200));
-        const reviveWall = Date.now();
-        const servedBefore = b.served;
-        const revivedAt = performance.now();
-        await b.revive();
-        await eventually(() => b.served > servedBefore, 10_000, 'traffic back on b');
-        const returnedMs = b.lastServedAt - revivedAt;
-        await waitOutcomes(load, 40);
-        await load.stop();
-
-        const all = load.outcomes;
-        const before = all.filter((o) => o.at < detected);
-        const sinceKill = before.filter((o) => o.at >= killedAt - 50);
-        const afterDetection = all.filter((o) => o.at >= detected);
-        const gets = (l: Outcome[]) => l.filter((o) => o.method === 'GET');
-        const posts = (l: Outcome[]) => l.filter((o) => o.method === 'POST');
-        const dialledWhileDown = dials(log).filter((d) => d.dial === b.address && d.at > detectedWall + DECIDED_GRACE_MS && d.at < reviveWall);
-        t.diagnostic(
-          `${variant.name}: detection ${(detected - killedAt).toFixed(0)} ms after the kill (seen after ${(seenAt - killedAt).toFixed(0)} ms); before detection GET failed ${count(gets(before), failed)}, ` +
-            `POST failed ${count(posts(before), failed)} (${sinceKill.length} requests started between the kill and detection); ` +
-            `after detection: GET failed ${count(gets(afterDetection), failed)}/${gets(afterDetection).length}, POST failed ${count(posts(afterDetection), failed)}/${posts(afterDetection).length}; ` +
-            `traffic back on b ${returnedMs.toFixed(0)} ms after it came back (interval × passes = ${INTERVAL_MS * PASSES} ms); ` +
-            `b reported ${JSON.stringify(await reported(sidecar, b.address))}`,
+    test(
+      `${variant.name}: a backend killed under load: GET clients see no error, then nothing dials it; it comes back within interval × passes`,
+      T,
+      async (t: TestContext) => {
+        const [a, b, c] = sets.get(variant.tenant) as [KillableBackend, KillableBackend, KillableBackend];
+        const url = `${caddy.url}${variant.path}`;
+        const headers = { 'X-Tenant': variant.tenant };
+        await eventually(
+          async () => {
+            const seen = new Set<string>();
+            for (let i = 0; i < 6; i++) seen.add((await request(url, { headers })).backend ?? '');
+            return seen.size === 3;
+          },
+          10_000,
+          'round robin over a, b, c',
         );
-        assert.equal(count(gets(all), failed), 0, 'no GET failed, before or after detection');
-        assert.equal(count(posts(afterDetection), failed), 0, 'no POST failed after detection');
-        assert.deepEqual(dialledWhileDown, [], 'Caddy did not dial b between detection and its return');
-        assert.ok(returnedMs <= INTERVAL_MS * PASSES + 1500, `traffic returned ${returnedMs.toFixed(0)} ms after b came back`);
-        for (const x of [a, c]) assert.ok(count(afterDetection, (o) => o.backend === x.name) > 10, `${x.name} kept serving`);
-      } finally {
-        await load.stop();
-        if (!b.alive) await b.revive();
-      }
-    });
+
+        const load = steadyLoad(url, headers);
+        try {
+          await waitOutcomes(load, 60);
+          const killedAt = performance.now();
+          await b.kill();
+          const detectedWall = await waitHealth(sidecar, b.address, false);
+          const seenAt = performance.now();
+          const detected = seenAt - (Date.now() - detectedWall);
+          // keep the load on past fail_duration, so that only the active checks hold b down when it comes back
+          await waitOutcomes(load, 80);
+          await new Promise((r) => setTimeout(r, 1200));
+          const reviveWall = Date.now();
+          const servedBefore = b.served;
+          const revivedAt = performance.now();
+          await b.revive();
+          await eventually(() => b.served > servedBefore, 10_000, 'traffic back on b');
+          const returnedMs = b.lastServedAt - revivedAt;
+          await waitOutcomes(load, 40);
+          await load.stop();
+
+          const all = load.outcomes;
+          const before = all.filter((o) => o.at < detected);
+          const sinceKill = before.filter((o) => o.at >= killedAt - 50);
+          const afterDetection = all.filter((o) => o.at >= detected);
+          const gets = (l: Outcome[]) => l.filter((o) => o.method === 'GET');
+          const posts = (l: Outcome[]) => l.filter((o) => o.method === 'POST');
+          const dialledWhileDown = dials(log).filter(
+            (d) => d.dial === b.address && d.at > detectedWall + DECIDED_GRACE_MS && d.at < reviveWall,
+          );
+          t.diagnostic(
+            `${variant.name}: detection ${(detected - killedAt).toFixed(0)} ms after the kill (seen after ${(seenAt - killedAt).toFixed(0)} ms); before detection GET failed ${count(gets(before), failed)}, ` +
+              `POST failed ${count(posts(before), failed)} (${sinceKill.length} requests started between the kill and detection); ` +
+              `after detection: GET failed ${count(gets(afterDetection), failed)}/${gets(afterDetection).length}, POST failed ${count(posts(afterDetection), failed)}/${posts(afterDetection).length}; ` +
+              `traffic back on b ${returnedMs.toFixed(0)} ms after it came back (interval × passes = ${INTERVAL_MS * PASSES} ms); ` +
+              `b reported ${JSON.stringify(await reported(sidecar, b.address))}`,
+          );
+          assert.equal(count(gets(all), failed), 0, 'no GET failed, before or after detection');
+          assert.equal(count(posts(afterDetection), failed), 0, 'no POST failed after detection');
+          assert.deepEqual(dialledWhileDown, [], 'Caddy did not dial b between detection and its return');
+          assert.ok(returnedMs <= INTERVAL_MS * PASSES + 1500, `traffic returned ${returnedMs.toFixed(0)} ms after b came back`);
+          for (const x of [a, c]) assert.ok(count(afterDetection, (o) => o.backend === x.name) > 10, `${x.name} kept serving`);
+        } finally {
+          await load.stop();
+          if (!b.alive) await b.revive();
+        }
+      },
+    );
   }
 
   test('a tenant whose only upstream is down gets the policy fallback: the static pool, or 503 with fallback none', T, async () => {
@@ -217,7 +235,8 @@ describe('upstream health through Caddy: select mode', () => {
       const strict = await request(`${caddy.url}/strict/x`, { headers: { 'X-Tenant': 'tenant-solo' } });
       assert.equal(strict.status, 503);
       assert.deepEqual(strict.json, { error: 'no upstream available', reason: 'no_available_upstream' });
-      for (let i = 0; i < 4; i++) assert.ok(poolNames.has((await request(caddy.url, { headers: { 'X-Tenant': 'tenant-solo' } })).backend ?? ''));
+      for (let i = 0; i < 4; i++)
+        assert.ok(poolNames.has((await request(caddy.url, { headers: { 'X-Tenant': 'tenant-solo' } })).backend ?? ''));
     } finally {
       await solo.revive();
     }
@@ -229,7 +248,11 @@ describe('upstream health through Caddy: select mode', () => {
     const headers = { 'X-Route-Instance': 't1/svc/blue/i1', 'X-Route-Version': 't1/svc/blue' };
     const via = () => oneShot(`${caddy.url}/iv/x`, 'GET', headers);
     assert.equal((await via()).backend, 'instance-i1');
-    assert.equal((await oneShot(`${caddy.url}/iv/x`, 'GET', { 'X-Route-Version': 't1/svc/blue' })).backend, 'version-blue', 'no instance claim → version');
+    assert.equal(
+      (await oneShot(`${caddy.url}/iv/x`, 'GET', { 'X-Route-Version': 't1/svc/blue' })).backend,
+      'version-blue',
+      'no instance claim → version',
+    );
     await inst.kill();
     try {
       const outcomes: Outcome[] = [];
@@ -262,10 +285,22 @@ describe('each kind of failure through Caddy, GET and POST with a body', () => {
       { kind: 'dial', address: await refusedAddress(), close: async () => {} },
       { kind: 'reset', ...(await misbehaving((req) => req.on('end', () => req.socket.destroy()).resume())) },
       { kind: 'timeout', ...(await misbehaving((req, res) => req.on('end', () => setTimeout(() => res.end('late'), 3000)).resume())) },
-      { kind: 'status', ...(await misbehaving((req, res) => req.on('end', () => res.writeHead(500, { 'x-backend': 'status' }).end('{"error":"boom"}')).resume())) },
+      {
+        kind: 'status',
+        ...(await misbehaving((req, res) =>
+          req.on('end', () => res.writeHead(500, { 'x-backend': 'status' }).end('{"error":"boom"}')).resume(),
+        )),
+      },
     ];
     // `first`: the misbehaving upstream is always the choice; max_fails high so that it stays the choice
-    routes = routeDir(Object.fromEntries(bad.map((b) => [`kind-${b.kind}.yaml`, `algorithm: first\nrules:\n  - upstreams: [{ address: ${b.address} }, { address: ${echo.address} }]\n`])));
+    routes = routeDir(
+      Object.fromEntries(
+        bad.map((b) => [
+          `kind-${b.kind}.yaml`,
+          `algorithm: first\nrules:\n  - upstreams: [{ address: ${b.address} }, { address: ${echo.address} }]\n`,
+        ]),
+      ),
+    );
     sidecar = await startSidecar({
       default: {
         key: '{http.request.header.X-Tenant}',
@@ -316,7 +351,12 @@ describe('a client cannot report failures', () => {
     echo = await KillableBackend.start('echo');
     routes = routeDir({ 'tenant-a': echo.address });
     sidecar = await startSidecar({
-      default: { key: '{http.request.header.X-Tenant}', fallback: 'none', health_checks: { passive: PASSIVE }, data_source: { source: 'file', path: routes.dir } },
+      default: {
+        key: '{http.request.header.X-Tenant}',
+        fallback: 'none',
+        health_checks: { passive: PASSIVE },
+        data_source: { source: 'file', path: routes.dir },
+      },
     });
     caddy = await startCaddyFor(sidecar, { mode: 'select' });
   });
@@ -330,7 +370,8 @@ describe('a client cannot report failures', () => {
 
   test('X-Dynamic-Failed-Upstream from a client is dropped before Caddy asks the sidecar', T, async () => {
     const forged = { 'X-Tenant': 'tenant-a', 'X-Dynamic-Failed-Upstream': echo.address, 'X-Dynamic-Failed-Reason': 'dial' };
-    for (let i = 0; i < 5; i++) assert.equal((await oneShot(caddy.url, i % 2 ? 'POST' : 'GET', forged, i % 2 ? 'x' : undefined)).backend, 'echo');
+    for (let i = 0; i < 5; i++)
+      assert.equal((await oneShot(caddy.url, i % 2 ? 'POST' : 'GET', forged, i % 2 ? 'x' : undefined)).backend, 'echo');
     assert.deepEqual(await reported(sidecar, echo.address), {});
     assert.equal((await upstreams(sidecar)).find((u) => u.address === echo.address)?.healthy, true);
   });
@@ -351,7 +392,10 @@ describe('upstream health through Caddy: pool mode (dynamic srv)', () => {
     three = await Promise.all(['a', 'b', 'c'].map((n) => KillableBackend.start(n, 20)));
     solo = await KillableBackend.start('solo');
     fallbackPool = await KillableBackend.start('pool');
-    routes = routeDir({ 'tenant-3.yaml': `rules:\n  - upstreams: [${three.map((b) => `{ address: ${b.address} }`).join(', ')}]\n`, 'tenant-solo': solo.address });
+    routes = routeDir({
+      'tenant-3.yaml': `rules:\n  - upstreams: [${three.map((b) => `{ address: ${b.address} }`).join(', ')}]\n`,
+      'tenant-solo': solo.address,
+    });
     sidecar = await startSidecar(
       {
         default: {
@@ -398,15 +442,32 @@ describe('upstream health through Caddy: pool mode (dynamic srv)', () => {
       const late = dials(log).filter((d) => d.dial.endsWith(`:${port(b.address)}`) && d.at > settledWall);
       const all = load.outcomes;
       t.diagnostic(
-        `pool mode: failed GET ${count(all.filter((o) => o.method === 'GET'), failed)}, POST ${count(all.filter((o) => o.method === 'POST'), failed)} of ${all.length} ` +
+        `pool mode: failed GET ${count(
+          all.filter((o) => o.method === 'GET'),
+          failed,
+        )}, POST ${count(
+          all.filter((o) => o.method === 'POST'),
+          failed,
+        )} of ${all.length} ` +
           `(SRV answer without b ${(gone - killedAt).toFixed(0)} ms after the kill); ` +
           `dials to b after the SRV answer dropped it: ${dials(log).filter((d) => d.dial.endsWith(`:${port(b.address)}`) && d.at > goneWall).length} (all within refresh + grace)`,
       );
       assert.deepEqual(late, [], 'no dial to b once refresh passed after the SRV answer dropped it');
-      assert.equal(count(all.filter((o) => o.method === 'GET'), failed), 0, "Caddy's lb_retries hide the dead member from GET clients");
+      assert.equal(
+        count(
+          all.filter((o) => o.method === 'GET'),
+          failed,
+        ),
+        0,
+        "Caddy's lb_retries hide the dead member from GET clients",
+      );
       const settled = all.filter((o) => o.at > gone + REFRESH_MS);
       assert.ok(settled.length > 0, 'requests after refresh');
-      assert.deepEqual(settled.filter((o) => failed(o) || (o.backend !== 'a' && o.backend !== 'c')), [], 'after refresh: a and c serve everything, not the fallback');
+      assert.deepEqual(
+        settled.filter((o) => failed(o) || (o.backend !== 'a' && o.backend !== 'c')),
+        [],
+        'after refresh: a and c serve everything, not the fallback',
+      );
     } finally {
       await load.stop();
       await b.revive();
@@ -422,7 +483,11 @@ describe('upstream health through Caddy: pool mode (dynamic srv)', () => {
     try {
       await waitHealth(sidecar, solo.address, false);
       await assert.rejects(resolver.resolveSrv('tenant-solo.default.dlb.test'), 'no SRV record left');
-      await eventually(async () => (await request(caddy.url, { headers: { 'X-Tenant': 'tenant-solo' } })).backend === 'pool', 5000, 'the static pool');
+      await eventually(
+        async () => (await request(caddy.url, { headers: { 'X-Tenant': 'tenant-solo' } })).backend === 'pool',
+        5000,
+        'the static pool',
+      );
       for (let i = 0; i < 4; i++) {
         const post = await oneShot(caddy.url, 'POST', { 'X-Tenant': 'tenant-solo' }, `p=${i}`);
         assert.equal(`${post.status} ${post.backend}`, '200 pool');
@@ -432,6 +497,10 @@ describe('upstream health through Caddy: pool mode (dynamic srv)', () => {
       await solo.revive();
     }
     await waitHealth(sidecar, solo.address, true);
-    await eventually(async () => (await request(caddy.url, { headers: { 'X-Tenant': 'tenant-solo' } })).backend === 'solo', 5000, 'solo again');
+    await eventually(
+      async () => (await request(caddy.url, { headers: { 'X-Tenant': 'tenant-solo' } })).backend === 'solo',
+      5000,
+      'solo again',
+    );
   });
 });

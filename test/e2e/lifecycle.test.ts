@@ -59,7 +59,12 @@ describe('dynamic-lb serve: lifecycle', () => {
     const file = write('taken.yaml', {
       listen: taken,
       admin: { listen: `127.0.0.1:${admin}` },
-      policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'etcd', endpoints: [`127.0.0.1:${await freePort()}`], initial_load_timeout: '60s' } } },
+      policies: {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          data_source: { source: 'etcd', endpoints: [`127.0.0.1:${await freePort()}`], initial_load_timeout: '60s' },
+        },
+      },
     });
     const p = serve(file);
     try {
@@ -67,7 +72,10 @@ describe('dynamic-lb serve: lifecycle', () => {
       assert.equal(r.code, 1);
       const lines = p.err().trim().split('\n');
       assert.equal(lines.length, 1, p.err());
-      assert.equal(lines[0], `dynamic-lb: ${file}: listen: ${taken} is already in use by another process: stop it, or set listen to a free address`);
+      assert.equal(
+        lines[0],
+        `dynamic-lb: ${file}: listen: ${taken} is already in use by another process: stop it, or set listen to a free address`,
+      );
       assert.equal(await isPortOpen(admin), false, 'the admin listener was closed again');
       // measured here (node + tsx start included): well under the 60 s the store would have taken
       assert.ok(r.ms < 20_000, `exited after ${r.ms.toFixed(0)} ms`);
@@ -84,12 +92,22 @@ describe('dynamic-lb serve: lifecycle', () => {
         file: write('tls.yaml', {
           listen: '127.0.0.1:0',
           admin: { listen: '127.0.0.1:0' },
-          policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'etcd', endpoints: ['127.0.0.1:2379'], tls_ca_file: path.join(dir, 'missing-ca.pem') } } },
+          policies: {
+            default: {
+              key: '{http.request.header.X-Tenant}',
+              data_source: { source: 'etcd', endpoints: ['127.0.0.1:2379'], tls_ca_file: path.join(dir, 'missing-ca.pem') },
+            },
+          },
         }),
         line: /^dynamic-lb: .*tls\.yaml:\d+: policies\.default\.data_source\.tls_ca_file: cannot read .*missing-ca\.pem: no such file$/,
       },
       {
-        file: write('bad.yaml', { listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, shutdown_timeout: 'soon', policies: policy([]) }),
+        file: write('bad.yaml', {
+          listen: '127.0.0.1:0',
+          admin: { listen: '127.0.0.1:0' },
+          shutdown_timeout: 'soon',
+          policies: policy([]),
+        }),
         line: /^dynamic-lb: .*bad\.yaml:\d+: shutdown_timeout: /,
       },
     ];
@@ -109,10 +127,22 @@ describe('dynamic-lb serve: lifecycle', () => {
 
   test('SIGTERM under load through Caddy: no failed request, exit 0 within shutdown_timeout', T, async () => {
     const file = path.join(dir, 'term.yaml');
-    const config = { listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, shutdown_timeout: '5s', log_level: 'info', policies: policy([(backends[1] as Backend).address, (backends[2] as Backend).address]) };
+    const config = {
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      shutdown_timeout: '5s',
+      log_level: 'info',
+      policies: policy([(backends[1] as Backend).address, (backends[2] as Backend).address]),
+    };
     const { proc: p, bound } = await serveReady(file, config);
     const listen = bound.listen;
-    const caddy = await startCaddy(generateCaddyfile(parseConfig(stringify({ ...config, listen }), file), { mode: 'select', site: ':{{HTTP_PORT}}', globalOptions: TEST_GLOBAL_OPTIONS })).catch(async (err: unknown) => {
+    const caddy = await startCaddy(
+      generateCaddyfile(parseConfig(stringify({ ...config, listen }), file), {
+        mode: 'select',
+        site: ':{{HTTP_PORT}}',
+        globalOptions: TEST_GLOBAL_OPTIONS,
+      }),
+    ).catch(async (err: unknown) => {
       await reap(p);
       throw err;
     });
@@ -124,7 +154,11 @@ describe('dynamic-lb serve: lifecycle', () => {
       const worker = async (n: number): Promise<void> => {
         for (let i = 0; i < 500 && performance.now() < deadline; i++) {
           // a new client connection each time: Caddy keeps its own pooled connections to the sidecar
-          const res = await request(caddy.url, { method: i % 3 === 0 ? 'POST' : 'GET', body: i % 3 === 0 ? `n=${n}` : undefined, headers: { 'X-Tenant': 'tenant-a', connection: 'close' } });
+          const res = await request(caddy.url, {
+            method: i % 3 === 0 ? 'POST' : 'GET',
+            body: i % 3 === 0 ? `n=${n}` : undefined,
+            headers: { 'X-Tenant': 'tenant-a', connection: 'close' },
+          });
           sent++;
           const who = `${res.status} ${res.backend ?? ''}`;
           statuses.set(who, (statuses.get(who) ?? 0) + 1);
@@ -183,15 +217,29 @@ describe('dynamic-lb serve: lifecycle', () => {
       await eventually(async () => (await select('nobody')).upstream === pool2, 10_000, 'the new pool');
       stop = true;
       await load;
-      assert.deepEqual([...seen.keys()].filter((k) => !k.startsWith('200 ')), [], JSON.stringify([...seen]));
+      assert.deepEqual(
+        [...seen.keys()].filter((k) => !k.startsWith('200 ')),
+        [],
+        JSON.stringify([...seen]),
+      );
       assert.equal(await metric(admin, 'caddy_dynamic_lb_config_reloads_total', 'result="success"'), 1);
       assert.match(p.out(), /"msg":"config reloaded"/);
 
       // broken: the old (new) config keeps serving, the failure is logged with the reason and counted
-      fs.writeFileSync(file, stringify({ ...config, policies: { default: { ...(policy([pool1]).default as object), fallback: 'sometimes' } } }));
+      fs.writeFileSync(
+        file,
+        stringify({ ...config, policies: { default: { ...(policy([pool1]).default as object), fallback: 'sometimes' } } }),
+      );
       p.child.kill('SIGHUP');
-      await eventually(async () => (await metric(admin, 'caddy_dynamic_lb_config_reloads_total', 'result="failure"')) === 1, 10_000, 'the failure counted');
-      assert.match(p.out(), /config reload failed; the previous config keeps serving: .*hup\.yaml:\d+: policies\.default\.fallback: must be one of/);
+      await eventually(
+        async () => (await metric(admin, 'caddy_dynamic_lb_config_reloads_total', 'result="failure"')) === 1,
+        10_000,
+        'the failure counted',
+      );
+      assert.match(
+        p.out(),
+        /config reload failed; the previous config keeps serving: .*hup\.yaml:\d+: policies\.default\.fallback: must be one of/,
+      );
       assert.equal((await select('nobody')).upstream, pool2);
       assert.equal((await select('tenant-a')).upstream, (backends[0] as Backend).address);
 
@@ -212,11 +260,18 @@ describe('dynamic-lb serve: lifecycle', () => {
     const cases: Array<{ env: Record<string, string>; expect: (out: string) => void }> = [
       { env: {}, expect: (out: string) => assert.doesNotMatch(out, /dynamic-lb started/) },
       { env: { LOG_LEVEL: 'info' }, expect: (out: string) => assert.match(out, /^\{.*"msg":"dynamic-lb started"/m) },
-      { env: { LOG_LEVEL: 'info', LOG_FORMAT: 'pretty' }, expect: (out: string) => assert.match(out, /^\[[\d:.]+\] INFO: dynamic-lb started$/m) },
+      {
+        env: { LOG_LEVEL: 'info', LOG_FORMAT: 'pretty' },
+        expect: (out: string) => assert.match(out, /^\[[\d:.]+\] INFO: dynamic-lb started$/m),
+      },
     ];
     for (const c of cases) {
       // a fixed admin port: the first case logs nothing at info level, so readiness is polled there
-      const { proc: p } = await serveReady(file, { listen: '127.0.0.1:0', admin: { listen: `127.0.0.1:${await freePort()}` }, log_level: 'error', policies: policy([]) }, { LOG_LEVEL: '', LOG_FORMAT: '', ...c.env });
+      const { proc: p } = await serveReady(
+        file,
+        { listen: '127.0.0.1:0', admin: { listen: `127.0.0.1:${await freePort()}` }, log_level: 'error', policies: policy([]) },
+        { LOG_LEVEL: '', LOG_FORMAT: '', ...c.env },
+      );
       try {
         p.child.kill('SIGTERM');
         assert.equal((await p.exited).code, 0, p.err());
@@ -227,6 +282,9 @@ describe('dynamic-lb serve: lifecycle', () => {
     }
     const bad = serve(file, { LOG_LEVEL: 'loud' });
     assert.equal((await bad.exited).code, 1);
-    assert.match(bad.err(), /^dynamic-lb: LOG_LEVEL: must be one of trace, debug, info, warn, error, fatal, silent, got "loud" \(environment\)\n$/);
+    assert.match(
+      bad.err(),
+      /^dynamic-lb: LOG_LEVEL: must be one of trace, debug, info, warn, error, fatal, silent, got "loud" \(environment\)\n$/,
+    );
   });
 });

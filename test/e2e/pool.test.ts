@@ -38,7 +38,14 @@ describe('pool mode (dynamic srv / dynamic a) through Caddy', () => {
       'tenant-host': `localhost:${a.split(':')[1]}`,
     });
     sidecar = await startSidecar(
-      { default: { key: '{http.request.header.X-Tenant}', fallback: 'random', pool: [pool], data_source: { source: 'file', path: routes.dir } } },
+      {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'random',
+          pool: [pool],
+          data_source: { source: 'file', path: routes.dir },
+        },
+      },
       { dns: { listen: '127.0.0.1:0', zone: 'dlb.test', ttl: 1 } },
     );
     srv = await startCaddyFor(sidecar, { mode: 'upstreams', lookup: 'srv' });
@@ -55,7 +62,10 @@ describe('pool mode (dynamic srv / dynamic a) through Caddy', () => {
   });
 
   const via = (caddy: CaddyInstance, tenant: string, init: RequestInit = {}) =>
-    request(caddy.url, { ...init, headers: { ...(tenant ? { 'X-Tenant': tenant } : {}), ...(init.headers as Record<string, string> | undefined) } });
+    request(caddy.url, {
+      ...init,
+      headers: { ...(tenant ? { 'X-Tenant': tenant } : {}), ...(init.headers as Record<string, string> | undefined) },
+    });
 
   test('SRV: a tenant reaches its upstream (IP upstream → synthetic target resolved through the sidecar)', T, async () => {
     for (let i = 0; i < 3; i++) assert.equal((await via(srv, 'tenant-a')).backend, 'a');
@@ -108,7 +118,14 @@ describe('pool mode (dynamic srv / dynamic a) through Caddy', () => {
 
   test("the sidecar's DNS down: the static pool serves once Caddy's cached answer is older than refresh", T, async () => {
     const own = await startSidecar(
-      { default: { key: '{http.request.header.X-Tenant}', fallback: 'random', pool: [(backends[2] as Backend).address], data_source: { source: 'file', path: routes.dir } } },
+      {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'random',
+          pool: [(backends[2] as Backend).address],
+          data_source: { source: 'file', path: routes.dir },
+        },
+      },
       { dns: { listen: '127.0.0.1:0', zone: 'dlb.test', ttl: 1 } },
     );
     const caddy = await startCaddyFor(own, { mode: 'upstreams' });

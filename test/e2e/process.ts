@@ -21,12 +21,17 @@ export function serve(config: string, env: Record<string, string> = {}): ServePr
   const started = performance.now();
   const base = { ...process.env };
   for (const k of ['DYNAMIC_LB_CONFIG', 'NODE_TEST_CONTEXT', 'LOG_LEVEL', 'LOG_FORMAT']) delete base[k];
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', 'serve', '--config', config], { cwd: ROOT, env: { ...base, ...env } });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', 'serve', '--config', config], {
+    cwd: ROOT,
+    env: { ...base, ...env },
+  });
   let out = '';
   let err = '';
   child.stdout.on('data', (d: Buffer) => (out += d.toString()));
   child.stderr.on('data', (d: Buffer) => (err += d.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>((resolve) => child.once('exit', (code, signal) => resolve({ code, signal, ms: performance.now() - started })));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; ms: number }>((resolve) =>
+    child.once('exit', (code, signal) => resolve({ code, signal, ms: performance.now() - started })),
+  );
   return { child, out: () => out, err: () => err, exited };
 }
 
@@ -60,7 +65,12 @@ export async function serveReady(
       .find((l) => l.includes('"msg":"dynamic-lb started"'));
     // a fixed admin address is polled directly (for configs that log nothing at info level)
     const fixedAdmin = (config.admin as { listen?: string } | undefined)?.listen;
-    const known = line !== undefined ? (JSON.parse(line) as { listen: string; admin: string; dns?: string }) : fixedAdmin !== undefined && !fixedAdmin.endsWith(':0') ? { listen: '', admin: fixedAdmin } : undefined;
+    const known =
+      line !== undefined
+        ? (JSON.parse(line) as { listen: string; admin: string; dns?: string })
+        : fixedAdmin !== undefined && !fixedAdmin.endsWith(':0')
+          ? { listen: '', admin: fixedAdmin }
+          : undefined;
     if (known !== undefined) {
       const bound = known;
       try {

@@ -64,7 +64,13 @@ describe('select mode through Caddy', () => {
 
   test('a client cannot steer the proxy with X-Dynamic-* headers, and backends never see them', T, async () => {
     const res = await request(caddy.url, {
-      headers: { 'X-Tenant': 'tenant-retry', 'X-Dynamic-Upstream': c, 'X-Dynamic-Upstream-Alt': c, 'X-Dynamic-Key': 'tenant-a', 'X-Dynamic-Var-x': '1' },
+      headers: {
+        'X-Tenant': 'tenant-retry',
+        'X-Dynamic-Upstream': c,
+        'X-Dynamic-Upstream-Alt': c,
+        'X-Dynamic-Key': 'tenant-a',
+        'X-Dynamic-Var-x': '1',
+      },
     });
     assert.equal(res.backend, 'echo', 'routed by the sidecar, not by the client headers');
     const seen = Object.keys(res.json?.headers ?? {}).filter((h) => h.startsWith('x-dynamic'));
@@ -93,7 +99,11 @@ describe('select mode through Caddy', () => {
 
   test('the chosen upstream refuses the connection: a POST is proxied to the new choice with its body', T, async () => {
     for (const body of ['hello=world', JSON.stringify({ n: 1, s: 'x'.repeat(50_000) })]) {
-      const res = await request(caddy.url, { method: 'POST', body, headers: { 'X-Tenant': 'tenant-retry', 'Content-Type': 'application/octet-stream' } });
+      const res = await request(caddy.url, {
+        method: 'POST',
+        body,
+        headers: { 'X-Tenant': 'tenant-retry', 'Content-Type': 'application/octet-stream' },
+      });
       assert.equal(res.status, 200);
       assert.equal(res.backend, 'echo');
       assert.equal(res.json?.method, 'POST');
@@ -111,21 +121,33 @@ describe('select mode through Caddy', () => {
     }
   });
 
-  test('a tenant whose only upstream is down (fallback none): the report leaves no candidate, 503 JSON, never another tenant\'s backend', T, async () => {
-    const res = await request(caddy.url, { headers: { 'X-Tenant': 'tenant-down' } });
-    assert.equal(res.status, 503);
-    assert.equal(res.backend, undefined);
-    assert.deepEqual(res.json, { error: 'no upstream available', reason: 'no_available_upstream' });
-  });
+  test(
+    "a tenant whose only upstream is down (fallback none): the report leaves no candidate, 503 JSON, never another tenant's backend",
+    T,
+    async () => {
+      const res = await request(caddy.url, { headers: { 'X-Tenant': 'tenant-down' } });
+      assert.equal(res.status, 503);
+      assert.equal(res.backend, undefined);
+      assert.deepEqual(res.json, { error: 'no upstream available', reason: 'no_available_upstream' });
+    },
+  );
 
   test('a route edit in the file source is in effect through Caddy within 1 s', T, async () => {
     assert.equal((await request(caddy.url, { headers: { 'X-Tenant': 'tenant-a' } })).backend, 'a');
     const started = performance.now();
     routes.write('tenant-a', c);
-    await eventually(async () => (await request(caddy.url, { headers: { 'X-Tenant': 'tenant-a' } })).backend === 'c', 5000, 'tenant-a on c');
+    await eventually(
+      async () => (await request(caddy.url, { headers: { 'X-Tenant': 'tenant-a' } })).backend === 'c',
+      5000,
+      'tenant-a on c',
+    );
     const elapsed = performance.now() - started;
     assert.ok(elapsed < 1000, `took ${elapsed.toFixed(0)} ms`);
     routes.write('tenant-a', a);
-    await eventually(async () => (await request(caddy.url, { headers: { 'X-Tenant': 'tenant-a' } })).backend === 'a', 5000, 'tenant-a back on a');
+    await eventually(
+      async () => (await request(caddy.url, { headers: { 'X-Tenant': 'tenant-a' } })).backend === 'a',
+      5000,
+      'tenant-a back on a',
+    );
   });
 });

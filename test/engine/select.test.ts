@@ -16,7 +16,15 @@ import { buildFallback, type FallbackPolicyName } from '../../src/select/fallbac
 import { hashIndex } from '../../src/select/hash.ts';
 import { algorithms } from '../../src/select/index.ts';
 import { UpstreamStateTable } from '../../src/select/upstream-state.ts';
-import { LOAD_ERROR, NO_CONFIG, UNHEALTHY, type RouteLookup, type RouteSource, type SourceHealth, type SourceType } from '../../src/sources/source.ts';
+import {
+  LOAD_ERROR,
+  NO_CONFIG,
+  UNHEALTHY,
+  type RouteLookup,
+  type RouteSource,
+  type SourceHealth,
+  type SourceType,
+} from '../../src/sources/source.ts';
 
 /**
  * An in-memory RouteSource: `stored` is what the store holds (what `load` answers), `cached` what `peek`
@@ -64,7 +72,12 @@ class FakeSource implements RouteSource {
   put(key: string, doc: unknown, o: { warm?: boolean; registry?: AlgorithmRegistry } = {}): CompiledRoute {
     const text = typeof doc === 'string' ? doc : JSON.stringify(doc);
     const config = parseRouteConfig(text) as RouteConfig;
-    const route = compileRoute(key, config, { algorithms: o.registry ?? algorithms, state: new UpstreamStateTable(), random: () => 0 }, text);
+    const route = compileRoute(
+      key,
+      config,
+      { algorithms: o.registry ?? algorithms, state: new UpstreamStateTable(), random: () => 0 },
+      text,
+    );
     this.stored.set(key, route);
     if (o.warm) this.cached.set(key, route);
     return route;
@@ -185,10 +198,7 @@ test('a key with no config is loaded once per select, then the miss is cached by
 test('no fall-through: a matched rule whose upstreams are unusable does not try lower rules', async () => {
   const src = new FakeSource();
   src.put('acme', {
-    rules: [
-      { match: { 'http.request.method': 'GET' }, upstreams: ['10.0.0.66:80'], priority: 5 },
-      { upstreams: [POOL[1]] },
-    ],
+    rules: [{ match: { 'http.request.method': 'GET' }, upstreams: ['10.0.0.66:80'], priority: 5 }, { upstreams: [POOL[1]] }],
   });
   const d = await select(policy(src, { restrictToPool: true }), tenant('acme'));
   assertMiss(d, 'not_in_pool', 'acme');
@@ -333,7 +343,10 @@ test('instance miss → version hit, recording the instance miss reason', async 
   src.put('i-off', { upstream: '10.0.1.9:80', enabled: false });
   const p = instancePolicy(src);
   const noConfig = await select(p, request({ 'X-Instance': 'i-gone', 'X-Version': 'v-1' }));
-  assert.deepEqual([noConfig.route, noConfig.key, noConfig.upstream, noConfig.instanceFallbackReason], ['hit', 'v-1', '10.0.2.1:80', 'no_config']);
+  assert.deepEqual(
+    [noConfig.route, noConfig.key, noConfig.upstream, noConfig.instanceFallbackReason],
+    ['hit', 'v-1', '10.0.2.1:80', 'no_config'],
+  );
   const disabled = await select(p, request({ 'X-Instance': 'i-off', 'X-Version': 'v-1' }));
   assert.equal(disabled.instanceFallbackReason, 'disabled');
   const absent = await select(p, request({ 'X-Version': 'v-1' }));
@@ -394,7 +407,10 @@ test('fallback round_robin: rotates through the pool; the retry list starts at t
 
 test('fallback ip_hash: FNV-1a of the client IP picks the pool member, the same every time', async () => {
   const ips = ['203.0.113.7', '198.51.100.1', '192.0.2.200', '10.1.2.3'];
-  const ds = await fallbackPicks('ip_hash', [...ips, ...ips].map((ip) => request({ 'X-Tenant': 'x' }, { remoteIp: ip })));
+  const ds = await fallbackPicks(
+    'ip_hash',
+    [...ips, ...ips].map((ip) => request({ 'X-Tenant': 'x' }, { remoteIp: ip })),
+  );
   assert.deepEqual(
     ds.map((d) => d.upstream),
     [...ips, ...ips].map((ip) => POOL[hashIndex(ip, POOL.length)]),
@@ -403,7 +419,10 @@ test('fallback ip_hash: FNV-1a of the client IP picks the pool member, the same 
 
 test('fallback uri_hash: FNV-1a of the path picks the pool member', async () => {
   const paths = ['/a', '/b', '/api/items', '/'];
-  const ds = await fallbackPicks('uri_hash', paths.map((uri) => request({ 'X-Tenant': 'x' }, { uri: `${uri}?q=1` })));
+  const ds = await fallbackPicks(
+    'uri_hash',
+    paths.map((uri) => request({ 'X-Tenant': 'x' }, { uri: `${uri}?q=1` })),
+  );
   assert.deepEqual(
     ds.map((d) => d.upstream),
     paths.map((p) => POOL[hashIndex(p, POOL.length)]),
@@ -411,13 +430,19 @@ test('fallback uri_hash: FNV-1a of the path picks the pool member', async () => 
 });
 
 test('fallback random: every pick is a pool member, and all members are picked', async () => {
-  const ds = await fallbackPicks('random', Array.from({ length: 200 }, () => tenant('x')));
+  const ds = await fallbackPicks(
+    'random',
+    Array.from({ length: 200 }, () => tenant('x')),
+  );
   for (const d of ds) assert.ok(POOL.includes(d.upstream), d.upstream);
   assert.equal(new Set(ds.map((d) => d.upstream)).size, POOL.length);
 });
 
 test('fallback least_conn: picks pool members and spreads back-to-back picks', async () => {
-  const ds = await fallbackPicks('least_conn', Array.from({ length: 30 }, () => tenant('x')));
+  const ds = await fallbackPicks(
+    'least_conn',
+    Array.from({ length: 30 }, () => tenant('x')),
+  );
   for (const d of ds) assert.ok(POOL.includes(d.upstream), d.upstream);
   assert.equal(new Set(ds.map((d) => d.upstream)).size, POOL.length);
 });
@@ -437,7 +462,9 @@ test('a fallback with an empty pool answers none', async () => {
 
 async function sample(metrics: Metrics, name: string, labels: Record<string, string>): Promise<number> {
   const m = await metrics.registry.getSingleMetric(name)?.get();
-  return m?.values.find((v) => Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val))?.value ?? 0;
+  return (
+    m?.values.find((v) => Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val))?.value ?? 0
+  );
 }
 
 async function recorded(cardinality: 'detailed' | 'coarse'): Promise<Metrics> {
@@ -447,7 +474,10 @@ async function recorded(cardinality: 'detailed' | 'coarse'): Promise<Metrics> {
   const metrics = new Metrics();
   const single = new PolicyRuntime(policy(src, { cardinality }), metrics);
   for (const v of [tenant('acme'), tenant('acme'), tenant('ghost')]) single.record(await select(single.policy, v), v, 0.0001);
-  const inst = new PolicyRuntime({ ...policy(src, { instanceKey: '{header.X-Instance}', versionKey: '{header.X-Version}', cardinality }), name: 'instances' }, metrics);
+  const inst = new PolicyRuntime(
+    { ...policy(src, { instanceKey: '{header.X-Instance}', versionKey: '{header.X-Version}', cardinality }), name: 'instances' },
+    metrics,
+  );
   const v = request({ 'X-Instance': 'i-gone', 'X-Version': 'v-1' });
   inst.record(await select(inst.policy, v), v, 0.0001);
   return metrics;
@@ -456,11 +486,15 @@ async function recorded(cardinality: 'detailed' | 'coarse'): Promise<Metrics> {
 test('detailed cardinality: hits by key and upstream, misses by reason (keys without config as __unknown__), instance fallbacks by reason', async () => {
   const m = await recorded('detailed');
   assert.equal(await sample(m, 'caddy_dynamic_lb_route_hits_total', { key: 'acme', upstream: '10.0.0.1:80' }), 2);
-  assert.equal(await sample(m, 'caddy_dynamic_lb_route_misses_total', { key: '__unknown__', reason: 'no_config' }), 1, 'a key without a route config is not a label value');
+  assert.equal(
+    await sample(m, 'caddy_dynamic_lb_route_misses_total', { key: '__unknown__', reason: 'no_config' }),
+    1,
+    'a key without a route config is not a label value',
+  );
   assert.equal(await sample(m, 'caddy_dynamic_lb_route_misses_total', { key: 'ghost', reason: 'no_config' }), 0);
   assert.equal(await sample(m, 'caddy_dynamic_lb_route_hits_total', { key: 'v-1', upstream: '10.0.2.1:80' }), 1);
   assert.equal(await sample(m, 'caddy_dynamic_lb_instance_fallbacks_total', { reason: 'no_config' }), 1);
-  assert.equal(await sample(m, 'caddy_dynamic_lb_selection_latency_seconds', { policy: 'default' }) >= 0, true);
+  assert.equal((await sample(m, 'caddy_dynamic_lb_selection_latency_seconds', { policy: 'default' })) >= 0, true);
 });
 
 test('coarse cardinality: key and upstream become __all__', async () => {

@@ -17,7 +17,10 @@ export interface Sidecar {
   adminUrl: string;
   dns: string | undefined;
   /** `GET /select/<policy>` with these headers: status, chosen upstream, route and reason. */
-  select(headers?: Record<string, string>, policy?: string): Promise<{ status: number; upstream: string | null; route: string | null; reason: string | null; upstreams: string | null }>;
+  select(
+    headers?: Record<string, string>,
+    policy?: string,
+  ): Promise<{ status: number; upstream: string | null; route: string | null; reason: string | null; upstreams: string | null }>;
   output(): string;
 }
 
@@ -43,14 +46,25 @@ export const STATIC_CHECKS: Record<string, { what: string; run(ctx: RunContext):
   docker: {
     what: 'docker-compose config: the override gives Caddy this Caddyfile and the sidecar this config and routes',
     async run() {
-      const r = await run(requireCommand('docker-compose'), ['-f', 'docker-compose.yml', '-f', 'examples/docker/compose.files.yml', 'config'], { cwd: ROOT });
+      const r = await run(
+        requireCommand('docker-compose'),
+        ['-f', 'docker-compose.yml', '-f', 'examples/docker/compose.files.yml', 'config'],
+        { cwd: ROOT },
+      );
       assert.equal(r.code, 0, r.stderr);
       const services = (parse(r.stdout) as { services: Record<string, { volumes?: string[]; command?: string[] }> }).services;
       const caddy = services.caddy?.volumes ?? [];
-      assert.deepEqual(caddy.filter((v) => v.endsWith(':/etc/caddy/Caddyfile:ro')), [`${join(EXAMPLES, 'docker', 'Caddyfile')}:/etc/caddy/Caddyfile:ro`]);
+      assert.deepEqual(
+        caddy.filter((v) => v.endsWith(':/etc/caddy/Caddyfile:ro')),
+        [`${join(EXAMPLES, 'docker', 'Caddyfile')}:/etc/caddy/Caddyfile:ro`],
+      );
       assert.deepEqual(services['dynamic-lb']?.command, ['serve', '--config', '/app/examples/docker/dynamic-lb.yaml']);
-      assert.ok(services['dynamic-lb']?.volumes?.includes(`${join(EXAMPLES, 'docker', 'routes')}:/app/examples/docker/routes:ro`), JSON.stringify(services['dynamic-lb']?.volumes));
-      for (const host of ['backend-1', 'backend-2', 'backend-3', 'dynamic-lb']) assert.ok(host in services, `the compose file has ${host}, which the example's routes and Caddyfile name`);
+      assert.ok(
+        services['dynamic-lb']?.volumes?.includes(`${join(EXAMPLES, 'docker', 'routes')}:/app/examples/docker/routes:ro`),
+        JSON.stringify(services['dynamic-lb']?.volumes),
+      );
+      for (const host of ['backend-1', 'backend-2', 'backend-3', 'dynamic-lb'])
+        assert.ok(host in services, `the compose file has ${host}, which the example's routes and Caddyfile name`);
     },
   },
   kubernetes: {
@@ -58,9 +72,15 @@ export const STATIC_CHECKS: Record<string, { what: string; run(ctx: RunContext):
     async run(ctx) {
       const r = await run(requireCommand('kubectl'), ['kustomize', 'examples/kubernetes'], { cwd: ROOT });
       assert.equal(r.code, 0, r.stderr);
-      const objects = parseAllDocuments(r.stdout).map((d) => d.toJS() as { kind: string; metadata: { name: string }; data?: Record<string, string> });
-      const configMap = (prefix: string): Record<string, string> => objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith(prefix))?.data ?? {};
-      assert.equal(configMap('caddy-dynamic-lb-config-')['dynamic-lb.yaml'], readFileSync(join(EXAMPLES, 'kubernetes', 'dynamic-lb.yaml'), 'utf8'));
+      const objects = parseAllDocuments(r.stdout).map(
+        (d) => d.toJS() as { kind: string; metadata: { name: string }; data?: Record<string, string> },
+      );
+      const configMap = (prefix: string): Record<string, string> =>
+        objects.find((o) => o.kind === 'ConfigMap' && o.metadata.name.startsWith(prefix))?.data ?? {};
+      assert.equal(
+        configMap('caddy-dynamic-lb-config-')['dynamic-lb.yaml'],
+        readFileSync(join(EXAMPLES, 'kubernetes', 'dynamic-lb.yaml'), 'utf8'),
+      );
       assert.equal(configMap('caddy-dynamic-lb-caddyfile-').Caddyfile, readFileSync(join(EXAMPLES, 'kubernetes', 'Caddyfile'), 'utf8'));
       const routes = configMap('caddy-routing');
       assert.deepEqual(Object.keys(routes).sort(), ['tenant-a', 'tenant-b', 'tenant-c', 'tenant-d']);
@@ -113,7 +133,10 @@ export const PENDING: Record<string, string> = {};
 export function cliEnv(name: string, tmp: string): NodeJS.ProcessEnv {
   if (name !== 'kubernetes-configmap' && name !== 'kubernetes') return {};
   const kubeconfig = join(tmp, 'kubeconfig');
-  writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n');
+  writeFileSync(
+    kubeconfig,
+    'apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "https://127.0.0.1:1"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n',
+  );
   return { KUBECONFIG: kubeconfig };
 }
 
@@ -129,7 +152,10 @@ export const GENERATED_CADDYFILES: Record<string, string[]> = {
   'tracing/Caddyfile': ['--config', 'examples/tracing/dynamic-lb.yaml'],
   'metrics/Caddyfile': ['--config', 'examples/metrics/dynamic-lb.yaml', '--handle', '/tenants/*=tenants'],
   ...Object.fromEntries(
-    ['admin-api', 'etcd', 'redis', 'consul', 'zookeeper', 'sql-postgres', 'sql-mysql', 'kubernetes-configmap', 'http'].map((name) => [`${name}/Caddyfile`, ['--config', `examples/${name}/dynamic-lb.yaml`]]),
+    ['admin-api', 'etcd', 'redis', 'consul', 'zookeeper', 'sql-postgres', 'sql-mysql', 'kubernetes-configmap', 'http'].map((name) => [
+      `${name}/Caddyfile`,
+      ['--config', `examples/${name}/dynamic-lb.yaml`],
+    ]),
   ),
   'docker/Caddyfile': ['--config', 'examples/docker/dynamic-lb.yaml', '--sidecar', 'dynamic-lb'],
   'kubernetes/Caddyfile': ['--config', 'examples/kubernetes/dynamic-lb.yaml'],
@@ -170,7 +196,14 @@ export function stopHelpers(): void {
 }
 
 /** Starts examples/<name>/<script> on a free port (PORT=0) and reads its address from what it prints. */
-async function helper(name: string, script: string, env: NodeJS.ProcessEnv, address: RegExp, args: string[] = [], folder = name): Promise<{ url: string }> {
+async function helper(
+  name: string,
+  script: string,
+  env: NodeJS.ProcessEnv,
+  address: RegExp,
+  args: string[] = [],
+  folder = name,
+): Promise<{ url: string }> {
   const f = follow(process.execPath, [join(EXAMPLES, folder, script), ...args], env);
   helpers.set(name, f);
   await eventually(async () => address.test(f.stderr()) || f.exitCode() !== null, `${script} listens`);
@@ -185,7 +218,13 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
   basic: {
     what: 'bare host:port, a header rule, fallback to the pool',
     async run(s) {
-      assert.deepEqual(await s.select({ 'X-Tenant': 'tenant-a' }), { status: 200, upstream: '127.0.0.1:9001', route: 'hit', reason: null, upstreams: '127.0.0.1:9001' });
+      assert.deepEqual(await s.select({ 'X-Tenant': 'tenant-a' }), {
+        status: 200,
+        upstream: '127.0.0.1:9001',
+        route: 'hit',
+        reason: null,
+        upstreams: '127.0.0.1:9001',
+      });
       assert.equal((await s.select({ 'X-Tenant': 'tenant-b' })).upstream, '127.0.0.1:9002');
       assert.equal((await s.select({ 'X-Tenant': 'tenant-b', 'X-Version': 'v2' })).upstream, '127.0.0.1:9003');
       const seen: string[] = [];
@@ -211,25 +250,40 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
         return out;
       };
       const port = (a: string): string => a.slice(-4);
-      const count = (xs: string[]): Record<string, number> => Object.fromEntries(POOL.map((a) => [port(a), xs.filter((x) => x === a).length]));
+      const count = (xs: string[]): Record<string, number> =>
+        Object.fromEntries(POOL.map((a) => [port(a), xs.filter((x) => x === a).length]));
 
       assert.deepEqual((await picks('round-robin', 6)).map(port), ['9001', '9002', '9003', '9001', '9002', '9003']);
-      assert.deepEqual((await picks('weighted-round-robin', 20)).map(port).join(' '), `${'9001 9002 9003 9001 9001 9002 9001 9003 9002 9001'} ${'9001 9002 9003 9001 9001 9002 9001 9003 9002 9001'}`);
+      assert.deepEqual(
+        (await picks('weighted-round-robin', 20)).map(port).join(' '),
+        `${'9001 9002 9003 9001 9001 9002 9001 9003 9002 9001'} ${'9001 9002 9003 9001 9001 9002 9001 9003 9002 9001'}`,
+      );
       assert.deepEqual(new Set(await picks('first', 5)), new Set(['127.0.0.1:9001']));
       const first = await s.select({ 'X-Algo': 'first' });
       assert.equal(first.upstreams, POOL.join(', '), 'the others are the retry order');
 
       const random = count(await picks('weighted-random', 200));
-      assert.ok((random['9001'] ?? 0) > 120 && (random['9001'] ?? 0) > (random['9002'] ?? 0) + (random['9003'] ?? 0), `8:1:1 → mostly 9001: ${JSON.stringify(random)}`);
+      assert.ok(
+        (random['9001'] ?? 0) > 120 && (random['9001'] ?? 0) > (random['9002'] ?? 0) + (random['9003'] ?? 0),
+        `8:1:1 → mostly 9001: ${JSON.stringify(random)}`,
+      );
 
       // the hashes: the README's formula, then stickiness
       for (const ip of ['203.0.113.7', '198.51.100.20', '192.0.2.99']) {
         const expected = POOL[fnv1a(ip) % 3];
-        assert.deepEqual(await picks('ip-hash', 3, () => ({ 'X-Forwarded-For': `10.9.9.9, ${ip}` })), [expected, expected, expected], `ip_hash(${ip}) uses the last X-Forwarded-For element`);
+        assert.deepEqual(
+          await picks('ip-hash', 3, () => ({ 'X-Forwarded-For': `10.9.9.9, ${ip}` })),
+          [expected, expected, expected],
+          `ip_hash(${ip}) uses the last X-Forwarded-For element`,
+        );
       }
       for (const path of ['/img/logo.png', '/api/orders', '/']) {
         const expected = POOL[fnv1a(path) % 3];
-        assert.deepEqual(await picks('uri-hash', 2, () => ({ 'X-Forwarded-Uri': `${path}?v=1` })), [expected, expected], `uri_hash(${path})`);
+        assert.deepEqual(
+          await picks('uri-hash', 2, () => ({ 'X-Forwarded-Uri': `${path}?v=1` })),
+          [expected, expected],
+          `uri_hash(${path})`,
+        );
       }
       for (const user of ['alice', 'bob', 'carol']) {
         const expected = POOL[fnv1a(user) % 3];
@@ -237,16 +291,30 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       }
       const sessions = Array.from({ length: 60 }, (_, i) => `session-${i}`);
       const ring = await picks('consistent-hash', sessions.length, (i) => ({ 'X-Session': sessions[i] ?? '' }));
-      assert.deepEqual(await picks('consistent-hash', sessions.length, (i) => ({ 'X-Session': sessions[i] ?? '' })), ring, 'the same session, the same backend');
+      assert.deepEqual(
+        await picks('consistent-hash', sessions.length, (i) => ({ 'X-Session': sessions[i] ?? '' })),
+        ring,
+        'the same session, the same backend',
+      );
       const spread = count(ring);
-      assert.ok(Object.values(spread).every((n) => n >= 8), `60 sessions spread over all three: ${JSON.stringify(spread)}`);
+      assert.ok(
+        Object.values(spread).every((n) => n >= 8),
+        `60 sessions spread over all three: ${JSON.stringify(spread)}`,
+      );
 
       const least = count(await picks('least-conn', 30));
-      assert.ok(Object.values(least).every((n) => n >= 7), `30 quick selections: each backend gets its share: ${JSON.stringify(least)}`);
+      assert.ok(
+        Object.values(least).every((n) => n >= 7),
+        `30 quick selections: each backend gets its share: ${JSON.stringify(least)}`,
+      );
 
       assert.deepEqual((await picks('per-rule', 3)).map(port), ['9001', '9002', '9003'], 'round_robin outside /static/');
       const asset = await picks('per-rule', 3, () => ({ 'X-Forwarded-Uri': '/static/app.js' }));
-      assert.deepEqual(asset, Array(3).fill(['127.0.0.1:9002', '127.0.0.1:9003'][fnv1a('/static/app.js') % 2]), 'uri_hash over the rule\'s two upstreams');
+      assert.deepEqual(
+        asset,
+        Array(3).fill(['127.0.0.1:9002', '127.0.0.1:9003'][fnv1a('/static/app.js') % 2]),
+        "uri_hash over the rule's two upstreams",
+      );
       assert.equal((await s.select({ 'X-Algo': 'no-such-algorithm' })).status, 503, 'fallback: none');
     },
   },
@@ -258,11 +326,15 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       return { edit: (doc) => doc.setIn(['policies', 'default', 'data_source', 'path'], copy) };
     },
     async run(s, ctx) {
-      const host = async (h: string, uri = '/'): Promise<string | null> => (await s.select({ 'X-Forwarded-Host': h, 'X-Forwarded-Uri': uri })).upstream;
+      const host = async (h: string, uri = '/'): Promise<string | null> =>
+        (await s.select({ 'X-Forwarded-Host': h, 'X-Forwarded-Uri': uri })).upstream;
       assert.equal(await host('shop.example.com'), '127.0.0.1:9001');
       assert.equal(await host('blog.example.com'), '127.0.0.1:9002');
       assert.equal(await host('api.example.com', '/v2/orders'), '127.0.0.1:9003');
-      assert.deepEqual([await host('api.example.com', '/v1/orders'), await host('api.example.com', '/v1/orders')], ['127.0.0.1:9001', '127.0.0.1:9002']);
+      assert.deepEqual(
+        [await host('api.example.com', '/v1/orders'), await host('api.example.com', '/v1/orders')],
+        ['127.0.0.1:9001', '127.0.0.1:9002'],
+      );
       const unknown = await fetch(`${s.url}/select`, { headers: { 'X-Forwarded-Host': 'unknown.example.com' } });
       assert.deepEqual([unknown.status, await unknown.json()], [503, { error: 'no upstream available', reason: 'no_config' }]);
 
@@ -270,7 +342,10 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       writeFileSync(file, readFileSync(file, 'utf8').replace('shop.example.com: 127.0.0.1:9001', 'shop.example.com: 127.0.0.1:9003'));
       await eventually(async () => (await host('shop.example.com')) === '127.0.0.1:9003', 'the edit of routes.yaml is served');
       writeFileSync(file, 'shop.example.com: [unclosed\n');
-      await eventually(async () => (await metric(s, 'caddy_dynamic_lb_route_config_parse_errors_total{source_type="file"}')) >= 1, 'the broken save is counted');
+      await eventually(
+        async () => (await metric(s, 'caddy_dynamic_lb_route_config_parse_errors_total{source_type="file"}')) >= 1,
+        'the broken save is counted',
+      );
       assert.equal(await host('shop.example.com'), '127.0.0.1:9003', 'the last good route keeps serving');
       assert.equal(await host('blog.example.com'), '127.0.0.1:9002');
     },
@@ -278,16 +353,27 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
   composite: {
     what: 'priority (overrides win) and merge (rules added and re-sorted)',
     async run(s) {
-      const up = async (tenant: string, policy: string, headers: Record<string, string> = {}): Promise<string | null> => (await s.select({ 'X-Tenant': tenant, ...headers }, policy)).upstream;
+      const up = async (tenant: string, policy: string, headers: Record<string, string> = {}): Promise<string | null> =>
+        (await s.select({ 'X-Tenant': tenant, ...headers }, policy)).upstream;
       assert.equal(await up('tenant-a', 'default'), '127.0.0.1:9001');
       assert.equal(await up('tenant-b', 'default'), '127.0.0.1:9003');
       assert.equal(await up('tenant-c', 'default'), '127.0.0.1:9003');
       assert.equal(await up('tenant-b', 'merged'), '127.0.0.1:9002');
       assert.equal(await up('tenant-b', 'merged', { 'X-Debug': '1' }), '127.0.0.1:9003');
-      for (const policy of ['default', 'merged']) assert.deepEqual([(await s.select({ 'X-Tenant': 'nobody' }, policy)).status, (await s.select({ 'X-Tenant': 'nobody' }, policy)).reason], [503, 'no_config']);
-      const health = (await (await fetch(`${s.adminUrl}/dynamic-lb/health`)).json()) as { data_sources: Record<string, { type: string; children?: Record<string, unknown> }> };
+      for (const policy of ['default', 'merged'])
+        assert.deepEqual(
+          [(await s.select({ 'X-Tenant': 'nobody' }, policy)).status, (await s.select({ 'X-Tenant': 'nobody' }, policy)).reason],
+          [503, 'no_config'],
+        );
+      const health = (await (await fetch(`${s.adminUrl}/dynamic-lb/health`)).json()) as {
+        data_sources: Record<string, { type: string; children?: Record<string, unknown> }>;
+      };
       const composites = Object.values(health.data_sources).filter((d) => d.type === 'composite');
-      assert.deepEqual(composites.map((c) => Object.keys(c.children ?? {}).length), [2, 2], 'each composite shows its two children');
+      assert.deepEqual(
+        composites.map((c) => Object.keys(c.children ?? {}).length),
+        [2, 2],
+        'each composite shows its two children',
+      );
     },
   },
   'canary-blue-green': {
@@ -298,14 +384,16 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       return { edit: (doc) => doc.setIn(['policies', 'default', 'data_source', 'path'], copy) };
     },
     async run(s, ctx) {
-      const up = async (uri: string, headers: Record<string, string> = {}): Promise<string | null> => (await s.select({ 'X-Forwarded-Uri': uri, ...headers })).upstream;
+      const up = async (uri: string, headers: Record<string, string> = {}): Promise<string | null> =>
+        (await s.select({ 'X-Forwarded-Uri': uri, ...headers })).upstream;
       const users = Array.from({ length: 400 }, (_, i) => `user-${i}`);
       const first: string[] = [];
       for (const u of users) first.push((await up('/shop/cart', { 'X-User': u })) ?? '');
       const canary = first.filter((a) => a === '127.0.0.1:9003').length;
       assert.ok(canary >= 16 && canary <= 100, `about 10 % of 400 users on v2: ${canary}`);
       assert.equal(first.filter((a) => a !== '127.0.0.1:9003' && a !== '127.0.0.1:9001').length, 0);
-      for (const u of users.slice(0, 40)) assert.equal(await up('/shop/items', { 'X-User': u }), first[users.indexOf(u)], `${u} stays on its version`);
+      for (const u of users.slice(0, 40))
+        assert.equal(await up('/shop/items', { 'X-User': u }), first[users.indexOf(u)], `${u} stays on its version`);
       assert.equal(await up('/shop/', { 'X-User': 'x', 'X-Canary': 'always' }), '127.0.0.1:9003');
       assert.equal(await up('/shop/', { 'X-Canary': 'never' }), '127.0.0.1:9001');
 
@@ -330,7 +418,12 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
     async run(s) {
       const acme: string[] = [];
       for (let i = 0; i < 8; i++) acme.push((await s.select({ 'X-Tenant': 'acme' })).upstream ?? '');
-      for (const w of [acme.slice(0, 4), acme.slice(4)]) assert.deepEqual([w.filter((a) => a === '127.0.0.1:9001').length, w.filter((a) => a === '127.0.0.1:9002').length], [3, 1], `3:1 in every 4: ${acme.join(' ')}`);
+      for (const w of [acme.slice(0, 4), acme.slice(4)])
+        assert.deepEqual(
+          [w.filter((a) => a === '127.0.0.1:9001').length, w.filter((a) => a === '127.0.0.1:9002').length],
+          [3, 1],
+          `3:1 in every 4: ${acme.join(' ')}`,
+        );
       assert.equal((await s.select({ 'X-Tenant': 'globex' })).upstream, '127.0.0.1:9003');
       const initech = await s.select({ 'X-Tenant': 'initech' });
       assert.deepEqual([initech.route, initech.reason], ['fallback', 'not_allowed']);
@@ -344,11 +437,20 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       const resolver = new Resolver({ timeout: 2000, tries: 2 });
       resolver.setServers([s.dns ?? '']);
       const srv = (await resolver.resolveSrv('acme.default.dynamic-lb.internal')).map((r) => [r.port, r.weight]).sort();
-      assert.deepEqual(srv, [[9001, 3], [9002, 1]]);
-      assert.deepEqual((await resolver.resolveSrv('globex.default.dynamic-lb.internal')).map((r) => r.port), [9003]);
+      assert.deepEqual(srv, [
+        [9001, 3],
+        [9002, 1],
+      ]);
+      assert.deepEqual(
+        (await resolver.resolveSrv('globex.default.dynamic-lb.internal')).map((r) => r.port),
+        [9003],
+      );
       await assert.rejects(resolver.resolveSrv('nobody.default.dynamic-lb.internal'), /ENOTFOUND/);
 
-      assert.ok((await metric(s, 'caddy_dynamic_lb_route_hits_total{key="__all__",upstream="__all__"}')) >= 9, 'coarse: no tenant names in the labels');
+      assert.ok(
+        (await metric(s, 'caddy_dynamic_lb_route_hits_total{key="__all__",upstream="__all__"}')) >= 9,
+        'coarse: no tenant names in the labels',
+      );
       assert.doesNotMatch(await (await fetch(`${s.adminUrl}/metrics`)).text(), /key="acme"/);
     },
   },
@@ -357,7 +459,10 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
     options: (tmp) => {
       const copy = join(tmp, 'events-routes');
       cpSync(join(EXAMPLES, 'events', 'routes'), copy, { recursive: true });
-      return { edit: (doc) => doc.setIn(['policies', 'default', 'data_source', 'path'], copy), env: { DYNAMIC_LB_ADMIN_TOKEN: 'example-token' } };
+      return {
+        edit: (doc) => doc.setIn(['policies', 'default', 'data_source', 'path'], copy),
+        env: { DYNAMIC_LB_ADMIN_TOKEN: 'example-token' },
+      };
     },
     async run(s, ctx) {
       const env = { ADMIN: s.adminUrl, DYNAMIC_LB_ADMIN_TOKEN: 'example-token' };
@@ -375,7 +480,10 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
         await eventually(async () => node.stdout().includes('config_updated'), 'the update is printed');
         rmSync(route);
         const out = await node.exited;
-        const events = out.trim().split('\n').map((l) => JSON.parse(l) as Record<string, unknown>);
+        const events = out
+          .trim()
+          .split('\n')
+          .map((l) => JSON.parse(l) as Record<string, unknown>);
         assert.deepEqual(
           events.map((e) => [e.event, e.key]),
           [
@@ -385,8 +493,14 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
             ['dynamic_lb.config_deleted', 'tenant-b'],
           ],
         );
-        assert.deepEqual([events[0]?.upstream, events[1]?.reason, events[1]?.fallback_used, events[1]?.upstream], ['127.0.0.1:9002', 'no_config', true, '127.0.0.1:9001']);
-        await eventually(async () => /event: dynamic_lb\.config_deleted\ndata: \{[^\n]*"key":"tenant-b"/.test(curlWithToken.stdout()), 'watch-events.sh prints the raw event');
+        assert.deepEqual(
+          [events[0]?.upstream, events[1]?.reason, events[1]?.fallback_used, events[1]?.upstream],
+          ['127.0.0.1:9002', 'no_config', true, '127.0.0.1:9001'],
+        );
+        await eventually(
+          async () => /event: dynamic_lb\.config_deleted\ndata: \{[^\n]*"key":"tenant-b"/.test(curlWithToken.stdout()),
+          'watch-events.sh prints the raw event',
+        );
       } finally {
         node.kill();
         curl.kill();
@@ -395,7 +509,7 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
     },
   },
   tracing: {
-    what: 'the selection span reaches an OTLP receiver (otlp-sink.mjs) inside the caller\'s trace',
+    what: "the selection span reaches an OTLP receiver (otlp-sink.mjs) inside the caller's trace",
     options: async () => {
       const { url } = await helper('tracing', 'otlp-sink.mjs', { PORT: '0' }, /trace sink on (http:\/\/[^/]+)/);
       return { env: { OTEL_EXPORTER_OTLP_ENDPOINT: url, OTEL_EXPORTER_OTLP_PROTOCOL: 'http/json', OTEL_BSP_SCHEDULE_DELAY: '100' } };
@@ -407,12 +521,21 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
         const r = await s.select({ 'X-Tenant': 'tenant-a', traceparent: `00-${traceId}-00f067aa0ba902b7-01` });
         assert.equal(r.upstream, '127.0.0.1:9001');
         await eventually(async () => sink.stdout().includes('dynamic_lb.route_selection'), 'the span is exported', 20_000);
-        const line = sink.stdout().split('\n').find((l) => l.includes(' dynamic_lb.route_selection ')) ?? '';
+        const line =
+          sink
+            .stdout()
+            .split('\n')
+            .find((l) => l.includes(' dynamic_lb.route_selection ')) ?? '';
         const [trace, , parent, name, ...rest] = line.split(' ');
         assert.deepEqual([trace, parent, name], [traceId, '00f067aa0ba902b7', 'dynamic_lb.route_selection'], line);
         const attributes = JSON.parse(rest.join(' ')) as Record<string, unknown>;
         assert.deepEqual(
-          [attributes['dynamic_lb.routing_key'], attributes['dynamic_lb.policy'], attributes['dynamic_lb.upstream'], attributes['dynamic_lb.algorithm']],
+          [
+            attributes['dynamic_lb.routing_key'],
+            attributes['dynamic_lb.policy'],
+            attributes['dynamic_lb.upstream'],
+            attributes['dynamic_lb.algorithm'],
+          ],
           ['tenant-a', 'default', '127.0.0.1:9001', 'round_robin'],
         );
       } finally {
@@ -450,7 +573,9 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       await s.select({ 'X-Tenant': 'nobody' });
       const denied = await fetch(`${s.adminUrl}/dynamic-lb/routes`);
       assert.equal(denied.status, 401);
-      const r = await run('sh', [join(EXAMPLES, 'admin-api', 'admin.sh')], { env: { ...process.env, ADMIN: s.adminUrl, DYNAMIC_LB_ADMIN_TOKEN: 'example-token' } });
+      const r = await run('sh', [join(EXAMPLES, 'admin-api', 'admin.sh')], {
+        env: { ...process.env, ADMIN: s.adminUrl, DYNAMIC_LB_ADMIN_TOKEN: 'example-token' },
+      });
       assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
       const sections = Object.fromEntries(
         r.stdout
@@ -462,7 +587,10 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       assert.deepEqual(json('GET /dynamic-lb/routes').total, 2);
       assert.deepEqual(json('GET /dynamic-lb/stats').route_hits, { 'tenant-a': 1 });
       assert.equal(json('GET /dynamic-lb/health').overall, 'healthy');
-      assert.deepEqual((json('GET /dynamic-lb/policies').policies as Array<{ name: string }>).map((p) => p.name), ['default']);
+      assert.deepEqual(
+        (json('GET /dynamic-lb/policies').policies as Array<{ name: string }>).map((p) => p.name),
+        ['default'],
+      );
       assert.equal(json('GET /dynamic-lb/explain?key=tenant-b&header=X-Version:%20v2').upstream, '127.0.0.1:9003');
       assert.equal(typeof json('GET /dynamic-lb/cache').entries, 'number');
       assert.deepEqual(json('DELETE /dynamic-lb/cache'), { status: 'cache cleared', cleared_sources: 1 });
@@ -473,7 +601,12 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
     what: 'route-server.mjs serves routes/ with ETags; the sidecar fetches on first use and sees an edit with the background refresh',
     options: async (tmp) => {
       cpSync(join(EXAMPLES, 'http', 'routes'), join(tmp, 'http-routes'), { recursive: true });
-      const { url } = await helper('http', 'route-server.mjs', { PORT: '0', ROUTES_DIR: join(tmp, 'http-routes'), ROUTES_TOKEN: 'example-token' }, /on (http:\/\/[^/]+)\/routes/);
+      const { url } = await helper(
+        'http',
+        'route-server.mjs',
+        { PORT: '0', ROUTES_DIR: join(tmp, 'http-routes'), ROUTES_TOKEN: 'example-token' },
+        /on (http:\/\/[^/]+)\/routes/,
+      );
       routeServer = url;
       return { edit: (doc) => doc.setIn(['policies', 'default', 'data_source', 'url'], `${url}/routes`) };
     },
@@ -481,16 +614,24 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       const server = helpers.get('http') as Follower;
       try {
         assert.equal((await fetch(`${routeServer}/routes/tenant-a`)).status, 401, 'the service wants the token');
-        await eventually(async () => {
-          const r = await s.select({ 'X-Tenant': 'tenant-a' });
-          return r.route === 'hit' && r.upstream === '127.0.0.1:9001';
-        }, 'tenant-a is fetched (a hit, not the pool)', 20_000);
+        await eventually(
+          async () => {
+            const r = await s.select({ 'X-Tenant': 'tenant-a' });
+            return r.route === 'hit' && r.upstream === '127.0.0.1:9001';
+          },
+          'tenant-a is fetched (a hit, not the pool)',
+          20_000,
+        );
         assert.equal((await s.select({ 'X-Tenant': 'tenant-b', 'User-Agent': 'Mozilla/5.0 (iPhone)' })).upstream, '127.0.0.1:9003');
         assert.equal((await s.select({ 'X-Tenant': 'tenant-b', 'User-Agent': 'curl/8' })).upstream, '127.0.0.1:9002');
         const nobody = await s.select({ 'X-Tenant': 'nobody' });
         assert.deepEqual([nobody.route, nobody.reason], ['fallback', 'no_config']);
         writeFileSync(join(ctx.tmp, 'http-routes', 'tenant-a'), '127.0.0.1:9003\n');
-        await eventually(async () => (await s.select({ 'X-Tenant': 'tenant-a' })).upstream === '127.0.0.1:9003', 'the edit arrives with refresh_interval', 15_000);
+        await eventually(
+          async () => (await s.select({ 'X-Tenant': 'tenant-a' })).upstream === '127.0.0.1:9003',
+          'the edit arrives with refresh_interval',
+          15_000,
+        );
       } finally {
         server.kill();
       }
@@ -527,8 +668,16 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
       helpers.get('health-checks#2')?.kill();
       await eventually(async () => (await picks(4)).every((u) => u === a), `${b} leaves the rotation`, 15_000);
       assert.deepEqual(await (await fetch(`${s.url}/upstreams/default?key=tenant-a`)).json(), [{ dial: a }]);
-      const view = (await (await fetch(`${s.adminUrl}/dynamic-lb/upstreams`)).json()) as { upstreams: Array<{ address: string; healthy: boolean }> };
-      assert.deepEqual(view.upstreams.map((u) => [u.address, u.healthy]).sort(), [[a, true], [b, false]].sort());
+      const view = (await (await fetch(`${s.adminUrl}/dynamic-lb/upstreams`)).json()) as {
+        upstreams: Array<{ address: string; healthy: boolean }>;
+      };
+      assert.deepEqual(
+        view.upstreams.map((u) => [u.address, u.healthy]).sort(),
+        [
+          [a, true],
+          [b, false],
+        ].sort(),
+      );
       const nobody = await s.select({ 'X-Tenant': 'nobody' });
       assert.deepEqual([nobody.reason, nobody.upstream], ['no_config', a], 'the pool is health-filtered too');
       // the same backend back on its port: after two good probes it is in the rotation again
@@ -539,7 +688,11 @@ export const EXAMPLE_RUNS: Record<string, ExampleRun> = {
 };
 
 /** A script following a stream: its output so far, its whole stdout once it exits, and a kill switch. */
-function follow(cmd: string, args: string[], env: NodeJS.ProcessEnv = {}): { stdout(): string; stderr(): string; exitCode(): number | null; exited: Promise<string>; kill(): void } {
+function follow(
+  cmd: string,
+  args: string[],
+  env: NodeJS.ProcessEnv = {},
+): { stdout(): string; stderr(): string; exitCode(): number | null; exited: Promise<string>; kill(): void } {
   const child = spawn(cmd, args, { env: { ...process.env, NODE_TEST_CONTEXT: '', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
   let stdout = '';
   let stderr = '';
@@ -624,7 +777,8 @@ export const STORE_RUNS: Record<string, StoreRun> = {
       await tenantA(s, '127.0.0.1:9001');
       const alice = (await s.select({ 'X-Tenant': 'tenant-b', 'X-User': 'alice' })).upstream;
       assert.ok(alice === '127.0.0.1:9002' || alice === '127.0.0.1:9003', String(alice));
-      for (let i = 0; i < 3; i++) assert.equal((await s.select({ 'X-Tenant': 'tenant-b', 'X-User': 'alice' })).upstream, alice, 'sticky per user');
+      for (let i = 0; i < 3; i++)
+        assert.equal((await s.select({ 'X-Tenant': 'tenant-b', 'X-User': 'alice' })).upstream, alice, 'sticky per user');
     },
   },
   'sql-postgres': {
@@ -643,13 +797,22 @@ export const STORE_RUNS: Record<string, StoreRun> = {
           doc.setIn(['policies', 'default', 'data_source', 'table'], table);
           doc.setIn(['policies', 'default', 'data_source', 'poll_interval'], '1h'); // only NOTIFY can deliver the update in time
         },
-        stop: async () => void (await run(requireCommand('psql'), [dsn, '-q', '-c', `DROP TABLE IF EXISTS ${table}; DROP FUNCTION IF EXISTS ${table}_touch(), ${table}_notify()`])),
+        stop: async () =>
+          void (await run(requireCommand('psql'), [
+            dsn,
+            '-q',
+            '-c',
+            `DROP TABLE IF EXISTS ${table}; DROP FUNCTION IF EXISTS ${table}_touch(), ${table}_notify()`,
+          ])),
       };
     },
     async check(s) {
       await tenantA(s, '127.0.0.1:9001');
       assert.equal((await s.select({ 'X-Tenant': 'tenant-b', 'X-Region': 'eu' })).upstream, '127.0.0.1:9003');
-      assert.deepEqual([(await s.select({ 'X-Tenant': 'tenant-b' })).upstream, (await s.select({ 'X-Tenant': 'tenant-b' })).upstream], ['127.0.0.1:9001', '127.0.0.1:9002']);
+      assert.deepEqual(
+        [(await s.select({ 'X-Tenant': 'tenant-b' })).upstream, (await s.select({ 'X-Tenant': 'tenant-b' })).upstream],
+        ['127.0.0.1:9001', '127.0.0.1:9002'],
+      );
     },
   },
   'sql-mysql': {

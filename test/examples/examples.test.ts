@@ -15,7 +15,18 @@ import { parseConfig } from '../../src/config/load.ts';
 import { freePort } from '../support/ports.ts';
 import { childEnv, run, serveUntilReady, type ServeProcess } from '../support/processes.ts';
 import { caddyBinary } from '../support/servers.ts';
-import { EXAMPLE_RUNS, GENERATED_CADDYFILES, PENDING, ROUTE_PATHS, STATIC_CHECKS, STORE_RUNS, cliEnv, stopHelpers, type RunOptions, type Sidecar } from './cases.ts';
+import {
+  EXAMPLE_RUNS,
+  GENERATED_CADDYFILES,
+  PENDING,
+  ROUTE_PATHS,
+  STATIC_CHECKS,
+  STORE_RUNS,
+  cliEnv,
+  stopHelpers,
+  type RunOptions,
+  type Sidecar,
+} from './cases.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const EXAMPLES = join(ROOT, 'examples');
@@ -46,14 +57,18 @@ function generated(args: readonly string[], env: NodeJS.ProcessEnv): string {
     if (args[i] === '--config') file = v;
     else if (args[i] === '--mode') o.mode = v as CaddyfileOptions['mode'];
     else if (args[i] === '--sidecar') o.sidecarHost = v;
-    else if (args[i] === '--handle') o.handles = [...(o.handles ?? []), { matcher: v.slice(0, v.lastIndexOf('=')), policy: v.slice(v.lastIndexOf('=') + 1) }];
+    else if (args[i] === '--handle')
+      o.handles = [...(o.handles ?? []), { matcher: v.slice(0, v.lastIndexOf('=')), policy: v.slice(v.lastIndexOf('=') + 1) }];
     else assert.fail(`generated(): no support for ${args[i]}`);
   }
   return generateCaddyfile(parseConfig(readFileSync(join(ROOT, file), 'utf8'), file, env), o);
 }
 
 function cli(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> {
-  return run(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', ...args], { cwd: ROOT, env: childEnv({ LOG_LEVEL: 'silent', ...env }) });
+  return run(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', ...args], {
+    cwd: ROOT,
+    env: childEnv({ LOG_LEVEL: 'silent', ...env }),
+  });
 }
 
 describe('every example folder has a README, a config, and a line in the index', () => {
@@ -66,7 +81,10 @@ describe('every example folder has a README, a config, and a line in the index',
     });
   }
   test('the test knows every example (no example goes unchecked by accident)', () => {
-    assert.deepEqual(names.filter((n) => ROUTE_PATHS[n] === undefined), []);
+    assert.deepEqual(
+      names.filter((n) => ROUTE_PATHS[n] === undefined),
+      [],
+    );
   });
 });
 
@@ -75,7 +93,10 @@ describe('dynamic-lb validate: exit 0 on every example config and its route file
     const pending = existsSync(join(EXAMPLES, name, 'dynamic-lb.yaml')) ? undefined : PENDING[name];
     test(name, { ...T, skip: pending ?? false }, async () => {
       const routes = ROUTE_PATHS[name] ?? [];
-      const r = await cli(['validate', '--config', `examples/${name}/dynamic-lb.yaml`, ...routes.map((p) => `examples/${name}/${p}`)], cliEnv(name, tmp));
+      const r = await cli(
+        ['validate', '--config', `examples/${name}/dynamic-lb.yaml`, ...routes.map((p) => `examples/${name}/${p}`)],
+        cliEnv(name, tmp),
+      );
       assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
       assert.match(r.stderr, new RegExp(`^${1 + routes.length > 1 ? '\\d+' : '1'} checked, 0 problems`), r.stderr);
     });
@@ -93,12 +114,18 @@ describe('caddy validate: every example Caddyfile; the generated ones match `dyn
   });
   for (const f of caddyfiles) {
     test(f, T, async () => {
-      const r = await run(caddyBinary(), ['validate', '--adapter', 'caddyfile', '--config', join(EXAMPLES, f)], { env: childEnv({ XDG_CONFIG_HOME: tmp, XDG_DATA_HOME: tmp }) });
+      const r = await run(caddyBinary(), ['validate', '--adapter', 'caddyfile', '--config', join(EXAMPLES, f)], {
+        env: childEnv({ XDG_CONFIG_HOME: tmp, XDG_DATA_HOME: tmp }),
+      });
       assert.equal(r.code, 0, `${r.stdout}${r.stderr}`);
       const args = GENERATED_CADDYFILES[f];
       if (args !== undefined) {
         const expected = generated(args, { ...process.env, ...cliEnv(f.split('/')[0] ?? '', tmp) });
-        assert.equal(readFileSync(join(EXAMPLES, f), 'utf8'), expected, `examples/${f} is not what \`dynamic-lb caddyfile ${args.join(' ')}\` prints: regenerate it`);
+        assert.equal(
+          readFileSync(join(EXAMPLES, f), 'utf8'),
+          expected,
+          `examples/${f} is not what \`dynamic-lb caddyfile ${args.join(' ')}\` prints: regenerate it`,
+        );
       }
     });
   }
@@ -124,7 +151,12 @@ async function startExample(name: string, o: RunOptions = {}): Promise<{ sidecar
     const url = `http://${listen}`;
     const adminUrl = `http://${admin}`;
     try {
-      const serve = await serveUntilReady(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', 'serve', '--config', file], { cwd: ROOT, adminUrl, env: childEnv({ LOG_LEVEL: 'warn', ...o.env }), timeoutMs: 60_000 });
+      const serve = await serveUntilReady(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', 'serve', '--config', file], {
+        cwd: ROOT,
+        adminUrl,
+        env: childEnv({ LOG_LEVEL: 'warn', ...o.env }),
+        timeoutMs: 60_000,
+      });
       const sidecar: Sidecar = {
         url,
         adminUrl,
@@ -133,7 +165,13 @@ async function startExample(name: string, o: RunOptions = {}): Promise<{ sidecar
           const res = await fetch(`${url}/select/${policy}`, { headers });
           await res.arrayBuffer();
           const h = (n: string): string | null => res.headers.get(n);
-          return { status: res.status, upstream: h('x-dynamic-upstream'), route: h('x-dynamic-route'), reason: h('x-dynamic-reason'), upstreams: h('x-dynamic-upstreams') };
+          return {
+            status: res.status,
+            upstream: h('x-dynamic-upstream'),
+            route: h('x-dynamic-route'),
+            reason: h('x-dynamic-reason'),
+            upstreams: h('x-dynamic-upstreams'),
+          };
         },
         output: () => serve.output(),
       };
@@ -163,41 +201,45 @@ describe('the deployment examples, checked with their tools', PARALLEL, () => {
   for (const [name, c] of Object.entries(STATIC_CHECKS)) test(`${name}: ${c.what}`, T, () => c.run({ tmp, cli }));
 });
 
-describe('the data-source examples against the test servers: seed.mjs, the README\'s answers, an update through seed.mjs', PARALLEL, () => {
+describe("the data-source examples against the test servers: seed.mjs, the README's answers, an update through seed.mjs", PARALLEL, () => {
   for (const [name, c] of Object.entries(STORE_RUNS)) {
     const missing = c.needs.filter((v) => process.env[v] === undefined);
-    test(name, { ...T, skip: missing.length > 0 ? `needs the test servers (${missing.join(', ')}): run through test/run.sh` : false }, async () => {
-      const id = `${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
-      const { seedEnv, edit, stop } = await c.setup(id, tmp);
-      try {
-        const seed = (env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> =>
-          run(process.execPath, [`examples/${name}/seed.mjs`], { cwd: ROOT, env: childEnv({ ...seedEnv, ...env }) });
-        const seeded = await seed();
-        assert.equal(seeded.code, 0, `${seeded.stdout}${seeded.stderr}`);
-        const { sidecar, serve } = await startExample(name, { edit });
+    test(
+      name,
+      { ...T, skip: missing.length > 0 ? `needs the test servers (${missing.join(', ')}): run through test/run.sh` : false },
+      async () => {
+        const id = `${process.pid}_${Math.random().toString(36).slice(2, 8)}`;
+        const { seedEnv, edit, stop } = await c.setup(id, tmp);
         try {
-          await c.check(sidecar);
-          // the same script writes a changed tenant-a: the running sidecar follows the store
-          const update = join(tmp, `${name}-update`);
-          mkdirSync(update, { recursive: true });
-          writeFileSync(join(update, 'tenant-a'), '127.0.0.1:9002\n');
-          const updated = await seed({ ROUTES_DIR: update });
-          assert.equal(updated.code, 0, `${updated.stdout}${updated.stderr}`);
-          const deadline = Date.now() + 15_000;
-          for (;;) {
-            const r = await sidecar.select({ 'X-Tenant': 'tenant-a' });
-            if (r.route === 'hit' && r.upstream === '127.0.0.1:9002') break;
-            if (Date.now() > deadline) assert.fail(`the update of tenant-a did not arrive within 15 s: ${JSON.stringify(r)}`);
-            await new Promise((res) => setTimeout(res, 50));
+          const seed = (env: NodeJS.ProcessEnv = {}): Promise<{ code: number; stdout: string; stderr: string }> =>
+            run(process.execPath, [`examples/${name}/seed.mjs`], { cwd: ROOT, env: childEnv({ ...seedEnv, ...env }) });
+          const seeded = await seed();
+          assert.equal(seeded.code, 0, `${seeded.stdout}${seeded.stderr}`);
+          const { sidecar, serve } = await startExample(name, { edit });
+          try {
+            await c.check(sidecar);
+            // the same script writes a changed tenant-a: the running sidecar follows the store
+            const update = join(tmp, `${name}-update`);
+            mkdirSync(update, { recursive: true });
+            writeFileSync(join(update, 'tenant-a'), '127.0.0.1:9002\n');
+            const updated = await seed({ ROUTES_DIR: update });
+            assert.equal(updated.code, 0, `${updated.stdout}${updated.stderr}`);
+            const deadline = Date.now() + 15_000;
+            for (;;) {
+              const r = await sidecar.select({ 'X-Tenant': 'tenant-a' });
+              if (r.route === 'hit' && r.upstream === '127.0.0.1:9002') break;
+              if (Date.now() > deadline) assert.fail(`the update of tenant-a did not arrive within 15 s: ${JSON.stringify(r)}`);
+              await new Promise((res) => setTimeout(res, 50));
+            }
+          } catch (err) {
+            throw new Error(`${String(err)}\n--- sidecar output ---\n${sidecar.output()}`, { cause: err });
+          } finally {
+            await serve.stop();
           }
-        } catch (err) {
-          throw new Error(`${String(err)}\n--- sidecar output ---\n${sidecar.output()}`, { cause: err });
         } finally {
-          await serve.stop();
+          await stop?.();
         }
-      } finally {
-        await stop?.();
-      }
-    });
+      },
+    );
   }
 });

@@ -15,8 +15,36 @@ const cidr = (text: string): Cidr => {
 };
 
 test('parseIp accepts exactly what node:net calls an IP (dotted quads without leading zeros, every IPv6 form)', () => {
-  const cases = ['10.0.0.1', '255.255.255.255', '0.0.0.0', '::', '::1', 'fe80::1', 'fe80::1%eth0', '2001:db8::8a2e:370:7334', '::ffff:169.254.169.254', '64:ff9b::a9fe:a9fe', '1:2:3:4:5:6:7:8', '1::8', '1:2:3:4:5:6:1.2.3.4'];
-  const bad = ['256.0.0.1', '1.2.3', '01.2.3.4', '1.2.3.4.5', ':::', '1:2:3:4:5:6:7:8:9', '1::2::3', 'g::1', '1.2.3.4::', 'abc', '', '%eth0', 'fe80::%'];
+  const cases = [
+    '10.0.0.1',
+    '255.255.255.255',
+    '0.0.0.0',
+    '::',
+    '::1',
+    'fe80::1',
+    'fe80::1%eth0',
+    '2001:db8::8a2e:370:7334',
+    '::ffff:169.254.169.254',
+    '64:ff9b::a9fe:a9fe',
+    '1:2:3:4:5:6:7:8',
+    '1::8',
+    '1:2:3:4:5:6:1.2.3.4',
+  ];
+  const bad = [
+    '256.0.0.1',
+    '1.2.3',
+    '01.2.3.4',
+    '1.2.3.4.5',
+    ':::',
+    '1:2:3:4:5:6:7:8:9',
+    '1::2::3',
+    'g::1',
+    '1.2.3.4::',
+    'abc',
+    '',
+    '%eth0',
+    'fe80::%',
+  ];
   for (const c of cases) assert.ok(parseIp(c) !== undefined && isIP(c.replace(/%.*/, '')) !== 0, c);
   for (const c of bad) assert.equal(parseIp(c), undefined, c);
 });
@@ -30,11 +58,20 @@ test('IPv4 and its IPv4-mapped IPv6 form are the same address', () => {
 
 test('inet_aton forms that C resolvers read as IPv4 are recognised', () => {
   const metadata = ip('169.254.169.254');
-  for (const loose of ['0xa9fea9fe', '0xA9FEA9FE', '2852039166', '0251.0376.0251.0376', '169.254.43518', '169.16689662', '0xa9.0xfe.0xa9.0xfe']) {
+  for (const loose of [
+    '0xa9fea9fe',
+    '0xA9FEA9FE',
+    '2852039166',
+    '0251.0376.0251.0376',
+    '169.254.43518',
+    '169.16689662',
+    '0xa9.0xfe.0xa9.0xfe',
+  ]) {
     const parsed = parseLooseIpv4(loose);
     assert.ok(parsed !== undefined && sameIp(parsed, metadata), loose);
   }
-  for (const name of ['api.internal', '0x', '1.2.3.4.5', '256.1.1.1', '1.2.3.0x1000000', '09.1.1.1', 'a.b']) assert.equal(parseLooseIpv4(name), undefined, name);
+  for (const name of ['api.internal', '0x', '1.2.3.4.5', '256.1.1.1', '1.2.3.0x1000000', '09.1.1.1', 'a.b'])
+    assert.equal(parseLooseIpv4(name), undefined, name);
 });
 
 test('embeddedIpv4: IPv4-compatible and NAT64 forms carry a dialable IPv4; ::, ::1 and plain IPv6 do not', () => {

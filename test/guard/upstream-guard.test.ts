@@ -30,17 +30,41 @@ test('default refusals: link-local, metadata and unspecified addresses in every 
   ];
   for (const a of refused) assert.ok(guard.refusal(a) !== undefined, `${a} is refused`);
   assert.match(guard.refusal('169.254.169.254:80') ?? '', /^link-local address \(169\.254\.0\.0\/16/);
-  const allowed = ['10.0.0.1:80', '127.0.0.1:8080', '[::1]:8080', 'api.internal:443', '169.255.0.1:80', '[fec0::1]:80', 'metadata:80', 'localhost:9000'];
+  const allowed = [
+    '10.0.0.1:80',
+    '127.0.0.1:8080',
+    '[::1]:8080',
+    'api.internal:443',
+    '169.255.0.1:80',
+    '[fec0::1]:80',
+    'metadata:80',
+    'localhost:9000',
+  ];
   for (const a of allowed) assert.equal(guard.refusal(a), undefined, `${a} is allowed`);
 });
 
 test("the sidecar's own listeners: loopback listen refuses every loopback form of its port, not other ports", () => {
   const guard = new UpstreamGuard({ self: { listen: '127.0.0.1:2020', admin: '127.0.0.1:2021', dns: '[::1]:2053' } });
-  for (const a of ['127.0.0.1:2021', '127.0.0.2:2021', 'localhost:2021', 'LOCALHOST.:2021', 'admin.localhost:2021', '[::1]:2021', '[::ffff:127.0.0.1]:2021', '0.0.0.0:2021', '0x7f000001:2021', `${hostname()}:2021`, '127.0.0.1:2020', '[::1]:2053', '127.0.0.1:2053']) {
+  for (const a of [
+    '127.0.0.1:2021',
+    '127.0.0.2:2021',
+    'localhost:2021',
+    'LOCALHOST.:2021',
+    'admin.localhost:2021',
+    '[::1]:2021',
+    '[::ffff:127.0.0.1]:2021',
+    '0.0.0.0:2021',
+    '0x7f000001:2021',
+    `${hostname()}:2021`,
+    '127.0.0.1:2020',
+    '[::1]:2053',
+    '127.0.0.1:2053',
+  ]) {
     assert.ok(guard.refusal(a) !== undefined, `${a} is refused`);
   }
   assert.equal(guard.refusal('127.0.0.1:2021'), "the sidecar's own admin address (127.0.0.1:2021)");
-  for (const a of ['127.0.0.1:2022', '10.0.0.1:2021', 'api.internal:2021', 'localhost:8080']) assert.equal(guard.refusal(a), undefined, `${a} is allowed`);
+  for (const a of ['127.0.0.1:2022', '10.0.0.1:2021', 'api.internal:2021', 'localhost:8080'])
+    assert.equal(guard.refusal(a), undefined, `${a} is allowed`);
 });
 
 test('a wildcard listen refuses loopback and the unspecified address at its port; a specific address only itself', () => {
@@ -62,15 +86,50 @@ test('a wildcard listen refuses loopback and the unspecified address at its port
 });
 
 test('allowed_upstreams: CIDRs match addresses, host patterns match names, ports narrow either', () => {
-  const guard = allowedBy(['10.0.0.0/8', 'fd00::/8', '*.svc.cluster.local', 'backend-*.internal', 'api.example.com:443', '[2001:db8::1]:8443', '192.168.0.0/16:8080']);
-  const allowed = ['10.1.2.3:80', '[::ffff:10.1.2.3]:80', '[fd12::1]:80', 'web.default.svc.cluster.local:80', 'WEB.default.SVC.cluster.local.:80', 'backend-1.internal:9000', 'backend-a.b.internal:9000', 'api.example.com:443', '[2001:db8::1]:8443', '192.168.1.1:8080'];
-  const refused = ['11.0.0.1:80', 'svc.cluster.local:80', 'evil.svc.cluster.local.attacker.com:80', 'backend.internal:9000', 'frontend-1.internal:9000', 'api.example.com:80', '[2001:db8::1]:443', '192.168.1.1:8081', '[64:ff9b::a00:1]:80', '127.0.0.1:80', 'localhost:80'];
+  const guard = allowedBy([
+    '10.0.0.0/8',
+    'fd00::/8',
+    '*.svc.cluster.local',
+    'backend-*.internal',
+    'api.example.com:443',
+    '[2001:db8::1]:8443',
+    '192.168.0.0/16:8080',
+  ]);
+  const allowed = [
+    '10.1.2.3:80',
+    '[::ffff:10.1.2.3]:80',
+    '[fd12::1]:80',
+    'web.default.svc.cluster.local:80',
+    'WEB.default.SVC.cluster.local.:80',
+    'backend-1.internal:9000',
+    'backend-a.b.internal:9000',
+    'api.example.com:443',
+    '[2001:db8::1]:8443',
+    '192.168.1.1:8080',
+  ];
+  const refused = [
+    '11.0.0.1:80',
+    'svc.cluster.local:80',
+    'evil.svc.cluster.local.attacker.com:80',
+    'backend.internal:9000',
+    'frontend-1.internal:9000',
+    'api.example.com:80',
+    '[2001:db8::1]:443',
+    '192.168.1.1:8081',
+    '[64:ff9b::a00:1]:80',
+    '127.0.0.1:80',
+    'localhost:80',
+  ];
   for (const a of allowed) assert.equal(guard.refusal(a), undefined, `${a} is allowed`);
   for (const a of refused) assert.equal(guard.refusal(a), 'not in allowed_upstreams', `${a} is refused`);
 });
 
 test('the default refusals and denied_upstreams win over allowed_upstreams', () => {
-  const guard = new UpstreamGuard({ allowed: ['0.0.0.0/0', '::/0', '*'], denied: ['127.0.0.1:2019', 'localhost:2019', '*.admin.internal', '10.9.0.0/16'], self: { admin: '127.0.0.1:2021' } });
+  const guard = new UpstreamGuard({
+    allowed: ['0.0.0.0/0', '::/0', '*'],
+    denied: ['127.0.0.1:2019', 'localhost:2019', '*.admin.internal', '10.9.0.0/16'],
+    self: { admin: '127.0.0.1:2021' },
+  });
   assert.match(guard.refusal('169.254.169.254:80') ?? '', /link-local/);
   assert.match(guard.refusal('127.0.0.1:2021') ?? '', /own admin/);
   assert.equal(guard.refusal('127.0.0.1:2019'), 'matches denied_upstreams entry "127.0.0.1:2019"');
@@ -102,7 +161,16 @@ test('parseUpstreamPattern names the problem of every malformed entry', () => {
     assert.equal(typeof p, 'string', `${JSON.stringify(text)} is rejected`);
     assert.match(p as string, problem, text);
   }
-  for (const ok of ['10.0.0.0/8', '10.0.0.1', '[::1]:2019', 'fe80::/10', '*.svc.cluster.local', 'backend-*.internal:8080', 'api.internal:*', '*']) {
+  for (const ok of [
+    '10.0.0.0/8',
+    '10.0.0.1',
+    '[::1]:2019',
+    'fe80::/10',
+    '*.svc.cluster.local',
+    'backend-*.internal:8080',
+    'api.internal:*',
+    '*',
+  ]) {
     assert.equal(typeof parseUpstreamPattern(ok), 'object', ok);
   }
 });

@@ -17,7 +17,10 @@ function checker(table: HealthTable, outcomes: ProbeOutcome[] = []): ActiveHealt
 }
 
 /** A real backend probed under `options` by a started checker; the probe outcomes are collected. */
-async function probed(t: TestContext, options: Record<string, unknown>): Promise<{ backend: Backend; cell: HealthCell; outcomes: ProbeOutcome[] }> {
+async function probed(
+  t: TestContext,
+  options: Record<string, unknown>,
+): Promise<{ backend: Backend; cell: HealthCell; outcomes: ProbeOutcome[] }> {
   const backend = await startBackend('a');
   t.after(() => backend.close());
   const table = new HealthTable();
@@ -69,7 +72,7 @@ test('a killed backend fails by connection error, a slow one by timeout; both re
   await waitFor(() => cell.healthy, 'up when fast again');
 });
 
-test('expect_status, expect_body, headers and port are Caddy\'s', async (t) => {
+test("expect_status, expect_body, headers and port are Caddy's", async (t) => {
   const backend = await startBackend('a');
   const other = await startBackend('b');
   t.after(() => Promise.all([backend.close(), other.close()]));
@@ -81,7 +84,17 @@ test('expect_status, expect_body, headers and port are Caddy\'s', async (t) => {
   const cell = table.cell(upstream);
   other.status = 204;
   other.body = '';
-  health.sync('p', active({ uri: '/ready?deep=1', port: other.port, interval: '30ms', expect_status: '2xx', headers: { Host: 'health.internal', 'X-Probe': 'yes' } }), new Set([upstream]));
+  health.sync(
+    'p',
+    active({
+      uri: '/ready?deep=1',
+      port: other.port,
+      interval: '30ms',
+      expect_status: '2xx',
+      headers: { Host: 'health.internal', 'X-Probe': 'yes' },
+    }),
+    new Set([upstream]),
+  );
   health.start();
   await waitFor(() => other.hitsOn('/ready') >= 1, 'a probe on the health port');
   assert.equal(other.lastHeaders?.host, 'health.internal');

@@ -25,14 +25,26 @@ async function upstreamsView(s: Running): Promise<UpstreamHealthJson[]> {
 
 /** One rule over `addresses` (stored route text). */
 function rule(addresses: string[], algorithm?: string): string {
-  return JSON.stringify({ rules: [{ upstreams: addresses.map((address) => ({ address })), ...(algorithm !== undefined ? { algorithm } : {}) }] });
+  return JSON.stringify({
+    rules: [{ upstreams: addresses.map((address) => ({ address })), ...(algorithm !== undefined ? { algorithm } : {}) }],
+  });
 }
 
 /** Route files (key → text) and a running service whose policy `default` reads them: X-Tenant key, no fallback unless `policy` says otherwise. */
-async function serve(t: TestContext, files: Record<string, string>, policy: Record<string, unknown> = {}, extra: Record<string, unknown> = {}): Promise<{ s: Running; routes: RoutesDir }> {
+async function serve(
+  t: TestContext,
+  files: Record<string, string>,
+  policy: Record<string, unknown> = {},
+  extra: Record<string, unknown> = {},
+): Promise<{ s: Running; routes: RoutesDir }> {
   const routes = await routesDir(files);
   t.after(() => routes.cleanup());
-  const s = await startService({ ...extra, policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', ...policy, data_source: { source: 'file', path: routes.dir } } } });
+  const s = await startService({
+    ...extra,
+    policies: {
+      default: { key: '{http.request.header.X-Tenant}', fallback: 'none', ...policy, data_source: { source: 'file', path: routes.dir } },
+    },
+  });
   t.after(() => s.stop());
   return { s, routes };
 }
@@ -77,7 +89,11 @@ test('a killed upstream stops being chosen once detected, and is chosen again af
 
 test('only upstream down: miss no_available_upstream, then the health-checked fallback pool; everything down: 503', T, async (t) => {
   const [only, p1, p2] = await backends(t, 3);
-  const { s } = await serve(t, { solo: only!.address }, { fallback: 'round_robin', pool: [p1!.address, p2!.address], health_checks: { active: ACTIVE } });
+  const { s } = await serve(
+    t,
+    { solo: only!.address },
+    { fallback: 'round_robin', pool: [p1!.address, p2!.address], health_checks: { active: ACTIVE } },
+  );
   await waitFor(async () => (await upstreamsView(s)).length === 3, 'route and pool upstreams referenced');
   assert.equal((await s.select('default', { 'x-tenant': 'solo' })).upstream, only!.address);
 
@@ -94,30 +110,43 @@ test('only upstream down: miss no_available_upstream, then the health-checked fa
   assert.ok((valueOf(samples, 'caddy_dynamic_lb_route_misses_total', { key: 'solo', reason: 'no_available_upstream' }) ?? 0) >= 1);
 });
 
-test('instance/version: the instance backend down → the version key serves (instance fallback reason no_available_upstream)', T, async (t) => {
-  const [i1, v1, pool] = await backends(t, 3);
-  const { s } = await serve(
-    t,
-    { 't1-svc-blue-i1': i1!.address, 't1-svc-blue': v1!.address },
-    { key: undefined, instance_key: '{http.request.header.X-Instance}', version_key: '{http.request.header.X-Version}', fallback: 'random', pool: [pool!.address], health_checks: { active: { ...ACTIVE, interval: '30ms' } } },
-  );
-  const headers = { 'x-instance': 't1-svc-blue-i1', 'x-version': 't1-svc-blue' };
-  assert.equal((await s.select('default', headers)).upstream, i1!.address);
-  await waitFor(() => i1!.hitsOn('/health') > 0, 'instance probed');
-  await i1!.kill();
-  await waitFor(async () => (await s.select('default', headers)).upstream === v1!.address, 'version key serves');
-  const r = await s.select('default', headers);
-  assert.equal(r.route, 'hit');
-  const { samples } = await scrape(s.admin);
-  assert.ok((valueOf(samples, 'caddy_dynamic_lb_instance_fallbacks_total', { reason: 'no_available_upstream' }) ?? 0) >= 1);
-  await v1!.kill();
-  await waitFor(async () => (await s.select('default', headers)).upstream === pool!.address, 'both down: the pool');
-});
+test(
+  'instance/version: the instance backend down → the version key serves (instance fallback reason no_available_upstream)',
+  T,
+  async (t) => {
+    const [i1, v1, pool] = await backends(t, 3);
+    const { s } = await serve(
+      t,
+      { 't1-svc-blue-i1': i1!.address, 't1-svc-blue': v1!.address },
+      {
+        key: undefined,
+        instance_key: '{http.request.header.X-Instance}',
+        version_key: '{http.request.header.X-Version}',
+        fallback: 'random',
+        pool: [pool!.address],
+        health_checks: { active: { ...ACTIVE, interval: '30ms' } },
+      },
+    );
+    const headers = { 'x-instance': 't1-svc-blue-i1', 'x-version': 't1-svc-blue' };
+    assert.equal((await s.select('default', headers)).upstream, i1!.address);
+    await waitFor(() => i1!.hitsOn('/health') > 0, 'instance probed');
+    await i1!.kill();
+    await waitFor(async () => (await s.select('default', headers)).upstream === v1!.address, 'version key serves');
+    const r = await s.select('default', headers);
+    assert.equal(r.route, 'hit');
+    const { samples } = await scrape(s.admin);
+    assert.ok((valueOf(samples, 'caddy_dynamic_lb_instance_fallbacks_total', { reason: 'no_available_upstream' }) ?? 0) >= 1);
+    await v1!.kill();
+    await waitFor(async () => (await s.select('default', headers)).upstream === pool!.address, 'both down: the pool');
+  },
+);
 
 test('X-Dynamic-Failed-Upstream: the failed address is excluded for that request even without passive checks', T, async (t) => {
   const { s, routes } = await serve(t, { t1: rule(['10.0.0.1:80', '10.0.0.2:80'], 'first') });
   assert.equal((await s.select('default', { 'x-tenant': 't1' })).upstream, '10.0.0.1:80');
-  const res = await fetch(`${s.url}/select/default`, { headers: { 'x-tenant': 't1', 'x-dynamic-failed-upstream': '10.0.0.1:80', 'x-dynamic-failed-reason': 'dial' } });
+  const res = await fetch(`${s.url}/select/default`, {
+    headers: { 'x-tenant': 't1', 'x-dynamic-failed-upstream': '10.0.0.1:80', 'x-dynamic-failed-reason': 'dial' },
+  });
   assert.equal(res.status, 200);
   assert.equal(res.headers.get('x-dynamic-upstream'), '10.0.0.2:80');
   assert.equal(res.headers.get('x-dynamic-upstreams'), '10.0.0.2:80, 10.0.0.1:80');
@@ -135,9 +164,14 @@ test('X-Dynamic-Failed-Upstream: the failed address is excluded for that request
 });
 
 test('passive checks: max_fails reported failures within fail_duration take an upstream down until they expire', T, async (t) => {
-  const { s } = await serve(t, { t1: rule(['10.0.0.1:80', '10.0.0.2:80'], 'first') }, { metrics_cardinality: 'coarse', health_checks: { passive: { fail_duration: '600ms', max_fails: 2, unhealthy_status: [502, 503] } } });
+  const { s } = await serve(
+    t,
+    { t1: rule(['10.0.0.1:80', '10.0.0.2:80'], 'first') },
+    { metrics_cardinality: 'coarse', health_checks: { passive: { fail_duration: '600ms', max_fails: 2, unhealthy_status: [502, 503] } } },
+  );
   await waitFor(async () => (await upstreamsView(s)).length === 2, 'upstreams referenced');
-  const fail = (reason: string): Promise<{ upstream: string | null }> => s.select('default', { 'x-tenant': 't1', 'x-dynamic-failed-upstream': '10.0.0.1:80', 'x-dynamic-failed-reason': reason });
+  const fail = (reason: string): Promise<{ upstream: string | null }> =>
+    s.select('default', { 'x-tenant': 't1', 'x-dynamic-failed-upstream': '10.0.0.1:80', 'x-dynamic-failed-reason': reason });
   // a status not in unhealthy_status is not a failure (but the request still moves on)
   assert.equal((await fail('status:500')).upstream, '10.0.0.2:80');
   assert.equal((await fail('status:502')).upstream, '10.0.0.2:80');
@@ -162,13 +196,21 @@ test('a report about an address the policy does not use is ignored', T, async (t
   await waitFor(async () => (await upstreamsView(s)).length === 1, 'upstream referenced');
   for (let i = 0; i < 3; i++) await s.select('default', { 'x-tenant': 't1', 'x-dynamic-failed-upstream': '10.9.9.9:80' });
   const view = await upstreamsView(s);
-  assert.deepEqual(view.map((u) => u.address), ['10.0.0.1:80']);
+  assert.deepEqual(
+    view.map((u) => u.address),
+    ['10.0.0.1:80'],
+  );
   assert.equal(s.service.health.table.find('10.9.9.9:80'), undefined);
 });
 
 test('pool mode: DNS SRV answers and /upstreams drop a dead upstream; ?health=true and RPC report each', T, async (t) => {
   const [a, b] = await backends(t, 2);
-  const { s } = await serve(t, { t1: rule([a!.address, b!.address]) }, { health_checks: { active: ACTIVE } }, { dns: { listen: '127.0.0.1:0', zone: 'dlb.test' } });
+  const { s } = await serve(
+    t,
+    { t1: rule([a!.address, b!.address]) },
+    { health_checks: { active: ACTIVE } },
+    { dns: { listen: '127.0.0.1:0', zone: 'dlb.test' } },
+  );
   const resolver = new Resolver();
   resolver.setServers([s.service.addresses.dns as string]);
   const ports = async (): Promise<number[]> => (await resolver.resolveSrv('t1.default.dlb.test')).map((r) => r.port).sort();
@@ -181,7 +223,10 @@ test('pool mode: DNS SRV answers and /upstreams drop a dead upstream; ?health=tr
     { dial: a!.address, healthy: true },
     { dial: b!.address, healthy: false },
   ]);
-  const rpc = await getJson<{ result: unknown }>(`${s.url}/rpc`, { method: 'POST', body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'upstreams', params: { key: 't1', health: true } }) });
+  const rpc = await getJson<{ result: unknown }>(`${s.url}/rpc`, {
+    method: 'POST',
+    body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'upstreams', params: { key: 't1', health: true } }),
+  });
   assert.deepEqual(rpc.body.result, [
     { dial: a!.address, healthy: true },
     { dial: b!.address, healthy: false },
@@ -202,7 +247,10 @@ test('routes that stop naming an upstream stop its probes; a new route starts th
   const frozen = a!.hitsOn('/health');
   await new Promise((r) => setTimeout(r, 300));
   assert.equal(a!.hitsOn('/health'), frozen, 'a is no longer probed');
-  assert.deepEqual((await upstreamsView(s)).map((u) => u.address), [b!.address]);
+  assert.deepEqual(
+    (await upstreamsView(s)).map((u) => u.address),
+    [b!.address],
+  );
 });
 
 test('upstream_health_changed on the event stream; explain shows dropped candidates and why', T, async (t) => {
@@ -220,13 +268,19 @@ test('upstream_health_changed on the event stream; explain shows dropped candida
   t.after(() => stream.destroy());
   await a!.kill();
   await waitFor(() => events.join('').includes('"healthy":false'), 'the event');
-  const data = JSON.parse(/data: (.*)\n/.exec(events.join('').split('event: dynamic_lb.upstream_health_changed')[1] as string)?.[1] as string) as Record<string, unknown>;
+  const data = JSON.parse(
+    /data: (.*)\n/.exec(events.join('').split('event: dynamic_lb.upstream_health_changed')[1] as string)?.[1] as string,
+  ) as Record<string, unknown>;
   assert.equal(data.upstream, a!.address);
   assert.equal(data.cause, 'active');
   assert.deepEqual(data.policies, ['default']);
   assert.equal(typeof data.error, 'string');
 
-  const explain = (await getJson<Record<string, unknown>>(`${s.admin}/dynamic-lb/explain?key=t1&header=${encodeURIComponent(`X-Dynamic-Failed-Upstream: ${b!.address}`)}`)).body;
+  const explain = (
+    await getJson<Record<string, unknown>>(
+      `${s.admin}/dynamic-lb/explain?key=t1&header=${encodeURIComponent(`X-Dynamic-Failed-Upstream: ${b!.address}`)}`,
+    )
+  ).body;
   assert.equal(explain.route, 'none');
   assert.equal(explain.reason, 'no_available_upstream');
   assert.deepEqual(explain.dropped, [
@@ -236,7 +290,16 @@ test('upstream_health_changed on the event stream; explain shows dropped candida
 });
 
 test('restrict_to_pool: an unhealthy pool member is not picked from the retry order (not_in_pool, then the healthy pool)', T, async (t) => {
-  const { s } = await serve(t, { t1: rule(['10.0.0.1:80', '10.0.0.9:80'], 'first') }, { fallback: 'first', pool: ['10.0.0.1:80', '10.0.0.2:80'], restrict_to_pool: true, health_checks: { passive: { fail_duration: '1m' } } });
+  const { s } = await serve(
+    t,
+    { t1: rule(['10.0.0.1:80', '10.0.0.9:80'], 'first') },
+    {
+      fallback: 'first',
+      pool: ['10.0.0.1:80', '10.0.0.2:80'],
+      restrict_to_pool: true,
+      health_checks: { passive: { fail_duration: '1m' } },
+    },
+  );
   assert.equal((await s.select('default', { 'x-tenant': 't1' })).upstream, '10.0.0.1:80');
   await s.select('default', { 'x-tenant': 't1', 'x-dynamic-failed-upstream': '10.0.0.1:80' });
   const r = await s.select('default', { 'x-tenant': 't1' });

@@ -26,8 +26,20 @@ describe('a flood of made-up keys', () => {
   let routes: RoutesDir;
   let svc: Running;
   before(async () => {
-    routes = await routesDir(Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`tenant-${i}`, `upstream: 10.0.0.${i + 1}:80\nenabled: ${i !== 0}\n`])));
-    svc = await startService({ rpc: { max_batch_size: 1000 }, policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'random', pool: ['10.9.9.9:80'], data_source: { source: 'file', path: routes.dir } } } });
+    routes = await routesDir(
+      Object.fromEntries(Array.from({ length: 20 }, (_, i) => [`tenant-${i}`, `upstream: 10.0.0.${i + 1}:80\nenabled: ${i !== 0}\n`])),
+    );
+    svc = await startService({
+      rpc: { max_batch_size: 1000 },
+      policies: {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'random',
+          pool: ['10.9.9.9:80'],
+          data_source: { source: 'file', path: routes.dir },
+        },
+      },
+    });
     // real keys: hits, and a miss of a key that has a config (disabled)
     await rpc(svc.url, selects(Array.from({ length: 20 }, (_, i) => `tenant-${i}`)));
     await rpc(svc.url, selects(['', 'nobody']));
@@ -41,11 +53,18 @@ describe('a flood of made-up keys', () => {
     const before = await metricsText(svc.admin);
     for (let i = 0; i < 12; i++) await rpc(svc.url, selects(Array.from({ length: 1000 }, (_, j) => `made-up-${i}-${j}`)));
     const after = await metricsText(svc.admin);
-    assert.deepEqual(seriesOf(after, 'caddy_dynamic_lb_route_misses_total').map((l) => l.replace(/ \d+$/, '')), seriesOf(before, 'caddy_dynamic_lb_route_misses_total').map((l) => l.replace(/ \d+$/, '')));
+    assert.deepEqual(
+      seriesOf(after, 'caddy_dynamic_lb_route_misses_total').map((l) => l.replace(/ \d+$/, '')),
+      seriesOf(before, 'caddy_dynamic_lb_route_misses_total').map((l) => l.replace(/ \d+$/, '')),
+    );
     assert.ok(after.length - before.length < 200, `/metrics grew by ${after.length - before.length} bytes`);
     assert.match(after, /^caddy_dynamic_lb_route_misses_total\{key="__unknown__",reason="no_config"\} 12001$/m);
     assert.match(after, /^caddy_dynamic_lb_route_misses_total\{key="__unknown__",reason="no_key"\} 1$/m);
-    assert.match(after, /^caddy_dynamic_lb_route_misses_total\{key="tenant-0",reason="disabled"\} 1$/m, 'a key with a config keeps its label');
+    assert.match(
+      after,
+      /^caddy_dynamic_lb_route_misses_total\{key="tenant-0",reason="disabled"\} 1$/m,
+      'a key with a config keeps its label',
+    );
     assert.equal(seriesOf(after, 'caddy_dynamic_lb_route_hits_total').length, 19);
     assert.doesNotMatch(after, /made-up/);
   });
@@ -58,18 +77,32 @@ describe('a flood of made-up keys', () => {
   test('a JSON-RPC batch over rpc.max_batch_size is one -32600 error and runs none of its calls', async () => {
     const misses = seriesOf(await metricsText(svc.admin), 'caddy_dynamic_lb_route_misses_total').join('\n');
     const answer = await rpc(svc.url, selects(Array.from({ length: 1001 }, (_, j) => `batch-${j}`)));
-    assert.deepEqual(answer, { jsonrpc: '2.0', id: null, error: { code: -32600, message: 'Invalid Request: batch of 1001 calls, over max_batch_size 1000' } });
+    assert.deepEqual(answer, {
+      jsonrpc: '2.0',
+      id: null,
+      error: { code: -32600, message: 'Invalid Request: batch of 1001 calls, over max_batch_size 1000' },
+    });
     assert.equal(seriesOf(await metricsText(svc.admin), 'caddy_dynamic_lb_route_misses_total').join('\n'), misses, 'nothing was selected');
-    const ok = (await rpc(svc.url, selects(Array.from({ length: 1000 }, (_, j) => `tenant-${j % 20}`)))) as Array<{ id: number; result: { route: string } }>;
+    const ok = (await rpc(svc.url, selects(Array.from({ length: 1000 }, (_, j) => `tenant-${j % 20}`)))) as Array<{
+      id: number;
+      result: { route: string };
+    }>;
     assert.equal(ok.length, 1000);
-    assert.deepEqual(ok.map((a) => a.id), Array.from({ length: 1000 }, (_, j) => j), 'answers in call order');
+    assert.deepEqual(
+      ok.map((a) => a.id),
+      Array.from({ length: 1000 }, (_, j) => j),
+      'answers in call order',
+    );
     assert.equal(ok[1]?.result.route, 'hit');
   });
 });
 
 test('past metrics.max_series a key-labelled metric folds new label sets into __other__ and counts them', async () => {
   const routes = await routesDir(Object.fromEntries(Array.from({ length: 30 }, (_, i) => [`tenant-${i}`, `10.0.0.${i + 1}:80`])));
-  const svc = await startService({ metrics: { max_series: 10 }, policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: routes.dir } } } });
+  const svc = await startService({
+    metrics: { max_series: 10 },
+    policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: routes.dir } } },
+  });
   try {
     await rpc(svc.url, selects(Array.from({ length: 30 }, (_, i) => `tenant-${i}`)));
     await rpc(svc.url, selects(['tenant-29']));

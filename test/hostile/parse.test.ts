@@ -48,7 +48,13 @@ class Store implements StoreDriver {
 
 function runtime(store: Store, limits = {}): { source: SourceRuntime; metrics: Metrics } {
   const metrics = new Metrics();
-  const source = new SourceRuntime('mem', 'etcd', store, { initialLoadTimeoutMs: 60_000, maxCacheSize: 100_000, limits }, { metrics, parseErrors: new ParseErrorLog(), compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger });
+  const source = new SourceRuntime(
+    'mem',
+    'etcd',
+    store,
+    { initialLoadTimeoutMs: 60_000, maxCacheSize: 100_000, limits },
+    { metrics, parseErrors: new ParseErrorLog(), compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger },
+  );
   return { source, metrics };
 }
 
@@ -61,10 +67,38 @@ const addresses = (n: number): string => Array.from({ length: n }, (_, i) => `  
 
 const hostile: ReadonlyArray<{ desc: string; values: () => Array<[string, string]>; routes: number; errors: number }> = [
   { desc: 'YAML with 15k keys (~180 KB)', values: () => [['t', `upstream: 10.0.0.1:80\n${keys(15_000)}`]], routes: 1, errors: 0 },
-  { desc: 'YAML with 10k upstreams (over max_upstreams)', values: () => [['t', `rules:\n  - upstreams:\n${addresses(10_000)}`]], routes: 0, errors: 1 },
-  { desc: 'a 1 MB quoted string (over max_value_size)', values: () => [['t', `upstream: "${'a'.repeat(1 << 20)}"\nx: 1`]], routes: 0, errors: 1 },
-  { desc: 'many large values at once (30 × 40 KB of YAML)', values: () => Array.from({ length: 30 }, (_, j) => [`t${j}`, `upstream: 10.0.0.1:80\nmetadata:\n${Array.from({ length: 2500 }, (_, i) => `  m${i}: v${j}`).join('\n')}`]), routes: 30, errors: 0 },
-  { desc: 'many small values at once (5000 routes)', values: () => Array.from({ length: 5000 }, (_, j) => [`t${j}`, `rules:\n  - match: {http.request.header.X-V: v2}\n    upstreams: [10.0.0.${j % 250}:80]\n  - upstreams: [{address: 10.0.1.1:80, weight: 3}, 10.0.1.2:80]\n`]), routes: 5000, errors: 0 },
+  {
+    desc: 'YAML with 10k upstreams (over max_upstreams)',
+    values: () => [['t', `rules:\n  - upstreams:\n${addresses(10_000)}`]],
+    routes: 0,
+    errors: 1,
+  },
+  {
+    desc: 'a 1 MB quoted string (over max_value_size)',
+    values: () => [['t', `upstream: "${'a'.repeat(1 << 20)}"\nx: 1`]],
+    routes: 0,
+    errors: 1,
+  },
+  {
+    desc: 'many large values at once (30 × 40 KB of YAML)',
+    values: () =>
+      Array.from({ length: 30 }, (_, j) => [
+        `t${j}`,
+        `upstream: 10.0.0.1:80\nmetadata:\n${Array.from({ length: 2500 }, (_, i) => `  m${i}: v${j}`).join('\n')}`,
+      ]),
+    routes: 30,
+    errors: 0,
+  },
+  {
+    desc: 'many small values at once (5000 routes)',
+    values: () =>
+      Array.from({ length: 5000 }, (_, j) => [
+        `t${j}`,
+        `rules:\n  - match: {http.request.header.X-V: v2}\n    upstreams: [10.0.0.${j % 250}:80]\n  - upstreams: [{address: 10.0.1.1:80, weight: 3}, 10.0.1.2:80]\n`,
+      ]),
+    routes: 5000,
+    errors: 0,
+  },
 ];
 
 test('the loop probe sees a turn that holds the main thread (so the checks below can fail)', async (t) => {
@@ -90,7 +124,10 @@ for (const c of hostile) {
     try {
       assert.equal(source.health().config_count, c.routes + 1, 'every valid value loaded');
       assert.equal(await parseErrors(metrics), c.errors);
-      assert.ok(seen.worstTurnCpuMs < BUDGET_MS, `one turn of the loop used ${seen.worstTurnCpuMs} ms of CPU (wall-clock worst gap ${seen.worstGapMs.toFixed(0)} ms)`);
+      assert.ok(
+        seen.worstTurnCpuMs < BUDGET_MS,
+        `one turn of the loop used ${seen.worstTurnCpuMs} ms of CPU (wall-clock worst gap ${seen.worstGapMs.toFixed(0)} ms)`,
+      );
     } finally {
       await source.stop();
     }
@@ -130,14 +167,22 @@ test('changes are applied in arrival order even when a large one is parsed off t
     store.push({ type: 'put', key: 'k', value: '10.0.0.2:80' }); // small: would be applied at once if not queued
     store.push({ type: 'put', key: 'gone', value: large });
     store.push({ type: 'delete', key: 'gone' });
-    await eventually(() => {
-      const r = source.peek('k');
-      return r !== undefined && !isMiss(r) && r.config.upstream === '10.0.0.2:80';
-    }, 10_000, 'the last change of k');
+    await eventually(
+      () => {
+        const r = source.peek('k');
+        return r !== undefined && !isMiss(r) && r.config.upstream === '10.0.0.2:80';
+      },
+      10_000,
+      'the last change of k',
+    );
     await new Promise((r) => setTimeout(r, 200));
     const r = source.peek('k');
     assert.ok(r !== undefined && !isMiss(r) && r.config.upstream === '10.0.0.2:80', 'the later, small value wins');
-    assert.equal([...source.routes()].some((x) => x.key === 'gone'), false, 'the delete after the large put wins');
+    assert.equal(
+      [...source.routes()].some((x) => x.key === 'gone'),
+      false,
+      'the delete after the large put wins',
+    );
   } finally {
     await source.stop();
   }
@@ -146,8 +191,14 @@ test('changes are applied in arrival order even when a large one is parsed off t
 test('the value bounds are data_source options: validated at load, applied by the source', async () => {
   const dir = await mkdtemp(join(tmpdir(), 'dlb-bounds-'));
   try {
-    assert.match((await configError({ source: 'file', path: dir, max_value_size: 'lots' })).message, /policies\.default\.data_source\.max_value_size: must be a size in bytes \(e\.g\. 262144, 256KiB, 1MiB\), got "lots"/);
-    assert.match((await configError({ source: 'file', path: dir, max_nesting: 2 })).message, /data_source\.max_nesting: must be ≥ 5, got 2/);
+    assert.match(
+      (await configError({ source: 'file', path: dir, max_value_size: 'lots' })).message,
+      /policies\.default\.data_source\.max_value_size: must be a size in bytes \(e\.g\. 262144, 256KiB, 1MiB\), got "lots"/,
+    );
+    assert.match(
+      (await configError({ source: 'file', path: dir, max_nesting: 2 })).message,
+      /data_source\.max_nesting: must be ≥ 5, got 2/,
+    );
     assert.match((await configError({ source: 'file', path: dir, max_rules: 0 })).message, /data_source\.max_rules: must be ≥ 1/);
     await writeFile(join(dir, 'big.yaml'), `upstream: 10.0.0.1:80\ndescription: "${'d'.repeat(70 * 1024)}"\n`);
     await writeFile(join(dir, 'many.json'), JSON.stringify({ rules: [{ upstreams: ['a:80', 'b:80', 'c:80'] }] }));

@@ -29,7 +29,10 @@ test('vars the sidecar sets from the token are not forwarded by Caddy; other var
 
 test('the fail-safe refuses for a required token and serves the pool in optional mode', () => {
   const required = generateCaddyfile(config({ gateway_jwt: jwt }), { mode: 'select' });
-  assert.match(required, /handle @dlb_failsafe_default \{\n\t+# gateway_jwt: never serve without a verified token\n\t+header Content-Type application\/json\n\t+respond `[^`]*` 503/);
+  assert.match(
+    required,
+    /handle @dlb_failsafe_default \{\n\t+# gateway_jwt: never serve without a verified token\n\t+header Content-Type application\/json\n\t+respond `[^`]*` 503/,
+  );
   const optional = generateCaddyfile(config({ gateway_jwt: { ...jwt, optional: true } }), { mode: 'select' });
   assert.match(optional, /handle @dlb_failsafe_default \{\n\t+reverse_proxy 10\.0\.0\.1:80 \{/);
 });

@@ -13,7 +13,10 @@ const T = { timeout: 60_000 };
 
 function run(args: readonly string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', ...args], { cwd: ROOT, env: { ...process.env, NODE_TEST_CONTEXT: '', ...env } });
+    const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', ...args], {
+      cwd: ROOT,
+      env: { ...process.env, NODE_TEST_CONTEXT: '', ...env },
+    });
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
@@ -34,7 +37,11 @@ describe('dynamic-lb with the gateway-jwt example', () => {
 
   before(async () => {
     const port = await freePort();
-    server = spawn(process.execPath, ['examples/gateway-jwt/jwks-server.mjs'], { cwd: ROOT, env: { ...process.env, PORT: String(port) }, stdio: ['ignore', 'pipe', 'inherit'] });
+    server = spawn(process.execPath, ['examples/gateway-jwt/jwks-server.mjs'], {
+      cwd: ROOT,
+      env: { ...process.env, PORT: String(port) },
+      stdio: ['ignore', 'pipe', 'inherit'],
+    });
     await once(server.stdout as NodeJS.ReadableStream, 'data');
     base = `http://127.0.0.1:${port}`;
     env = { JWKS_URL: `${base}/jwks` };
@@ -62,14 +69,26 @@ describe('dynamic-lb with the gateway-jwt example', () => {
   test('explain without an instance claim: the version key decides', T, async () => {
     const r = await run(['explain', '--config', CONFIG, '-H', `Authorization: Bearer ${await token('version=blue')}`], env);
     const out = JSON.parse(r.stdout) as { upstream: string; key: string; instance_fallback_reason: string; jwt: { instance_key: unknown } };
-    assert.deepEqual([out.upstream, out.key, out.instance_fallback_reason, out.jwt.instance_key], ['127.0.0.1:9102', 't1/svc/blue', 'no_key', null]);
+    assert.deepEqual(
+      [out.upstream, out.key, out.instance_fallback_reason, out.jwt.instance_key],
+      ['127.0.0.1:9102', 't1/svc/blue', 'no_key', null],
+    );
   });
 
   test('explain shows a refusal with its status and check (untrusted client address, missing token)', T, async () => {
-    const untrusted = await run(['explain', '--config', CONFIG, '--remote-ip', '192.0.2.1', '-H', `Authorization: Bearer ${await token('')}`], env);
+    const untrusted = await run(
+      ['explain', '--config', CONFIG, '--remote-ip', '192.0.2.1', '-H', `Authorization: Bearer ${await token('')}`],
+      env,
+    );
     const u = JSON.parse(untrusted.stdout) as { route: string; upstream: unknown; jwt: unknown };
     assert.deepEqual([u.route, u.upstream], ['none', null]);
-    assert.deepEqual(u.jwt, { outcome: 'rejected', status: 403, check: 'trusted_source', error: 'request not from a trusted source', body: { error: 'request not from a trusted source', check: 'trusted_source' } });
+    assert.deepEqual(u.jwt, {
+      outcome: 'rejected',
+      status: 403,
+      check: 'trusted_source',
+      error: 'request not from a trusted source',
+      body: { error: 'request not from a trusted source', check: 'trusted_source' },
+    });
     const missing = JSON.parse((await run(['explain', '--config', CONFIG], env)).stdout) as { jwt: { status: number; check: string } };
     assert.deepEqual([missing.jwt.status, missing.jwt.check], [401, 'token']);
   });
@@ -80,6 +99,9 @@ describe('dynamic-lb with the gateway-jwt example', () => {
     assert.match(r.stdout, /\n\t\trequest_header -X-Dynamic-\*\n\t\t# gateway_jwt: [^\n]*\n\t\trequest_header -X-Route-\*\n/);
     assert.match(r.stdout, /\n\t\t\tcopy_headers X-Route-Tenant X-Route-Service X-Route-Version X-Route-Instance\n/);
     assert.doesNotMatch(r.stdout, /X-Dynamic-Var-route_/, 'Caddy has no such vars: the sidecar sets them');
-    assert.match(r.stdout, /# gateway_jwt: never serve without a verified token\n\t+header Content-Type application\/json\n\t+respond `\{"error":"routing service unavailable","reason":"sidecar_unreachable"\}` 503/);
+    assert.match(
+      r.stdout,
+      /# gateway_jwt: never serve without a verified token\n\t+header Content-Type application\/json\n\t+respond `\{"error":"routing service unavailable","reason":"sidecar_unreachable"\}` 503/,
+    );
   });
 });

@@ -4,7 +4,9 @@ import { generateKeyPairSync } from 'node:crypto';
 import { JwksFetchError, parseJwks } from '../../src/jwt/jwks.ts';
 import { TokenCache } from '../../src/jwt/token-cache.ts';
 
-const ec = (crv: string): Record<string, unknown> => ({ ...generateKeyPairSync('ec', { namedCurve: crv }).publicKey.export({ format: 'jwk' }) });
+const ec = (crv: string): Record<string, unknown> => ({
+  ...generateKeyPairSync('ec', { namedCurve: crv }).publicKey.export({ format: 'jwk' }),
+});
 const rsa = (): Record<string, unknown> => ({ ...generateKeyPairSync('rsa', { modulusLength: 2048 }).publicKey.export({ format: 'jwk' }) });
 
 test('RSA and EC P-256/384/521 keys are kept, with or without kid', () => {
@@ -19,9 +21,22 @@ test('unusable entries are skipped with the reason; the rest of the set still lo
   const offCurve: Record<string, unknown> = { ...ec('P-256'), kid: 'off' };
   offCurve.y = offCurve.x;
   const priv = { ...generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey.export({ format: 'jwk' }), kid: 'priv' };
-  const entries = [good, offCurve, priv, { kty: 'OKP', crv: 'Ed25519', x: 'AA', kid: 'ed' }, { ...ec('secp256k1'), kid: 'k1' }, { ...rsa(), kid: 'enc', use: 'enc' }, { kid: 'nokty' }, 'text', { kty: 'RSA', n: 'AQAB', kid: 'broken' }];
+  const entries = [
+    good,
+    offCurve,
+    priv,
+    { kty: 'OKP', crv: 'Ed25519', x: 'AA', kid: 'ed' },
+    { ...ec('secp256k1'), kid: 'k1' },
+    { ...rsa(), kid: 'enc', use: 'enc' },
+    { kid: 'nokty' },
+    'text',
+    { kty: 'RSA', n: 'AQAB', kid: 'broken' },
+  ];
   const { keys, skipped } = parseJwks(JSON.stringify({ keys: entries }), 'u');
-  assert.deepEqual(keys.map((k) => k.kid), ['good']);
+  assert.deepEqual(
+    keys.map((k) => k.kid),
+    ['good'],
+  );
   assert.deepEqual(
     skipped.map((s) => [s.index, s.kid, s.problem.replace(/: .*$/, '')]),
     [
@@ -46,7 +61,10 @@ test('a document without usable keys is an error naming why', () => {
     ['{"keys":[{"kty":"oct","k":"c2VjcmV0"}]}', /^JWKS u: no usable key \(1 entry; key type "oct" is not supported \(RSA and EC only\)\)$/],
   ];
   for (const [text, message] of cases) {
-    assert.throws(() => parseJwks(text, 'u'), (err: unknown) => err instanceof JwksFetchError && err.kind === 'failed' && message.test(err.message));
+    assert.throws(
+      () => parseJwks(text, 'u'),
+      (err: unknown) => err instanceof JwksFetchError && err.kind === 'failed' && message.test(err.message),
+    );
   }
 });
 

@@ -28,8 +28,16 @@ interface Sidecar {
 }
 
 async function startSidecar(policies: Record<string, Record<string, unknown>>, routesFile: string): Promise<Sidecar> {
-  const withSource = Object.fromEntries(Object.entries(policies).map(([n, p]) => [n, { pool: POOL, fallback: 'first', data_source: { source: 'file', path: routesFile }, ...p }]));
-  const config = parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, log_level: 'silent', policies: withSource }), '<jwt-test>');
+  const withSource = Object.fromEntries(
+    Object.entries(policies).map(([n, p]) => [
+      n,
+      { pool: POOL, fallback: 'first', data_source: { source: 'file', path: routesFile }, ...p },
+    ]),
+  );
+  const config = parseConfig(
+    stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, log_level: 'silent', policies: withSource }),
+    '<jwt-test>',
+  );
   const metrics = new Metrics();
   const service = await buildService(config, { logger: silentLogger, metrics });
   try {
@@ -45,14 +53,18 @@ async function startSidecar(policies: Record<string, Record<string, unknown>>, r
     url,
     async select(headers = {}, policy = 'default') {
       // Caddy's forward_auth always sets X-Forwarded-For to the client it saw
-      const res = await fetch(`${url}/select/${policy}`, { headers: { 'x-forwarded-for': '127.0.0.1', ...headers }, signal: AbortSignal.timeout(10_000) });
+      const res = await fetch(`${url}/select/${policy}`, {
+        headers: { 'x-forwarded-for': '127.0.0.1', ...headers },
+        signal: AbortSignal.timeout(10_000),
+      });
       return { status: res.status, body: await res.text(), headers: res.headers };
     },
   };
 }
 
 const bearer = (token: string): Record<string, string> => ({ authorization: `Bearer ${token}` });
-const body = (check: string, error: string, claim?: string): string => JSON.stringify(claim === undefined ? { error, check } : { error, check, claim });
+const body = (check: string, error: string, claim?: string): string =>
+  JSON.stringify(claim === undefined ? { error, check } : { error, check, claim });
 
 describe('gateway_jwt on /select', () => {
   let rsa: SigningKey, ec: SigningKey, rotated: SigningKey;
@@ -67,7 +79,13 @@ describe('gateway_jwt on /select', () => {
     dir = mkdtempSync(join(tmpdir(), 'cdr-jwt-'));
     routesFile = join(dir, 'routes.json');
     writeFileSync(routesFile, JSON.stringify(ROUTES));
-    const jwt = { jwks_url: `${jwks.url}?of=others`, allow_insecure_jwks: true, issuer: ISSUER, audiences: [AUDIENCE], jwks_refresh_interval: '300ms' };
+    const jwt = {
+      jwks_url: `${jwks.url}?of=others`,
+      allow_insecure_jwks: true,
+      issuer: ISSUER,
+      audiences: [AUDIENCE],
+      jwks_refresh_interval: '300ms',
+    };
     sidecar = await startSidecar(
       {
         default: { gateway_jwt: { ...jwt, jwks_url: `${jwks.url}?of=default` } },
@@ -119,18 +137,69 @@ describe('gateway_jwt on /select', () => {
   });
 
   const now = (): number => Math.floor(Date.now() / 1000);
-  const refusals: Array<{ desc: string; headers: () => Promise<Record<string, string>>; status: number; body: string; challenge?: string }> = [
+  const refusals: Array<{
+    desc: string;
+    headers: () => Promise<Record<string, string>>;
+    status: number;
+    body: string;
+    challenge?: string;
+  }> = [
     { desc: 'no token', headers: async () => ({}), status: 401, body: body('token', 'missing token'), challenge: 'Bearer' },
-    { desc: 'a token without the Bearer prefix counts as none', headers: async () => ({ authorization: await mint(rsa, ROUTE_CLAIMS) }), status: 401, body: body('token', 'missing token') },
-    { desc: 'a lower-case bearer prefix counts as none (case-sensitive)', headers: async () => ({ authorization: `bearer ${await mint(rsa, ROUTE_CLAIMS)}` }), status: 401, body: body('token', 'missing token') },
+    {
+      desc: 'a token without the Bearer prefix counts as none',
+      headers: async () => ({ authorization: await mint(rsa, ROUTE_CLAIMS) }),
+      status: 401,
+      body: body('token', 'missing token'),
+    },
+    {
+      desc: 'a lower-case bearer prefix counts as none (case-sensitive)',
+      headers: async () => ({ authorization: `bearer ${await mint(rsa, ROUTE_CLAIMS)}` }),
+      status: 401,
+      body: body('token', 'missing token'),
+    },
     { desc: 'garbage', headers: async () => bearer('not.a.jwt'), status: 401, body: body('format', 'malformed token') },
-    { desc: 'expired (RS256)', headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, exp: now() - 60 })), status: 401, body: body('exp', 'token expired') },
-    { desc: 'expired (ES256)', headers: async () => bearer(await mint(ec, { ...ROUTE_CLAIMS, exp: now() - 60 })), status: 401, body: body('exp', 'token expired') },
-    { desc: 'not yet valid', headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, nbf: now() + 600 })), status: 401, body: body('nbf', 'token not yet valid') },
-    { desc: 'wrong issuer', headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, iss: 'someone-else' })), status: 401, body: body('iss', 'wrong token issuer') },
-    { desc: 'wrong audience', headers: async () => bearer(await mint(ec, { ...ROUTE_CLAIMS, aud: ['other', 'another'] })), status: 401, body: body('aud', 'wrong token audience') },
-    { desc: 'signed by a key not in the set under a known kid', headers: async () => bearer(await mint({ ...(await signingKey('RS256', 'x')), kid: 'rsa-1' }, ROUTE_CLAIMS)), status: 401, body: body('signature', 'invalid token signature') },
-    { desc: 'a tampered payload', headers: async () => bearer(tamper(await mint(rsa, ROUTE_CLAIMS))), status: 401, body: body('signature', 'invalid token signature') },
+    {
+      desc: 'expired (RS256)',
+      headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, exp: now() - 60 })),
+      status: 401,
+      body: body('exp', 'token expired'),
+    },
+    {
+      desc: 'expired (ES256)',
+      headers: async () => bearer(await mint(ec, { ...ROUTE_CLAIMS, exp: now() - 60 })),
+      status: 401,
+      body: body('exp', 'token expired'),
+    },
+    {
+      desc: 'not yet valid',
+      headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, nbf: now() + 600 })),
+      status: 401,
+      body: body('nbf', 'token not yet valid'),
+    },
+    {
+      desc: 'wrong issuer',
+      headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, iss: 'someone-else' })),
+      status: 401,
+      body: body('iss', 'wrong token issuer'),
+    },
+    {
+      desc: 'wrong audience',
+      headers: async () => bearer(await mint(ec, { ...ROUTE_CLAIMS, aud: ['other', 'another'] })),
+      status: 401,
+      body: body('aud', 'wrong token audience'),
+    },
+    {
+      desc: 'signed by a key not in the set under a known kid',
+      headers: async () => bearer(await mint({ ...(await signingKey('RS256', 'x')), kid: 'rsa-1' }, ROUTE_CLAIMS)),
+      status: 401,
+      body: body('signature', 'invalid token signature'),
+    },
+    {
+      desc: 'a tampered payload',
+      headers: async () => bearer(tamper(await mint(rsa, ROUTE_CLAIMS))),
+      status: 401,
+      body: body('signature', 'invalid token signature'),
+    },
     {
       desc: 'alg none',
       headers: async () => bearer(new UnsecuredJWT({ ...ROUTE_CLAIMS, iss: ISSUER, aud: AUDIENCE }).setExpirationTime('1h').encode()),
@@ -142,19 +211,64 @@ describe('gateway_jwt on /select', () => {
       desc: 'HS256 signed with the public key as the HMAC secret',
       headers: async () => {
         const pem = await exportSPKI((await importJWK(rsa.jwk, 'RS256')) as CryptoKey);
-        return bearer(await new SignJWT({ ...ROUTE_CLAIMS, iss: ISSUER, aud: AUDIENCE }).setProtectedHeader({ alg: 'HS256', kid: 'rsa-1' }).setExpirationTime('1h').sign(new TextEncoder().encode(pem)));
+        return bearer(
+          await new SignJWT({ ...ROUTE_CLAIMS, iss: ISSUER, aud: AUDIENCE })
+            .setProtectedHeader({ alg: 'HS256', kid: 'rsa-1' })
+            .setExpirationTime('1h')
+            .sign(new TextEncoder().encode(pem)),
+        );
       },
       status: 401,
       body: body('alg', 'token algorithm not allowed'),
     },
-    { desc: 'ES384 (not in allowed_algs)', headers: async () => bearer(await mint(await signingKey('ES384', 'ec-1'), ROUTE_CLAIMS)), status: 401, body: body('alg', 'token algorithm not allowed') },
-    { desc: 'no kid while the set has two keys', headers: async () => bearer(await mint(rsa, ROUTE_CLAIMS, { kid: null })), status: 401, body: body('kid', 'no key for the token') },
-    { desc: 'no tenant claim', headers: async () => bearer(await mint(rsa, { service: 'svc', version: 'blue' })), status: 401, body: body('claims', 'missing or invalid routing claim', 'tenant') },
-    { desc: 'a blank version claim', headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, version: '  ' })), status: 401, body: body('claims', 'missing or invalid routing claim', 'version') },
-    { desc: 'a numeric service claim', headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, service: 7 })), status: 401, body: body('claims', 'missing or invalid routing claim', 'service') },
-    { desc: 'a claim with a line break (it would split headers)', headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, tenant: 't1\r\nX-Evil: 1' })), status: 401, body: body('claims', 'missing or invalid routing claim', 'tenant') },
-    { desc: 'braces in a claim value', headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, tenant: '{service}' })), status: 401, body: body('key_template', 'routing claim not usable in a key') },
-    { desc: 'braces in the instance claim', headers: async () => bearer(await mint(ec, { ...ROUTE_CLAIMS, instance: 'i}1' })), status: 401, body: body('key_template', 'routing claim not usable in a key') },
+    {
+      desc: 'ES384 (not in allowed_algs)',
+      headers: async () => bearer(await mint(await signingKey('ES384', 'ec-1'), ROUTE_CLAIMS)),
+      status: 401,
+      body: body('alg', 'token algorithm not allowed'),
+    },
+    {
+      desc: 'no kid while the set has two keys',
+      headers: async () => bearer(await mint(rsa, ROUTE_CLAIMS, { kid: null })),
+      status: 401,
+      body: body('kid', 'no key for the token'),
+    },
+    {
+      desc: 'no tenant claim',
+      headers: async () => bearer(await mint(rsa, { service: 'svc', version: 'blue' })),
+      status: 401,
+      body: body('claims', 'missing or invalid routing claim', 'tenant'),
+    },
+    {
+      desc: 'a blank version claim',
+      headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, version: '  ' })),
+      status: 401,
+      body: body('claims', 'missing or invalid routing claim', 'version'),
+    },
+    {
+      desc: 'a numeric service claim',
+      headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, service: 7 })),
+      status: 401,
+      body: body('claims', 'missing or invalid routing claim', 'service'),
+    },
+    {
+      desc: 'a claim with a line break (it would split headers)',
+      headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, tenant: 't1\r\nX-Evil: 1' })),
+      status: 401,
+      body: body('claims', 'missing or invalid routing claim', 'tenant'),
+    },
+    {
+      desc: 'braces in a claim value',
+      headers: async () => bearer(await mint(rsa, { ...ROUTE_CLAIMS, tenant: '{service}' })),
+      status: 401,
+      body: body('key_template', 'routing claim not usable in a key'),
+    },
+    {
+      desc: 'braces in the instance claim',
+      headers: async () => bearer(await mint(ec, { ...ROUTE_CLAIMS, instance: 'i}1' })),
+      status: 401,
+      body: body('key_template', 'routing claim not usable in a key'),
+    },
   ];
   for (const c of refusals) {
     test(`refused: ${c.desc} → ${c.status}`, T, async () => {
@@ -192,7 +306,10 @@ describe('gateway_jwt on /select', () => {
     assert.equal(none.status, 200);
     assert.equal(none.headers.get('x-dynamic-route'), 'fallback');
     assert.equal(none.headers.get('x-dynamic-upstream'), POOL[0]);
-    assert.deepEqual(['tenant', 'service', 'version', 'instance'].map((n) => none.headers.get(`x-route-${n}`)), ['', '', '', '']);
+    assert.deepEqual(
+      ['tenant', 'service', 'version', 'instance'].map((n) => none.headers.get(`x-route-${n}`)),
+      ['', '', '', ''],
+    );
     const bad = await sidecar.select(bearer(await mint(rsa, { ...ROUTE_CLAIMS, exp: now() - 10 })), 'optional');
     assert.equal(bad.status, 401);
     assert.equal(bad.body, body('exp', 'token expired'));
@@ -201,7 +318,11 @@ describe('gateway_jwt on /select', () => {
   });
 
   test('request variables sent by a client cannot replace the verified keys', T, async () => {
-    const res = await sidecar.select({ ...bearer(await mint(ec, ROUTE_CLAIMS)), 'x-dynamic-var-route_instance_key': 't1/svc/blue/i1', 'x-dynamic-var-route_version_key': 'x' });
+    const res = await sidecar.select({
+      ...bearer(await mint(ec, ROUTE_CLAIMS)),
+      'x-dynamic-var-route_instance_key': 't1/svc/blue/i1',
+      'x-dynamic-var-route_version_key': 'x',
+    });
     assert.equal(res.headers.get('x-dynamic-upstream'), '127.0.0.1:9102');
     const anon = await sidecar.select({ 'x-dynamic-var-route_instance_key': 't1/svc/blue/i1' }, 'optional');
     assert.equal(anon.headers.get('x-dynamic-upstream'), POOL[0]);
@@ -261,7 +382,9 @@ describe('gateway_jwt JWKS lifecycle', () => {
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
 
-  const jwtPolicy = (url: string, extra: Record<string, unknown> = {}): Record<string, Record<string, unknown>> => ({ default: { gateway_jwt: { jwks_url: url, allow_insecure_jwks: true, ...extra } } });
+  const jwtPolicy = (url: string, extra: Record<string, unknown> = {}): Record<string, Record<string, unknown>> => ({
+    default: { gateway_jwt: { jwks_url: url, allow_insecure_jwks: true, ...extra } },
+  });
 
   test('an oversized JWKS (over 10 MiB) fails the start with an error naming the field', T, async () => {
     const jwks = await startJwks([key.jwk]);
@@ -285,7 +408,10 @@ describe('gateway_jwt JWKS lifecycle', () => {
       await assert.rejects(startSidecar(jwtPolicy(url), routesFile), /gateway_jwt\.jwks_url: JWKS .*: HTTP 500$/);
       jwks.status = 200;
       jwks.doc = { keys: [{ kty: 'OKP', crv: 'Ed25519', x: 'abc', kid: 'ed' }] };
-      await assert.rejects(startSidecar(jwtPolicy(url), routesFile), /no usable key \(1 entry; key type "OKP" is not supported \(RSA and EC only\)\)$/);
+      await assert.rejects(
+        startSidecar(jwtPolicy(url), routesFile),
+        /no usable key \(1 entry; key type "OKP" is not supported \(RSA and EC only\)\)$/,
+      );
       jwks.doc = { nokeys: true };
       await assert.rejects(startSidecar(jwtPolicy(url), routesFile), /no "keys" array$/);
     } finally {
@@ -332,7 +458,10 @@ describe('gateway_jwt JWKS lifecycle', () => {
   test('a failing refresh is counted and keeps the last good keys', T, async () => {
     const jwks = await startJwks([key.jwk]);
     const sidecar = await startSidecar(jwtPolicy(jwks.url, { jwks_refresh_interval: '200ms' }), routesFile);
-    const errors = async (): Promise<number> => (await sidecar.metrics.registry.getSingleMetric('caddy_dynamic_lb_gateway_jwt_jwks_fetches_total')?.get())?.values.find((v) => v.labels.result === 'error')?.value ?? 0;
+    const errors = async (): Promise<number> =>
+      (await sidecar.metrics.registry.getSingleMetric('caddy_dynamic_lb_gateway_jwt_jwks_fetches_total')?.get())?.values.find(
+        (v) => v.labels.result === 'error',
+      )?.value ?? 0;
     try {
       jwks.status = 500;
       await eventually(async () => (await errors()) >= 2, 10_000, 'two failed refreshes');
@@ -361,10 +490,20 @@ describe('gateway_jwt JWKS lifecycle', () => {
       // one connection per request (no keep-alive agent), 20 at a time
       const once = (token: string): Promise<number> =>
         new Promise((resolve, reject) => {
-          const req = httpRequest({ host, port, path: '/select/default', agent: false, headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': '127.0.0.1', connection: 'close' }, timeout: 10_000 }, (res) => {
-            res.resume();
-            res.on('end', () => resolve(res.statusCode ?? 0));
-          });
+          const req = httpRequest(
+            {
+              host,
+              port,
+              path: '/select/default',
+              agent: false,
+              headers: { authorization: `Bearer ${token}`, 'x-forwarded-for': '127.0.0.1', connection: 'close' },
+              timeout: 10_000,
+            },
+            (res) => {
+              res.resume();
+              res.on('end', () => resolve(res.statusCode ?? 0));
+            },
+          );
           req.on('error', reject);
           req.end();
         });
@@ -384,7 +523,10 @@ describe('gateway_jwt JWKS lifecycle', () => {
   test('require_mtls: the fingerprint Caddy forwards must be present (not the unreplaced placeholder) and allowed', T, async () => {
     const jwks = await startJwks([key.jwk]);
     const allowed = 'ab'.repeat(32);
-    const sidecar = await startSidecar(jwtPolicy(jwks.url, { require_mtls: true, allowed_client_cert_sha256: [allowed.toUpperCase().replace(/(..)(?!$)/g, '$1:')] }), routesFile);
+    const sidecar = await startSidecar(
+      jwtPolicy(jwks.url, { require_mtls: true, allowed_client_cert_sha256: [allowed.toUpperCase().replace(/(..)(?!$)/g, '$1:')] }),
+      routesFile,
+    );
     try {
       const token = bearer(await mint(key, ROUTE_CLAIMS));
       const none = await sidecar.select(token);

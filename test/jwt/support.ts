@@ -48,7 +48,15 @@ export interface JwksServer {
 
 /** Serves `doc` as JSON with an ETag (a strong hash of the body), answering If-None-Match with 304. */
 export async function startJwks(keys: JWK[]): Promise<JwksServer> {
-  const state = { doc: { keys } as unknown, raw: undefined as string | Buffer | undefined, requests: 0, byUrl: new Map<string, number>(), notModified: 0, delayMs: 0, status: 200 };
+  const state = {
+    doc: { keys } as unknown,
+    raw: undefined as string | Buffer | undefined,
+    requests: 0,
+    byUrl: new Map<string, number>(),
+    notModified: 0,
+    delayMs: 0,
+    status: 200,
+  };
   const server: Server = createServer((req, res) => {
     state.requests++;
     state.byUrl.set(req.url ?? '', (state.byUrl.get(req.url ?? '') ?? 0) + 1);

@@ -18,7 +18,10 @@ test('a resolved child counts locally and its total appears at collection', asyn
   const text = await registry.metrics();
   assert.match(text, /^test_total\{key="a",upstream="x"\} 10$/m);
   child.inc();
-  assert.deepEqual((await c.get()).values.map((v) => v.value), [11]);
+  assert.deepEqual(
+    (await c.get()).values.map((v) => v.value),
+    [11],
+  );
 });
 
 test('reset drops pending counts; unknown label names are rejected when the child is resolved', async () => {
@@ -33,6 +36,7 @@ test('reset drops pending counts; unknown label names are rejected when the chil
 test('the request-path counters of Metrics are fast counters, each per registry', () => {
   const a = new Metrics();
   const b = new Metrics();
-  for (const m of [a.routeHits, a.routeMisses, a.cacheHits, a.cacheMisses, a.watchEvents, a.parseErrors]) assert.ok(m instanceof FastCounter);
+  for (const m of [a.routeHits, a.routeMisses, a.cacheHits, a.cacheMisses, a.watchEvents, a.parseErrors])
+    assert.ok(m instanceof FastCounter);
   assert.notEqual(a.registry, b.registry);
 });

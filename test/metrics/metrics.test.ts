@@ -11,7 +11,8 @@ import { routesDir, scrape, startService, valueOf, type Running, type RoutesDir,
  */
 const ROUTES = {
   'tenant-a': '10.0.0.1:8080',
-  'tenant-b': 'rules:\n  - match: { http.request.header.X-Version: v2 }\n    upstreams: [{ address: 10.0.0.3:8080 }]\n  - upstreams: [{ address: 10.0.0.2:8080 }, { address: 10.0.0.1:8080 }]\n    algorithm: first\n',
+  'tenant-b':
+    'rules:\n  - match: { http.request.header.X-Version: v2 }\n    upstreams: [{ address: 10.0.0.3:8080 }]\n  - upstreams: [{ address: 10.0.0.2:8080 }, { address: 10.0.0.1:8080 }]\n    algorithm: first\n',
 };
 
 describe('Prometheus metrics after real traffic', () => {
@@ -23,13 +24,24 @@ describe('Prometheus metrics after real traffic', () => {
   before(async () => {
     detailed = await routesDir(ROUTES);
     coarse = await routesDir(ROUTES);
-    versioned = await routesDir({ 'v1': '10.0.1.1:8080' });
+    versioned = await routesDir({ v1: '10.0.1.1:8080' });
     const key = '{http.request.header.X-Tenant}';
     svc = await startService({
       policies: {
         detailed: { key, fallback: 'none', data_source: { source: 'file', path: detailed.dir } },
-        coarse: { key, fallback: 'first', pool: ['10.0.9.9:80'], metrics_cardinality: 'coarse', data_source: { source: 'file', path: coarse.dir } },
-        versioned: { instance_key: '{http.request.header.X-Instance}', version_key: '{http.request.header.X-Version}', fallback: 'none', data_source: { source: 'file', path: versioned.dir } },
+        coarse: {
+          key,
+          fallback: 'first',
+          pool: ['10.0.9.9:80'],
+          metrics_cardinality: 'coarse',
+          data_source: { source: 'file', path: coarse.dir },
+        },
+        versioned: {
+          instance_key: '{http.request.header.X-Instance}',
+          version_key: '{http.request.header.X-Version}',
+          fallback: 'none',
+          data_source: { source: 'file', path: versioned.dir },
+        },
       },
     });
     for (const policy of ['detailed', 'coarse']) {
@@ -109,16 +121,32 @@ describe('Prometheus metrics after real traffic', () => {
 
   test('an edit counts a watch event and updates the gauges; a bad file counts a parse error', async () => {
     await detailed.write('tenant-c', 'upstream: 10.0.0.7:8080\n');
-    await eventually(async () => valueOf(await read(), 'caddy_dynamic_lb_route_configs_total', { source_type: 'file' }) === 6, 5000, 'route_configs_total 6');
+    await eventually(
+      async () => valueOf(await read(), 'caddy_dynamic_lb_route_configs_total', { source_type: 'file' }) === 6,
+      5000,
+      'route_configs_total 6',
+    );
     let s = await read();
     assert.equal(valueOf(s, 'caddy_dynamic_lb_active_upstreams', { source_type: 'file' }), 5);
     assert.equal(valueOf(s, 'caddy_dynamic_lb_watch_events_total', { source_type: 'file', event_type: 'put' }), 1);
     await detailed.remove('tenant-c');
-    await eventually(async () => valueOf(await read(), 'caddy_dynamic_lb_watch_events_total', { source_type: 'file', event_type: 'delete' }) === 1, 5000, 'delete event');
+    await eventually(
+      async () => valueOf(await read(), 'caddy_dynamic_lb_watch_events_total', { source_type: 'file', event_type: 'delete' }) === 1,
+      5000,
+      'delete event',
+    );
 
-    assert.equal(valueOf(await read(), 'caddy_dynamic_lb_route_config_parse_errors_total', { source_type: 'file' }), 0, 'exported from the start');
+    assert.equal(
+      valueOf(await read(), 'caddy_dynamic_lb_route_config_parse_errors_total', { source_type: 'file' }),
+      0,
+      'exported from the start',
+    );
     await detailed.write('tenant-d', 'rules: [{ upstreams: [{ address: 10.0.0.1:8080 }], algorithm: fastest }]\n');
-    await eventually(async () => valueOf(await read(), 'caddy_dynamic_lb_route_config_parse_errors_total', { source_type: 'file' }) === 1, 5000, 'parse error counted');
+    await eventually(
+      async () => valueOf(await read(), 'caddy_dynamic_lb_route_config_parse_errors_total', { source_type: 'file' }) === 1,
+      5000,
+      'parse error counted',
+    );
     s = await read();
     assert.equal(valueOf(s, 'caddy_dynamic_lb_route_configs_total', { source_type: 'file' }), 5, 'the bad document is not a route');
     await detailed.remove('tenant-d');
@@ -127,9 +155,17 @@ describe('Prometheus metrics after real traffic', () => {
   test('datasource_healthy drops to 0 when any source of the type loses its store', async () => {
     const { rename } = await import('node:fs/promises');
     await rename(versioned.dir, `${versioned.dir}.away`);
-    await eventually(async () => valueOf(await read(), 'caddy_dynamic_lb_datasource_healthy', { source_type: 'file' }) === 0, 5000, 'unhealthy');
+    await eventually(
+      async () => valueOf(await read(), 'caddy_dynamic_lb_datasource_healthy', { source_type: 'file' }) === 0,
+      5000,
+      'unhealthy',
+    );
     await rename(`${versioned.dir}.away`, versioned.dir);
-    await eventually(async () => valueOf(await read(), 'caddy_dynamic_lb_datasource_healthy', { source_type: 'file' }) === 1, 10_000, 'healthy again');
+    await eventually(
+      async () => valueOf(await read(), 'caddy_dynamic_lb_datasource_healthy', { source_type: 'file' }) === 1,
+      10_000,
+      'healthy again',
+    );
   });
 
   test('every contract metric is exposed with the Go module types; the redis pool family stays defined', async () => {
@@ -164,7 +200,15 @@ describe('datasource_latency_seconds', () => {
   test('times each store read on a route-cache miss, with the Go buckets', async (t) => {
     // a cache smaller than the store: evicted keys are read back from the store on demand
     const routes = await routesDir({ a: '10.0.0.1:8080', b: '10.0.0.2:8080', c: '10.0.0.3:8080' });
-    const svc = await startService({ policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: routes.dir, max_cache_size: 1 } } } });
+    const svc = await startService({
+      policies: {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'none',
+          data_source: { source: 'file', path: routes.dir, max_cache_size: 1 },
+        },
+      },
+    });
     t.after(async () => {
       await svc.stop();
       await routes.cleanup();

@@ -18,16 +18,28 @@ describe('lexer (Caddy 2.6.2 rules)', () => {
 
   test('double quotes keep spaces; \\" is the only escape, other backslashes stay', () => {
     const t = tokenize('"a b" "say \\"hi\\"" "c\\d"', 'F');
-    assert.deepEqual(t.map((x) => x.text), ['a b', 'say "hi"', 'c\\d']);
-    assert.deepEqual(t.map((x) => x.quote), ['"', '"', '"']);
+    assert.deepEqual(
+      t.map((x) => x.text),
+      ['a b', 'say "hi"', 'c\\d'],
+    );
+    assert.deepEqual(
+      t.map((x) => x.quote),
+      ['"', '"', '"'],
+    );
     assert.deepEqual(texts('""'), ['']);
   });
 
   test('backticks: no escapes at all, may contain double quotes and span lines', () => {
     const t = tokenize('`a "b" \\n`\n`x\ny` z', 'F');
-    assert.deepEqual(t.map((x) => x.text), ['a "b" \\n', 'x\ny', 'z']);
+    assert.deepEqual(
+      t.map((x) => x.text),
+      ['a "b" \\n', 'x\ny', 'z'],
+    );
     assert.equal(t[0]?.quote, '`');
-    assert.deepEqual(t.map((x) => x.line), [1, 2, 3]);
+    assert.deepEqual(
+      t.map((x) => x.line),
+      [1, 2, 3],
+    );
   });
 
   test('a quote only opens at the start of a token', () => {
@@ -47,8 +59,14 @@ describe('lexer (Caddy 2.6.2 rules)', () => {
 
   test('a backslash before a newline joins lines; the skipped line is counted later', () => {
     const t = tokenize('a \\\n b\nc', 'F');
-    assert.deepEqual(t.map((x) => x.text), ['a', 'b', 'c']);
-    assert.deepEqual(t.map((x) => x.line), [1, 1, 3]);
+    assert.deepEqual(
+      t.map((x) => x.text),
+      ['a', 'b', 'c'],
+    );
+    assert.deepEqual(
+      t.map((x) => x.line),
+      [1, 1, 3],
+    );
     assert.equal(onNewLine(t[0], t[1] as never), false);
   });
 
@@ -82,25 +100,40 @@ describe('lexer (Caddy 2.6.2 rules)', () => {
 });
 
 const flat = (ds: Directive[], depth = 0): string[] =>
-  ds.flatMap((d) => [`${'.'.repeat(depth)}${[d.name, ...d.args].map((t) => t.text).join(' ')}`, ...(d.block ? flat(d.block, depth + 1) : [])]);
+  ds.flatMap((d) => [
+    `${'.'.repeat(depth)}${[d.name, ...d.args].map((t) => t.text).join(' ')}`,
+    ...(d.block ? flat(d.block, depth + 1) : []),
+  ]);
 
 describe('parser (blocks, snippets, imports)', () => {
   test('global block, sites with several addresses (trailing comma continues), nested blocks', () => {
-    const blocks = parseCaddyfile('{\n\tadmin off\n}\na.example,\nb.example c.example {\n\treverse_proxy x:1 {\n\t\theader_up A B\n\t}\n}\n', 'F');
+    const blocks = parseCaddyfile(
+      '{\n\tadmin off\n}\na.example,\nb.example c.example {\n\treverse_proxy x:1 {\n\t\theader_up A B\n\t}\n}\n',
+      'F',
+    );
     assert.equal(blocks.length, 2);
     assert.equal(blocks[0]?.global, true);
-    assert.deepEqual(blocks[1]?.keys.map((k) => k.text), ['a.example', 'b.example', 'c.example']);
+    assert.deepEqual(
+      blocks[1]?.keys.map((k) => k.text),
+      ['a.example', 'b.example', 'c.example'],
+    );
     assert.deepEqual(flat(blocks[1]?.directives ?? []), ['reverse_proxy x:1', '.header_up A B']);
   });
 
   test('a single site may omit its braces', () => {
     const blocks = parseCaddyfile(':80\nrespond hi\nlog', 'F');
-    assert.deepEqual(blocks[0]?.keys.map((k) => k.text), [':80']);
+    assert.deepEqual(
+      blocks[0]?.keys.map((k) => k.text),
+      [':80'],
+    );
     assert.deepEqual(flat(blocks[0]?.directives ?? []), ['respond hi', 'log']);
   });
 
   test('snippets are spliced in where imported, with {args.N}, inside directive blocks too', () => {
-    const blocks = parseCaddyfile('(k) {\n\tkey {args.0}\n}\n:80 {\n\treverse_proxy {\n\t\timport k {header.X-T}\n\t\tfallback first\n\t}\n}\n', 'F');
+    const blocks = parseCaddyfile(
+      '(k) {\n\tkey {args.0}\n}\n:80 {\n\treverse_proxy {\n\t\timport k {header.X-T}\n\t\tfallback first\n\t}\n}\n',
+      'F',
+    );
     assert.equal(blocks.length, 1);
     assert.deepEqual(flat(blocks[0]?.directives ?? []), ['reverse_proxy', '.key {header.X-T}', '.fallback first']);
   });
@@ -114,14 +147,20 @@ describe('parser (blocks, snippets, imports)', () => {
       const blocks = parseCaddyfile(':80 {\n\timport *.caddy\n\trespond ok\n}\n', join(dir, 'Caddyfile'));
       assert.deepEqual(flat(blocks[0]?.directives ?? []), ['header A 1', 'header B 2', 'respond ok']);
       assert.match(blocks[0]?.directives[0]?.name.file ?? '', /a\.caddy$/);
-      assert.throws(() => parseCaddyfile(':80 {\n\timport missing.caddy\n}\n', join(dir, 'Caddyfile')), /Caddyfile:2: import missing\.caddy: not a snippet, and the file cannot be read: no such file/);
+      assert.throws(
+        () => parseCaddyfile(':80 {\n\timport missing.caddy\n}\n', join(dir, 'Caddyfile')),
+        /Caddyfile:2: import missing\.caddy: not a snippet, and the file cannot be read: no such file/,
+      );
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
   });
 
   test('import cycles and bad braces are errors with file:line', () => {
-    assert.throws(() => parseCaddyfile('(a) {\n\timport a\n}\n:80 {\n\timport a\n}\n', 'F'), (e: unknown) => e instanceof ConfigError && /imports \(an import cycle\?\)/.test(e.message));
+    assert.throws(
+      () => parseCaddyfile('(a) {\n\timport a\n}\n:80 {\n\timport a\n}\n', 'F'),
+      (e: unknown) => e instanceof ConfigError && /imports \(an import cycle\?\)/.test(e.message),
+    );
     assert.throws(() => parseCaddyfile(':80 {\n\troute {\n\t\trespond x\n', 'F'), /block opened at line \d+ is not closed/);
     assert.throws(() => parseCaddyfile(':80 {\n\trespond x\n}\n}\n', 'F'), /F:4: unexpected '}'/);
     assert.throws(() => parseCaddyfile(':80{\n}\n', 'F'), /F:1: site addresses cannot end with a curly brace/);

@@ -41,8 +41,8 @@ async function migrateAndValidate(fixture: string): Promise<Migrated> {
 
 const policies = (m: Migrated): Record<string, Record<string, unknown>> => m.yaml.policies as Record<string, Record<string, unknown>>;
 
-describe('dynamic-lb migrate: Caddyfiles in the Go module\'s grammar', () => {
-  test('basic fixture: select mode, pool and restrict_to_pool, etcd options, Caddy\'s health checks → health_checks', async () => {
+describe("dynamic-lb migrate: Caddyfiles in the Go module's grammar", () => {
+  test("basic fixture: select mode, pool and restrict_to_pool, etcd options, Caddy's health checks → health_checks", async () => {
     const m = await migrateAndValidate('basic.Caddyfile');
     try {
       assert.deepEqual(policies(m), {
@@ -134,39 +134,81 @@ describe('dynamic-lb migrate: Caddyfiles in the Go module\'s grammar', () => {
         metrics_cardinality: 'coarse',
         fallback: 'least_conn',
         data_source: {
-          source: 'etcd', endpoints: ['10.0.1.1:2379', '10.0.1.2:2379'], prefix: '/caddy/routing/', username: 'dlb',
-          password: '${ETCD_PASSWORD:-secret}', dial_timeout: '5s', request_timeout: '2s', initial_load_timeout: '10s',
-          tls_enabled: true, tls_cert_file: `${tls}client.pem`, tls_key_file: `${tls}client-key.pem`, tls_ca_file: `${tls}ca.pem`, tls_skip_verify: true,
+          source: 'etcd',
+          endpoints: ['10.0.1.1:2379', '10.0.1.2:2379'],
+          prefix: '/caddy/routing/',
+          username: 'dlb',
+          password: '${ETCD_PASSWORD:-secret}',
+          dial_timeout: '5s',
+          request_timeout: '2s',
+          initial_load_timeout: '10s',
+          tls_enabled: true,
+          tls_cert_file: `${tls}client.pem`,
+          tls_key_file: `${tls}client-key.pem`,
+          tls_ca_file: `${tls}ca.pem`,
+          tls_skip_verify: true,
         },
         pool: ['10.0.0.1:80', '10.0.0.2:80'],
         restrict_to_pool: true,
       });
       assert.deepEqual(p['redis-example-8002']?.data_source, {
-        source: 'redis', addresses: ['10.0.2.1:6379', '10.0.2.2:6379'], password: 'p w', db: 0, prefix: 'caddy:routing:',
-        dial_timeout: '5s', read_timeout: '2s', initial_load_timeout: '5s',
+        source: 'redis',
+        addresses: ['10.0.2.1:6379', '10.0.2.2:6379'],
+        password: 'p w',
+        db: 0,
+        prefix: 'caddy:routing:',
+        dial_timeout: '5s',
+        read_timeout: '2s',
+        initial_load_timeout: '5s',
         sentinel: { master_name: 'mymaster', addresses: ['10.0.2.5:26379'], password: 'sentinel-pw' },
-        tls_enabled: true, tls_skip_verify: true, pubsub_channel: 'caddy:routing:updates', keyspace_notify: true,
+        tls_enabled: true,
+        tls_skip_verify: true,
+        pubsub_channel: 'caddy:routing:updates',
+        keyspace_notify: true,
       });
       assert.equal(p['redis-example-8002']?.instance_key, '{http.request.header.X-Instance}');
-      assert.deepEqual(p['redis-cluster-example-8003']?.data_source, { source: 'redis', addresses: ['10.0.2.1:7000', '10.0.2.2:7000'], cluster: true });
+      assert.deepEqual(p['redis-cluster-example-8003']?.data_source, {
+        source: 'redis',
+        addresses: ['10.0.2.1:7000', '10.0.2.2:7000'],
+        cluster: true,
+      });
       const consul = p['consul-example-8004']?.data_source as Record<string, unknown>;
       assert.equal(consul.token, '${CONSUL_TOKEN}');
       assert.equal(consul.wait_time, '5m');
       assert.equal(consul.namespace, 'team');
-      assert.deepEqual(p['file-example-8005']?.data_source, { source: 'file', path: `${m.dir}/etc/dynamic-lb/routes`, format: 'auto', watch: true, poll_interval: '30s' });
+      assert.deepEqual(p['file-example-8005']?.data_source, {
+        source: 'file',
+        path: `${m.dir}/etc/dynamic-lb/routes`,
+        format: 'auto',
+        watch: true,
+        poll_interval: '30s',
+      });
       assert.deepEqual(p['http-example-8006']?.data_source, {
-        source: 'http', url: 'http://routes.internal/routes', method: 'GET', timeout: '5s', cache_ttl: '1m', refresh_interval: '30s',
-        headers: { Authorization: 'Bearer abc', 'X-Env': 'prod' }, tls_skip_verify: true, health_endpoint: 'http://routes.internal/health',
-        retry_count: 2, retry_delay: '100ms',
+        source: 'http',
+        url: 'http://routes.internal/routes',
+        method: 'GET',
+        timeout: '5s',
+        cache_ttl: '1m',
+        refresh_interval: '30s',
+        headers: { Authorization: 'Bearer abc', 'X-Env': 'prod' },
+        tls_skip_verify: true,
+        health_endpoint: 'http://routes.internal/health',
+        retry_count: 2,
+        retry_delay: '100ms',
       });
       assert.deepEqual(p['pool-example-8007'], {
-        key: '{http.request.header.X-Tenant}', default_key: 'shared', pool: ['10.0.0.9:80'],
+        key: '{http.request.header.X-Tenant}',
+        default_key: 'shared',
+        pool: ['10.0.0.9:80'],
         data_source: { source: 'etcd', endpoints: ['10.0.1.1:2379'], prefix: '/caddy/upstreams/', dial_timeout: '3s' },
       });
       assert.deepEqual(m.yaml.dns, { listen: '127.0.0.1:2053', zone: 'dynamic-lb.internal', ttl: 10 });
       // carried reverse_proxy options: header_up in select mode; lb_retries and Caddy's lb_policy in pool mode
       assert.match(m.caddyfile, /header_up -X-Dynamic-\*\n\t\t\theader_up X-Real-IP \{remote_host\}/);
-      assert.match(m.caddyfile, /dynamic srv \{\n\t\t\t\tname \{http\.request\.header\.X-Tenant\}\.pool-example-8007\.dynamic-lb\.internal/);
+      assert.match(
+        m.caddyfile,
+        /dynamic srv \{\n\t\t\t\tname \{http\.request\.header\.X-Tenant\}\.pool-example-8007\.dynamic-lb\.internal/,
+      );
       assert.match(m.caddyfile, /lb_policy round_robin\n\t\t\tlb_retries 1/);
       assert.match(m.caddyfile, /route \/api\/\* \{\n\t\timport dynamic-lb-file-example-8005\n\t\}/);
       assert.match(m.caddyfile, /pool\.example:8007 \{\n\timport dynamic-lb-pool-errors\n\timport dynamic-lb-pool-example-8007\n\}/);
@@ -217,7 +259,10 @@ describe('dynamic-lb migrate: Caddyfiles in the Go module\'s grammar', () => {
       'F',
     );
     const lines = r.report.trim().split('\n');
-    assert.deepEqual(lines.map((l) => l.split(': ')[0]), ['F:2', 'F:5', 'F:6', 'F:7', 'F:9', 'F:10', 'F:16', 'F:27']);
+    assert.deepEqual(
+      lines.map((l) => l.split(': ')[0]),
+      ['F:2', 'F:5', 'F:6', 'F:7', 'F:9', 'F:10', 'F:16', 'F:27'],
+    );
     assert.match(r.report, /F:27: unhealthy_request_count 100: no equivalent in the sidecar's health checks/);
     assert.match(r.report, /F:2: upstream https:\/\/b:443: only plain host:port/);
     assert.match(r.report, /F:5: fallback weighted_magic: not a fallback dynamic-lb has/);
@@ -239,15 +284,22 @@ describe('dynamic-lb migrate: Caddyfiles in the Go module\'s grammar', () => {
     assert.equal(parseConfig(r.yaml, 'dynamic-lb.yaml').policies[0]?.healthChecks?.active?.port, 8081);
   });
 
-  test('a site\'s own handle_errors is kept and listed; a policy without a data source is listed', () => {
-    const r = migrateCaddyfile(':80 {\n\thandle_errors {\n\t\trespond "x"\n\t}\n\treverse_proxy a:1 {\n\t\tlb_policy dynamic {\n\t\t\tkey {header.X}\n\t\t}\n\t}\n}\n', 'F');
+  test("a site's own handle_errors is kept and listed; a policy without a data source is listed", () => {
+    const r = migrateCaddyfile(
+      ':80 {\n\thandle_errors {\n\t\trespond "x"\n\t}\n\treverse_proxy a:1 {\n\t\tlb_policy dynamic {\n\t\t\tkey {header.X}\n\t\t}\n\t}\n}\n',
+      'F',
+    );
     assert.match(r.report, /^F:2: handle_errors \{ … \}: kept, but it follows the imported dynamic-lb errors snippet/);
     assert.match(r.report, /\nF:6: lb_policy dynamic: no data source block/);
-    assert.match(r.caddyfile, /:80 \{\n\timport dynamic-lb-errors\n\thandle_errors \{\n\t\trespond "x"\n\t\}\n\timport dynamic-lb-default\n\}/);
+    assert.match(
+      r.caddyfile,
+      /:80 \{\n\timport dynamic-lb-errors\n\thandle_errors \{\n\t\trespond "x"\n\t\}\n\timport dynamic-lb-default\n\}/,
+    );
   });
 
   test('a transport is carried to the per-request proxy unless unhealthy_latency needs the generated one', () => {
-    const text = (more: string): string => `:80 {\n\treverse_proxy a:1 {\n\t\tlb_policy dynamic {\n\t\t\tkey {header.X}\n\t\t\tfile {\n\t\t\t\tpath /tmp\n\t\t\t}\n\t\t}\n\t\ttransport http {\n\t\t\tdial_timeout 3s\n\t\t}\n${more}\t}\n}\n`;
+    const text = (more: string): string =>
+      `:80 {\n\treverse_proxy a:1 {\n\t\tlb_policy dynamic {\n\t\t\tkey {header.X}\n\t\t\tfile {\n\t\t\t\tpath /tmp\n\t\t\t}\n\t\t}\n\t\ttransport http {\n\t\t\tdial_timeout 3s\n\t\t}\n${more}\t}\n}\n`;
     const kept = migrateCaddyfile(text(''), 'F');
     assert.equal(kept.report, '');
     assert.match(kept.caddyfile, /header_up -X-Dynamic-\*\n\t\t\ttransport http \{\n\t\t\t\tdial_timeout 3s\n\t\t\t\}/);

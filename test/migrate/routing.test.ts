@@ -23,9 +23,15 @@ interface Pair {
 }
 
 /** Migrates the fixture text (test ports substituted), swaps the stores for file sources, starts both. */
-async function startMigrated(text: string, name: string, sources: (dataSource: Record<string, unknown>) => Record<string, unknown>): Promise<Pair> {
+async function startMigrated(
+  text: string,
+  name: string,
+  sources: (dataSource: Record<string, unknown>) => Record<string, unknown>,
+): Promise<Pair> {
   const port = await freePort();
-  const testable = text.replace(/^\{\n\s*admin :2019\n\}/m, `{\n${TEST_GLOBAL_OPTIONS.map((l) => `\t${l}`).join('\n')}\n}`).replace(/^(:8000|shop\.example\.net) \{/m, ':{{HTTP_PORT}} {');
+  const testable = text
+    .replace(/^\{\n\s*admin :2019\n\}/m, `{\n${TEST_GLOBAL_OPTIONS.map((l) => `\t${l}`).join('\n')}\n}`)
+    .replace(/^(:8000|shop\.example\.net) \{/m, ':{{HTTP_PORT}} {');
   const r = migrateCaddyfile(testable, name, { listen: `127.0.0.1:${port}` });
   const doc = parse(r.yaml) as { policies: Record<string, { data_source: Record<string, unknown> }> };
   for (const p of Object.values(doc.policies)) p.data_source = sources(p.data_source);
@@ -61,11 +67,19 @@ describe('migrated basic fixture routes as the Go module did', () => {
     // one key with a plain address, one with a header rule over a catch-all, one outside the pool
     routes = routeDir({
       'team-red': a,
-      'team-blue': JSON.stringify({ rules: [{ match: { 'http.request.header.X-Channel': 'beta' }, upstreams: [{ address: c }], priority: 10 }, { upstreams: [{ address: b }], priority: 0 }] }),
+      'team-blue': JSON.stringify({
+        rules: [
+          { match: { 'http.request.header.X-Channel': 'beta' }, upstreams: [{ address: c }], priority: 10 },
+          { upstreams: [{ address: b }], priority: 0 },
+        ],
+      }),
       // not in the reverse_proxy pool: the Go module refused it (not_in_pool) and fell back over the pool
       'team-green': outside,
     });
-    const text = readFileSync(`${FIXTURES}basic.Caddyfile`, 'utf8').replace(/app-([abc]):8080/g, (_w, n: string) => echoes['abc'.indexOf(n)]?.address ?? '');
+    const text = readFileSync(`${FIXTURES}basic.Caddyfile`, 'utf8').replace(
+      /app-([abc]):8080/g,
+      (_w, n: string) => echoes['abc'.indexOf(n)]?.address ?? '',
+    );
     pair = await startMigrated(text, 'basic.Caddyfile', () => ({ source: 'file', path: routes.dir }));
   });
 
@@ -107,7 +121,17 @@ describe('migrated multi-tenant fixture routes as the Go module did', () => {
     // /shop/routes/ (the selection policy's routes) and /shop/pools/ (dynamic_upstreams' per-customer lists)
     routing = routeDir({
       'cust-small': common,
-      'cust-gold': JSON.stringify({ rules: [{ upstreams: [{ address: g1, weight: 1 }, { address: g2, weight: 1 }] }], algorithm: 'round_robin' }),
+      'cust-gold': JSON.stringify({
+        rules: [
+          {
+            upstreams: [
+              { address: g1, weight: 1 },
+              { address: g2, weight: 1 },
+            ],
+          },
+        ],
+        algorithm: 'round_robin',
+      }),
     });
     upstreams = routeDir({
       common: list(common),
@@ -120,7 +144,13 @@ describe('migrated multi-tenant fixture routes as the Go module did', () => {
       const [r, u] = ds.sources as Array<{ prefix: string }>;
       assert.equal(r?.prefix, '/shop/routes/');
       assert.equal(u?.prefix, '/shop/pools/');
-      return { ...ds, sources: [{ source: 'file', path: routing.dir }, { source: 'file', path: upstreams.dir }] };
+      return {
+        ...ds,
+        sources: [
+          { source: 'file', path: routing.dir },
+          { source: 'file', path: upstreams.dir },
+        ],
+      };
     });
   });
 
@@ -136,7 +166,7 @@ describe('migrated multi-tenant fixture routes as the Go module did', () => {
     assert.deepEqual(await backendsFor(pair.caddy.url, { 'X-Customer': 'cust-small' }, 4), new Set(['common']));
   });
 
-  test('round robin over a customer\'s dedicated backends', T, async () => {
+  test("round robin over a customer's dedicated backends", T, async () => {
     assert.deepEqual(await backendsFor(pair.caddy.url, { 'X-Customer': 'cust-gold' }, 6), new Set(['gold-1', 'gold-2']));
   });
 

@@ -18,7 +18,9 @@ export function cli(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promi
 export async function caddyValidate(caddyfile: string): Promise<RunResult> {
   const home = mkdtempSync(join(tmpdir(), 'cdr-migrate-caddy-'));
   try {
-    return await run(caddyBinary(), ['validate', '--config', caddyfile, '--adapter', 'caddyfile'], { env: childEnv({ XDG_CONFIG_HOME: home, XDG_DATA_HOME: home, HOME: home }) });
+    return await run(caddyBinary(), ['validate', '--config', caddyfile, '--adapter', 'caddyfile'], {
+      env: childEnv({ XDG_CONFIG_HOME: home, XDG_DATA_HOME: home, HOME: home }),
+    });
   } finally {
     rmSync(home, { recursive: true, force: true });
   }
@@ -30,7 +32,15 @@ export async function caddyValidate(caddyfile: string): Promise<RunResult> {
  */
 export function fixtureWithPaths(name: string, dir: string): string {
   for (const sub of ['etc/etcd', 'etc/consul', 'etc/dynamic-lb/routes']) mkdirSync(join(dir, sub), { recursive: true });
-  for (const f of ['etc/etcd/client.pem', 'etc/etcd/client-key.pem', 'etc/etcd/ca.pem', 'etc/consul/client.pem', 'etc/consul/client-key.pem', 'etc/consul/ca.pem']) writeFileSync(join(dir, f), '');
+  for (const f of [
+    'etc/etcd/client.pem',
+    'etc/etcd/client-key.pem',
+    'etc/etcd/ca.pem',
+    'etc/consul/client.pem',
+    'etc/consul/client-key.pem',
+    'etc/consul/ca.pem',
+  ])
+    writeFileSync(join(dir, f), '');
   writeFileSync(join(dir, 'routes.json'), '{}');
   return readFileSync(join(FIXTURES, name), 'utf8')
     .replaceAll('/etc/', `${dir}/etc/`)

@@ -35,7 +35,12 @@ describe('logs: structured JSON, one line per source event, none per request', (
     });
     routes = await routesDir({ 'tenant-a': '10.0.0.1:8080' });
     svc = await startService(
-      { admin: { token: TOKEN }, policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: routes.dir } } } },
+      {
+        admin: { token: TOKEN },
+        policies: {
+          default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: routes.dir } },
+        },
+      },
       { logger: createLogger('info', sink) },
     );
   });
@@ -68,7 +73,10 @@ describe('logs: structured JSON, one line per source event, none per request', (
     const reload = lines.slice(before).filter((l) => l.msg === 'routes reloaded');
     assert.equal(reload.length, 1);
     assert.equal(reload[0]?.level, INFO);
-    assert.deepEqual([reload[0]?.source, reload[0]?.origin, reload[0]?.updated, reload[0]?.deleted, reload[0]?.routes], ['file', 'watch', 1, 0, 2]);
+    assert.deepEqual(
+      [reload[0]?.source, reload[0]?.origin, reload[0]?.updated, reload[0]?.deleted, reload[0]?.routes],
+      ['file', 'watch', 1, 0, 2],
+    );
   });
 
   test('a connection change is one line each way', async () => {
@@ -78,7 +86,10 @@ describe('logs: structured JSON, one line per source event, none per request', (
     await rename(`${routes.dir}.away`, routes.dir);
     await eventually(() => lines.slice(before).some((l) => l.msg === 'source in sync'), 10_000, 'in sync line');
     const changes = lines.slice(before).filter((l) => l.msg === 'source unhealthy' || l.msg === 'source in sync');
-    assert.deepEqual(changes.map((l) => l.msg), ['source unhealthy', 'source in sync']);
+    assert.deepEqual(
+      changes.map((l) => l.msg),
+      ['source unhealthy', 'source in sync'],
+    );
     assert.match(String(changes[0]?.last_error), /ENOENT|no such file/);
   });
 
@@ -105,7 +116,10 @@ test('LOG_LEVEL overrides the configured level; an unknown one is a ConfigError 
   assert.equal(logLevel(undefined, {}), 'info');
   assert.equal(logLevel('warn', { LOG_LEVEL: 'DEBUG' }), 'debug');
   assert.equal(logLevel('warn', { LOG_LEVEL: '' }), 'warn');
-  assert.throws(() => logLevel('warn', { LOG_LEVEL: 'loud' }), (err: unknown) => err instanceof ConfigError && err.field === 'LOG_LEVEL');
+  assert.throws(
+    () => logLevel('warn', { LOG_LEVEL: 'loud' }),
+    (err: unknown) => err instanceof ConfigError && err.field === 'LOG_LEVEL',
+  );
 });
 
 test('logs are JSON unless stdout is a terminal; LOG_FORMAT forces either', () => {
@@ -113,5 +127,8 @@ test('logs are JSON unless stdout is a terminal; LOG_FORMAT forces either', () =
   assert.equal(logFormat({}, true), 'pretty');
   assert.equal(logFormat({ LOG_FORMAT: 'json' }, true), 'json');
   assert.equal(logFormat({ LOG_FORMAT: 'pretty' }, false), 'pretty');
-  assert.throws(() => logFormat({ LOG_FORMAT: 'xml' }, false), (err: unknown) => err instanceof ConfigError && err.field === 'LOG_FORMAT');
+  assert.throws(
+    () => logFormat({ LOG_FORMAT: 'xml' }, false),
+    (err: unknown) => err instanceof ConfigError && err.field === 'LOG_FORMAT',
+  );
 });

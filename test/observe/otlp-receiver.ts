@@ -14,7 +14,8 @@ export async function startOtlpReceiver(): Promise<OtlpReceiver> {
     const chunks: Buffer[] = [];
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
-      if (req.method === 'POST' && req.url === '/v1/traces') requests.push({ contentType: req.headers['content-type'] ?? '', body: Buffer.concat(chunks) });
+      if (req.method === 'POST' && req.url === '/v1/traces')
+        requests.push({ contentType: req.headers['content-type'] ?? '', body: Buffer.concat(chunks) });
       const json = (req.headers['content-type'] ?? '').includes('json');
       res.writeHead(200, { 'content-type': json ? 'application/json' : 'application/x-protobuf' });
       res.end(json ? '{}' : '');
@@ -57,7 +58,17 @@ interface OtlpAttribute {
 interface OtlpJson {
   resourceSpans?: Array<{
     resource?: { attributes?: OtlpAttribute[] };
-    scopeSpans?: Array<{ spans?: Array<{ traceId: string; spanId: string; parentSpanId?: string; name: string; kind: number; status?: { code?: number; message?: string }; attributes?: OtlpAttribute[] }> }>;
+    scopeSpans?: Array<{
+      spans?: Array<{
+        traceId: string;
+        spanId: string;
+        parentSpanId?: string;
+        name: string;
+        kind: number;
+        status?: { code?: number; message?: string };
+        attributes?: OtlpAttribute[];
+      }>;
+    }>;
   }>;
 }
 
@@ -78,7 +89,16 @@ export function spansFromJson(requests: OtlpReceiver['requests']): ExportedSpan[
       const resource = flatten(rs.resource?.attributes);
       for (const ss of rs.scopeSpans ?? []) {
         for (const s of ss.spans ?? []) {
-          out.push({ traceId: s.traceId, spanId: s.spanId, parentSpanId: s.parentSpanId ?? '', name: s.name, kind: s.kind, status: s.status ?? {}, attributes: flatten(s.attributes), resource });
+          out.push({
+            traceId: s.traceId,
+            spanId: s.spanId,
+            parentSpanId: s.parentSpanId ?? '',
+            name: s.name,
+            kind: s.kind,
+            status: s.status ?? {},
+            attributes: flatten(s.attributes),
+            resource,
+          });
         }
       }
     }

@@ -12,7 +12,9 @@ test('OTLP over HTTP/protobuf is the default protocol; the traces endpoint varia
   process.env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT = `${receiver.endpoint}/v1/traces`;
   process.env.OTEL_BSP_SCHEDULE_DELAY = '20';
   const routes = await routesDir({ 'tenant-a': '10.0.0.1:8080' });
-  const svc = await startService({ policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'file', path: routes.dir } } } });
+  const svc = await startService({
+    policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'file', path: routes.dir } } },
+  });
   t.after(async () => {
     await svc.stop();
     await shutdownTracing();
@@ -20,7 +22,10 @@ test('OTLP over HTTP/protobuf is the default protocol; the traces endpoint varia
     await routes.cleanup();
   });
   const traceId = randomBytes(16);
-  await svc.select('default', { 'x-tenant': 'tenant-a', traceparent: `00-${traceId.toString('hex')}-${randomBytes(8).toString('hex')}-01` });
+  await svc.select('default', {
+    'x-tenant': 'tenant-a',
+    traceparent: `00-${traceId.toString('hex')}-${randomBytes(8).toString('hex')}-01`,
+  });
   await eventually(() => receiver.requests.some((r) => r.body.includes(traceId)), 5000, 'a protobuf export carrying the trace id');
   const request = receiver.requests.find((r) => r.body.includes(traceId));
   assert.equal(request?.contentType, 'application/x-protobuf');

@@ -22,7 +22,15 @@ describe('tracing exported over OTLP/HTTP JSON to an in-test receiver', () => {
     process.env.OTEL_BSP_SCHEDULE_DELAY = '20';
     // a cache smaller than the store, so that some selections read the store (datasource.get)
     routes = await routesDir({ 'tenant-a': '10.0.0.1:8080', 'tenant-b': '10.0.0.2:8080' });
-    svc = await startService({ policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: routes.dir, max_cache_size: 1 } } } });
+    svc = await startService({
+      policies: {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'none',
+          data_source: { source: 'file', path: routes.dir, max_cache_size: 1 },
+        },
+      },
+    });
   });
   after(async () => {
     await svc.stop();
@@ -32,7 +40,11 @@ describe('tracing exported over OTLP/HTTP JSON to an in-test receiver', () => {
   });
 
   const spansOf = async (traceId: string, count: number): Promise<ExportedSpan[]> => {
-    await eventually(() => spansFromJson(receiver.requests).filter((s) => s.traceId === traceId).length >= count, 5000, `${count} spans of trace ${traceId}`);
+    await eventually(
+      () => spansFromJson(receiver.requests).filter((s) => s.traceId === traceId).length >= count,
+      5000,
+      `${count} spans of trace ${traceId}`,
+    );
     return spansFromJson(receiver.requests).filter((s) => s.traceId === traceId);
   };
 
@@ -44,7 +56,12 @@ describe('tracing exported over OTLP/HTTP JSON to an in-test receiver', () => {
     const traceId = randomBytes(16).toString('hex');
     const parentId = randomBytes(8).toString('hex');
     const cached = [...svc.service.sources[0]!.routes()][0]!.key; // the one key the cache holds
-    const res = await svc.select('default', { 'x-tenant': cached, traceparent: `00-${traceId}-${parentId}-01`, 'x-forwarded-method': 'PUT', 'x-forwarded-uri': '/cart/1?x=y' });
+    const res = await svc.select('default', {
+      'x-tenant': cached,
+      traceparent: `00-${traceId}-${parentId}-01`,
+      'x-forwarded-method': 'PUT',
+      'x-forwarded-uri': '/cart/1?x=y',
+    });
     assert.equal(res.status, 200);
     const spans = await spansOf(traceId, 2);
     const selection = spans.find((s) => s.name === 'dynamic_lb.route_selection');
@@ -84,7 +101,11 @@ describe('tracing exported over OTLP/HTTP JSON to an in-test receiver', () => {
     assert.ok(get, `spans: ${spans.map((s) => s.name).join(', ')}`);
     assert.equal(get.kind, CLIENT);
     assert.equal(get.parentSpanId, selection.spanId);
-    assert.deepEqual(get.attributes, { 'dynamic_lb.datasource_type': 'file', 'dynamic_lb.routing_key': evicted, 'dynamic_lb.healthy': true });
+    assert.deepEqual(get.attributes, {
+      'dynamic_lb.datasource_type': 'file',
+      'dynamic_lb.routing_key': evicted,
+      'dynamic_lb.healthy': true,
+    });
     const lookups = spans.filter((s) => s.name === 'dynamic_lb.cache.lookup');
     assert.ok(lookups.some((l) => l.attributes['dynamic_lb.cache_hit'] === false));
   });
@@ -103,8 +124,14 @@ describe('tracing exported over OTLP/HTTP JSON to an in-test receiver', () => {
   test('without a traceparent a selection starts a new trace', async () => {
     const before = new Set(spansFromJson(receiver.requests).map((s) => s.spanId));
     await svc.select('default', { 'x-tenant': 'root-only' });
-    await eventually(() => spansFromJson(receiver.requests).some((s) => !before.has(s.spanId) && s.name === 'dynamic_lb.route_selection'), 5000, 'a new root span');
-    const root = spansFromJson(receiver.requests).find((s) => !before.has(s.spanId) && s.name === 'dynamic_lb.route_selection') as ExportedSpan;
+    await eventually(
+      () => spansFromJson(receiver.requests).some((s) => !before.has(s.spanId) && s.name === 'dynamic_lb.route_selection'),
+      5000,
+      'a new root span',
+    );
+    const root = spansFromJson(receiver.requests).find(
+      (s) => !before.has(s.spanId) && s.name === 'dynamic_lb.route_selection',
+    ) as ExportedSpan;
     assert.equal(root.parentSpanId, '');
     assert.match(root.traceId, /^[0-9a-f]{32}$/);
   });

@@ -94,7 +94,10 @@ test('the expanded source is kept for messages', () => {
 });
 
 test('expandShortcuts only rewrites whole shortcut tokens', () => {
-  assert.equal(expandShortcuts('{header.X}/{path}/{path.2}/{host}'), '{http.request.header.X}/{http.request.uri.path}/{http.request.uri.path.2}/{http.request.host}');
+  assert.equal(
+    expandShortcuts('{header.X}/{path}/{path.2}/{host}'),
+    '{http.request.header.X}/{http.request.uri.path}/{http.request.uri.path.2}/{http.request.host}',
+  );
   assert.equal(expandShortcuts('{http.request.header.X}'), '{http.request.header.X}');
   assert.equal(expandShortcuts('header.X'), 'header.X');
 });

@@ -147,7 +147,12 @@ test('http.vars.N comes from X-Dynamic-Var-N (case-insensitive name)', () => {
 
 const clientIps: ReadonlyArray<{ desc: string; xff: string; socket: string; ip: string }> = [
   { desc: 'the only X-Forwarded-For element', xff: '203.0.113.7', socket: '127.0.0.1', ip: '203.0.113.7' },
-  { desc: 'the LAST element (the one Caddy wrote); a forged first element is ignored', xff: '6.6.6.6, 203.0.113.7', socket: '127.0.0.1', ip: '203.0.113.7' },
+  {
+    desc: 'the LAST element (the one Caddy wrote); a forged first element is ignored',
+    xff: '6.6.6.6, 203.0.113.7',
+    socket: '127.0.0.1',
+    ip: '203.0.113.7',
+  },
   { desc: 'the last element, spaces trimmed', xff: '1.1.1.1,  198.51.100.2  ', socket: '', ip: '198.51.100.2' },
   { desc: 'brackets stripped from an IPv6 element', xff: '[2001:db8::5]', socket: '', ip: '2001:db8::5' },
   { desc: 'an IPv6 element as is', xff: '2001:db8::5', socket: '', ip: '2001:db8::5' },

@@ -11,7 +11,12 @@ import { UpstreamStateTable } from '../../src/select/upstream-state.ts';
 
 function compileWith(guard: UpstreamGuard, doc: unknown) {
   const text = typeof doc === 'string' ? doc : JSON.stringify(doc);
-  return compileRoute('tenant', parseRouteConfig(text) as RouteConfig, { algorithms, state: new UpstreamStateTable(), random: () => 0, guard }, text);
+  return compileRoute(
+    'tenant',
+    parseRouteConfig(text) as RouteConfig,
+    { algorithms, state: new UpstreamStateTable(), random: () => 0, guard },
+    text,
+  );
 }
 
 test('refused upstreams leave the rule (algorithm, retry order) and the pool; a rule with none left is notAllowed', () => {
@@ -29,7 +34,10 @@ test('refused upstreams leave the rule (algorithm, retry order) and the pool; a 
   });
   const [mixed, refused] = route.rules;
   assert.ok(mixed !== undefined && refused !== undefined);
-  assert.deepEqual(mixed.upstreams.map((u) => u.address), ['10.0.0.1:80', '10.0.0.2:80']);
+  assert.deepEqual(
+    mixed.upstreams.map((u) => u.address),
+    ['10.0.0.1:80', '10.0.0.2:80'],
+  );
   assert.equal(mixed.notAllowed, false);
   assert.equal(mixed.retryOrder(0), '10.0.0.1:80, 10.0.0.2:80');
   const view = new RequestView({ method: 'GET', uri: '/', host: 'h', scheme: 'http', headers: { 'x-a': ['1'] }, remoteIp: '10.0.0.9' });
@@ -39,7 +47,11 @@ test('refused upstreams leave the rule (algorithm, retry order) and the pool; a 
   assert.deepEqual(refused.upstreams, []);
   assert.equal(refused.notAllowed, true);
   assert.deepEqual(route.pool, ['10.0.0.1:80', '10.0.0.2:80']);
-  assert.deepEqual(route.sortedUpstreams, ['10.0.0.1:80', '10.0.0.2:80', '169.254.169.254:80', '192.168.0.1:80'], 'the admin listing still names everything stored');
+  assert.deepEqual(
+    route.sortedUpstreams,
+    ['10.0.0.1:80', '10.0.0.2:80', '169.254.169.254:80', '192.168.0.1:80'],
+    'the admin listing still names everything stored',
+  );
   assert.deepEqual(
     route.refused.map((r) => r.address),
     ['192.168.0.1:80', '169.254.169.254:80'],
@@ -60,7 +72,10 @@ test('a simple route to a refused address is notAllowed; an allowed one, and a r
   assert.equal(fine.simple?.notAllowed, false);
   assert.deepEqual(fine.refused, []);
   assert.equal(reported, 1);
-  const unguarded = compileRoute('t', parseRouteConfig('169.254.169.254:80') as RouteConfig, { algorithms, state: new UpstreamStateTable() });
+  const unguarded = compileRoute('t', parseRouteConfig('169.254.169.254:80') as RouteConfig, {
+    algorithms,
+    state: new UpstreamStateTable(),
+  });
   assert.equal(unguarded.simple?.notAllowed, false);
   assert.deepEqual(unguarded.pool, ['169.254.169.254:80']);
 });

@@ -37,7 +37,12 @@ function oneRule(match: Record<string, string>): CompiledRule {
 // ---- conditions ---------------------------------------------------------------------------------------
 
 test('exact conditions are evaluated before regex ones, whatever the document order', () => {
-  const r = oneRule({ 'http.request.uri.path': '~^/api/', 'http.request.method': 'GET', 'http.request.header.X-A': '~x', 'http.request.host': 'example.com' });
+  const r = oneRule({
+    'http.request.uri.path': '~^/api/',
+    'http.request.method': 'GET',
+    'http.request.header.X-A': '~x',
+    'http.request.host': 'example.com',
+  });
   assert.deepEqual(
     r.conditions.map((c) => (c.exact !== undefined ? `exact:${c.exact}` : `regex:${c.regex?.source}`)),
     ['exact:GET', 'exact:example.com', 'regex:^/api/', 'regex:x'],
@@ -101,7 +106,12 @@ for (const c of conditionKeys) {
 }
 
 test('other condition-key shortcuts resolve too: query, path segment, method, host, cookie, vars', () => {
-  const v = view({ method: 'PUT', uri: '/a/b?v=2', host: 'shop.example:8443', headers: { cookie: 'region=eu', 'x-dynamic-var-tier': 'gold' } });
+  const v = view({
+    method: 'PUT',
+    uri: '/a/b?v=2',
+    host: 'shop.example:8443',
+    headers: { cookie: 'region=eu', 'x-dynamic-var-tier': 'gold' },
+  });
   for (const [key, value] of [
     ['query.v', '2'],
     ['path.1', 'b'],
@@ -154,7 +164,12 @@ test('rule algorithm: the rule’s own, else the config’s, else weighted_rando
 });
 
 test('rules keep their sorted index and priority', () => {
-  const route = compile({ rules: [{ upstreams: ['a:1'], priority: 1 }, { upstreams: ['b:1'], priority: 9 }] });
+  const route = compile({
+    rules: [
+      { upstreams: ['a:1'], priority: 1 },
+      { upstreams: ['b:1'], priority: 9 },
+    ],
+  });
   assert.deepEqual(
     route.rules.map((r) => [r.index, r.priority, r.upstreams[0]?.address]),
     [
@@ -252,10 +267,7 @@ test('two tenants with round_robin over the same list do not share a cursor (Go 
 test('two rules of one route with the same algorithm keep separate state', () => {
   const route = compile({
     algorithm: 'round_robin',
-    rules: [
-      { match: { 'http.request.method': 'GET' }, upstreams: ['a:1', 'b:1'], priority: 1 },
-      { upstreams: ['a:1', 'b:1'] },
-    ],
+    rules: [{ match: { 'http.request.method': 'GET' }, upstreams: ['a:1', 'b:1'], priority: 1 }, { upstreams: ['a:1', 'b:1'] }],
   });
   const v = view();
   assert.equal(rule(route, 0).algorithm.pick(v), 0);

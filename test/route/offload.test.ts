@@ -41,5 +41,8 @@ test('an oversize value is rejected in place, before it is decoded or sent anywh
 test('replies keep their order when many large values are in flight', async () => {
   const values = Array.from({ length: 8 }, (_, i) => large.replace('10.0.0.1:80', `10.0.0.${i + 10}:80`));
   const configs = await Promise.all(values.map((v) => parseBounded(v, DEFAULT_ROUTE_LIMITS)));
-  assert.deepEqual(configs.map((c) => c?.upstream), values.map((_, i) => `10.0.0.${i + 10}:80`));
+  assert.deepEqual(
+    configs.map((c) => c?.upstream),
+    values.map((_, i) => `10.0.0.${i + 10}:80`),
+  );
 });

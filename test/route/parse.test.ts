@@ -101,7 +101,15 @@ test('a full JSON document keeps every field', () => {
       metadata: { team: 'core' },
       description: 'tenant x',
       fallback: 'random',
-      rules: [{ match: { 'http.request.method': 'GET' }, upstreams: [{ address: 'b:2', weight: 3 }], priority: 5, algorithm: 'first', algorithm_key: 'X-K' }],
+      rules: [
+        {
+          match: { 'http.request.method': 'GET' },
+          upstreams: [{ address: 'b:2', weight: 3 }],
+          priority: 5,
+          algorithm: 'first',
+          algorithm_key: 'X-K',
+        },
+      ],
     }),
   );
   assert.ok(config !== null);
@@ -116,12 +124,32 @@ test('a full JSON document keeps every field', () => {
   assert.deepEqual(config.metadata, { team: 'core' });
   assert.equal(config.description, 'tenant x');
   assert.equal(config.fallback, 'random');
-  assert.deepEqual(config.rules, [{ match: { 'http.request.method': 'GET' }, upstreams: [{ address: 'b:2', weight: 3 }], priority: 5, algorithm: 'first', algorithm_key: 'X-K' }]);
+  assert.deepEqual(config.rules, [
+    {
+      match: { 'http.request.method': 'GET' },
+      upstreams: [{ address: 'b:2', weight: 3 }],
+      priority: 5,
+      algorithm: 'first',
+      algorithm_key: 'X-K',
+    },
+  ]);
 });
 
 test('a YAML document parses like the JSON one', () => {
-  const config = parseRouteConfig(['rules:', '  - match:', '      http.request.header.X-Version: v2', '    upstreams:', '      - address: 10.0.0.3:80', '        weight: 2', '    priority: 10'].join('\n'));
-  assert.deepEqual(config, { rules: [{ match: { 'http.request.header.X-Version': 'v2' }, upstreams: [{ address: '10.0.0.3:80', weight: 2 }], priority: 10 }] });
+  const config = parseRouteConfig(
+    [
+      'rules:',
+      '  - match:',
+      '      http.request.header.X-Version: v2',
+      '    upstreams:',
+      '      - address: 10.0.0.3:80',
+      '        weight: 2',
+      '    priority: 10',
+    ].join('\n'),
+  );
+  assert.deepEqual(config, {
+    rules: [{ match: { 'http.request.header.X-Version': 'v2' }, upstreams: [{ address: '10.0.0.3:80', weight: 2 }], priority: 10 }],
+  });
 });
 
 test('unknown fields are ignored (lenient decoding, as the Go module)', () => {
@@ -165,7 +193,17 @@ test('updated_at accepts RFC 3339 with Z, with an offset and with fractional sec
 });
 
 test('YAML scalars land in string fields (unquoted true, numbers) as the Go decoder does', () => {
-  const config = parseRouteConfig(['description: 42', 'algorithm_key: true', 'rules:', '  - match:', '      http.request.header.X-Beta: true', '      http.request.uri.query.v: 2', '    upstreams: [a:1]'].join('\n'));
+  const config = parseRouteConfig(
+    [
+      'description: 42',
+      'algorithm_key: true',
+      'rules:',
+      '  - match:',
+      '      http.request.header.X-Beta: true',
+      '      http.request.uri.query.v: 2',
+      '    upstreams: [a:1]',
+    ].join('\n'),
+  );
   assert.equal(config?.description, '42');
   assert.equal(config?.algorithm_key, 'true');
   assert.deepEqual(config?.rules[0]?.match, { 'http.request.header.X-Beta': 'true', 'http.request.uri.query.v': '2' });
@@ -183,7 +221,9 @@ test('a bare [v6]:port value is a simple upstream (the Go module read it as a JS
 });
 
 test('weights of 0 or below become 1; positive weights are kept', () => {
-  const config = parseRouteConfig('{"rules":[{"upstreams":[{"address":"a:1","weight":0},{"address":"b:1","weight":-5},{"address":"c:1"},{"address":"d:1","weight":7}]}]}');
+  const config = parseRouteConfig(
+    '{"rules":[{"upstreams":[{"address":"a:1","weight":0},{"address":"b:1","weight":-5},{"address":"c:1"},{"address":"d:1","weight":7}]}]}',
+  );
   assert.deepEqual(
     config?.rules[0]?.upstreams.map((u) => u.weight),
     [1, 1, 1, 7],
@@ -193,34 +233,104 @@ test('weights of 0 or below become 1; positive weights are kept', () => {
 // ---- validation errors name the field -------------------------------------------------------------
 
 const invalid: ReadonlyArray<{ desc: string; text: string; field: string; message: RegExp }> = [
-  { desc: 'an unknown rule algorithm', text: '{"rules":[{"upstreams":["a:1"],"algorithm":"fastest"}]}', field: 'rules[0].algorithm', message: /unknown algorithm "fastest"/ },
-  { desc: 'an unknown config algorithm', text: '{"upstream":"a:1","algorithm":"least_latency"}', field: 'algorithm', message: /unknown algorithm/ },
+  {
+    desc: 'an unknown rule algorithm',
+    text: '{"rules":[{"upstreams":["a:1"],"algorithm":"fastest"}]}',
+    field: 'rules[0].algorithm',
+    message: /unknown algorithm "fastest"/,
+  },
+  {
+    desc: 'an unknown config algorithm',
+    text: '{"upstream":"a:1","algorithm":"least_latency"}',
+    field: 'algorithm',
+    message: /unknown algorithm/,
+  },
   { desc: 'a malformed simple upstream', text: '{"upstream":"not an address"}', field: 'upstream', message: /malformed address/ },
-  { desc: 'a malformed rule address', text: '{"rules":[{"upstreams":["a:1"]},{"upstreams":[{"address":"b"}]}]}', field: 'rules[1].upstreams[0].address', message: /malformed address "b"/ },
-  { desc: 'a URL instead of a dial address (with a scheme hint)', text: '{"upstream":"http://a:80"}', field: 'upstream', message: /no scheme/ },
-  { desc: 'a bare URL (simple format) with a scheme hint', text: 'http://a:80', field: 'upstream', message: /no scheme: Caddy dials host:port/ },
+  {
+    desc: 'a malformed rule address',
+    text: '{"rules":[{"upstreams":["a:1"]},{"upstreams":[{"address":"b"}]}]}',
+    field: 'rules[1].upstreams[0].address',
+    message: /malformed address "b"/,
+  },
+  {
+    desc: 'a URL instead of a dial address (with a scheme hint)',
+    text: '{"upstream":"http://a:80"}',
+    field: 'upstream',
+    message: /no scheme/,
+  },
+  {
+    desc: 'a bare URL (simple format) with a scheme hint',
+    text: 'http://a:80',
+    field: 'upstream',
+    message: /no scheme: Caddy dials host:port/,
+  },
   { desc: 'port 0', text: '{"upstream":"a:0"}', field: 'upstream', message: /malformed address/ },
   { desc: 'port 65536', text: '{"upstream":"a:65536"}', field: 'upstream', message: /malformed address/ },
   { desc: 'an IPv6 address without brackets', text: '{"upstream":"::1:80"}', field: 'upstream', message: /malformed address/ },
   { desc: 'an empty JSON string', text: '""', field: 'upstream', message: /malformed address ""/ },
-  { desc: 'a fractional weight', text: '{"rules":[{"upstreams":[{"address":"a:1","weight":1.5}]}]}', field: 'rules[0].upstreams[0].weight', message: /must be an integer/ },
-  { desc: 'a word as weight', text: 'rules:\n  - upstreams:\n      - address: a:1\n        weight: heavy', field: 'rules[0].upstreams[0].weight', message: /must be an integer/ },
-  { desc: 'a bad regex', text: '{"rules":[{"match":{"http.request.uri.path":"~^/api/(v1"},"upstreams":["a:1"]}]}', field: 'rules[0].match["http.request.uri.path"]', message: /invalid regex "\^\/api\/\(v1"/ },
+  {
+    desc: 'a fractional weight',
+    text: '{"rules":[{"upstreams":[{"address":"a:1","weight":1.5}]}]}',
+    field: 'rules[0].upstreams[0].weight',
+    message: /must be an integer/,
+  },
+  {
+    desc: 'a word as weight',
+    text: 'rules:\n  - upstreams:\n      - address: a:1\n        weight: heavy',
+    field: 'rules[0].upstreams[0].weight',
+    message: /must be an integer/,
+  },
+  {
+    desc: 'a bad regex',
+    text: '{"rules":[{"match":{"http.request.uri.path":"~^/api/(v1"},"upstreams":["a:1"]}]}',
+    field: 'rules[0].match["http.request.uri.path"]',
+    message: /invalid regex "\^\/api\/\(v1"/,
+  },
   { desc: 'an empty object', text: '{}', field: '', message: /empty config: needs "upstream" or at least one rule/ },
   { desc: 'an empty rule list', text: '{"rules":[]}', field: '', message: /empty config/ },
-  { desc: 'a rule without upstreams', text: '{"rules":[{"match":{"http.request.method":"GET"}}]}', field: 'rules[0].upstreams', message: /at least one upstream/ },
-  { desc: 'a rule with an empty upstream list', text: '{"rules":[{"upstreams":["a:1"]},{"upstreams":[]}]}', field: 'rules[1].upstreams', message: /at least one upstream/ },
-  { desc: 'a rule without an address', text: '{"rules":[{"upstreams":[{"weight":2}]}]}', field: 'rules[0].upstreams[0].address', message: /is required/ },
+  {
+    desc: 'a rule without upstreams',
+    text: '{"rules":[{"match":{"http.request.method":"GET"}}]}',
+    field: 'rules[0].upstreams',
+    message: /at least one upstream/,
+  },
+  {
+    desc: 'a rule with an empty upstream list',
+    text: '{"rules":[{"upstreams":["a:1"]},{"upstreams":[]}]}',
+    field: 'rules[1].upstreams',
+    message: /at least one upstream/,
+  },
+  {
+    desc: 'a rule without an address',
+    text: '{"rules":[{"upstreams":[{"weight":2}]}]}',
+    field: 'rules[0].upstreams[0].address',
+    message: /is required/,
+  },
   { desc: 'a bad ttl string', text: '{"upstream":"a:1","ttl":"soon"}', field: 'ttl', message: /invalid duration "soon"/ },
   { desc: 'a negative ttl', text: '{"upstream":"a:1","ttl":-1}', field: 'ttl', message: /invalid duration/ },
   { desc: 'a bad updated_at', text: '{"upstream":"a:1","updated_at":"yesterday"}', field: 'updated_at', message: /RFC 3339/ },
   { desc: 'a non-boolean enabled', text: '{"upstream":"a:1","enabled":"maybe"}', field: 'enabled', message: /true or false/ },
-  { desc: 'a JSON number as match value', text: '{"rules":[{"match":{"http.request.uri.query.v":2},"upstreams":["a:1"]}]}', field: 'rules[0].match["http.request.uri.query.v"]', message: /must be a string/ },
-  { desc: 'a JSON boolean as match value', text: '{"rules":[{"match":{"http.request.header.X-Beta":true},"upstreams":["a:1"]}]}', field: 'rules[0].match["http.request.header.X-Beta"]', message: /must be a string/ },
+  {
+    desc: 'a JSON number as match value',
+    text: '{"rules":[{"match":{"http.request.uri.query.v":2},"upstreams":["a:1"]}]}',
+    field: 'rules[0].match["http.request.uri.query.v"]',
+    message: /must be a string/,
+  },
+  {
+    desc: 'a JSON boolean as match value',
+    text: '{"rules":[{"match":{"http.request.header.X-Beta":true},"upstreams":["a:1"]}]}',
+    field: 'rules[0].match["http.request.header.X-Beta"]',
+    message: /must be a string/,
+  },
   { desc: 'a JSON number as upstream', text: '{"upstream":8080}', field: 'upstream', message: /must be a string/ },
   { desc: 'rules that are not a list', text: '{"rules":{"upstreams":["a:1"]}}', field: 'rules', message: /must be a list/ },
   { desc: 'a rule that is not an object', text: '{"rules":["a:1"]}', field: 'rules[0]', message: /must be an object/ },
-  { desc: 'a fractional priority', text: '{"rules":[{"upstreams":["a:1"],"priority":1.5}]}', field: 'rules[0].priority', message: /must be an integer/ },
+  {
+    desc: 'a fractional priority',
+    text: '{"rules":[{"upstreams":["a:1"],"priority":1.5}]}',
+    field: 'rules[0].priority',
+    message: /must be an integer/,
+  },
 ];
 
 for (const c of invalid) {
@@ -299,16 +409,71 @@ test('sortByPriority sorts in place, stably', () => {
 const upstreamList = (n: number): string => Array.from({ length: n }, (_, i) => `10.0.${i >> 8}.${i & 255}:80`).join(', ');
 
 const bounds: ReadonlyArray<{ desc: string; text: string | Uint8Array; limits?: Partial<RouteLimits>; field: string; problem: RegExp }> = [
-  { desc: 'a value over max_value_size (bytes, before any parsing), named with its size', text: `upstream: "${'a'.repeat(300 * 1024)}"\n`, field: '', problem: /^value is 300 KiB \(307213 bytes\), over max_value_size 256 KiB$/ },
-  { desc: 'a byte value over a configured max_value_size', text: new TextEncoder().encode('{"upstream": "a:80", "description": "éé"}'), limits: { maxValueSize: 40 }, field: '', problem: /^value is 43 bytes \(43 bytes\), over max_value_size 40 bytes$/ },
-  { desc: 'more rules than max_rules', text: JSON.stringify({ rules: Array.from({ length: 4 }, () => ({ upstreams: ['a:80'] })) }), limits: { maxRules: 3 }, field: 'rules', problem: /^has 4 rules, over max_rules 3$/ },
-  { desc: 'more upstreams in one rule than max_upstreams', text: `rules:\n  - upstreams: [a:80]\n  - upstreams: [${upstreamList(1001)}]\n`, field: 'rules[1].upstreams', problem: /^has 1001 upstreams, over max_upstreams 1000$/ },
-  { desc: 'JSON nested deeper than max_nesting', text: `{"upstream": "a:80", "x": ${'['.repeat(40)}${']'.repeat(40)}}`, field: '', problem: /^invalid JSON: nesting deeper than 32 levels$/ },
-  { desc: 'YAML nested deeper than max_nesting', text: `upstream: a:80\nx: ${'['.repeat(40)}${']'.repeat(40)}\n`, field: '', problem: /^invalid YAML: nesting deeper than 32 levels at line 2$/ },
-  { desc: 'a duplicate YAML key, found in linear time, named with its line', text: `upstream: a:80\n${Array.from({ length: 20_000 }, (_, i) => `k${i}: ${i}`).join('\n')}\nk7: again\n`, field: '', problem: /^invalid YAML: duplicate key "k7" at line 20002$/ },
-  { desc: 'keys that are the same JS property ("1" and 1) are duplicates', text: 'upstream: a:80\n1: a\n"1": b\n', field: '', problem: /^invalid YAML: duplicate key "1" at line 3$/ },
-  { desc: 'consistent_hash rings over the per-route budget (compiling them would hold the loop for seconds)', text: JSON.stringify({ algorithm: 'consistent_hash', rules: Array.from({ length: 5 }, () => ({ upstreams: [{ address: 'a:80', weight: 100_000 }] })) }), field: 'rules', problem: /^the consistent_hash rules need 1638400 ring points, over 1310720 per route: use smaller weights/ },
-  { desc: 'a long bad address is quoted up to 80 characters', text: JSON.stringify({ upstream: 'x'.repeat(100_000) }), field: 'upstream', problem: /^malformed address "x{78}…" \(100002 characters\): expected host:port$/ },
+  {
+    desc: 'a value over max_value_size (bytes, before any parsing), named with its size',
+    text: `upstream: "${'a'.repeat(300 * 1024)}"\n`,
+    field: '',
+    problem: /^value is 300 KiB \(307213 bytes\), over max_value_size 256 KiB$/,
+  },
+  {
+    desc: 'a byte value over a configured max_value_size',
+    text: new TextEncoder().encode('{"upstream": "a:80", "description": "éé"}'),
+    limits: { maxValueSize: 40 },
+    field: '',
+    problem: /^value is 43 bytes \(43 bytes\), over max_value_size 40 bytes$/,
+  },
+  {
+    desc: 'more rules than max_rules',
+    text: JSON.stringify({ rules: Array.from({ length: 4 }, () => ({ upstreams: ['a:80'] })) }),
+    limits: { maxRules: 3 },
+    field: 'rules',
+    problem: /^has 4 rules, over max_rules 3$/,
+  },
+  {
+    desc: 'more upstreams in one rule than max_upstreams',
+    text: `rules:\n  - upstreams: [a:80]\n  - upstreams: [${upstreamList(1001)}]\n`,
+    field: 'rules[1].upstreams',
+    problem: /^has 1001 upstreams, over max_upstreams 1000$/,
+  },
+  {
+    desc: 'JSON nested deeper than max_nesting',
+    text: `{"upstream": "a:80", "x": ${'['.repeat(40)}${']'.repeat(40)}}`,
+    field: '',
+    problem: /^invalid JSON: nesting deeper than 32 levels$/,
+  },
+  {
+    desc: 'YAML nested deeper than max_nesting',
+    text: `upstream: a:80\nx: ${'['.repeat(40)}${']'.repeat(40)}\n`,
+    field: '',
+    problem: /^invalid YAML: nesting deeper than 32 levels at line 2$/,
+  },
+  {
+    desc: 'a duplicate YAML key, found in linear time, named with its line',
+    text: `upstream: a:80\n${Array.from({ length: 20_000 }, (_, i) => `k${i}: ${i}`).join('\n')}\nk7: again\n`,
+    field: '',
+    problem: /^invalid YAML: duplicate key "k7" at line 20002$/,
+  },
+  {
+    desc: 'keys that are the same JS property ("1" and 1) are duplicates',
+    text: 'upstream: a:80\n1: a\n"1": b\n',
+    field: '',
+    problem: /^invalid YAML: duplicate key "1" at line 3$/,
+  },
+  {
+    desc: 'consistent_hash rings over the per-route budget (compiling them would hold the loop for seconds)',
+    text: JSON.stringify({
+      algorithm: 'consistent_hash',
+      rules: Array.from({ length: 5 }, () => ({ upstreams: [{ address: 'a:80', weight: 100_000 }] })),
+    }),
+    field: 'rules',
+    problem: /^the consistent_hash rules need 1638400 ring points, over 1310720 per route: use smaller weights/,
+  },
+  {
+    desc: 'a long bad address is quoted up to 80 characters',
+    text: JSON.stringify({ upstream: 'x'.repeat(100_000) }),
+    field: 'upstream',
+    problem: /^malformed address "x{78}…" \(100002 characters\): expected host:port$/,
+  },
 ];
 
 for (const c of bounds) {
@@ -320,14 +485,23 @@ for (const c of bounds) {
 }
 
 test('bounded: the defaults fit big real configs (1000 rules; 1000 upstreams in a rule; the 5 levels a route needs)', () => {
-  const rules = Array.from({ length: 1000 }, (_, i) => ({ match: { 'http.request.header.X-Shard': String(i) }, upstreams: [{ address: `10.1.${i >> 8}.${i & 255}:80`, weight: 2 }] }));
+  const rules = Array.from({ length: 1000 }, (_, i) => ({
+    match: { 'http.request.header.X-Shard': String(i) },
+    upstreams: [{ address: `10.1.${i >> 8}.${i & 255}:80`, weight: 2 }],
+  }));
   assert.equal(parseRouteConfig(JSON.stringify({ rules }))?.rules.length, 1000);
   assert.equal(parseRouteConfig(`rules:\n  - upstreams: [${upstreamList(1000)}]\n`)?.rules[0]?.upstreams.length, 1000);
   assert.equal(DEFAULT_ROUTE_LIMITS.maxValueSize, 256 * 1024);
 });
 
 test('bounded: four full consistent_hash rings, or many lightly weighted ones, are within the ring budget', () => {
-  const rules = (n: number, upstreams: number, weight: number): string => JSON.stringify({ rules: Array.from({ length: n }, () => ({ algorithm: 'consistent_hash', upstreams: Array.from({ length: upstreams }, (_, i) => ({ address: `h${i}:80`, weight })) })) });
+  const rules = (n: number, upstreams: number, weight: number): string =>
+    JSON.stringify({
+      rules: Array.from({ length: n }, () => ({
+        algorithm: 'consistent_hash',
+        upstreams: Array.from({ length: upstreams }, (_, i) => ({ address: `h${i}:80`, weight })),
+      })),
+    });
   assert.equal(parseRouteConfig(rules(4, 1, 100_000))?.rules.length, 4);
   assert.equal(parseRouteConfig(rules(50, 10, 10))?.rules.length, 50);
 });

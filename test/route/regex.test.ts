@@ -43,7 +43,12 @@ test('the hostile regex still matches what it should (linear time, same answers)
 const syntax: ReadonlyArray<{ desc: string; pattern: string; yes: readonly string[]; no: readonly string[] }> = [
   { desc: '(?i) makes the match case-insensitive', pattern: '(?i)^beta$', yes: ['beta', 'BETA', 'BeTa'], no: ['betas', 'alpha'] },
   { desc: '\\d is a digit class', pattern: '^/v\\d+/', yes: ['/v1/items', '/v42/'], no: ['/vx/', '/v/'] },
-  { desc: 'named groups in the Go form (?P<name>…)', pattern: '^/(?P<tenant>[a-z]+)/api$', yes: ['/acme/api'], no: ['/ACME/api', '/acme/api/x'] },
+  {
+    desc: 'named groups in the Go form (?P<name>…)',
+    pattern: '^/(?P<tenant>[a-z]+)/api$',
+    yes: ['/acme/api'],
+    no: ['/ACME/api', '/acme/api/x'],
+  },
   { desc: 'named groups in the (?<name>…) form', pattern: '^(?<ver>v[0-9])$', yes: ['v2'], no: ['v10'] },
   { desc: 'POSIX classes', pattern: '^[[:alpha:]]+$', yes: ['abcXYZ'], no: ['abc1'] },
   { desc: 'Unicode classes', pattern: '^\\p{Greek}+$', yes: ['αβγ'], no: ['abc'] },
@@ -146,18 +151,27 @@ after(async () => {
 
 async function selectionLatency(): Promise<{ sum: number; count: number }> {
   const metric = await svc.service.metrics.registry.getSingleMetric('caddy_dynamic_lb_selection_latency_seconds')?.get();
-  const named = (suffix: string): number => metric?.values.find((v) => (v as { metricName?: string }).metricName === `caddy_dynamic_lb_selection_latency_seconds_${suffix}`)?.value ?? 0;
+  const named = (suffix: string): number =>
+    metric?.values.find((v) => (v as { metricName?: string }).metricName === `caddy_dynamic_lb_selection_latency_seconds_${suffix}`)
+      ?.value ?? 0;
   return { sum: named('sum'), count: named('count') };
 }
 
-async function selectWithPayload(payload: string): Promise<{ status: number; upstream: string | null; ms: number; selectionSeconds: number }> {
+async function selectWithPayload(
+  payload: string,
+): Promise<{ status: number; upstream: string | null; ms: number; selectionSeconds: number }> {
   const before = await selectionLatency();
   const started = performance.now();
   const res = await fetch(`${svc.url}/select/default`, { headers: { 'x-tenant': 'hostile', 'x-payload': payload } });
   await res.arrayBuffer();
   const ms = performance.now() - started;
   const afterwards = await selectionLatency();
-  return { status: res.status, upstream: res.headers.get('x-dynamic-upstream'), ms, selectionSeconds: afterwards.count > before.count ? afterwards.sum - before.sum : NaN };
+  return {
+    status: res.status,
+    upstream: res.headers.get('x-dynamic-upstream'),
+    ms,
+    selectionSeconds: afterwards.count > before.count ? afterwards.sum - before.sum : NaN,
+  };
 }
 
 test('a /select whose route holds the hostile regex answers a long (8 KB) header quickly', async () => {

@@ -14,8 +14,24 @@ const C = '10.0.0.3:80';
 const D = '10.0.0.4:80';
 
 /** One rule over `addresses` with `algorithm`, compiled against `health`. */
-function ruleOver(health: HealthTable, algorithm: AlgorithmName, addresses: string[], weights: number[] = [], random = () => 0.5): CompiledRule {
-  const config: RouteConfig = { rules: [{ match: {}, priority: 0, upstreams: addresses.map((address, i) => ({ address, weight: weights[i] ?? 1 })), algorithm, algorithm_key: 'x-user' }] };
+function ruleOver(
+  health: HealthTable,
+  algorithm: AlgorithmName,
+  addresses: string[],
+  weights: number[] = [],
+  random = () => 0.5,
+): CompiledRule {
+  const config: RouteConfig = {
+    rules: [
+      {
+        match: {},
+        priority: 0,
+        upstreams: addresses.map((address, i) => ({ address, weight: weights[i] ?? 1 })),
+        algorithm,
+        algorithm_key: 'x-user',
+      },
+    ],
+  };
   return compileRoute('k', config, { algorithms, state: new UpstreamStateTable(), health, random }).rules[0] as CompiledRule;
 }
 
@@ -32,7 +48,7 @@ function markDown(health: HealthTable, address: string): void {
   health.setActiveDown(health.cell(address), true);
 }
 
-test('all healthy: the rule\'s own algorithm and retry order, the same object every time', () => {
+test("all healthy: the rule's own algorithm and retry order, the same object every time", () => {
   const health = new HealthTable();
   const rule = ruleOver(health, 'round_robin', [A, B, C]);
   assert.equal(rule.available.candidates(''), rule.available.full);
@@ -138,11 +154,26 @@ test('consistent hash: when one upstream dies only its keys move, each to anothe
   }
   assert.ok(moved > keys.length / addresses.length / 2, `the dead upstream held ${moved} keys`);
   health.setActiveDown(health.cell(C), false);
-  assert.deepEqual(keys.map((k) => pick(rule, { 'x-user': k })?.upstream), before);
+  assert.deepEqual(
+    keys.map((k) => pick(rule, { 'x-user': k })?.upstream),
+    before,
+  );
 });
 
 test('without a health table every candidate is available (routes compiled outside a service)', () => {
-  const config: RouteConfig = { rules: [{ match: {}, priority: 0, upstreams: [{ address: A, weight: 1 }, { address: B, weight: 1 }], algorithm: 'first' }] };
+  const config: RouteConfig = {
+    rules: [
+      {
+        match: {},
+        priority: 0,
+        upstreams: [
+          { address: A, weight: 1 },
+          { address: B, weight: 1 },
+        ],
+        algorithm: 'first',
+      },
+    ],
+  };
   const rule = compileRoute('k', config, { algorithms, state: new UpstreamStateTable() }).rules[0] as CompiledRule;
   assert.equal(rule.available.candidates(''), rule.available.full);
   assert.equal(pick(rule, {}, A)?.upstream, B);

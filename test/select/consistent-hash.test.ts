@@ -1,12 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import type { AlgorithmOptions } from '../../src/select/algorithm.ts';
-import {
-  MAX_RING_POINTS,
-  VNODES_PER_WEIGHT,
-  buildRing,
-  consistentHash,
-} from '../../src/select/consistent-hash.ts';
+import { MAX_RING_POINTS, VNODES_PER_WEIGHT, buildRing, consistentHash } from '../../src/select/consistent-hash.ts';
 import { fmix32, fnv1a } from '../../src/select/hash.ts';
 import { UpstreamStateTable } from '../../src/select/upstream-state.ts';
 import { RequestView, type RequestInput } from '../../src/request/view.ts';
@@ -53,8 +48,14 @@ test('the ring holds 160 points per weight unit, labelled "<address>-<j>" and mi
     for (let j = 0; j < count; j++) expected.push([fmix32(fnv1a(`${u.address}-${j}`)), i]);
   });
   expected.sort((a, b) => a[0] - b[0] || a[1] - b[1]);
-  assert.deepEqual(Array.from(ring.points), expected.map((e) => e[0]));
-  assert.deepEqual(Array.from(ring.owners), expected.map((e) => e[1]));
+  assert.deepEqual(
+    Array.from(ring.points),
+    expected.map((e) => e[0]),
+  );
+  assert.deepEqual(
+    Array.from(ring.owners),
+    expected.map((e) => e[1]),
+  );
 });
 
 test('a key goes to the owner of the first point at or after its mixed hash, wrapping around', () => {

@@ -29,7 +29,7 @@ test('golden mapping: FNV-1a(client IP) mod n', () => {
   assert.equal(three.pick(view('192.168.1.77')), 1);
   assert.equal(five.pick(view('192.168.1.77')), 3);
   for (let i = 0; i < 200; i++) {
-    const ip = `172.16.${i >> 4}.${i * 7 % 256}`;
+    const ip = `172.16.${i >> 4}.${(i * 7) % 256}`;
     assert.equal(five.pick(view(ip)), fnv1a(ip) % 5, ip);
   }
   assert.equal(five.pick(view('::1')), fnv1a('::1') % 5);
@@ -53,6 +53,13 @@ test('weights are ignored, weight 0 included', () => {
 
 test('only the client IP matters, not path or headers', () => {
   const alg = ipHash(options([1, 1, 1, 1, 1, 1, 1]));
-  const other = new RequestView({ method: 'POST', uri: '/x?y', host: 'o', scheme: 'https', headers: { 'x-user': 'u9' }, remoteIp: '10.0.0.1' });
+  const other = new RequestView({
+    method: 'POST',
+    uri: '/x?y',
+    host: 'o',
+    scheme: 'https',
+    headers: { 'x-user': 'u9' },
+    remoteIp: '10.0.0.1',
+  });
   assert.equal(alg.pick(other), alg.pick(view('10.0.0.1')));
 });

@@ -4,7 +4,15 @@ import { RequestView, type RequestInput } from '../../src/request/view.ts';
 
 /** A request as the algorithm tests need it: GET /p on host h from 10.0.0.1 with `X-User: u1`, unless overridden. */
 export function makeView(overrides: Partial<RequestInput> = {}): RequestView {
-  return new RequestView({ method: 'GET', uri: '/p', host: 'h', scheme: 'http', headers: { 'x-user': 'u1' }, remoteIp: '10.0.0.1', ...overrides });
+  return new RequestView({
+    method: 'GET',
+    uri: '/p',
+    host: 'h',
+    scheme: 'http',
+    headers: { 'x-user': 'u1' },
+    remoteIp: '10.0.0.1',
+    ...overrides,
+  });
 }
 
 /** Algorithm options over upstreams `10.0.<i>:8080` with the given weights; no key, a fresh state table, random 0.5. */

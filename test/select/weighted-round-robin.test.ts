@@ -131,7 +131,10 @@ test('1000 upstreams with mixed weights get exact proportions over a period', ()
   const counts = new Array<number>(1000).fill(0);
   const alg = weightedRoundRobin(options(w));
   for (let i = 0; i < 3 * total; i++) counts[alg.pick(view)]!++;
-  assert.deepEqual(counts, w.map((x) => 3 * x));
+  assert.deepEqual(
+    counts,
+    w.map((x) => 3 * x),
+  );
 });
 
 test('each instance keeps its own position', () => {

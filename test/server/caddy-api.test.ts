@@ -26,11 +26,14 @@ const ROUTES: Record<string, unknown> = {
     '    algorithm: round_robin',
     '',
   ].join('\n'),
-  'multi.json': { upstream: '10.0.0.9:80', rules: [{ upstreams: ['10.0.0.2:80', '10.0.0.9:80'] }, { upstreams: ['10.0.0.3:80', '10.0.0.2:80'], priority: 1 }] },
+  'multi.json': {
+    upstream: '10.0.0.9:80',
+    rules: [{ upstreams: ['10.0.0.2:80', '10.0.0.9:80'] }, { upstreams: ['10.0.0.3:80', '10.0.0.2:80'], priority: 1 }],
+  },
   'disabled.yaml': 'upstream: 10.0.0.4:80\nenabled: false\n',
   'expired.json': { upstream: '10.0.0.5:80', ttl: '1m', updated_at: '2020-01-01T00:00:00Z' },
-  'shared': '10.0.0.6:80',
-  '_default_': '10.0.0.7:80',
+  shared: '10.0.0.6:80',
+  _default_: '10.0.0.7:80',
   'forwarded.json': {
     rules: [
       { match: { 'http.request.uri.path': '~^/api/' }, upstreams: ['10.0.1.1:80'], priority: 60 },
@@ -53,7 +56,8 @@ let lenient: TestService;
 
 before(async () => {
   dir = await mkdtemp(join(tmpdir(), 'cdr-api-'));
-  for (const [name, value] of Object.entries(ROUTES)) await writeFile(join(dir, name), typeof value === 'string' ? value : JSON.stringify(value));
+  for (const [name, value] of Object.entries(ROUTES))
+    await writeFile(join(dir, name), typeof value === 'string' ? value : JSON.stringify(value));
   strict = await startTestService({ source: 'file', path: dir });
   lenient = await startTestService({ source: 'file', path: dir }, { fallback: 'first', pool: POOL, default_key: 'shared' });
 });
@@ -194,11 +198,23 @@ describe('rules see the original request that Caddy forwards', () => {
   const cases: ReadonlyArray<{ desc: string; headers: Record<string, string>; upstream: string }> = [
     { desc: 'X-Forwarded-Uri is the path (not /select)', headers: { 'X-Forwarded-Uri': '/api/items?x=1' }, upstream: '10.0.1.1:80' },
     { desc: 'X-Forwarded-Method is the method (not GET)', headers: { 'X-Forwarded-Method': 'POST' }, upstream: '10.0.1.2:80' },
-    { desc: 'X-Forwarded-Host is the host, port removed', headers: { 'X-Forwarded-Host': 'admin.example.com:8443' }, upstream: '10.0.1.3:80' },
+    {
+      desc: 'X-Forwarded-Host is the host, port removed',
+      headers: { 'X-Forwarded-Host': 'admin.example.com:8443' },
+      upstream: '10.0.1.3:80',
+    },
     { desc: 'X-Forwarded-Proto is the scheme', headers: { 'X-Forwarded-Proto': 'https' }, upstream: '10.0.1.4:80' },
     { desc: 'the query of X-Forwarded-Uri is the query', headers: { 'X-Forwarded-Uri': '/shop?beta=1' }, upstream: '10.0.1.6:80' },
-    { desc: 'the last X-Forwarded-For element is the client', headers: { 'X-Forwarded-For': '6.6.6.6, 203.0.113.9' }, upstream: '10.0.1.7:80' },
-    { desc: 'a forged first X-Forwarded-For element is not the client', headers: { 'X-Forwarded-For': '203.0.113.9, 10.1.1.1' }, upstream: '10.0.1.5:80' },
+    {
+      desc: 'the last X-Forwarded-For element is the client',
+      headers: { 'X-Forwarded-For': '6.6.6.6, 203.0.113.9' },
+      upstream: '10.0.1.7:80',
+    },
+    {
+      desc: 'a forged first X-Forwarded-For element is not the client',
+      headers: { 'X-Forwarded-For': '203.0.113.9, 10.1.1.1' },
+      upstream: '10.0.1.5:80',
+    },
     { desc: 'X-Dynamic-Var-tier is {http.vars.tier}', headers: { 'X-Dynamic-Var-tier': 'gold' }, upstream: '10.0.1.8:80' },
     { desc: 'without forwarded parts: path /, GET, the Host header, http', headers: {}, upstream: '10.0.1.5:80' },
   ];
@@ -243,30 +259,56 @@ describe('GET /upstreams/{policy}', () => {
 // ---- JSON-RPC ------------------------------------------------------------------------------------------------------
 
 async function rpc(svc: TestService, body: unknown, raw = false): Promise<{ status: number; body: unknown }> {
-  const res = await fetch(`${svc.url}/rpc`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: raw ? String(body) : JSON.stringify(body) });
+  const res = await fetch(`${svc.url}/rpc`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: raw ? String(body) : JSON.stringify(body),
+  });
   const text = await res.text();
   return { status: res.status, body: text === '' ? undefined : (JSON.parse(text) as unknown) };
 }
 
-const call = (method: string, params: unknown, id: number | string = 1): Record<string, unknown> => ({ jsonrpc: '2.0', id, method, params });
+const call = (method: string, params: unknown, id: number | string = 1): Record<string, unknown> => ({
+  jsonrpc: '2.0',
+  id,
+  method,
+  params,
+});
 
 describe('POST /rpc (JSON-RPC 2.0)', () => {
   test('select with a key: upstream, upstreams (choice first), route and rule', async () => {
     const r = await rpc(strict, call('select', { policy: 'default', key: 'tenant-b', request: { headers: { 'X-Version': 'v2' } } }));
     assert.equal(r.status, 200);
-    assert.deepEqual(r.body, { jsonrpc: '2.0', id: 1, result: { upstream: '10.0.0.3:80', upstreams: ['10.0.0.3:80'], route: 'hit', rule: 0 } });
+    assert.deepEqual(r.body, {
+      jsonrpc: '2.0',
+      id: 1,
+      result: { upstream: '10.0.0.3:80', upstreams: ['10.0.0.3:80'], route: 'hit', rule: 0 },
+    });
   });
 
   test('select from a request object: key expression, method, uri, host and remote_ip are used', async () => {
-    const r = await rpc(strict, call('select', { request: { method: 'GET', uri: '/api/x', host: 'h', headers: { 'X-Tenant': 'forwarded' }, remote_ip: '1.2.3.4' } }));
-    assert.deepEqual((r.body as { result: unknown }).result, { upstream: '10.0.1.1:80', upstreams: ['10.0.1.1:80'], route: 'hit', rule: 0 });
+    const r = await rpc(
+      strict,
+      call('select', { request: { method: 'GET', uri: '/api/x', host: 'h', headers: { 'X-Tenant': 'forwarded' }, remote_ip: '1.2.3.4' } }),
+    );
+    assert.deepEqual((r.body as { result: unknown }).result, {
+      upstream: '10.0.1.1:80',
+      upstreams: ['10.0.1.1:80'],
+      route: 'hit',
+      rule: 0,
+    });
     const remote = await rpc(strict, call('select', { key: 'forwarded', request: { remote_ip: '203.0.113.9' } }));
     assert.equal((remote.body as { result: { upstream: string } }).result.upstream, '10.0.1.7:80');
   });
 
   test('select misses: fallback with reason, or none with a null upstream', async () => {
     const fb = await rpc(lenient, call('select', { key: 'nobody' }));
-    assert.deepEqual((fb.body as { result: unknown }).result, { upstream: POOL[0], upstreams: POOL, route: 'fallback', reason: 'no_config' });
+    assert.deepEqual((fb.body as { result: unknown }).result, {
+      upstream: POOL[0],
+      upstreams: POOL,
+      route: 'fallback',
+      reason: 'no_config',
+    });
     const none = await rpc(strict, call('select', { key: 'nobody' }));
     assert.deepEqual((none.body as { result: unknown }).result, { upstream: null, upstreams: [], route: 'none', reason: 'no_config' });
   });
@@ -315,7 +357,10 @@ describe('POST /rpc (JSON-RPC 2.0)', () => {
       { jsonrpc: '2.0', method: 'no-such-method' },
     ]);
     assert.deepEqual([batch.status, batch.body], [204, undefined]);
-    const mixed = await rpc(strict, [{ jsonrpc: '2.0', method: 'select', params: { key: 'tenant-a' } }, call('upstreams', { key: 'tenant-a' }, 9)]);
+    const mixed = await rpc(strict, [
+      { jsonrpc: '2.0', method: 'select', params: { key: 'tenant-a' } },
+      call('upstreams', { key: 'tenant-a' }, 9),
+    ]);
     assert.deepEqual(
       (mixed.body as Array<{ id: number }>).map((x) => x.id),
       [9],

@@ -24,8 +24,22 @@ async function fakeUpstream(): Promise<{ address: string; asked: string[]; silen
     state.asked.push(question.name);
     if (state.silent) return;
     const rcode = question.name.startsWith('nobody.') ? 3 : 0;
-    const answers = rcode === 0 ? [{ type: 'SRV' as const, name: question.name, ttl: 5, data: { priority: 0, weight: 1, port: 8080, target: `ip-10-0-0-1.${ZONE}` } }] : [];
-    socket.send(dnsPacket.encode({ id: q.id, type: 'response', flags: dnsPacket.AUTHORITATIVE_ANSWER | rcode, questions: [question], answers }), rinfo.port, rinfo.address);
+    const answers =
+      rcode === 0
+        ? [
+            {
+              type: 'SRV' as const,
+              name: question.name,
+              ttl: 5,
+              data: { priority: 0, weight: 1, port: 8080, target: `ip-10-0-0-1.${ZONE}` },
+            },
+          ]
+        : [];
+    socket.send(
+      dnsPacket.encode({ id: q.id, type: 'response', flags: dnsPacket.AUTHORITATIVE_ANSWER | rcode, questions: [question], answers }),
+      rinfo.port,
+      rinfo.address,
+    );
   });
   await new Promise<void>((resolve) => socket.bind(0, '127.0.0.1', resolve));
   state.address = `127.0.0.1:${socket.address().port}`;
@@ -73,7 +87,10 @@ describe('DnsRelay: the DNS front between Caddy and the service', () => {
     const r = relay();
     upstream.asked.length = 0;
     const a = decode(await r.answer(query(`ip-10-0-0-1.${ZONE}`, 'A', 9), 'udp'));
-    assert.deepEqual(a.answers?.map((x) => (x as { data?: unknown }).data), ['10.0.0.1']);
+    assert.deepEqual(
+      a.answers?.map((x) => (x as { data?: unknown }).data),
+      ['10.0.0.1'],
+    );
     assert.deepEqual(upstream.asked, []);
   });
 
@@ -108,7 +125,11 @@ describe('DnsRelay: the DNS front between Caddy and the service', () => {
       await new Promise((resolve) => setTimeout(resolve, 20));
       slow.close(); // the service died
       assert.equal(decode(await pending).rcode, 'SERVFAIL');
-      assert.equal(decode(await slow.answer(query(`other.default.${ZONE}`, 'SRV', 4), 'udp')).rcode, 'SERVFAIL', 'nothing is relayed after close');
+      assert.equal(
+        decode(await slow.answer(query(`other.default.${ZONE}`, 'SRV', 4), 'udp')).rcode,
+        'SERVFAIL',
+        'nothing is relayed after close',
+      );
     } finally {
       upstream.silent = false;
     }
@@ -137,7 +158,10 @@ describe('DnsFront: the front process', () => {
           });
           s.send(query(name, type, 77), Number(port), host);
         });
-      assert.deepEqual((await ask(`ip-127-0-0-9.${ZONE}`, 'A')).answers?.map((a) => (a as { data?: unknown }).data), ['127.0.0.9']);
+      assert.deepEqual(
+        (await ask(`ip-127-0-0-9.${ZONE}`, 'A')).answers?.map((a) => (a as { data?: unknown }).data),
+        ['127.0.0.9'],
+      );
       // relayed: the inner server has no such policy
       assert.equal((await ask(`tenant.unknown.${ZONE}`, 'SRV')).rcode, 'NXDOMAIN');
     } finally {

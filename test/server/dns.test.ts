@@ -18,7 +18,10 @@ let nextId = 1;
 
 function query(name: string, type: Question['type'], extra: Partial<dnsPacket.Packet> = {}): { id: number; buf: Buffer } {
   const id = nextId++ & 0xffff;
-  return { id, buf: dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }], ...extra }) };
+  return {
+    id,
+    buf: dnsPacket.encode({ type: 'query', id, flags: dnsPacket.RECURSION_DESIRED, questions: [{ type, name, class: 'IN' }], ...extra }),
+  };
 }
 
 function udpRaw(server: string, buf: Buffer, timeoutMs = 2000): Promise<Buffer | undefined> {
@@ -43,7 +46,12 @@ function udpRaw(server: string, buf: Buffer, timeoutMs = 2000): Promise<Buffer |
   });
 }
 
-async function udp(server: string, name: string, type: Question['type'], extra: Partial<dnsPacket.Packet> = {}): Promise<DecodedPacket & { rcode: string }> {
+async function udp(
+  server: string,
+  name: string,
+  type: Question['type'],
+  extra: Partial<dnsPacket.Packet> = {},
+): Promise<DecodedPacket & { rcode: string }> {
   const q = query(name, type, extra);
   const msg = await udpRaw(server, q.buf);
   assert.ok(msg, `no UDP answer for ${type} ${name}`);
@@ -89,11 +97,20 @@ function tcp(server: string, queries: Buffer[], split = false): Promise<Array<De
 }
 
 const srv = (p: DecodedPacket): SrvAnswer['data'][] => (p.answers ?? []).filter((a): a is SrvAnswer => a.type === 'SRV').map((a) => a.data);
-const addrs = (answers: Answer[] | undefined, type: 'A' | 'AAAA'): string[] => (answers ?? []).filter((a): a is StringAnswer => a.type === type).map((a) => a.data);
+const addrs = (answers: Answer[] | undefined, type: 'A' | 'AAAA'): string[] =>
+  (answers ?? []).filter((a): a is StringAnswer => a.type === type).map((a) => a.data);
 
 describe('label rules and encodings', () => {
   test('base32 is RFC 4648 (lower case, no padding) and rejects non-canonical input', () => {
-    const vectors: Array<[string, string]> = [['', ''], ['f', 'my'], ['fo', 'mzxq'], ['foo', 'mzxw6'], ['foob', 'mzxw6yq'], ['fooba', 'mzxw6ytb'], ['foobar', 'mzxw6ytboi']];
+    const vectors: Array<[string, string]> = [
+      ['', ''],
+      ['f', 'my'],
+      ['fo', 'mzxq'],
+      ['foo', 'mzxw6'],
+      ['foob', 'mzxw6yq'],
+      ['fooba', 'mzxw6ytb'],
+      ['foobar', 'mzxw6ytboi'],
+    ];
     for (const [plain, encoded] of vectors) {
       assert.equal(base32Encode(Buffer.from(plain)), encoded);
       assert.equal(Buffer.from(base32Decode(encoded) ?? []).toString(), plain);
@@ -116,7 +133,10 @@ describe('label rules and encodings', () => {
     for (const key of keys) {
       const name = dnsNameForKey(key, 'default', ZONE);
       const labels = name.split('.');
-      assert.ok(labels.every((l) => l.length >= 1 && l.length <= 63), name);
+      assert.ok(
+        labels.every((l) => l.length >= 1 && l.length <= 63),
+        name,
+      );
       assert.ok(name.length <= 253, name);
       const keyLabels = labels.slice(0, -3);
       assert.equal(keysFromLabels(keyLabels)[0], key, name);
@@ -135,7 +155,10 @@ describe('label rules and encodings', () => {
     assert.equal(targetForHost('backend.svc.local', ZONE), `h--mjqwg23fnzsc443wmmxgy33dmfwa.${ZONE}`);
     assert.equal(targetForHost('Backend.SVC.local.', ZONE), targetForHost('backend.svc.local', ZONE));
     const long = targetForHost(`${'a'.repeat(60)}.${'b'.repeat(60)}.example`, ZONE);
-    assert.ok(long.split('.').every((l) => l.length <= 63), long);
+    assert.ok(
+      long.split('.').every((l) => l.length <= 63),
+      long,
+    );
   });
 });
 
@@ -150,7 +173,8 @@ describe('DNS server (UDP and TCP)', () => {
     const many = Array.from({ length: 40 }, (_, i) => `{ address: 10.1.${i >> 8}.${i & 255}:${8000 + i} }`).join(', ');
     routes = routeDir({
       'tenant-a': '127.0.0.1:9001',
-      'tenant-b.yaml': 'rules:\n  - match: { http.request.header.X-Version: v2 }\n    upstreams: [{ address: 127.0.0.3:9003 }]\n  - upstreams: [{ address: 127.0.0.1:9001, weight: 5 }, { address: "[::1]:9002", weight: 3 }, { address: backend.svc.local:8080, weight: 2 }]\n',
+      'tenant-b.yaml':
+        'rules:\n  - match: { http.request.header.X-Version: v2 }\n    upstreams: [{ address: 127.0.0.3:9003 }]\n  - upstreams: [{ address: 127.0.0.1:9001, weight: 5 }, { address: "[::1]:9002", weight: 3 }, { address: backend.svc.local:8080, weight: 2 }]\n',
       'hosts-only.yaml': 'upstream: backend.svc.local:8080\n',
       'off.yaml': 'upstream: 127.0.0.1:9001\nenabled: false\n',
       'Acme.yaml': 'upstream: 127.0.0.7:7000\n',
@@ -179,8 +203,17 @@ describe('DNS server (UDP and TCP)', () => {
     sidecar = await startSidecar(
       {
         default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: routes.dir } },
-        withdefault: { key: '{http.request.header.X-Tenant}', default_key: 'shared', fallback: 'none', data_source: { source: 'file', path: routes.dir } },
-        lazy: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'http', url: `http://${routeAddress}/routes/{key}`, timeout: '1s', retry_count: 0 } },
+        withdefault: {
+          key: '{http.request.header.X-Tenant}',
+          default_key: 'shared',
+          fallback: 'none',
+          data_source: { source: 'file', path: routes.dir },
+        },
+        lazy: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'none',
+          data_source: { source: 'http', url: `http://${routeAddress}/routes/{key}`, timeout: '1s', retry_count: 0 },
+        },
       },
       { dns: { listen: '127.0.0.1:0', zone: 'DLB.test.', ttl: 7 } },
     );
@@ -249,7 +282,9 @@ describe('DNS server (UDP and TCP)', () => {
   });
 
   test('<policy>.<zone> asks for the default key', T, async () => {
-    assert.deepEqual(srv(await udp(dns, `withdefault.${ZONE}`, 'SRV')), [{ priority: 0, weight: 1, port: 9009, target: `ip-127-0-0-9.${ZONE}` }]);
+    assert.deepEqual(srv(await udp(dns, `withdefault.${ZONE}`, 'SRV')), [
+      { priority: 0, weight: 1, port: 9009, target: `ip-127-0-0-9.${ZONE}` },
+    ]);
   });
 
   test('other types: NOERROR without records; outside the zone: REFUSED; the apex: SOA', T, async () => {
@@ -265,7 +300,9 @@ describe('DNS server (UDP and TCP)', () => {
   });
 
   test('names are case-insensitive; mixed-case and other keys are reached as sent or through dk--', T, async () => {
-    assert.deepEqual(srv(await udp(dns, `TENANT-A.Default.DLB.TEST`, 'SRV')), [{ priority: 0, weight: 1, port: 9001, target: `ip-127-0-0-1.${ZONE}` }]);
+    assert.deepEqual(srv(await udp(dns, `TENANT-A.Default.DLB.TEST`, 'SRV')), [
+      { priority: 0, weight: 1, port: 9001, target: `ip-127-0-0-1.${ZONE}` },
+    ]);
     assert.equal(srv(await udp(dns, `Acme.default.${ZONE}`, 'SRV'))[0]?.port, 7000, 'as sent, when the lower-case key does not exist');
     assert.equal(srv(await udp(dns, dnsNameForKey('Acme', 'default', ZONE), 'SRV'))[0]?.port, 7000);
     assert.equal(srv(await udp(dns, dnsNameForKey('team blue', 'default', ZONE), 'SRV'))[0]?.port, 8000);
@@ -300,7 +337,9 @@ describe('DNS server (UDP and TCP)', () => {
     assert.equal(whole?.flag_tc, false);
     assert.equal(srv(whole as DecodedPacket).length, 40);
     const edns = await udp(dns, `big.default.${ZONE}`, 'SRV', {
-      additionals: [{ type: 'OPT', name: '.', udpPayloadSize: 4096, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] }],
+      additionals: [
+        { type: 'OPT', name: '.', udpPayloadSize: 4096, extendedRcode: 0, ednsVersion: 0, flags: 0, flag_do: false, options: [] },
+      ],
     });
     assert.equal(edns.flag_tc, false);
     assert.equal(srv(edns).length, 40);
@@ -309,9 +348,19 @@ describe('DNS server (UDP and TCP)', () => {
   test('TCP: several queries on one connection, in one write or split byte by byte, answered in order', T, async () => {
     const names = ['tenant-a', 'tenant-b', 'nobody', 'tenant-a'];
     for (const split of [false, true]) {
-      const answers = await tcp(dns, names.map((n) => query(`${n}.default.${ZONE}`, 'SRV').buf), split);
-      assert.deepEqual(answers.map((a) => a.rcode), ['NOERROR', 'NOERROR', 'NXDOMAIN', 'NOERROR']);
-      assert.deepEqual(answers.map((a) => srv(a).length), [1, 4, 0, 1]);
+      const answers = await tcp(
+        dns,
+        names.map((n) => query(`${n}.default.${ZONE}`, 'SRV').buf),
+        split,
+      );
+      assert.deepEqual(
+        answers.map((a) => a.rcode),
+        ['NOERROR', 'NOERROR', 'NXDOMAIN', 'NOERROR'],
+      );
+      assert.deepEqual(
+        answers.map((a) => srv(a).length),
+        [1, 4, 0, 1],
+      );
     }
   });
 
@@ -333,7 +382,9 @@ describe('DNS server (UDP and TCP)', () => {
   test("an independent client (Node's c-ares resolver) reads the same answers", T, async () => {
     const r = new Resolver({ timeout: 2000, tries: 1 });
     r.setServers([dns]);
-    assert.deepEqual(await r.resolveSrv(`tenant-a.default.${ZONE}`), [{ name: `ip-127-0-0-1.${ZONE}`, port: 9001, priority: 0, weight: 1 }]);
+    assert.deepEqual(await r.resolveSrv(`tenant-a.default.${ZONE}`), [
+      { name: `ip-127-0-0-1.${ZONE}`, port: 9001, priority: 0, weight: 1 },
+    ]);
     assert.deepEqual(await r.resolve4(`ip-127-0-0-1.${ZONE}`), ['127.0.0.1']);
     assert.equal((await r.resolveSrv(`big.default.${ZONE}`)).length, 40, 'falls back to TCP on TC');
     await assert.rejects(r.resolveSrv(`nobody.default.${ZONE}`), { code: 'ENOTFOUND' });

@@ -22,7 +22,12 @@ interface LogLine {
 async function startService(extra: Record<string, unknown> = {}): Promise<{ service: Service; metrics: Metrics; logs: LogLine[] }> {
   const { logger, lines: logs } = captureLogs<LogLine>('debug');
   const config = parseConfig(
-    stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, ...extra, policies: { default: { key: '{http.request.header.X-Tenant}', pool: ['10.0.0.1:80'] } } }),
+    stringify({
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      ...extra,
+      policies: { default: { key: '{http.request.header.X-Tenant}', pool: ['10.0.0.1:80'] } },
+    }),
     '<test>',
   );
   const metrics = new Metrics();
@@ -54,7 +59,8 @@ function raw(address: string, request: string | Buffer): Promise<{ status: numbe
 }
 
 const get = (path: string, headers = ''): string => `GET ${path} HTTP/1.1\r\nHost: sidecar\r\n${headers}Connection: close\r\n\r\n`;
-const post = (path: string, body: string): string => `POST ${path} HTTP/1.1\r\nHost: sidecar\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
+const post = (path: string, body: string): string =>
+  `POST ${path} HTTP/1.1\r\nHost: sidecar\r\nContent-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`;
 
 describe('malformed requests: 4xx with a JSON body, at most a debug log', () => {
   let s: Awaited<ReturnType<typeof startService>>;
@@ -71,22 +77,69 @@ describe('malformed requests: 4xx with a JSON body, at most a debug log', () => 
     { desc: 'a bad escape in /upstreams', listener: 'listen', request: get('/upstreams/%zz'), status: 400 },
     { desc: 'a bad escape with a query', listener: 'listen', request: get('/upstreams/%E0%A4%A?key=%zz'), status: 400 },
     { desc: 'a lone surrogate (%ED%A0%80)', listener: 'listen', request: get('/select/%ED%A0%80'), status: 400 },
-    { desc: 'raw invalid UTF-8 bytes in the path', listener: 'listen', request: Buffer.concat([Buffer.from('GET /select/'), Buffer.from([0xff, 0xfe, 0xc0]), Buffer.from(' HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n')]), status: 400 },
+    {
+      desc: 'raw invalid UTF-8 bytes in the path',
+      listener: 'listen',
+      request: Buffer.concat([
+        Buffer.from('GET /select/'),
+        Buffer.from([0xff, 0xfe, 0xc0]),
+        Buffer.from(' HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n'),
+      ]),
+      status: 400,
+    },
     { desc: 'a control character in the path', listener: 'listen', request: 'GET /select/a\x01b HTTP/1.1\r\nHost: x\r\n\r\n', status: 400 },
     { desc: 'an unknown policy with a 100 KB name', listener: 'listen', request: get(`/select/${'p'.repeat(100_000)}`), status: 404 },
     { desc: 'a path over the 1 MiB header limit', listener: 'listen', request: get(`/select/${'a'.repeat(1_100_000)}`), status: 431 },
-    { desc: 'a header over the 1 MiB limit', listener: 'listen', request: get('/select/default', `X-Big: ${'b'.repeat(1_100_000)}\r\n`), status: 431 },
+    {
+      desc: 'a header over the 1 MiB limit',
+      listener: 'listen',
+      request: get('/select/default', `X-Big: ${'b'.repeat(1_100_000)}\r\n`),
+      status: 431,
+    },
     { desc: 'a malformed request line', listener: 'listen', request: 'HELLO\r\n\r\n', status: 400 },
-    { desc: 'a bad Content-Length', listener: 'listen', request: 'POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n', status: 400 },
-    { desc: 'a bad chunk size', listener: 'listen', request: 'POST /rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n', status: 400 },
+    {
+      desc: 'a bad Content-Length',
+      listener: 'listen',
+      request: 'POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: abc\r\n\r\n',
+      status: 400,
+    },
+    {
+      desc: 'a bad chunk size',
+      listener: 'listen',
+      request: 'POST /rpc HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n',
+      status: 400,
+    },
     { desc: 'an RPC body that is not JSON', listener: 'listen', request: post('/rpc', '{"jsonrpc": "2.0", "method": '), status: 400 },
-    { desc: 'an RPC body of invalid UTF-8', listener: 'listen', request: Buffer.concat([Buffer.from('POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\n'), Buffer.from([0xff, 0xc0, 0x80])]), status: 400 },
-    { desc: 'an RPC body nested 100,000 deep', listener: 'listen', request: post('/rpc', `${'['.repeat(100_000)}${']'.repeat(100_000)}`), status: 200 },
+    {
+      desc: 'an RPC body of invalid UTF-8',
+      listener: 'listen',
+      request: Buffer.concat([
+        Buffer.from('POST /rpc HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\n'),
+        Buffer.from([0xff, 0xc0, 0x80]),
+      ]),
+      status: 400,
+    },
+    {
+      desc: 'an RPC body nested 100,000 deep',
+      listener: 'listen',
+      request: post('/rpc', `${'['.repeat(100_000)}${']'.repeat(100_000)}`),
+      status: 200,
+    },
     { desc: 'an RPC body over 1 MiB', listener: 'listen', request: post('/rpc', `"${'x'.repeat(1_100_000)}"`), status: 413 },
     { desc: 'an admin path with a bad escape', listener: 'admin', request: get('/dynamic-lb/%zz'), status: 404 },
     { desc: 'an admin explain with bad escapes', listener: 'admin', request: get('/dynamic-lb/explain?key=%zz&header=%C0'), status: 400 },
-    { desc: 'an admin explain for a policy with a bad escape', listener: 'admin', request: get('/dynamic-lb/explain?policy=%C0%AF'), status: 404 },
-    { desc: 'an admin header over the 16 KiB limit', listener: 'admin', request: get('/metrics', `X-Big: ${'b'.repeat(40_000)}\r\n`), status: 431 },
+    {
+      desc: 'an admin explain for a policy with a bad escape',
+      listener: 'admin',
+      request: get('/dynamic-lb/explain?policy=%C0%AF'),
+      status: 404,
+    },
+    {
+      desc: 'an admin header over the 16 KiB limit',
+      listener: 'admin',
+      request: get('/metrics', `X-Big: ${'b'.repeat(40_000)}\r\n`),
+      status: 431,
+    },
     { desc: 'an admin malformed request line', listener: 'admin', request: 'GET\r\n\r\n', status: 400 },
   ];
   for (const c of cases) {
@@ -126,7 +179,10 @@ describe('connection caps', () => {
   test('each listener keeps at most max_connections open, closes the rest on accept, counts and logs it', { timeout: 60_000 }, async () => {
     const s = await startService({ max_connections: 20, admin: { listen: '127.0.0.1:0', max_connections: 10 } });
     try {
-      for (const [listener, cap] of [['listen', 20], ['admin', 10]] as const) {
+      for (const [listener, cap] of [
+        ['listen', 20],
+        ['admin', 10],
+      ] as const) {
         const { host, port } = splitHostPort(s.service.addresses[listener] as string);
         // one keep-alive client first: it must keep working while the cap is hit
         const keeper = new (await import('undici')).Client(`http://${host}:${port}`);
@@ -147,14 +203,20 @@ describe('connection caps', () => {
         const res = await keeper.request({ path, method: 'GET' });
         await res.body.text();
         assert.equal(res.statusCode, 200, 'an open keep-alive connection is still served');
-        const dropped = (await s.metrics.registry.getSingleMetric('caddy_dynamic_lb_connections_dropped_total')?.get())?.values.find((v) => v.labels.listener === listener)?.value;
+        const dropped = (await s.metrics.registry.getSingleMetric('caddy_dynamic_lb_connections_dropped_total')?.get())?.values.find(
+          (v) => v.labels.listener === listener,
+        )?.value;
         assert.equal(dropped, 100 - (cap - 1));
         const warned = s.logs.filter((l) => l.level === 40 && l.listener === listener && l.msg.startsWith('connection cap reached'));
         assert.equal(warned.length, 1, 'one warning, not one per drop');
         for (const socket of sockets) socket.destroy();
         await keeper.close();
         // below the cap again: new connections are accepted
-        await eventually(async () => (await raw(`${host}:${port}`, get(path))).status === 200, 10_000, `${listener}: a new connection once below the cap`);
+        await eventually(
+          async () => (await raw(`${host}:${port}`, get(path))).status === 200,
+          10_000,
+          `${listener}: a new connection once below the cap`,
+        );
       }
     } finally {
       await s.service.stop();

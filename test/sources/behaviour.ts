@@ -51,7 +51,15 @@ export function describeSourceBehaviour(store: string, makeHarness: () => Promis
       wait = h.propagationMs ?? 3000;
       proxy = await startTcpProxy(h.target.host, h.target.port);
       await h.put('tenant-a', A1);
-      await h.put('tenant-c', JSON.stringify({ rules: [{ match: { 'http.request.header.X-Version': 'v2' }, upstreams: [{ address: A3 }], priority: 10 }, { upstreams: [{ address: A2 }] }] }));
+      await h.put(
+        'tenant-c',
+        JSON.stringify({
+          rules: [
+            { match: { 'http.request.header.X-Version': 'v2' }, upstreams: [{ address: A3 }], priority: 10 },
+            { upstreams: [{ address: A2 }] },
+          ],
+        }),
+      );
       svc = await startTestService({ ...h.dataSource(proxy.address), ...FAST });
     });
 
@@ -95,7 +103,11 @@ export function describeSourceBehaviour(store: string, makeHarness: () => Promis
       const sourceType = (first?.children?.()[0] ?? first)?.type ?? store;
       const before = await svc.metric('caddy_dynamic_lb_route_config_parse_errors_total', { source_type: sourceType });
       await h.put('tenant-a', '{"rules": [ {"upstreams": [{"address": "not an address"}]} ]}');
-      await eventually(async () => (await svc.metric('caddy_dynamic_lb_route_config_parse_errors_total', { source_type: sourceType })) > before, wait, `${store}: parse error counted`);
+      await eventually(
+        async () => (await svc.metric('caddy_dynamic_lb_route_config_parse_errors_total', { source_type: sourceType })) > before,
+        wait,
+        `${store}: parse error counted`,
+      );
       assert.equal(await upstreamOf('tenant-a'), A1);
       assert.match(svc.service.sources[0]?.health().last_error ?? '', /tenant-a/);
       await h.put('tenant-a', A1);
@@ -143,7 +155,11 @@ export function describeSourceBehaviour(store: string, makeHarness: () => Promis
         assert.equal(late.service.sources[0]?.healthy(), false);
         assert.equal((await late.select('tenant-a')).reason, 'unhealthy');
         cutProxy.restore();
-        await eventually(async () => (await late.select('tenant-a')).upstream !== null && (await late.select('tenant-a')).route === 'hit', 20_000, `${store}: loads once reachable`);
+        await eventually(
+          async () => (await late.select('tenant-a')).upstream !== null && (await late.select('tenant-a')).route === 'hit',
+          20_000,
+          `${store}: loads once reachable`,
+        );
       } finally {
         await late.stop();
         await cutProxy.close();

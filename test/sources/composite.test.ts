@@ -37,7 +37,12 @@ const A2 = '127.0.0.1:9302';
 const A3 = '127.0.0.1:9303';
 
 function testDeps(): RuntimeDeps {
-  return { metrics: new Metrics(), parseErrors: new ParseErrorLog(), compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger };
+  return {
+    metrics: new Metrics(),
+    parseErrors: new ParseErrorLog(),
+    compile: { algorithms, state: new UpstreamStateTable() },
+    logger: silentLogger,
+  };
 }
 
 function answer(r: RouteLookup | undefined): string | undefined {
@@ -265,7 +270,14 @@ describe('composite source', () => {
       const s = await build({ mode: 'merge', sources: [a.child(), b.child()] });
       const r = s.peek('m');
       assert.ok(r !== undefined && !isMiss(r));
-      assert.deepEqual(r.rules.map((x) => [x.priority, x.upstreams[0]?.address]), [[10, A2], [1, A1], [1, A3]]);
+      assert.deepEqual(
+        r.rules.map((x) => [x.priority, x.upstreams[0]?.address]),
+        [
+          [10, A2],
+          [1, A1],
+          [1, A3],
+        ],
+      );
       assert.equal(r.config.algorithm, 'round_robin');
       assert.equal(r.config.description, 'from b');
       assert.deepEqual(r.config.metadata, { owner: 'a', shared: 'b' });
@@ -303,13 +315,20 @@ describe('composite source', () => {
         assert.equal(s.peek('mh'), undefined, 'the HTTP child must be asked first');
         const r = await s.load('mh');
         assert.ok(!isMiss(r));
-        assert.deepEqual(r.rules.map((x) => x.upstreams[0]?.address), [A1, A3]);
+        assert.deepEqual(
+          r.rules.map((x) => x.upstreams[0]?.address),
+          [A1, A3],
+        );
       }
     });
 
     test('parallel: two slow children take as long as one', async () => {
       http.script('/routes/mp', { status: 200, body: A1, delayMs: 300 });
-      http2.script('/routes/mp', { status: 200, body: JSON.stringify({ rules: [{ upstreams: [{ address: A2 }], priority: 1 }] }), delayMs: 300 });
+      http2.script('/routes/mp', {
+        status: 200,
+        body: JSON.stringify({ rules: [{ upstreams: [{ address: A2 }], priority: 1 }] }),
+        delayMs: 300,
+      });
       const s = await build({ mode: 'merge', parallel: true, sources: [httpChild(http), httpChild(http2)] });
       const started = performance.now();
       const r = await s.load('mp');
@@ -393,7 +412,11 @@ describe('composite source', () => {
       const b = dir({ r2: A2, both: A2 });
       const fo = await build({ sources: [a.child(), b.child()] });
       const listed = [...fo.routes()].map((r) => [r.key, r.pool[0]]).sort();
-      assert.deepEqual(listed, [['both', A1], ['r1', A1], ['r2', A2]]);
+      assert.deepEqual(listed, [
+        ['both', A1],
+        ['r1', A1],
+        ['r2', A2],
+      ]);
       assert.equal(fo.health().config_count, 3);
       const mg = await build({ mode: 'merge', sources: [a.child(), b.child()] });
       const merged = [...mg.routes()].filter((r) => r.key === 'both');
@@ -406,7 +429,9 @@ describe('composite source', () => {
       await http.restartServer?.stop();
       let s: RouteSource;
       try {
-        s = await build({ sources: [a.child(), httpChild(http, { initial_load_timeout: '200ms', backoff_initial: '50ms', backoff_max: '100ms' })] });
+        s = await build({
+          sources: [a.child(), httpChild(http, { initial_load_timeout: '200ms', backoff_initial: '50ms', backoff_max: '100ms' })],
+        });
         assert.equal(s.ready(), true);
         assert.equal(s.healthy(), true);
         const [file, web] = s.children?.() ?? [];
@@ -470,26 +495,64 @@ describe('composite source', () => {
       { desc: 'sources is required', options: {}, field: /^data_source\.sources: is required/ },
       { desc: 'sources must not be empty', options: { sources: [] }, field: /^data_source\.sources: is required/ },
       { desc: 'sources must be objects', options: { sources: ['file'] }, field: /^data_source\.sources\[0\]: must be an object/ },
-      { desc: 'each child needs a source type', options: { sources: [{ path: '/tmp' }] }, field: /^data_source\.sources\[0\]\.source: is required/ },
-      { desc: 'a child’s own options are checked', options: { sources: [{ source: 'http', url: 'http://h/{key}' }, { source: 'http', url: 'http://h/{key}', bogus: 1 }] }, field: /^data_source\.sources\[1\]\.bogus: unknown option/ },
-      { desc: 'an unknown mode is an error, not failover', options: { mode: 'fastest', sources: [{ source: 'http', url: 'http://h/{key}' }] }, field: /^data_source\.mode: must be one of failover, merge, priority, first/ },
-      { desc: 'timeout must be positive', options: { timeout: '0s', sources: [{ source: 'http', url: 'http://h/{key}' }] }, field: /^data_source\.timeout: must be greater than 0/ },
-      { desc: 'unknown options are rejected', options: { parallell: true, sources: [{ source: 'http', url: 'http://h/{key}' }] }, field: /^data_source\.parallell: unknown option/ },
+      {
+        desc: 'each child needs a source type',
+        options: { sources: [{ path: '/tmp' }] },
+        field: /^data_source\.sources\[0\]\.source: is required/,
+      },
+      {
+        desc: 'a child’s own options are checked',
+        options: {
+          sources: [
+            { source: 'http', url: 'http://h/{key}' },
+            { source: 'http', url: 'http://h/{key}', bogus: 1 },
+          ],
+        },
+        field: /^data_source\.sources\[1\]\.bogus: unknown option/,
+      },
+      {
+        desc: 'an unknown mode is an error, not failover',
+        options: { mode: 'fastest', sources: [{ source: 'http', url: 'http://h/{key}' }] },
+        field: /^data_source\.mode: must be one of failover, merge, priority, first/,
+      },
+      {
+        desc: 'timeout must be positive',
+        options: { timeout: '0s', sources: [{ source: 'http', url: 'http://h/{key}' }] },
+        field: /^data_source\.timeout: must be greater than 0/,
+      },
+      {
+        desc: 'unknown options are rejected',
+        options: { parallell: true, sources: [{ source: 'http', url: 'http://h/{key}' }] },
+        field: /^data_source\.parallell: unknown option/,
+      },
     ];
     for (const c of bad) {
       test(`${c.desc} (ConfigError naming the field)`, async () => {
-        await assert.rejects(createSource(new OptionReader({ source: 'composite', ...c.options }, 'data_source'), testDeps(), new SourceNamer()), (err: unknown) => {
-          assert.ok(err instanceof ConfigError, String(err));
-          assert.match(err.message, c.field);
-          return true;
-        });
+        await assert.rejects(
+          createSource(new OptionReader({ source: 'composite', ...c.options }, 'data_source'), testDeps(), new SourceNamer()),
+          (err: unknown) => {
+            assert.ok(err instanceof ConfigError, String(err));
+            assert.match(err.message, c.field);
+            return true;
+          },
+        );
       });
     }
 
     test('every documented option is accepted', async () => {
       const s = await createSource(
         new OptionReader(
-          { source: 'composite', mode: 'MERGE', parallel: true, timeout: '1s', cache_results: true, cache_ttl: '10s', max_cache_size: 5, initial_load_timeout: '2s', sources: [{ source: 'http', url: 'http://127.0.0.1:1/{key}' }] },
+          {
+            source: 'composite',
+            mode: 'MERGE',
+            parallel: true,
+            timeout: '1s',
+            cache_results: true,
+            cache_ttl: '10s',
+            max_cache_size: 5,
+            initial_load_timeout: '2s',
+            sources: [{ source: 'http', url: 'http://127.0.0.1:1/{key}' }],
+          },
           'data_source',
         ),
         testDeps(),

@@ -26,7 +26,6 @@ const FAST = { backoff_initial: '100ms', backoff_max: '500ms', initial_load_time
 
 describeSourceBehaviour('consul', () => makeHarness());
 
-
 describe('consul options', () => {
   const field = (name: string): string => `policies.default.data_source.${name}`;
   const cases: Array<{ what: string; options: Record<string, unknown>; field: string; message: RegExp }> = [
@@ -36,9 +35,24 @@ describe('consul options', () => {
     { what: 'unix socket address', options: { address: 'unix:///run/consul.sock' }, field: field('address'), message: /not supported/ },
     { what: 'address without a host', options: { address: ':8500' }, field: field('address'), message: /host:port/ },
     { what: 'scheme http with tls_enabled', options: { scheme: 'http', tls_enabled: true }, field: field('scheme'), message: /https/ },
-    { what: 'scheme contradicting the address', options: { address: 'https://consul:8501', scheme: 'http' }, field: field('scheme'), message: /contradicts/ },
-    { what: 'client certificate without key', options: { tls_enabled: true, tls_cert_file: '/etc/hostname' }, field: field('tls_key_file'), message: /together/ },
-    { what: 'unreadable CA file', options: { tls_enabled: true, tls_ca_file: '/nonexistent/ca.pem' }, field: field('tls_ca_file'), message: /cannot read/ },
+    {
+      what: 'scheme contradicting the address',
+      options: { address: 'https://consul:8501', scheme: 'http' },
+      field: field('scheme'),
+      message: /contradicts/,
+    },
+    {
+      what: 'client certificate without key',
+      options: { tls_enabled: true, tls_cert_file: '/etc/hostname' },
+      field: field('tls_key_file'),
+      message: /together/,
+    },
+    {
+      what: 'unreadable CA file',
+      options: { tls_enabled: true, tls_ca_file: '/nonexistent/ca.pem' },
+      field: field('tls_ca_file'),
+      message: /cannot read/,
+    },
     { what: 'TLS options without TLS', options: { tls_skip_verify: true }, field: field('tls_enabled'), message: /tls_enabled/ },
     { what: 'unknown option', options: { adress: 'x' }, field: field('adress'), message: /unknown option/ },
   ];
@@ -117,7 +131,10 @@ describe('consul blocking queries', () => {
       await eventually(async () => (await svc.select('tenant-a')).upstream === A1, 5000, 'restored value served');
       await eventually(async () => (await svc.select('tenant-b')).reason === 'no_config', 5000, 'key absent from the snapshot removed');
       // "reset the index to 0": a non-blocking read re-establishes the index
-      assert.ok(h.fake.requests.slice(mark).some((r) => r.query.recurse === 'true' && r.query.index === undefined), 'a non-blocking re-read after the index went backwards');
+      assert.ok(
+        h.fake.requests.slice(mark).some((r) => r.query.recurse === 'true' && r.query.index === undefined),
+        'a non-blocking re-read after the index went backwards',
+      );
       // the Raft index now restarts below the one the source had seen: new writes must still arrive
       await h.put('tenant-c', A3);
       await eventually(async () => (await svc.select('tenant-c')).upstream === A3, 5000, 'write after the restore');
@@ -138,7 +155,11 @@ describe('consul blocking queries', () => {
       const mark = h.fake.requests.length;
       h.fake.reapTombstones();
       // the held query answers at its wait with the lower index; the source resets and re-reads
-      await eventually(() => h.fake.requests.slice(mark).some((r) => r.query.recurse === 'true' && r.query.index === undefined), 5000, 'a non-blocking re-read after the reap');
+      await eventually(
+        () => h.fake.requests.slice(mark).some((r) => r.query.recurse === 'true' && r.query.index === undefined),
+        5000,
+        'a non-blocking re-read after the reap',
+      );
       await h.put('tenant-after-reap', A2);
       await eventually(async () => (await svc.select('tenant-after-reap')).upstream === A2, 5000, 'write after the reap');
     } finally {
@@ -183,11 +204,15 @@ describe('consul errors are visible in health', () => {
     }
   };
 
-  test('a wrong token: unhealthy, last_error "HTTP 403: ACL not found"', () => unhealthy({ token: 'not-a-token' }, /HTTP 403: ACL not found/));
-  test('a token that may not read the prefix: unhealthy, last_error says the listing was filtered by ACLs', () => unhealthy({ token: 'elsewhere' }, /may not read every key under "caddy\/routing\/"/));
+  test('a wrong token: unhealthy, last_error "HTTP 403: ACL not found"', () =>
+    unhealthy({ token: 'not-a-token' }, /HTTP 403: ACL not found/));
+  test('a token that may not read the prefix: unhealthy, last_error says the listing was filtered by ACLs', () =>
+    unhealthy({ token: 'elsewhere' }, /may not read every key under "caddy\/routing\/"/));
   test('no token with ACLs on (anonymous): unhealthy, not an empty healthy source', () => unhealthy({}, /filtered/));
-  test('an unknown datacenter: unhealthy, last_error "No path to datacenter"', () => unhealthy({ token: 'root', datacenter: 'dc9' }, /HTTP 500: No path to datacenter/));
-  test('a namespace on Consul community edition: unhealthy with Consul’s 400', () => unhealthy({ token: 'root', namespace: 'team-a' }, /HTTP 400: .*Namespaces are a Consul Enterprise feature/));
+  test('an unknown datacenter: unhealthy, last_error "No path to datacenter"', () =>
+    unhealthy({ token: 'root', datacenter: 'dc9' }, /HTTP 500: No path to datacenter/));
+  test('a namespace on Consul community edition: unhealthy with Consul’s 400', () =>
+    unhealthy({ token: 'root', namespace: 'team-a' }, /HTTP 400: .*Namespaces are a Consul Enterprise feature/));
 
   test('its own datacenter works, sent as ?dc= on every request', async () => {
     const mark = fake.requests.length;
@@ -238,7 +263,8 @@ describe('consul driver: every call is abortable', () => {
     for (const s of sockets) s.destroy();
     await new Promise<void>((r) => blackhole.close(() => r()));
   });
-  const driver = (): ConsulDriver => new ConsulDriver('consul', { host: '127.0.0.1', port, secure: false, prefix: 'caddy/routing/', waitMs: 300_000 }, silentLogger);
+  const driver = (): ConsulDriver =>
+    new ConsulDriver('consul', { host: '127.0.0.1', port, secure: false, prefix: 'caddy/routing/', waitMs: 300_000 }, silentLogger);
 
   const settlesWithin = async (what: string, run: (signal: AbortSignal) => Promise<unknown>, ms = 200): Promise<void> => {
     const d = driver();
@@ -249,11 +275,18 @@ describe('consul driver: every call is abortable', () => {
     await d.close();
   };
 
-  test('get (the per-key read a cache miss makes, bounded by request_timeout through its signal)', () => settlesWithin('get', (s) => driver().get('tenant-a', s)));
+  test('get (the per-key read a cache miss makes, bounded by request_timeout through its signal)', () =>
+    settlesWithin('get', (s) => driver().get('tenant-a', s)));
   test('list', () => settlesWithin('list', (s) => driver().list(s)));
   test('watch (a blocking query)', () =>
     settlesWithin('watch', (signal) => {
-      const ctx: WatchContext = { signal, fromRevision: 42n, onChange: (_c: Change) => undefined, onSnapshot: (_s: Snapshot) => undefined, onReady: () => undefined };
+      const ctx: WatchContext = {
+        signal,
+        fromRevision: 42n,
+        onChange: (_c: Change) => undefined,
+        onSnapshot: (_s: Snapshot) => undefined,
+        onReady: () => undefined,
+      };
       return driver().watch(ctx);
     }));
   test('close() aborts a request in flight', async () => {
@@ -275,10 +308,42 @@ describe('consul over TLS', () => {
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'consul-tls-'));
     const ssl = (...args: string[]): void => void execFileSync('openssl', args, { stdio: 'ignore' });
-    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', pem('server.key'), '-out', pem('server.crt'), '-days', '1', '-subj', '/CN=127.0.0.1', '-addext', 'subjectAltName=IP:127.0.0.1');
-    ssl('req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', pem('client.key'), '-out', pem('client.crt'), '-days', '1', '-subj', '/CN=dynamic-lb');
+    ssl(
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      pem('server.key'),
+      '-out',
+      pem('server.crt'),
+      '-days',
+      '1',
+      '-subj',
+      '/CN=127.0.0.1',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    );
+    ssl(
+      'req',
+      '-x509',
+      '-newkey',
+      'rsa:2048',
+      '-nodes',
+      '-keyout',
+      pem('client.key'),
+      '-out',
+      pem('client.crt'),
+      '-days',
+      '1',
+      '-subj',
+      '/CN=dynamic-lb',
+    );
     // verify_incoming: the server trusts the client's (self-signed) certificate
-    fake = await startFakeConsul({ tls: { key: readFileSync(pem('server.key')), cert: readFileSync(pem('server.crt')), ca: readFileSync(pem('client.crt')) } });
+    fake = await startFakeConsul({
+      tls: { key: readFileSync(pem('server.key')), cert: readFileSync(pem('server.crt')), ca: readFileSync(pem('client.crt')) },
+    });
   });
   after(async () => {
     await fake.close();
@@ -293,30 +358,73 @@ describe('consul over TLS', () => {
 
   test('tls_ca_file + client certificate: loads over https', async () => {
     // seed through the source's own TLS settings: a driver is the only client holding the client cert here
-    const admin = new Consul({ host: '127.0.0.1', port: fake.port, secure: true, agent: new (await import('node:https')).Agent({ ca: readFileSync(pem('server.crt')), cert: readFileSync(pem('client.crt')), key: readFileSync(pem('client.key')) }) });
+    const admin = new Consul({
+      host: '127.0.0.1',
+      port: fake.port,
+      secure: true,
+      agent: new (await import('node:https')).Agent({
+        ca: readFileSync(pem('server.crt')),
+        cert: readFileSync(pem('client.crt')),
+        key: readFileSync(pem('client.key')),
+      }),
+    });
     await admin.kv.set('caddy/routing/tenant-tls', A2);
     admin.destroy();
-    const svc = await startTestService({ source: 'consul', address: fake.address, tls_enabled: true, tls_ca_file: pem('server.crt'), tls_cert_file: pem('client.crt'), tls_key_file: pem('client.key'), ...FAST });
+    const svc = await startTestService({
+      source: 'consul',
+      address: fake.address,
+      tls_enabled: true,
+      tls_ca_file: pem('server.crt'),
+      tls_cert_file: pem('client.crt'),
+      tls_key_file: pem('client.key'),
+      ...FAST,
+    });
     svcs.push(svc);
     assert.equal((await svc.select('tenant-tls')).upstream, A2);
   });
 
   test('an untrusted server certificate: unhealthy with the TLS error', async () => {
-    const svc = await startTestService({ source: 'consul', address: `https://${fake.address}`, tls_cert_file: pem('client.crt'), tls_key_file: pem('client.key'), ...FAST, initial_load_timeout: '300ms' });
+    const svc = await startTestService({
+      source: 'consul',
+      address: `https://${fake.address}`,
+      tls_cert_file: pem('client.crt'),
+      tls_key_file: pem('client.key'),
+      ...FAST,
+      initial_load_timeout: '300ms',
+    });
     svcs.push(svc);
     await eventually(() => /certificate/i.test(svc.service.sources[0]?.health().last_error ?? ''), 3000, 'a certificate error');
     assert.equal(svc.service.sources[0]?.healthy(), false);
   });
 
   test('no client certificate while the server requires one: unhealthy with the TLS error', async () => {
-    const svc = await startTestService({ source: 'consul', address: fake.address, tls_enabled: true, tls_ca_file: pem('server.crt'), ...FAST, initial_load_timeout: '300ms' });
+    const svc = await startTestService({
+      source: 'consul',
+      address: fake.address,
+      tls_enabled: true,
+      tls_ca_file: pem('server.crt'),
+      ...FAST,
+      initial_load_timeout: '300ms',
+    });
     svcs.push(svc);
-    await eventually(() => /certificate|socket hang up|ECONNRESET/i.test(svc.service.sources[0]?.health().last_error ?? ''), 3000, 'a TLS error');
+    await eventually(
+      () => /certificate|socket hang up|ECONNRESET/i.test(svc.service.sources[0]?.health().last_error ?? ''),
+      3000,
+      'a TLS error',
+    );
     assert.equal(svc.service.sources[0]?.healthy(), false);
   });
 
   test('tls_skip_verify accepts it', async () => {
-    const svc = await startTestService({ source: 'consul', address: fake.address, scheme: 'https', tls_skip_verify: true, tls_cert_file: pem('client.crt'), tls_key_file: pem('client.key'), ...FAST });
+    const svc = await startTestService({
+      source: 'consul',
+      address: fake.address,
+      scheme: 'https',
+      tls_skip_verify: true,
+      tls_cert_file: pem('client.crt'),
+      tls_key_file: pem('client.key'),
+      ...FAST,
+    });
     svcs.push(svc);
     assert.equal((await svc.select('tenant-tls')).upstream, A2);
   });

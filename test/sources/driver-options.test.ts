@@ -38,7 +38,11 @@ describe('one host:port rule', () => {
     { what: 'etcd (port 0)', options: { source: 'etcd', endpoints: ['http://127.0.0.1:0'] }, field: field('endpoints[0]') },
     { what: 'zookeeper', options: { source: 'zookeeper', servers: ['127.0.0.1:2181', 'zk:99999'] }, field: field('servers[1]') },
     { what: 'redis', options: { source: 'redis', addresses: ['127.0.0.1:99999'] }, field: field('addresses[0]') },
-    { what: 'redis sentinel', options: { source: 'redis', sentinel: { master_name: 'm', addresses: ['[::1]:70000'] } }, field: field('sentinel.addresses[0]') },
+    {
+      what: 'redis sentinel',
+      options: { source: 'redis', sentinel: { master_name: 'm', addresses: ['[::1]:70000'] } },
+      field: field('sentinel.addresses[0]'),
+    },
     { what: 'consul', options: { source: 'consul', address: 'http://127.0.0.1:99999' }, field: field('address') },
   ];
   for (const s of stores) {
@@ -70,8 +74,14 @@ describe('initial_load_timeout, read once for every store', () => {
 
 describe('the tls_* file block', () => {
   test('certificate and key go together, on either side', () => {
-    assert.throws(() => readTlsFiles(new OptionReader({ tls_cert_file: '/c' }, 'ds')), (e: unknown) => e instanceof ConfigError && /ds\.tls_key_file: is required when tls_cert_file is set/.test(e.message));
-    assert.throws(() => readTlsFiles(new OptionReader({ tls_key_file: '/k' }, 'ds')), (e: unknown) => e instanceof ConfigError && /ds\.tls_cert_file: is required when tls_key_file is set/.test(e.message));
+    assert.throws(
+      () => readTlsFiles(new OptionReader({ tls_cert_file: '/c' }, 'ds')),
+      (e: unknown) => e instanceof ConfigError && /ds\.tls_key_file: is required when tls_cert_file is set/.test(e.message),
+    );
+    assert.throws(
+      () => readTlsFiles(new OptionReader({ tls_key_file: '/k' }, 'ds')),
+      (e: unknown) => e instanceof ConfigError && /ds\.tls_cert_file: is required when tls_key_file is set/.test(e.message),
+    );
   });
   test('any file or skip-verify implies TLS; none does not', () => {
     assert.equal(readTlsFiles(new OptionReader({}, 'ds')).implied, false);
@@ -79,14 +89,23 @@ describe('the tls_* file block', () => {
     assert.equal(readTlsFiles(new OptionReader({ tls_skip_verify: true }, 'ds')).implied, true);
     const ca = join(mkdtempSync(join(tmpdir(), 'tls-')), 'ca.pem');
     writeFileSync(ca, 'CA');
-    assert.deepEqual(readTlsFiles(new OptionReader({ tls_ca_file: ca }, 'ds')), { files: { caFile: ca, skipVerify: false }, implied: true });
+    assert.deepEqual(readTlsFiles(new OptionReader({ tls_ca_file: ca }, 'ds')), {
+      files: { caFile: ca, skipVerify: false },
+      implied: true,
+    });
   });
   test('readTlsPem reads the files now and names an unreadable one', () => {
     const dir = mkdtempSync(join(tmpdir(), 'tls-'));
     writeFileSync(join(dir, 'ca.pem'), 'CA');
     assert.deepEqual(readTlsPem(new OptionReader({ tls_ca_file: join(dir, 'ca.pem') }, 'ds')), { ca: Buffer.from('CA') });
-    assert.throws(() => readTlsPem(new OptionReader({ tls_ca_file: join(dir, 'missing.pem') }, 'ds')), (e: unknown) => e instanceof ConfigError && /ds\.tls_ca_file: cannot read .*missing\.pem/.test(e.message));
-    assert.throws(() => readTlsFiles(new OptionReader({ tls_ca_file: join(dir, 'missing.pem') }, 'ds')), (e: unknown) => e instanceof ConfigError && /ds\.tls_ca_file: cannot read .*missing\.pem/.test(e.message));
+    assert.throws(
+      () => readTlsPem(new OptionReader({ tls_ca_file: join(dir, 'missing.pem') }, 'ds')),
+      (e: unknown) => e instanceof ConfigError && /ds\.tls_ca_file: cannot read .*missing\.pem/.test(e.message),
+    );
+    assert.throws(
+      () => readTlsFiles(new OptionReader({ tls_ca_file: join(dir, 'missing.pem') }, 'ds')),
+      (e: unknown) => e instanceof ConfigError && /ds\.tls_ca_file: cannot read .*missing\.pem/.test(e.message),
+    );
   });
   test('consul: a client certificate without its key is a config error', async () => {
     const err = await configError({ source: 'consul', address: 'https://127.0.0.1:8501', tls_cert_file: '/nonexistent.crt' });

@@ -22,19 +22,58 @@ before(() => requireServers('etcd'));
 
 describeSourceBehaviour('etcd', makeHarness);
 
-
 describe('etcd options', () => {
   const base = { source: 'etcd', endpoints: ['127.0.0.1:2379'] };
   const cases: Array<{ what: string; options: Record<string, unknown>; field: string; message: RegExp }> = [
     { what: 'endpoints missing', options: { source: 'etcd' }, field: 'policies.default.data_source.endpoints', message: /required/ },
-    { what: 'endpoints empty', options: { source: 'etcd', endpoints: [] }, field: 'policies.default.data_source.endpoints', message: /required/ },
-    { what: 'endpoint without a port', options: { source: 'etcd', endpoints: ['127.0.0.1:2379', 'etcd.local'] }, field: 'policies.default.data_source.endpoints[1]', message: /port/ },
-    { what: 'http:// endpoint with TLS on', options: { ...base, endpoints: ['http://127.0.0.1:2379'], tls_enabled: true }, field: 'policies.default.data_source.endpoints[0]', message: /TLS/ },
-    { what: 'client certificate without key', options: { ...base, tls_cert_file: '/x/client.crt' }, field: 'policies.default.data_source.tls_key_file', message: /together/ },
-    { what: 'client key without certificate', options: { ...base, tls_key_file: '/x/client.key' }, field: 'policies.default.data_source.tls_cert_file', message: /together/ },
-    { what: 'password without username', options: { ...base, password: 'secret' }, field: 'policies.default.data_source.username', message: /required/ },
-    { what: 'username without password', options: { ...base, username: 'reader' }, field: 'policies.default.data_source.password', message: /required/ },
-    { what: 'bad duration', options: { ...base, dial_timeout: 'soon' }, field: 'policies.default.data_source.dial_timeout', message: /invalid duration/ },
+    {
+      what: 'endpoints empty',
+      options: { source: 'etcd', endpoints: [] },
+      field: 'policies.default.data_source.endpoints',
+      message: /required/,
+    },
+    {
+      what: 'endpoint without a port',
+      options: { source: 'etcd', endpoints: ['127.0.0.1:2379', 'etcd.local'] },
+      field: 'policies.default.data_source.endpoints[1]',
+      message: /port/,
+    },
+    {
+      what: 'http:// endpoint with TLS on',
+      options: { ...base, endpoints: ['http://127.0.0.1:2379'], tls_enabled: true },
+      field: 'policies.default.data_source.endpoints[0]',
+      message: /TLS/,
+    },
+    {
+      what: 'client certificate without key',
+      options: { ...base, tls_cert_file: '/x/client.crt' },
+      field: 'policies.default.data_source.tls_key_file',
+      message: /together/,
+    },
+    {
+      what: 'client key without certificate',
+      options: { ...base, tls_key_file: '/x/client.key' },
+      field: 'policies.default.data_source.tls_cert_file',
+      message: /together/,
+    },
+    {
+      what: 'password without username',
+      options: { ...base, password: 'secret' },
+      field: 'policies.default.data_source.username',
+      message: /required/,
+    },
+    {
+      what: 'username without password',
+      options: { ...base, username: 'reader' },
+      field: 'policies.default.data_source.password',
+      message: /required/,
+    },
+    {
+      what: 'bad duration',
+      options: { ...base, dial_timeout: 'soon' },
+      field: 'policies.default.data_source.dial_timeout',
+      message: /invalid duration/,
+    },
     { what: 'unknown option', options: { ...base, adress: 'x' }, field: 'policies.default.data_source.adress', message: /unknown option/ },
   ];
   for (const c of cases) {
@@ -52,11 +91,32 @@ describe('etcd options', () => {
     assert.equal(normaliseEndpoint('https://etcd.local:2379/', true), 'https://etcd.local:2379');
     assert.equal(normaliseEndpoint('etcd.local:2379', true), 'https://etcd.local:2379');
     assert.equal(normaliseEndpoint('[::1]:2379', false), 'http://[::1]:2379');
-    assert.deepEqual(normaliseEndpoint('etcd.local', false), { problem: 'invalid endpoint "etcd.local": missing or bad port (use host:port)' });
+    assert.deepEqual(normaliseEndpoint('etcd.local', false), {
+      problem: 'invalid endpoint "etcd.local": missing or bad port (use host:port)',
+    });
   });
 
   test('a valid config builds without contacting etcd', async () => {
-    const config = parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { ...base, endpoints: ['http://192.0.2.1:2379'], username: 'u', password: 'p', tls_enabled: false, dial_timeout: '1s', request_timeout: '500ms' } } } }));
+    const config = parseConfig(
+      stringify({
+        listen: '127.0.0.1:0',
+        admin: { listen: '127.0.0.1:0' },
+        policies: {
+          default: {
+            key: '{http.request.header.X-Tenant}',
+            data_source: {
+              ...base,
+              endpoints: ['http://192.0.2.1:2379'],
+              username: 'u',
+              password: 'p',
+              tls_enabled: false,
+              dial_timeout: '1s',
+              request_timeout: '500ms',
+            },
+          },
+        },
+      }),
+    );
     const service = await buildService(config, { logger: silentLogger });
     assert.equal(service.sources[0]?.type, 'etcd');
     assert.equal(service.sources[0]?.healthy(), false);
@@ -68,7 +128,8 @@ describe('etcd revisions', () => {
   let h: EtcdHarness;
   let proxy: TcpProxy;
   let svc: TestService;
-  const watchEvents = (type: string): Promise<number> => svc.metric('caddy_dynamic_lb_watch_events_total', { source_type: 'etcd', event_type: type });
+  const watchEvents = (type: string): Promise<number> =>
+    svc.metric('caddy_dynamic_lb_watch_events_total', { source_type: 'etcd', event_type: type });
 
   before(async () => {
     h = await makeHarness();
@@ -149,7 +210,11 @@ describe('etcd with several endpoints', () => {
       await eventually(() => !source.healthy(), 10_000, 'unhealthy with both endpoints down');
       await h.put('multi', A3);
       dead.restore();
-      await eventually(async () => (await svc.select('multi')).upstream === A3 && source.healthy(), 20_000, 'resumed through the other endpoint');
+      await eventually(
+        async () => (await svc.select('multi')).upstream === A3 && source.healthy(),
+        20_000,
+        'resumed through the other endpoint',
+      );
     } finally {
       await svc.stop();
       await dead.close();
@@ -206,7 +271,11 @@ describe('etcd with TLS (client certificate) and auth', () => {
     try {
       assert.equal(svc.service.sources[0]?.healthy(), false);
       assert.equal((await svc.select('tenant-a')).reason, 'unhealthy');
-      await eventually(() => /UNAVAILABLE|certificate|handshake|TLS|SSL/i.test(svc.service.sources[0]?.health().last_error ?? ''), 5_000, 'TLS error in last_error');
+      await eventually(
+        () => /UNAVAILABLE|certificate|handshake|TLS|SSL/i.test(svc.service.sources[0]?.health().last_error ?? ''),
+        5_000,
+        'TLS error in last_error',
+      );
     } finally {
       await svc.stop();
     }
@@ -241,14 +310,27 @@ describe('etcd listings of any size', () => {
     const filler = 'x'.repeat(Math.max(0, bytes - 40));
     for (let i = 0; i < count; i += 100) {
       const ops = [];
-      for (let j = i; j < Math.min(count, i + 100); j++) ops.push(h.client.put(`${h.prefix}${tag}-${String(j).padStart(5, '0')}`).value(JSON.stringify({ upstream: A1, metadata: { pad: filler } })));
-      await h.client.if(`${h.prefix}${tag}-none`, 'Version', '==', 0).then(...ops).commit();
+      for (let j = i; j < Math.min(count, i + 100); j++)
+        ops.push(
+          h.client
+            .put(`${h.prefix}${tag}-${String(j).padStart(5, '0')}`)
+            .value(JSON.stringify({ upstream: A1, metadata: { pad: filler } })),
+        );
+      await h.client
+        .if(`${h.prefix}${tag}-none`, 'Version', '==', 0)
+        .then(...ops)
+        .commit();
     }
   }
 
   test('a prefix larger than the 4 MB gRPC default (5,000 × 1 KB) loads in pages, every key served, watch from the listing', async () => {
     await fill(5_000, 1_024, 'big');
-    const svc = await startTestService({ ...h.dataSource(`${h.target.host}:${h.target.port}`), ...FAST, initial_load_timeout: '30s', max_cache_size: 10_000 });
+    const svc = await startTestService({
+      ...h.dataSource(`${h.target.host}:${h.target.port}`),
+      ...FAST,
+      initial_load_timeout: '30s',
+      max_cache_size: 10_000,
+    });
     try {
       const source = svc.service.sources[0];
       assert.ok(source);
@@ -265,7 +347,13 @@ describe('etcd listings of any size', () => {
   test('a page over the receive limit is read again in smaller pages (RESOURCE_EXHAUSTED halves the page)', async () => {
     await fill(60, 8_192, 'wide');
     // 64 KB receive limit: a page of 1,000 keys (the default) of 8 KB values cannot arrive in one response
-    const driver = new EtcdDriver('etcd', { hosts: infra.etcd.hosts, prefix: `${h.prefix}`, dialTimeoutMs: 5_000, requestTimeoutMs: 2_000, maxReceiveBytes: 64 * 1024 });
+    const driver = new EtcdDriver('etcd', {
+      hosts: infra.etcd.hosts,
+      prefix: `${h.prefix}`,
+      dialTimeoutMs: 5_000,
+      requestTimeoutMs: 2_000,
+      maxReceiveBytes: 64 * 1024,
+    });
     try {
       await driver.connect();
       const snapshot = await driver.list(new AbortController().signal);
@@ -280,7 +368,13 @@ describe('etcd listings of any size', () => {
 
   test('the prefix compacted between two pages: ResyncRequired (the runner lists again at once), never a mixed snapshot', async () => {
     await fill(30, 100, 'compact');
-    const driver = new EtcdDriver('etcd', { hosts: infra.etcd.hosts, prefix: h.prefix, dialTimeoutMs: 5_000, requestTimeoutMs: 2_000, pageKeys: 10 });
+    const driver = new EtcdDriver('etcd', {
+      hosts: infra.etcd.hosts,
+      prefix: h.prefix,
+      dialTimeoutMs: 5_000,
+      requestTimeoutMs: 2_000,
+      pageKeys: 10,
+    });
     // after the first page, a writer moves on and the history is compacted past the listing's revision
     const internals = driver as unknown as { page: (...args: unknown[]) => Promise<unknown> };
     const page = internals.page.bind(driver);
@@ -294,14 +388,23 @@ describe('etcd listings of any size', () => {
     };
     try {
       await driver.connect();
-      await assert.rejects(driver.list(new AbortController().signal), (err: unknown) => err instanceof ResyncRequired && /compacted/.test(err.message));
+      await assert.rejects(
+        driver.list(new AbortController().signal),
+        (err: unknown) => err instanceof ResyncRequired && /compacted/.test(err.message),
+      );
     } finally {
       await driver.close();
     }
   });
 
   test('a listing cut off by its signal rejects with the abort reason', async () => {
-    const driver = new EtcdDriver('etcd', { hosts: infra.etcd.hosts, prefix: h.prefix, dialTimeoutMs: 5_000, requestTimeoutMs: 2_000, pageKeys: 10 });
+    const driver = new EtcdDriver('etcd', {
+      hosts: infra.etcd.hosts,
+      prefix: h.prefix,
+      dialTimeoutMs: 5_000,
+      requestTimeoutMs: 2_000,
+      pageKeys: 10,
+    });
     try {
       await driver.connect();
       const stop = new AbortController();
@@ -315,7 +418,12 @@ describe('etcd listings of any size', () => {
   test('the probe: connects to a live endpoint, fails on a closed one', async () => {
     const live = new EtcdDriver('etcd', { hosts: infra.etcd.hosts, prefix: h.prefix, dialTimeoutMs: 5_000, requestTimeoutMs: 2_000 });
     const port = await freePort();
-    const dead = new EtcdDriver('etcd', { hosts: [`http://127.0.0.1:${port}`], prefix: h.prefix, dialTimeoutMs: 5_000, requestTimeoutMs: 2_000 });
+    const dead = new EtcdDriver('etcd', {
+      hosts: [`http://127.0.0.1:${port}`],
+      prefix: h.prefix,
+      dialTimeoutMs: 5_000,
+      requestTimeoutMs: 2_000,
+    });
     await live.probe(new AbortController().signal);
     await assert.rejects(dead.probe(new AbortController().signal), /ECONNREFUSED/);
   });

@@ -44,10 +44,16 @@ async function tempDir(): Promise<string> {
   return dir;
 }
 
-async function fileSource(options: Record<string, unknown>): Promise<{ source: RouteSource; parseErrors: ParseErrorLog; parseErrorCount: () => Promise<number> }> {
+async function fileSource(
+  options: Record<string, unknown>,
+): Promise<{ source: RouteSource; parseErrors: ParseErrorLog; parseErrorCount: () => Promise<number> }> {
   const metrics = new Metrics();
   const parseErrors = new ParseErrorLog();
-  const source = await createSource(new OptionReader({ source: 'file', ...options }, 'policies.default.data_source'), { metrics, parseErrors, compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger }, new SourceNamer());
+  const source = await createSource(
+    new OptionReader({ source: 'file', ...options }, 'policies.default.data_source'),
+    { metrics, parseErrors, compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger },
+    new SourceNamer(),
+  );
   cleanup.push(() => stopWithin(source, 3000));
   await source.start();
   const parseErrorCount = async (): Promise<number> => {
@@ -130,7 +136,14 @@ test('an empty file is "no config" for its key, not an error', async () => {
 test('single file: a JSON map of key → string or object', async () => {
   const dir = await tempDir();
   const file = join(dir, 'routes.json');
-  await writeFile(file, JSON.stringify({ 'tenant-a': '10.0.0.1:80', 'tenant-b': { rules: [{ upstreams: [{ address: '10.0.0.2:80' }] }] }, 'tenant-null': null }, null, 2));
+  await writeFile(
+    file,
+    JSON.stringify(
+      { 'tenant-a': '10.0.0.1:80', 'tenant-b': { rules: [{ upstreams: [{ address: '10.0.0.2:80' }] }] }, 'tenant-null': null },
+      null,
+      2,
+    ),
+  );
   const { source } = await fileSource({ path: file, watch: false });
   assert.deepEqual(keysOf(source), ['tenant-a', 'tenant-b']);
   assert.equal(await resolve(source, 'tenant-a'), '10.0.0.1:80');
@@ -140,7 +153,20 @@ test('single file: a JSON map of key → string or object', async () => {
 test('single file: a YAML map of key → string or object', async () => {
   const dir = await tempDir();
   const file = join(dir, 'routes.yaml');
-  await writeFile(file, ['# all tenants', 'tenant-a: 10.0.0.1:80', 'tenant-b:', '  upstream: 10.0.0.2:80', '  enabled: false', 'tenant-c:', '  rules:', '    - upstreams: [10.0.0.3:80]', ''].join('\n'));
+  await writeFile(
+    file,
+    [
+      '# all tenants',
+      'tenant-a: 10.0.0.1:80',
+      'tenant-b:',
+      '  upstream: 10.0.0.2:80',
+      '  enabled: false',
+      'tenant-c:',
+      '  rules:',
+      '    - upstreams: [10.0.0.3:80]',
+      '',
+    ].join('\n'),
+  );
   const { source } = await fileSource({ path: file, watch: false });
   assert.deepEqual(keysOf(source), ['tenant-a', 'tenant-b', 'tenant-c']);
   assert.equal(await resolve(source, 'tenant-a'), '10.0.0.1:80');
@@ -150,7 +176,12 @@ test('single file: a YAML map of key → string or object', async () => {
 });
 
 const formats: ReadonlyArray<{ desc: string; format: string | undefined; text: string; loads: boolean }> = [
-  { desc: 'auto reads a "{" document as JSON (a trailing comma is invalid JSON)', format: undefined, text: '{"t": "10.0.0.1:80",}', loads: false },
+  {
+    desc: 'auto reads a "{" document as JSON (a trailing comma is invalid JSON)',
+    format: undefined,
+    text: '{"t": "10.0.0.1:80",}',
+    loads: false,
+  },
   { desc: 'format yaml reads the same document as YAML (valid flow map)', format: 'yaml', text: '{"t": "10.0.0.1:80",}', loads: true },
   { desc: 'format json rejects a YAML map', format: 'json', text: 't: 10.0.0.1:80\n', loads: false },
   { desc: 'format json reads a JSON map', format: 'json', text: '{"t": "10.0.0.1:80"}', loads: true },
@@ -162,7 +193,11 @@ for (const c of formats) {
     const dir = await tempDir();
     const file = join(dir, 'routes.conf');
     await writeFile(file, c.text);
-    const { source, parseErrorCount } = await fileSource({ path: file, watch: false, ...(c.format !== undefined ? { format: c.format } : {}) });
+    const { source, parseErrorCount } = await fileSource({
+      path: file,
+      watch: false,
+      ...(c.format !== undefined ? { format: c.format } : {}),
+    });
     const answer = await resolve(source, 't');
     if (c.loads) assert.equal(answer, '10.0.0.1:80');
     else assert.match(answer, /^miss:/);
@@ -172,7 +207,11 @@ for (const c of formats) {
 
 test('an unknown format is a config error naming the option', async () => {
   const dir = await tempDir();
-  await assert.rejects(fileSource({ path: dir, format: 'toml' }), (err: unknown) => err instanceof ConfigError && /^policies\.default\.data_source\.format: must be one of auto, json, yaml/.test(err.message));
+  await assert.rejects(
+    fileSource({ path: dir, format: 'toml' }),
+    (err: unknown) =>
+      err instanceof ConfigError && /^policies\.default\.data_source\.format: must be one of auto, json, yaml/.test(err.message),
+  );
 });
 
 // ---- watching -------------------------------------------------------------------------------------------------------
@@ -329,10 +368,14 @@ test('clear() empties the cache, re-reads the files and keeps watching (the Go m
   source.clear();
   await eventually(() => source.cacheStats().entries === 1, 1000, 're-read after clear');
   await writeFile(file, '10.0.0.2:80');
-  await eventually(() => {
-    const r = source.peek('tenant-x');
-    return r !== undefined && !isMiss(r) && r.config.upstream === '10.0.0.2:80';
-  }, 1000, 'the watch delivers changes after clear');
+  await eventually(
+    () => {
+      const r = source.peek('tenant-x');
+      return r !== undefined && !isMiss(r) && r.config.upstream === '10.0.0.2:80';
+    },
+    1000,
+    'the watch delivers changes after clear',
+  );
 });
 
 test('clear() right after start() leaves a watch that still delivers changes', async () => {
@@ -343,10 +386,14 @@ test('clear() right after start() leaves a watch that still delivers changes', a
   source.clear();
   await eventually(() => source.cacheStats().entries === 1, 1000, 're-read after clear');
   await writeFile(file, '10.0.0.2:80');
-  await eventually(() => {
-    const r = source.peek('tenant-x');
-    return r !== undefined && !isMiss(r) && r.config.upstream === '10.0.0.2:80';
-  }, 2000, 'the watch delivers changes after an early clear');
+  await eventually(
+    () => {
+      const r = source.peek('tenant-x');
+      return r !== undefined && !isMiss(r) && r.config.upstream === '10.0.0.2:80';
+    },
+    2000,
+    'the watch delivers changes after an early clear',
+  );
 });
 
 test('stop() right after start() returns, even while the watch is still starting', async () => {
@@ -354,7 +401,11 @@ test('stop() right after start() returns, even while the watch is still starting
   await writeFile(join(dir, 'tenant-x'), '10.0.0.1:80');
   for (let i = 0; i < 5; i++) {
     const metrics = new Metrics();
-    const source = await createSource(new OptionReader({ source: 'file', path: dir }, 'policies.default.data_source'), { metrics, parseErrors: new ParseErrorLog(), compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger }, new SourceNamer());
+    const source = await createSource(
+      new OptionReader({ source: 'file', path: dir }, 'policies.default.data_source'),
+      { metrics, parseErrors: new ParseErrorLog(), compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger },
+      new SourceNamer(),
+    );
     await source.start();
     await stopWithin(source, 2000);
   }
@@ -365,24 +416,34 @@ test('stop() right after start() returns, even while the watch is still starting
 test('a missing path is a ConfigError naming policies.default.data_source.path at build time', async () => {
   const dir = await tempDir();
   const missing = join(dir, 'no-such-dir');
-  const config = parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, policies: { default: { key: '{header.X-Tenant}', data_source: { source: 'file', path: missing } } } }), 'svc.yaml');
-  await assert.rejects(
-    buildService(config, { logger: silentLogger, metrics: new Metrics() }),
-    (err: unknown) => {
-      assert.ok(err instanceof ConfigError);
-      assert.match(err.message, /^svc\.yaml:\d+: policies\.default\.data_source\.path: .*no-such-dir does not exist/);
-      return true;
-    },
+  const config = parseConfig(
+    stringify({
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      policies: { default: { key: '{header.X-Tenant}', data_source: { source: 'file', path: missing } } },
+    }),
+    'svc.yaml',
   );
+  await assert.rejects(buildService(config, { logger: silentLogger, metrics: new Metrics() }), (err: unknown) => {
+    assert.ok(err instanceof ConfigError);
+    assert.match(err.message, /^svc\.yaml:\d+: policies\.default\.data_source\.path: .*no-such-dir does not exist/);
+    return true;
+  });
 });
 
 test('path is required', async () => {
-  await assert.rejects(fileSource({}), (err: unknown) => err instanceof ConfigError && /policies\.default\.data_source\.path: is required/.test(err.message));
+  await assert.rejects(
+    fileSource({}),
+    (err: unknown) => err instanceof ConfigError && /policies\.default\.data_source\.path: is required/.test(err.message),
+  );
 });
 
 test('a misspelt file option is rejected as unknown', async () => {
   const dir = await tempDir();
-  await assert.rejects(fileSource({ path: dir, wacth: false }), (err: unknown) => err instanceof ConfigError && /policies\.default\.data_source\.wacth: unknown option/.test(err.message));
+  await assert.rejects(
+    fileSource({ path: dir, wacth: false }),
+    (err: unknown) => err instanceof ConfigError && /policies\.default\.data_source\.wacth: unknown option/.test(err.message),
+  );
 });
 
 // ---- size: large directories, lookups without a scan, bounded listings ---------------------------------------------
@@ -390,7 +451,11 @@ test('a misspelt file option is rejected as unknown', async () => {
 /** `count` route files `t-00000.yaml` … in `dir`, written a few hundred at a time. */
 async function manyFiles(dir: string, count: number): Promise<void> {
   for (let i = 0; i < count; i += 500) {
-    await Promise.all(Array.from({ length: Math.min(500, count - i) }, (_, j) => writeFile(join(dir, `t-${String(i + j).padStart(5, '0')}.yaml`), `10.0.${(i + j) >> 8}.${(i + j) & 255}:80\n`)));
+    await Promise.all(
+      Array.from({ length: Math.min(500, count - i) }, (_, j) =>
+        writeFile(join(dir, `t-${String(i + j).padStart(5, '0')}.yaml`), `10.0.${(i + j) >> 8}.${(i + j) & 255}:80\n`),
+      ),
+    );
   }
 }
 
@@ -421,7 +486,8 @@ test('a cache miss never reads outside the directory: keys that are paths or hid
   await writeFile(join(dir, '.hidden.yaml'), '10.6.6.7:80');
   await manyFiles(dir, 20);
   const { source } = await fileSource({ path: dir, watch: false, max_cache_size: 5 });
-  for (const key of ['../secret', '..', '.hidden', 'a/../../secret', 'a\\b', 'nul\0byte', '']) assert.equal(await resolve(source, key), 'miss:no_config', JSON.stringify(key));
+  for (const key of ['../secret', '..', '.hidden', 'a/../../secret', 'a\\b', 'nul\0byte', ''])
+    assert.equal(await resolve(source, key), 'miss:no_config', JSON.stringify(key));
   assert.equal(await resolve(source, 't-00019'), '10.0.0.19:80');
 });
 
@@ -448,11 +514,18 @@ test('an abandoned listing stops between files: list() rejects with the abort re
 
 test('initial_load_timeout must be greater than 0', async () => {
   const dir = await tempDir();
-  await assert.rejects(fileSource({ path: dir, initial_load_timeout: '0s' }), (err: unknown) => err instanceof ConfigError && /policies\.default\.data_source\.initial_load_timeout: must be greater than 0/.test(err.message));
+  await assert.rejects(
+    fileSource({ path: dir, initial_load_timeout: '0s' }),
+    (err: unknown) =>
+      err instanceof ConfigError && /policies\.default\.data_source\.initial_load_timeout: must be greater than 0/.test(err.message),
+  );
 });
 
 test('the probe reports whether the path exists', async () => {
   const dir = await tempDir();
   await new FileDriver({ path: dir, format: 'auto', watch: false, pollIntervalMs: 0, debounceMs: 100 }).probe();
-  await assert.rejects(new FileDriver({ path: join(dir, 'gone'), format: 'auto', watch: false, pollIntervalMs: 0, debounceMs: 100 }).probe(), /ENOENT/);
+  await assert.rejects(
+    new FileDriver({ path: join(dir, 'gone'), format: 'auto', watch: false, pollIntervalMs: 0, debounceMs: 100 }).probe(),
+    /ENOENT/,
+  );
 });

@@ -24,7 +24,12 @@ const A1 = '127.0.0.1:9201';
 const A2 = '127.0.0.1:9202';
 
 function testDeps(): RuntimeDeps {
-  return { metrics: new Metrics(), parseErrors: new ParseErrorLog(), compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger };
+  return {
+    metrics: new Metrics(),
+    parseErrors: new ParseErrorLog(),
+    compile: { algorithms, state: new UpstreamStateTable() },
+    logger: silentLogger,
+  };
 }
 
 /** The upstream a lookup names, or its miss reason. */
@@ -128,7 +133,10 @@ describe('http source', () => {
     const s = await build({ url: url(), retry_delay: '10ms' });
     h.script('/routes/flaky', { status: 503 });
     assert.equal(answer(await s.load('flaky')), A2);
-    assert.deepEqual(h.requests('/routes/flaky').map((r) => r.status), [503, 200]);
+    assert.deepEqual(
+      h.requests('/routes/flaky').map((r) => r.status),
+      [503, 200],
+    );
   });
 
   test('a dropped connection is retried', async () => {
@@ -220,7 +228,11 @@ describe('http source', () => {
     await h.put('refreshed', A1);
     const s = await build({ url: url(), cache_ttl: '1m', refresh_interval: '100ms' });
     assert.equal(answer(await s.load('refreshed')), A1);
-    await eventually(() => h.requests('/routes/refreshed').some((r) => r.headers['if-none-match'] !== undefined && r.status === 304), 3000, 'a conditional refresh');
+    await eventually(
+      () => h.requests('/routes/refreshed').some((r) => r.headers['if-none-match'] !== undefined && r.status === 304),
+      3000,
+      'a conditional refresh',
+    );
     await h.put('refreshed', A2);
     await eventually(() => answer(s.peek('refreshed')) === A2, 3000, 'update by refresh');
     await h.del('refreshed');
@@ -233,7 +245,12 @@ describe('http source', () => {
     await other.restartServer?.stop();
     try {
       const started = performance.now();
-      const s = await build({ url: `${other.origin}/routes/{key}`, initial_load_timeout: '500ms', backoff_initial: '50ms', backoff_max: '100ms' });
+      const s = await build({
+        url: `${other.origin}/routes/{key}`,
+        initial_load_timeout: '500ms',
+        backoff_initial: '50ms',
+        backoff_max: '100ms',
+      });
       assert.ok(performance.now() - started < 2000);
       assert.equal(s.ready(), true);
       assert.equal(s.healthy(), false);
@@ -271,7 +288,11 @@ describe('http source', () => {
   test('a malformed value is an error counted per source type, and the last good route keeps serving', async () => {
     await h.put('bad', A1);
     const deps = testDeps();
-    const s = await createSource(new OptionReader({ source: 'http', url: url(), cache_ttl: '100ms' }, 'data_source'), deps, new SourceNamer());
+    const s = await createSource(
+      new OptionReader({ source: 'http', url: url(), cache_ttl: '100ms' }, 'data_source'),
+      deps,
+      new SourceNamer(),
+    );
     sources.push(s);
     await s.start();
     assert.equal(answer(await s.load('bad')), A1);
@@ -302,7 +323,25 @@ describe('http source over TLS', () => {
   const sources: RouteSource[] = [];
   before(async () => {
     dir = mkdtempSync(join(tmpdir(), 'http-tls-'));
-    execFileSync('openssl', ['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-keyout', join(dir, 'key.pem'), '-out', join(dir, 'cert.pem'), '-days', '1', '-subj', '/CN=localhost'], { stdio: 'ignore' });
+    execFileSync(
+      'openssl',
+      [
+        'req',
+        '-x509',
+        '-newkey',
+        'rsa:2048',
+        '-nodes',
+        '-keyout',
+        join(dir, 'key.pem'),
+        '-out',
+        join(dir, 'cert.pem'),
+        '-days',
+        '1',
+        '-subj',
+        '/CN=localhost',
+      ],
+      { stdio: 'ignore' },
+    );
     server = createHttpsServer({ key: readFileSync(join(dir, 'key.pem')), cert: readFileSync(join(dir, 'cert.pem')) }, (req, res) => {
       res.writeHead(req.url === '/routes/secure' || req.method === 'HEAD' ? 200 : 404);
       res.end(req.method === 'HEAD' ? '' : A1);
@@ -317,7 +356,11 @@ describe('http source over TLS', () => {
     rmSync(dir, { recursive: true, force: true });
   });
   const build = async (options: Record<string, unknown>): Promise<RouteSource> => {
-    const s = await createSource(new OptionReader({ source: 'http', url: `${origin}/routes/{key}`, initial_load_timeout: '300ms', ...options }, 'data_source'), testDeps(), new SourceNamer());
+    const s = await createSource(
+      new OptionReader({ source: 'http', url: `${origin}/routes/{key}`, initial_load_timeout: '300ms', ...options }, 'data_source'),
+      testDeps(),
+      new SourceNamer(),
+    );
     sources.push(s);
     await s.start();
     return s;
@@ -341,22 +384,57 @@ describe('http source options', () => {
     { desc: 'url is required', options: {}, field: /^data_source\.url: is required/ },
     { desc: 'url must be http(s)', options: { url: 'ftp://host/{key}' }, field: /^data_source\.url: must be an absolute http/ },
     { desc: 'url must be absolute', options: { url: '/routes/{key}' }, field: /^data_source\.url:/ },
-    { desc: 'method is GET or POST', options: { url: 'http://h/{key}', method: 'PUT' }, field: /^data_source\.method: must be one of get, post/ },
-    { desc: 'retry_count is not negative', options: { url: 'http://h/{key}', retry_count: -1 }, field: /^data_source\.retry_count: must be ≥ 0/ },
-    { desc: 'timeout must be positive', options: { url: 'http://h/{key}', timeout: '0s' }, field: /^data_source\.timeout: must be greater than 0/ },
-    { desc: 'durations are checked', options: { url: 'http://h/{key}', cache_ttl: 'soon' }, field: /^data_source\.cache_ttl: invalid duration/ },
-    { desc: 'header names are checked', options: { url: 'http://h/{key}', headers: { 'bad header': 'x' } }, field: /^data_source\.headers\.bad header: is not a valid header name/ },
-    { desc: 'header values have no line breaks', options: { url: 'http://h/{key}', headers: { 'X-A': 'a\r\nb' } }, field: /^data_source\.headers\.X-A: must not contain line breaks/ },
-    { desc: 'health_endpoint must be a URL', options: { url: 'http://h/{key}', health_endpoint: 'nope' }, field: /^data_source\.health_endpoint:/ },
-    { desc: 'unknown options are rejected', options: { url: 'http://h/{key}', retries: 3 }, field: /^data_source\.retries: unknown option/ },
+    {
+      desc: 'method is GET or POST',
+      options: { url: 'http://h/{key}', method: 'PUT' },
+      field: /^data_source\.method: must be one of get, post/,
+    },
+    {
+      desc: 'retry_count is not negative',
+      options: { url: 'http://h/{key}', retry_count: -1 },
+      field: /^data_source\.retry_count: must be ≥ 0/,
+    },
+    {
+      desc: 'timeout must be positive',
+      options: { url: 'http://h/{key}', timeout: '0s' },
+      field: /^data_source\.timeout: must be greater than 0/,
+    },
+    {
+      desc: 'durations are checked',
+      options: { url: 'http://h/{key}', cache_ttl: 'soon' },
+      field: /^data_source\.cache_ttl: invalid duration/,
+    },
+    {
+      desc: 'header names are checked',
+      options: { url: 'http://h/{key}', headers: { 'bad header': 'x' } },
+      field: /^data_source\.headers\.bad header: is not a valid header name/,
+    },
+    {
+      desc: 'header values have no line breaks',
+      options: { url: 'http://h/{key}', headers: { 'X-A': 'a\r\nb' } },
+      field: /^data_source\.headers\.X-A: must not contain line breaks/,
+    },
+    {
+      desc: 'health_endpoint must be a URL',
+      options: { url: 'http://h/{key}', health_endpoint: 'nope' },
+      field: /^data_source\.health_endpoint:/,
+    },
+    {
+      desc: 'unknown options are rejected',
+      options: { url: 'http://h/{key}', retries: 3 },
+      field: /^data_source\.retries: unknown option/,
+    },
   ];
   for (const c of bad) {
     test(`${c.desc} (ConfigError naming the field)`, async () => {
-      await assert.rejects(createSource(new OptionReader({ source: 'http', ...c.options }, 'data_source'), testDeps(), new SourceNamer()), (err: unknown) => {
-        assert.ok(err instanceof ConfigError, String(err));
-        assert.match(err.message, c.field);
-        return true;
-      });
+      await assert.rejects(
+        createSource(new OptionReader({ source: 'http', ...c.options }, 'data_source'), testDeps(), new SourceNamer()),
+        (err: unknown) => {
+          assert.ok(err instanceof ConfigError, String(err));
+          assert.match(err.message, c.field);
+          return true;
+        },
+      );
     });
   }
 
@@ -364,8 +442,19 @@ describe('http source options', () => {
     const s = await createSource(
       new OptionReader(
         {
-          source: 'http', url: 'http://127.0.0.1:1/routes/{key}', method: 'GET', headers: { 'X-A': 'b' }, timeout: '2s', cache_ttl: '1m', refresh_interval: '30s',
-          retry_count: 0, retry_delay: '50ms', tls_skip_verify: false, health_endpoint: 'http://127.0.0.1:1/health', max_cache_size: 10, initial_load_timeout: '1s',
+          source: 'http',
+          url: 'http://127.0.0.1:1/routes/{key}',
+          method: 'GET',
+          headers: { 'X-A': 'b' },
+          timeout: '2s',
+          cache_ttl: '1m',
+          refresh_interval: '30s',
+          retry_count: 0,
+          retry_delay: '50ms',
+          tls_skip_verify: false,
+          health_endpoint: 'http://127.0.0.1:1/health',
+          max_cache_size: 10,
+          initial_load_timeout: '1s',
         },
         'data_source',
       ),

@@ -32,8 +32,12 @@ describeSourceBehaviour('kubernetes (label selector)', () => makeHarness({ mode:
 
 /** Pass-through address of the fake (no proxy). */
 const direct = (h: KubeHarness): string => `127.0.0.1:${h.fake.port}`;
-const cm = (name: string, data: Record<string, string>, labels?: Record<string, string>): V1ConfigMap => ({ metadata: { name, ...(labels ? { labels } : {}) }, data });
-const resyncs = (svc: TestService): Promise<number> => svc.metric('caddy_dynamic_lb_watch_events_total', { source_type: 'kubernetes', event_type: 'resync' });
+const cm = (name: string, data: Record<string, string>, labels?: Record<string, string>): V1ConfigMap => ({
+  metadata: { name, ...(labels ? { labels } : {}) },
+  data,
+});
+const resyncs = (svc: TestService): Promise<number> =>
+  svc.metric('caddy_dynamic_lb_watch_events_total', { source_type: 'kubernetes', event_type: 'resync' });
 const healthy = (svc: TestService): boolean => svc.service.sources[0]?.healthy() === true;
 
 describe('kubernetes watch: resourceVersion, 410 and bookmarks', () => {
@@ -77,7 +81,10 @@ describe('kubernetes watch: resourceVersion, 410 and bookmarks', () => {
       proxy.restore();
       await eventually(async () => (await svc.select('tenant-a')).upstream === A3, 10_000, 'the write made meanwhile, via a re-list');
       assert.ok((await resyncs(svc)) > before);
-      assert.ok(h.fake.requests.some((r) => r.verb === 'watch' && r.status === 410), 'the server answered a watch with HTTP 410');
+      assert.ok(
+        h.fake.requests.some((r) => r.verb === 'watch' && r.status === 410),
+        'the server answered a watch with HTTP 410',
+      );
     } finally {
       await svc.stop();
       await proxy.close();
@@ -96,7 +103,10 @@ describe('kubernetes watch: resourceVersion, 410 and bookmarks', () => {
       h.fake.endWatches();
       await eventually(() => h.fake.requests.slice(mark).some((r) => r.verb === 'watch'), 3000, 'a new watch');
       const after = h.fake.requests.slice(mark);
-      assert.deepEqual(after.map((r) => r.verb), ['watch']);
+      assert.deepEqual(
+        after.map((r) => r.verb),
+        ['watch'],
+      );
       assert.equal(after[0]?.query.resourceVersion, rv);
       assert.equal(after[0]?.query.allowWatchBookmarks, 'true');
       assert.equal(after[0]?.query.fieldSelector, `metadata.name=${CONFIGMAP}`);
@@ -118,7 +128,8 @@ describe('kubernetes watch: resourceVersion, 410 and bookmarks', () => {
       await eventually(async () => (await svc.select('tenant-a')).upstream === A1, 3000, 'loaded');
       // changes to another ConfigMap: filtered out by the field selector, so only bookmarks carry the new version
       await h.api.createNamespacedConfigMap({ namespace: h.namespace, body: cm('unrelated', { x: '1' }) });
-      for (let i = 0; i < 3; i++) await h.api.replaceNamespacedConfigMap({ name: 'unrelated', namespace: h.namespace, body: cm('unrelated', { x: String(i) }) });
+      for (let i = 0; i < 3; i++)
+        await h.api.replaceNamespacedConfigMap({ name: 'unrelated', namespace: h.namespace, body: cm('unrelated', { x: String(i) }) });
       await new Promise((r) => setTimeout(r, 200)); // a few bookmark intervals
       const before = await resyncs(svc);
       const mark = h.fake.requests.length;
@@ -126,7 +137,11 @@ describe('kubernetes watch: resourceVersion, 410 and bookmarks', () => {
       h.fake.endWatches();
       await eventually(() => h.fake.requests.slice(mark).some((r) => r.verb === 'watch'), 3000, 'a new watch');
       await new Promise((r) => setTimeout(r, 100));
-      assert.deepEqual(h.fake.requests.slice(mark).map((r) => r.verb), ['watch'], 'no re-list');
+      assert.deepEqual(
+        h.fake.requests.slice(mark).map((r) => r.verb),
+        ['watch'],
+        'no re-list',
+      );
       assert.equal(h.fake.requests.slice(mark)[0]?.query.resourceVersion, h.fake.resourceVersion, 'resumed from the bookmark');
       assert.equal(await resyncs(svc), before);
       await h.put('tenant-a', A3);
@@ -189,8 +204,16 @@ describe('kubernetes keys follow their ConfigMaps', () => {
       await eventually(async () => (await svc.select('tenant-1')).reason === 'no_config', 3000, 'key removed from a ConfigMap');
       await h.api.deleteNamespacedConfigMap({ name: 'two', namespace: h.namespace });
       await eventually(async () => (await svc.select('tenant-2')).reason === 'no_config', 3000, 'ConfigMap deleted');
-      await h.api.replaceNamespacedConfigMap({ name: 'one', namespace: h.namespace, body: cm('one', { 'tenant-1b': A1 }, { app: 'retired' }) });
-      await eventually(async () => (await svc.select('tenant-1b')).reason === 'no_config', 3000, 'ConfigMap relabelled out of the selector');
+      await h.api.replaceNamespacedConfigMap({
+        name: 'one',
+        namespace: h.namespace,
+        body: cm('one', { 'tenant-1b': A1 }, { app: 'retired' }),
+      });
+      await eventually(
+        async () => (await svc.select('tenant-1b')).reason === 'no_config',
+        3000,
+        'ConfigMap relabelled out of the selector',
+      );
       await h.api.replaceNamespacedConfigMap({ name: 'outside', namespace: h.namespace, body: cm('outside', { 'tenant-3': A3 }, labels) });
       await eventually(async () => (await svc.select('tenant-3')).upstream === A3, 3000, 'ConfigMap relabelled into the selector');
     } finally {
@@ -247,9 +270,20 @@ describe('kubernetes driver', () => {
 
   test('a duplicate key is reported once, naming both ConfigMaps and the key', async () => {
     const { logger, lines } = capture();
-    const driver = new KubernetesDriver('kubernetes', kc, { namespace: h.namespace, configmapName: CONFIGMAP, labelSelector: 'app=caddy-routing' }, logger);
+    const driver = new KubernetesDriver(
+      'kubernetes',
+      kc,
+      { namespace: h.namespace, configmapName: CONFIGMAP, labelSelector: 'app=caddy-routing' },
+      logger,
+    );
     const snapshot = await driver.list(AbortSignal.timeout(3000));
-    assert.deepEqual(new Map([...snapshot.entries]), new Map([['shared', A1], ['mine', A2]]));
+    assert.deepEqual(
+      new Map([...snapshot.entries]),
+      new Map([
+        ['shared', A1],
+        ['mine', A2],
+      ]),
+    );
     await new Promise((r) => setImmediate(r));
     const warnings = lines.filter((l) => l.level === 40);
     assert.equal(warnings.length, 1);
@@ -263,24 +297,45 @@ describe('kubernetes driver', () => {
   });
 
   test('watch events become per-key changes: only what changed in the merged view', async () => {
-    const driver = new KubernetesDriver('kubernetes', kc, { namespace: h.namespace, configmapName: CONFIGMAP, labelSelector: 'app=caddy-routing' }, silentLogger);
+    const driver = new KubernetesDriver(
+      'kubernetes',
+      kc,
+      { namespace: h.namespace, configmapName: CONFIGMAP, labelSelector: 'app=caddy-routing' },
+      silentLogger,
+    );
     await driver.list(AbortSignal.timeout(3000));
     const changes: Change[] = [];
     const controller = new AbortController();
     let ready = false;
-    const ctx: WatchContext = { signal: controller.signal, fromRevision: undefined, onChange: (c) => changes.push(c), onSnapshot: () => assert.fail('no snapshots from a watch'), onReady: () => (ready = true) };
+    const ctx: WatchContext = {
+      signal: controller.signal,
+      fromRevision: undefined,
+      onChange: (c) => changes.push(c),
+      onSnapshot: () => assert.fail('no snapshots from a watch'),
+      onReady: () => (ready = true),
+    };
     const watching = driver.watch(ctx).catch((err: unknown) => err);
     await eventually(() => ready, 3000, 'watch established');
-    await h.api.replaceNamespacedConfigMap({ name: 'routes-b', namespace: h.namespace, body: cm('routes-b', { shared: A3, mine: A3, extra: A1 }, labels) });
+    await h.api.replaceNamespacedConfigMap({
+      name: 'routes-b',
+      namespace: h.namespace,
+      body: cm('routes-b', { shared: A3, mine: A3, extra: A1 }, labels),
+    });
     await eventually(() => changes.length >= 2, 3000, 'changes');
     await new Promise((r) => setTimeout(r, 50));
     // `shared` still comes from routes-a: no change for it
-    assert.deepEqual(changes.map((c) => `${c.type} ${c.key}${c.type === 'put' ? ` ${String(c.value)}` : ''}`).sort(), [`put extra ${A1}`, `put mine ${A3}`]);
+    assert.deepEqual(changes.map((c) => `${c.type} ${c.key}${c.type === 'put' ? ` ${String(c.value)}` : ''}`).sort(), [
+      `put extra ${A1}`,
+      `put mine ${A3}`,
+    ]);
     assert.ok(changes.every((c) => c.revision !== undefined));
     changes.length = 0;
     await h.api.deleteNamespacedConfigMap({ name: 'routes-a', namespace: h.namespace });
     await eventually(() => changes.length >= 1, 3000, 'fallback change');
-    assert.deepEqual(changes.map((c) => `${c.type} ${c.key}${c.type === 'put' ? ` ${String(c.value)}` : ''}`), [`put shared ${A3}`]);
+    assert.deepEqual(
+      changes.map((c) => `${c.type} ${c.key}${c.type === 'put' ? ` ${String(c.value)}` : ''}`),
+      [`put shared ${A3}`],
+    );
     changes.length = 0;
     await h.api.deleteNamespacedConfigMap({ name: 'routes-b', namespace: h.namespace });
     await eventually(() => changes.length >= 3, 3000, 'deletes');
@@ -293,7 +348,12 @@ describe('kubernetes driver', () => {
   });
 
   test('per-key get honours the label selector (the Go module read configmap_name instead)', async () => {
-    const driver = new KubernetesDriver('kubernetes', kc, { namespace: h.namespace, configmapName: 'aaa-unselected', labelSelector: 'app=caddy-routing' }, silentLogger);
+    const driver = new KubernetesDriver(
+      'kubernetes',
+      kc,
+      { namespace: h.namespace, configmapName: 'aaa-unselected', labelSelector: 'app=caddy-routing' },
+      silentLogger,
+    );
     assert.equal(await driver.get('only', AbortSignal.timeout(3000)), null, 'a key only in an unselected ConfigMap');
     assert.equal(await driver.get('shared', AbortSignal.timeout(3000)), A1);
     assert.equal(await driver.get('mine', AbortSignal.timeout(3000)), A2);
@@ -304,17 +364,32 @@ describe('kubernetes driver', () => {
   test('per-key get by name reads the named ConfigMap; a missing ConfigMap is "no key"', async () => {
     const admin = new KubeConfig();
     admin.loadFromFile(h.kubeconfig(h.fake.url, 'kube-admin-token'));
-    const driver = new KubernetesDriver('kubernetes', admin, { namespace: h.namespace, configmapName: 'routes-b', labelSelector: undefined }, silentLogger);
+    const driver = new KubernetesDriver(
+      'kubernetes',
+      admin,
+      { namespace: h.namespace, configmapName: 'routes-b', labelSelector: undefined },
+      silentLogger,
+    );
     assert.equal(await driver.get('mine', AbortSignal.timeout(3000)), A2);
     assert.equal(await driver.get('absent', AbortSignal.timeout(3000)), null);
-    const missing = new KubernetesDriver('kubernetes', admin, { namespace: h.namespace, configmapName: 'no-such-map', labelSelector: undefined }, silentLogger);
+    const missing = new KubernetesDriver(
+      'kubernetes',
+      admin,
+      { namespace: h.namespace, configmapName: 'no-such-map', labelSelector: undefined },
+      silentLogger,
+    );
     assert.equal(await missing.get('mine', AbortSignal.timeout(3000)), null);
     await driver.close();
     await missing.close();
   });
 
   test('requests are aborted by their signal and by close()', async () => {
-    const driver = new KubernetesDriver('kubernetes', kc, { namespace: h.namespace, configmapName: CONFIGMAP, labelSelector: 'app=caddy-routing' }, silentLogger);
+    const driver = new KubernetesDriver(
+      'kubernetes',
+      kc,
+      { namespace: h.namespace, configmapName: CONFIGMAP, labelSelector: 'app=caddy-routing' },
+      silentLogger,
+    );
     const aborted = new AbortController();
     aborted.abort(new Error('gone'));
     await assert.rejects(driver.list(aborted.signal), /gone/);
@@ -343,8 +418,16 @@ describe('kubernetes authentication and RBAC', () => {
     }
   };
 
-  test('a wrong token: unhealthy, last_error "HTTP 401 Unauthorized"', () => unhealthy({ kubeconfig: h.kubeconfig(h.fake.url, 'wrong-token') }, /list configmap "caddy-routing" in namespace "default": HTTP 401 Unauthorized/));
-  test('a ConfigMap the shipped Role does not cover: unhealthy, last_error "HTTP 403 Forbidden" with the server’s message', () => unhealthy({ configmap_name: 'another-map' }, /HTTP 403 Forbidden: configmaps is forbidden: User "system:serviceaccount:default:dynamic-lb" cannot list/));
+  test('a wrong token: unhealthy, last_error "HTTP 401 Unauthorized"', () =>
+    unhealthy(
+      { kubeconfig: h.kubeconfig(h.fake.url, 'wrong-token') },
+      /list configmap "caddy-routing" in namespace "default": HTTP 401 Unauthorized/,
+    ));
+  test('a ConfigMap the shipped Role does not cover: unhealthy, last_error "HTTP 403 Forbidden" with the server’s message', () =>
+    unhealthy(
+      { configmap_name: 'another-map' },
+      /HTTP 403 Forbidden: configmaps is forbidden: User "system:serviceaccount:default:dynamic-lb" cannot list/,
+    ));
   test('a namespace the Role is not bound in: unhealthy with 403', () => unhealthy({ namespace: 'kube-system' }, /HTTP 403 Forbidden/));
   test('the `configmap` alias of configmap_name works', async () => {
     const { configmap_name: _name, ...rest } = h.dataSource(direct(h));
@@ -357,16 +440,31 @@ describe('kubernetes authentication and RBAC', () => {
   });
 
   test('the source only made requests the shipped Role allows (no 401/403 outside the tests above)', () => {
-    const refused = h.fake.requests.filter((r) => r.status === 403 && r.query.fieldSelector === `metadata.name=${CONFIGMAP}` && r.path.includes('/namespaces/default/'));
+    const refused = h.fake.requests.filter(
+      (r) => r.status === 403 && r.query.fieldSelector === `metadata.name=${CONFIGMAP}` && r.path.includes('/namespaces/default/'),
+    );
     assert.deepEqual(refused, []);
   });
 });
 
 describe('the shipped RBAC manifest (caddy-config/kubernetes-rbac.yaml)', () => {
-  const docs = parseAllDocuments(readFileSync(RBAC_FILE, 'utf8')).map((d) => d.toJS() as { apiVersion: string; kind: string; metadata: { name: string; namespace?: string }; rules?: unknown; subjects?: Array<Record<string, string>>; roleRef?: Record<string, string> });
+  const docs = parseAllDocuments(readFileSync(RBAC_FILE, 'utf8')).map(
+    (d) =>
+      d.toJS() as {
+        apiVersion: string;
+        kind: string;
+        metadata: { name: string; namespace?: string };
+        rules?: unknown;
+        subjects?: Array<Record<string, string>>;
+        roleRef?: Record<string, string>;
+      },
+  );
 
   test('a ServiceAccount, a namespaced Role and a RoleBinding tying them together — no ClusterRole', () => {
-    assert.deepEqual(docs.map((d) => d.kind), ['ServiceAccount', 'Role', 'RoleBinding']);
+    assert.deepEqual(
+      docs.map((d) => d.kind),
+      ['ServiceAccount', 'Role', 'RoleBinding'],
+    );
     const [sa, role, binding] = docs;
     assert.equal(role?.apiVersion, 'rbac.authorization.k8s.io/v1');
     assert.equal(binding?.roleRef?.kind, 'Role');
@@ -378,7 +476,9 @@ describe('the shipped RBAC manifest (caddy-config/kubernetes-rbac.yaml)', () => 
 
   test('the Role grants only get, list and watch on configmaps (core group), limited to the default ConfigMap name', async () => {
     const role = await shippedRole();
-    assert.deepEqual(role.rules, [{ apiGroups: [''], resources: ['configmaps'], resourceNames: ['caddy-routing'], verbs: ['get', 'list', 'watch'] }]);
+    assert.deepEqual(role.rules, [
+      { apiGroups: [''], resources: ['configmaps'], resourceNames: ['caddy-routing'], verbs: ['get', 'list', 'watch'] },
+    ]);
   });
 });
 
@@ -388,7 +488,10 @@ describe('kubernetes options', () => {
   before(() => {
     dir = mkdtempSync(join(tmpdir(), 'kube-options-'));
     kubeconfig = join(dir, 'config.yaml');
-    writeFileSync(kubeconfig, 'apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "https://192.0.2.1:6443"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n');
+    writeFileSync(
+      kubeconfig,
+      'apiVersion: v1\nkind: Config\nclusters: [{name: c, cluster: {server: "https://192.0.2.1:6443"}}]\nusers: [{name: u, user: {token: t}}]\ncontexts: [{name: x, context: {cluster: c, user: u}}]\ncurrent-context: x\n',
+    );
     writeFileSync(join(dir, 'garbage.yaml'), 'apiVersion: v1\nkind: Config\ncurrent-context: nowhere\n');
   });
   after(() => rmSync(dir, { recursive: true, force: true }));
@@ -396,10 +499,30 @@ describe('kubernetes options', () => {
   const field = (name: string): string => `policies.default.data_source.${name}`;
   const cases = (): Array<{ what: string; options: Record<string, unknown>; field: string; message: RegExp }> => [
     { what: 'namespace not a DNS label', options: { kubeconfig, namespace: 'Team_A' }, field: field('namespace'), message: /DNS label/ },
-    { what: 'configmap_name not a DNS subdomain', options: { kubeconfig, configmap_name: 'Routes!' }, field: field('configmap_name'), message: /DNS subdomain/ },
-    { what: 'configmap and configmap_name disagree', options: { kubeconfig, configmap: 'a', configmap_name: 'b' }, field: field('configmap'), message: /alias/ },
-    { what: 'kubeconfig that does not exist', options: { kubeconfig: join(dir, 'missing.yaml') }, field: field('kubeconfig'), message: /does not exist/ },
-    { what: 'kubeconfig without a current cluster', options: { kubeconfig: join(dir, 'garbage.yaml') }, field: field('kubeconfig'), message: /no current context|not a valid kubeconfig/ },
+    {
+      what: 'configmap_name not a DNS subdomain',
+      options: { kubeconfig, configmap_name: 'Routes!' },
+      field: field('configmap_name'),
+      message: /DNS subdomain/,
+    },
+    {
+      what: 'configmap and configmap_name disagree',
+      options: { kubeconfig, configmap: 'a', configmap_name: 'b' },
+      field: field('configmap'),
+      message: /alias/,
+    },
+    {
+      what: 'kubeconfig that does not exist',
+      options: { kubeconfig: join(dir, 'missing.yaml') },
+      field: field('kubeconfig'),
+      message: /does not exist/,
+    },
+    {
+      what: 'kubeconfig without a current cluster',
+      options: { kubeconfig: join(dir, 'garbage.yaml') },
+      field: field('kubeconfig'),
+      message: /no current context|not a valid kubeconfig/,
+    },
     { what: 'no kubeconfig and not in a cluster', options: {}, field: field('kubeconfig'), message: /not running inside a cluster/ },
     { what: 'unknown option', options: { kubeconfig, label_selectr: 'a=b' }, field: field('label_selectr'), message: /unknown option/ },
   ];
@@ -418,7 +541,13 @@ describe('kubernetes options', () => {
   });
 
   test('a valid config builds without contacting the API server; defaults namespace default, initial_load_timeout 30s', async () => {
-    const config = parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'kubernetes', kubeconfig } } } }));
+    const config = parseConfig(
+      stringify({
+        listen: '127.0.0.1:0',
+        admin: { listen: '127.0.0.1:0' },
+        policies: { default: { key: '{http.request.header.X-Tenant}', data_source: { source: 'kubernetes', kubeconfig } } },
+      }),
+    );
     const service = await buildService(config, { logger: silentLogger });
     assert.equal(service.sources[0]?.type, 'kubernetes');
     assert.equal(service.sources[0]?.healthy(), false);
@@ -436,9 +565,15 @@ describe('kubernetes options', () => {
       const kc = loadKubeConfig(undefined, 'kubeconfig', prefix);
       assert.equal(kc.getCurrentCluster()?.server, 'https://10.96.0.1:443');
       assert.equal(kc.getCurrentCluster()?.caFile, join(prefix, '/var/run/secrets/kubernetes.io/serviceaccount/ca.crt'));
-      assert.equal(kc.getCurrentUser()?.authProvider?.config?.tokenFile, join(prefix, '/var/run/secrets/kubernetes.io/serviceaccount/token'));
+      assert.equal(
+        kc.getCurrentUser()?.authProvider?.config?.tokenFile,
+        join(prefix, '/var/run/secrets/kubernetes.io/serviceaccount/token'),
+      );
     } finally {
-      for (const [k, v] of [['KUBERNETES_SERVICE_HOST', saved.host], ['KUBERNETES_SERVICE_PORT', saved.port]] as const) {
+      for (const [k, v] of [
+        ['KUBERNETES_SERVICE_HOST', saved.host],
+        ['KUBERNETES_SERVICE_PORT', saved.port],
+      ] as const) {
         if (v === undefined) delete process.env[k];
         else process.env[k] = v;
       }

@@ -31,7 +31,12 @@ for (const store of STORES) {
       await requireServers(store.server);
       h = await store.make();
       await h.put('tenant-r', A1);
-      svc = await startTestService({ ...h.dataSource(`${h.target.host}:${h.target.port}`), backoff_initial: '2s', backoff_max: '60s', initial_load_timeout: '5s' });
+      svc = await startTestService({
+        ...h.dataSource(`${h.target.host}:${h.target.port}`),
+        backoff_initial: '2s',
+        backoff_max: '60s',
+        initial_load_timeout: '5s',
+      });
     });
     after(async () => {
       await startServer(store.server).catch(() => undefined); // whatever happened, leave the server running
@@ -43,7 +48,8 @@ for (const store of STORES) {
       const source = svc.service.sources[0];
       assert.ok(source);
       assert.equal((await svc.select('tenant-r')).upstream, A1);
-      const errors = (): Promise<number> => svc.metric('caddy_dynamic_lb_watch_events_total', { source_type: store.server, event_type: 'error' });
+      const errors = (): Promise<number> =>
+        svc.metric('caddy_dynamic_lb_watch_events_total', { source_type: store.server, event_type: 'error' });
       const errorsBefore = await errors();
       const load = startSelectLoad(svc.url, 'tenant-r', { workers: 4, pauseMs: 5 });
       try {
@@ -55,7 +61,10 @@ for (const store of STORES) {
         await eventually(() => source.healthy(), 15_000, 'in sync again after the restart');
         const took = performance.now() - upAt;
         t.diagnostic(`in sync ${Math.round(took)} ms after the server was up`);
-        assert.ok(took < RESYNC_BUDGET_MS, `in sync ${Math.round(took)} ms after the server was up (budget ${RESYNC_BUDGET_MS} ms, backoff ≥ 4 s)`);
+        assert.ok(
+          took < RESYNC_BUDGET_MS,
+          `in sync ${Math.round(took)} ms after the server was up (budget ${RESYNC_BUDGET_MS} ms, backoff ≥ 4 s)`,
+        );
         // and really following the store again (the harness's own client may take a moment to reconnect)
         await h.put('tenant-r', A2);
         await eventually(async () => (await svc.select('tenant-r')).upstream === A2, 5_000, 'a write made after the restart served');

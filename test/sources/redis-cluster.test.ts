@@ -75,7 +75,8 @@ for (const mode of ['pubsub', 'keyspace'] as const) {
       const masters = await mastersOf(h, fresh);
       assert.equal(new Set(masters.values()).size, 3, 'the new keys also cover all three masters');
       for (const key of fresh) await h.put(key, A2, publish);
-      for (const key of fresh) await eventually(async () => (await svc.select(key)).upstream === A2, 3_000, `create ${key} on ${masters.get(key)}`);
+      for (const key of fresh)
+        await eventually(async () => (await svc.select(key)).upstream === A2, 3_000, `create ${key} on ${masters.get(key)}`);
       for (const key of fresh) await h.put(key, A3, publish);
       for (const key of fresh) await eventually(async () => (await svc.select(key)).upstream === A3, 3_000, `update ${key}`);
       for (const key of fresh) await h.del(key, publish);
@@ -85,14 +86,21 @@ for (const mode of ['pubsub', 'keyspace'] as const) {
     test('a malformed value is counted and the last good route keeps serving', async () => {
       const before = await svc.metric('caddy_dynamic_lb_route_config_parse_errors_total', { source_type: 'redis' });
       await h.put('tenant-0', '{"upstream": "no port here"}', publish);
-      await eventually(async () => (await svc.metric('caddy_dynamic_lb_route_config_parse_errors_total', { source_type: 'redis' })) > before, 3_000, 'parse error counted');
+      await eventually(
+        async () => (await svc.metric('caddy_dynamic_lb_route_config_parse_errors_total', { source_type: 'redis' })) > before,
+        3_000,
+        'parse error counted',
+      );
       assert.equal((await svc.select('tenant-0')).upstream, A1);
       await h.put('tenant-0', A1, publish);
     });
 
     test('pool_total_connections: one per master plus the subscriber connections', async () => {
       const expected = mode === 'pubsub' ? 3 + 1 : 3 + 3;
-      assert.equal(await svc.metric('caddy_dynamic_lb_pool_total_connections', { source_type: 'redis', instance: h.addresses.join(',') }), expected);
+      assert.equal(
+        await svc.metric('caddy_dynamic_lb_pool_total_connections', { source_type: 'redis', instance: h.addresses.join(',') }),
+        expected,
+      );
     });
   });
 }
@@ -103,7 +111,14 @@ describe('redis cluster stopped and restarted', () => {
   before(async () => {
     h = await makeClusterHarness();
     for (const key of KEYS) await h.put(key, A1, false);
-    svc = await startTestService({ source: 'redis', cluster: true, addresses: h.addresses, prefix: h.prefix, keyspace_notify: true, ...FAST });
+    svc = await startTestService({
+      source: 'redis',
+      cluster: true,
+      addresses: h.addresses,
+      prefix: h.prefix,
+      keyspace_notify: true,
+      ...FAST,
+    });
   });
   after(async () => {
     await svc?.stop();

@@ -11,7 +11,15 @@ import { silentLogger } from '../../src/observe/log.ts';
 import { globEscape, missingKeyspaceFlags } from '../../src/sources/redis.ts';
 import { describeSourceBehaviour } from './behaviour.ts';
 import { makeCerts, type TestCerts } from './harness/etcd.ts';
-import { deleteByPrefix, makeHarness, makeKeyspaceHarness, spawnRedis, uniquePrefix, type RedisHarness, type SpawnedRedis } from './harness/redis.ts';
+import {
+  deleteByPrefix,
+  makeHarness,
+  makeKeyspaceHarness,
+  spawnRedis,
+  uniquePrefix,
+  type RedisHarness,
+  type SpawnedRedis,
+} from './harness/redis.ts';
 import { infra, requireServers } from '../support/servers.ts';
 import { eventually, startTestService, type TestService, configError } from '../support/service.ts';
 
@@ -26,7 +34,6 @@ before(() => requireServers('redis'));
 describeSourceBehaviour('redis (pub/sub)', makeHarness);
 describeSourceBehaviour('redis (keyspace notifications)', makeKeyspaceHarness);
 
-
 describe('redis options', () => {
   const r = { source: 'redis' };
   const f = (name: string): string => `policies.default.data_source.${name}`;
@@ -37,16 +44,46 @@ describe('redis options', () => {
     { what: 'cluster with db ≠ 0', options: { ...r, cluster: true, db: 2 }, field: f('db'), message: /cluster/ },
     { what: 'client certificate without key', options: { ...r, tls_cert_file: '/x/c.crt' }, field: f('tls_key_file'), message: /together/ },
     { what: 'client key without certificate', options: { ...r, tls_key_file: '/x/c.key' }, field: f('tls_cert_file'), message: /together/ },
-    { what: 'sentinel without master_name', options: { ...r, sentinel: { addresses: ['127.0.0.1:26379'] } }, field: f('sentinel.master_name'), message: /required/ },
-    { what: 'sentinel without addresses', options: { ...r, sentinel: { master_name: 'mymaster' } }, field: f('sentinel.addresses'), message: /required/ },
-    { what: 'sentinel with a typo', options: { ...r, sentinel: { master: 'mymaster', addresses: ['127.0.0.1:26379'] } }, field: f('sentinel.master'), message: /unknown option/ },
-    { what: 'sentinel and cluster', options: { ...r, cluster: true, sentinel: { master_name: 'm', addresses: ['127.0.0.1:26379'] } }, field: f('cluster'), message: /sentinel/ },
-    { what: 'address without port', options: { ...r, addresses: ['127.0.0.1:6379', 'redis.local'] }, field: f('addresses[1]'), message: /host:port/ },
+    {
+      what: 'sentinel without master_name',
+      options: { ...r, sentinel: { addresses: ['127.0.0.1:26379'] } },
+      field: f('sentinel.master_name'),
+      message: /required/,
+    },
+    {
+      what: 'sentinel without addresses',
+      options: { ...r, sentinel: { master_name: 'mymaster' } },
+      field: f('sentinel.addresses'),
+      message: /required/,
+    },
+    {
+      what: 'sentinel with a typo',
+      options: { ...r, sentinel: { master: 'mymaster', addresses: ['127.0.0.1:26379'] } },
+      field: f('sentinel.master'),
+      message: /unknown option/,
+    },
+    {
+      what: 'sentinel and cluster',
+      options: { ...r, cluster: true, sentinel: { master_name: 'm', addresses: ['127.0.0.1:26379'] } },
+      field: f('cluster'),
+      message: /sentinel/,
+    },
+    {
+      what: 'address without port',
+      options: { ...r, addresses: ['127.0.0.1:6379', 'redis.local'] },
+      field: f('addresses[1]'),
+      message: /host:port/,
+    },
     { what: 'bad addr alias', options: { ...r, addr: 'redis.local:port' }, field: f('addr'), message: /host:port/ },
     { what: 'two address options', options: { ...r, addresses: ['a:1'], addr: 'b:2' }, field: f('addr'), message: /only one/ },
     { what: 'negative pool size', options: { ...r, pool_size: -1 }, field: f('pool_size'), message: /≥ 0/ },
     { what: 'bad read_timeout', options: { ...r, read_timeout: 'fast' }, field: f('read_timeout'), message: /invalid duration/ },
-    { what: 'keyspace_notify not a bool', options: { ...r, keyspace_notify: 'maybe' }, field: f('keyspace_notify'), message: /true or false/ },
+    {
+      what: 'keyspace_notify not a bool',
+      options: { ...r, keyspace_notify: 'maybe' },
+      field: f('keyspace_notify'),
+      message: /true or false/,
+    },
   ];
   for (const c of cases) {
     test(`rejected, naming the field: ${c.what}`, async () => {
@@ -59,11 +96,33 @@ describe('redis options', () => {
 
   test('every documented option is accepted (pool options included) and nothing connects at build time', async () => {
     const dataSource = {
-      ...r, addrs: ['192.0.2.1:6379'], password: 'p', db: 3, prefix: 'x:', dial_timeout: '1s', read_timeout: '500ms', initial_load_timeout: '1s',
-      tls_enabled: false, tls_skip_verify: false, pubsub_channel: 'x:updates', keyspace_notify: false, max_cache_size: 100,
-      pool_size: 10, min_idle_conns: 1, max_idle_conns: 5, pool_timeout: '3s', conn_max_idle_time: '30m', conn_max_lifetime: '1h',
+      ...r,
+      addrs: ['192.0.2.1:6379'],
+      password: 'p',
+      db: 3,
+      prefix: 'x:',
+      dial_timeout: '1s',
+      read_timeout: '500ms',
+      initial_load_timeout: '1s',
+      tls_enabled: false,
+      tls_skip_verify: false,
+      pubsub_channel: 'x:updates',
+      keyspace_notify: false,
+      max_cache_size: 100,
+      pool_size: 10,
+      min_idle_conns: 1,
+      max_idle_conns: 5,
+      pool_timeout: '3s',
+      conn_max_idle_time: '30m',
+      conn_max_lifetime: '1h',
     };
-    const config = parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, policies: { default: { key: '{http.request.header.X-Tenant}', data_source: dataSource } } }));
+    const config = parseConfig(
+      stringify({
+        listen: '127.0.0.1:0',
+        admin: { listen: '127.0.0.1:0' },
+        policies: { default: { key: '{http.request.header.X-Tenant}', data_source: dataSource } },
+      }),
+    );
     const service = await buildService(config, { logger: silentLogger });
     assert.equal(service.sources[0]?.type, 'redis');
     assert.equal(service.sources[0]?.healthy(), false);
@@ -182,11 +241,21 @@ describe('redis keyspace notifications: server flags checked', () => {
   });
 
   test('insufficient notify-keyspace-events: unhealthy with an error naming the missing flags; healthy once fixed', async () => {
-    const svc = await startTestService({ source: 'redis', addresses: [`127.0.0.1:${server.port}`], keyspace_notify: true, ...FAST, initial_load_timeout: '1s' });
+    const svc = await startTestService({
+      source: 'redis',
+      addresses: [`127.0.0.1:${server.port}`],
+      keyspace_notify: true,
+      ...FAST,
+      initial_load_timeout: '1s',
+    });
     try {
       const source = svc.service.sources[0];
       assert.ok(source);
-      await eventually(() => /notify-keyspace-events is "[hsK]{3}".*missing \$gx/.test(source.health().last_error ?? '') && !source.healthy(), 5_000, 'flag error reported');
+      await eventually(
+        () => /notify-keyspace-events is "[hsK]{3}".*missing \$gx/.test(source.health().last_error ?? '') && !source.healthy(),
+        5_000,
+        'flag error reported',
+      );
       assert.equal((await svc.select('tenant-a')).upstream, A1, 'the listing is still served');
       await client.config('SET', 'notify-keyspace-events', 'K$gxe');
       // (a successful re-list marks the source healthy for a moment even while the flags are wrong; it must now stay so)
@@ -208,7 +277,10 @@ describe('redis sentinel', () => {
   const prefix = uniquePrefix();
   before(async () => {
     // a sentinel of this test only, watching the standalone server as master `mymaster`
-    sentinel = await spawnRedis([`sentinel monitor mymaster ${infra.redis.host} ${infra.redis.port} 1`, 'sentinel down-after-milliseconds mymaster 60000'], { sentinel: true });
+    sentinel = await spawnRedis(
+      [`sentinel monitor mymaster ${infra.redis.host} ${infra.redis.port} 1`, 'sentinel down-after-milliseconds mymaster 60000'],
+      { sentinel: true },
+    );
     client = new Redis({ host: infra.redis.host, port: infra.redis.port, lazyConnect: true });
     await client.connect();
     await client.set(`${prefix}tenant-a`, A1);
@@ -220,7 +292,13 @@ describe('redis sentinel', () => {
   });
 
   test('sentinel mode finds the master, loads routes and follows pub/sub updates', async () => {
-    const svc = await startTestService({ source: 'redis', prefix, pubsub_channel: `${prefix}updates`, sentinel: { master_name: 'mymaster', addresses: [`127.0.0.1:${sentinel.port}`] }, ...FAST });
+    const svc = await startTestService({
+      source: 'redis',
+      prefix,
+      pubsub_channel: `${prefix}updates`,
+      sentinel: { master_name: 'mymaster', addresses: [`127.0.0.1:${sentinel.port}`] },
+      ...FAST,
+    });
     try {
       assert.equal(svc.service.sources[0]?.healthy(), true);
       assert.equal((await svc.select('tenant-a')).upstream, A1);
@@ -234,10 +312,20 @@ describe('redis sentinel', () => {
   });
 
   test('an unknown master name: unhealthy, error reported', async () => {
-    const svc = await startTestService({ source: 'redis', prefix, sentinel: { master_name: 'nosuchmaster', addresses: [`127.0.0.1:${sentinel.port}`] }, ...FAST, initial_load_timeout: '1s' });
+    const svc = await startTestService({
+      source: 'redis',
+      prefix,
+      sentinel: { master_name: 'nosuchmaster', addresses: [`127.0.0.1:${sentinel.port}`] },
+      ...FAST,
+      initial_load_timeout: '1s',
+    });
     try {
       assert.equal(svc.service.sources[0]?.healthy(), false);
-      await eventually(() => /nosuchmaster|master|sentinel/i.test(svc.service.sources[0]?.health().last_error ?? ''), 5_000, 'sentinel error in last_error');
+      await eventually(
+        () => /nosuchmaster|master|sentinel/i.test(svc.service.sources[0]?.health().last_error ?? ''),
+        5_000,
+        'sentinel error in last_error',
+      );
     } finally {
       await svc.stop();
     }
@@ -254,12 +342,24 @@ describe('redis with TLS (client certificate) and a password', () => {
     dir = await mkdtemp(join(tmpdir(), 'dlb-redis-tls-'));
     certs = await makeCerts(dir);
     server = await spawnRedis(
-      [`tls-cert-file ${certs.serverCert}`, `tls-key-file ${certs.serverKey}`, `tls-ca-cert-file ${certs.ca}`, 'tls-auth-clients yes', 'requirepass s3cret'],
+      [
+        `tls-cert-file ${certs.serverCert}`,
+        `tls-key-file ${certs.serverKey}`,
+        `tls-ca-cert-file ${certs.ca}`,
+        'tls-auth-clients yes',
+        'requirepass s3cret',
+      ],
       { tlsPort: true },
     );
     address = `127.0.0.1:${server.tlsPort}`;
     const { readFile } = await import('node:fs/promises');
-    client = new Redis({ host: '127.0.0.1', port: server.tlsPort, password: 's3cret', lazyConnect: true, tls: { ca: await readFile(certs.ca), cert: await readFile(certs.clientCert), key: await readFile(certs.clientKey) } });
+    client = new Redis({
+      host: '127.0.0.1',
+      port: server.tlsPort,
+      password: 's3cret',
+      lazyConnect: true,
+      tls: { ca: await readFile(certs.ca), cert: await readFile(certs.clientCert), key: await readFile(certs.clientKey) },
+    });
     await client.connect();
     await client.set('caddy:routing:tenant-a', A1);
   });
@@ -270,7 +370,13 @@ describe('redis with TLS (client certificate) and a password', () => {
   });
 
   const tlsSource = (extra: Record<string, unknown>): Record<string, unknown> => ({
-    source: 'redis', addresses: [address], password: 's3cret', tls_cert_file: certs.clientCert, tls_key_file: certs.clientKey, ...FAST, ...extra,
+    source: 'redis',
+    addresses: [address],
+    password: 's3cret',
+    tls_cert_file: certs.clientCert,
+    tls_key_file: certs.clientKey,
+    ...FAST,
+    ...extra,
   });
 
   test('CA + client certificate: load and pub/sub over TLS', async () => {

@@ -10,7 +10,16 @@ import { backoffDelay } from '../../src/sources/backoff.ts';
 import { sleep, withTimeout } from '../../src/util/async.ts';
 import { SourceNamer } from '../../src/sources/registry.ts';
 import { SourceRuntime, type RuntimeOptions, type SourceEvents } from '../../src/sources/runner.ts';
-import { isMiss, type Change, type Revision, type RouteLookup, type Snapshot, type StoreDriver, type StoredValue, type WatchContext } from '../../src/sources/source.ts';
+import {
+  isMiss,
+  type Change,
+  type Revision,
+  type RouteLookup,
+  type Snapshot,
+  type StoreDriver,
+  type StoredValue,
+  type WatchContext,
+} from '../../src/sources/source.ts';
 import { eventually } from '../support/service.ts';
 
 type Mode = 'ok' | 'fail' | 'hang';
@@ -135,21 +144,40 @@ function runtime(driver: MemoryDriver, options: RuntimeOptions = {}) {
   const parseErrors = new ParseErrorLog();
   const events: Recorded = { updated: [], deleted: [], health: [] };
   const hooks: SourceEvents = {
-    configUpdated: (e) => events.updated.push({ key: e.key, ...(e.old_version !== undefined ? { old_version: e.old_version } : {}), ...(e.new_version !== undefined ? { new_version: e.new_version } : {}) }),
+    configUpdated: (e) =>
+      events.updated.push({
+        key: e.key,
+        ...(e.old_version !== undefined ? { old_version: e.old_version } : {}),
+        ...(e.new_version !== undefined ? { new_version: e.new_version } : {}),
+      }),
     configDeleted: (e) => events.deleted.push({ key: e.key, ...(e.last_version !== undefined ? { last_version: e.last_version } : {}) }),
-    healthChanged: (e) => events.health.push({ healthy: e.healthy, previous_healthy: e.previous_healthy, ...(e.error !== undefined ? { error: e.error } : {}) }),
+    healthChanged: (e) =>
+      events.health.push({
+        healthy: e.healthy,
+        previous_healthy: e.previous_healthy,
+        ...(e.error !== undefined ? { error: e.error } : {}),
+      }),
   };
-  const source = new SourceRuntime('memory', 'etcd', driver, { backoffInitialMs: 10, backoffMaxMs: 50, ...options }, {
-    metrics,
-    parseErrors,
-    compile: { algorithms, state: new UpstreamStateTable() },
-    logger: silentLogger,
-    events: hooks,
-  });
+  const source = new SourceRuntime(
+    'memory',
+    'etcd',
+    driver,
+    { backoffInitialMs: 10, backoffMaxMs: 50, ...options },
+    {
+      metrics,
+      parseErrors,
+      compile: { algorithms, state: new UpstreamStateTable() },
+      logger: silentLogger,
+      events: hooks,
+    },
+  );
   running.push(source);
   const counter = async (name: string, labels: Record<string, string>): Promise<number> => {
     const m = await metrics.registry.getSingleMetric(name)?.get();
-    return m?.values.find((v) => Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val))?.value ?? 0;
+    return (
+      m?.values.find((v) => Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val))?.value ??
+      0
+    );
   };
   return { source, metrics, parseErrors, events, counter };
 }
@@ -189,10 +217,7 @@ test('initial load: start() resolves after the first listing; routes, readiness 
   assert.equal(health.config_count, 2);
   assert.equal(health.last_error, undefined);
   assert.ok(health.last_sync !== undefined && !Number.isNaN(Date.parse(health.last_sync)));
-  assert.deepEqual(
-    [...source.routes()].map((r) => r.key).sort(),
-    ['a', 'b'],
-  );
+  assert.deepEqual([...source.routes()].map((r) => r.key).sort(), ['a', 'b']);
   await eventually(() => driver.watching, 1000, 'watch started');
   assert.deepEqual(driver.watchFroms, [2], 'the watch continues from the listing’s revision');
 });
@@ -242,7 +267,11 @@ test('a failing listing: unhealthy, retried with backoff, healthy once the store
   assert.equal(source.healthy(), false);
   assert.equal(missOf(source.peek('a')), 'unhealthy');
   await eventually(() => driver.listCalls >= 3, 2000, 'listing retried');
-  await eventually(() => /list failed: connection refused/.test(source.health().last_error ?? ''), 2000, 'last_error names the store error');
+  await eventually(
+    () => /list failed: connection refused/.test(source.health().last_error ?? ''),
+    2000,
+    'last_error names the store error',
+  );
   driver.listMode = 'ok';
   await eventually(() => source.healthy(), 2000, 'healthy again');
   assert.equal(upstreamOf(source.peek('a')), '10.0.0.1:80');
@@ -528,7 +557,11 @@ test('a store without watch is polled every pollIntervalMs', async () => {
   await source.start();
   driver.data.set('c', '10.0.0.3:80');
   driver.data.delete('a');
-  await eventually(() => upstreamOf(source.peek('c')) === '10.0.0.3:80' && missOf(source.peek('a')) === 'no_config', 2000, 'poll picked the changes');
+  await eventually(
+    () => upstreamOf(source.peek('c')) === '10.0.0.3:80' && missOf(source.peek('a')) === 'no_config',
+    2000,
+    'poll picked the changes',
+  );
   assert.ok(driver.listCalls >= 2);
 });
 
@@ -616,7 +649,11 @@ test('backoffDelay doubles from the initial delay up to the cap, with jitter in 
     [0, 1, 2].map((a) => backoffDelay(a, { ...o, random: () => 0 })),
     [500, 1000, 2000],
   );
-  assert.deepEqual([backoffDelay(0, { random: () => 1 }), backoffDelay(10, { random: () => 1 })], [1000, 60_000], 'defaults: 1 s initial, 60 s cap');
+  assert.deepEqual(
+    [backoffDelay(0, { random: () => 1 }), backoffDelay(10, { random: () => 1 })],
+    [1000, 60_000],
+    'defaults: 1 s initial, 60 s cap',
+  );
   for (let i = 0; i < 50; i++) {
     const d = backoffDelay(0);
     assert.ok(d >= 500 && d <= 1000, String(d));
@@ -635,23 +672,44 @@ test('sleep resolves after its delay and rejects at once with the abort reason',
 });
 
 test('withTimeout: the work’s result, the timeout error (with the work’s signal aborted), or the parent’s abort', async () => {
-  assert.equal(await withTimeout(1000, undefined, () => new Error('late'), async () => 'done'), 'done');
+  assert.equal(
+    await withTimeout(
+      1000,
+      undefined,
+      () => new Error('late'),
+      async () => 'done',
+    ),
+    'done',
+  );
   let workSignal: AbortSignal | undefined;
   await assert.rejects(
-    withTimeout(20, undefined, () => new Error('too slow'), (s) => {
-      workSignal = s;
-      return hangUntilAborted(s);
-    }),
+    withTimeout(
+      20,
+      undefined,
+      () => new Error('too slow'),
+      (s) => {
+        workSignal = s;
+        return hangUntilAborted(s);
+      },
+    ),
     /too slow/,
   );
   assert.equal(workSignal?.aborted, true, 'the work is told to stop');
   const parent = new AbortController();
-  const p = withTimeout(60_000, parent.signal, () => new Error('late'), (s) => hangUntilAborted(s));
+  const p = withTimeout(
+    60_000,
+    parent.signal,
+    () => new Error('late'),
+    (s) => hangUntilAborted(s),
+  );
   parent.abort(new Error('parent gone'));
   await assert.rejects(p, /parent gone/);
 });
 
 test('source names: the first of a type is its type, then type#2, type#3', () => {
   const namer = new SourceNamer();
-  assert.deepEqual([namer.next('etcd'), namer.next('etcd'), namer.next('redis'), namer.next('etcd')], ['etcd', 'etcd#2', 'redis', 'etcd#3']);
+  assert.deepEqual(
+    [namer.next('etcd'), namer.next('etcd'), namer.next('redis'), namer.next('etcd')],
+    ['etcd', 'etcd#2', 'redis', 'etcd#3'],
+  );
 });

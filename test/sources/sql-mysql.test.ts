@@ -3,16 +3,23 @@ import { after, before, describe, test } from 'node:test';
 import { ConfigError } from '../../src/errors.ts';
 import type { Change, PollResult, Snapshot } from '../../src/sources/source.ts';
 import { describeSourceBehaviour } from './behaviour.ts';
-import { SQL_VARIANTS, createTableSql, driverFrom, dropTableSql, makeHarness, mysqlDsn, sqlAdmin, uniqueTable, type SqlAdmin } from './harness/sql.ts';
+import {
+  SQL_VARIANTS,
+  createTableSql,
+  driverFrom,
+  dropTableSql,
+  makeHarness,
+  mysqlDsn,
+  sqlAdmin,
+  uniqueTable,
+  type SqlAdmin,
+} from './harness/sql.ts';
 import { startTestService } from '../support/service.ts';
 import { infra } from '../support/servers.ts';
 import { freePort } from '../support/ports.ts';
 
 describeSourceBehaviour('sql (mysql, full)', () => makeHarness(SQL_VARIANTS['mysql-full']));
 describeSourceBehaviour('sql (mysql, incremental + deleted_at_column)', () => makeHarness(SQL_VARIANTS['mysql-incremental']));
-
-
-
 
 const ADDRESS = `${infra.mariadb.host}:${infra.mariadb.port}`;
 const MY = mysqlDsn(ADDRESS);
@@ -31,14 +38,25 @@ describe('sql (mysql) driver', () => {
       [{ ...ok, max_idle_conns: -1 }, /data_source\.max_idle_conns: must be ≥ 0/],
     ];
     for (const [ds, message] of cases) {
-      await assert.rejects(startTestService(ds), (err: unknown) => err instanceof ConfigError && message.test(err.message), JSON.stringify(ds));
+      await assert.rejects(
+        startTestService(ds),
+        (err: unknown) => err instanceof ConfigError && message.test(err.message),
+        JSON.stringify(ds),
+      );
     }
   });
 
   test('starting while the database is down does not fail: unhealthy and retried', async () => {
     const port = await freePort();
     const started = performance.now();
-    const svc = await startTestService({ source: 'sql', driver: 'mysql', dsn: mysqlDsn(`127.0.0.1:${port}`), initial_load_timeout: '1s', backoff_initial: '100ms', backoff_max: '500ms' });
+    const svc = await startTestService({
+      source: 'sql',
+      driver: 'mysql',
+      dsn: mysqlDsn(`127.0.0.1:${port}`),
+      initial_load_timeout: '1s',
+      backoff_initial: '100ms',
+      backoff_max: '500ms',
+    });
     try {
       assert.ok(performance.now() - started < 4000);
       assert.equal(svc.service.ready(), true);
@@ -104,7 +122,10 @@ describe('sql (mysql) driver', () => {
         };
         assert.deepEqual(await poll(), []);
         // 200µs after the cursor row, in the same millisecond: mysql2's Date would make both .000
-        await admin.exec(`INSERT INTO \`${table}\` (routing_key, config, updated_at) VALUES ('a', '127.0.0.1:9602', ?), ('z', '127.0.0.1:9603', ?)`, [t('000700'), t('000700')]);
+        await admin.exec(
+          `INSERT INTO \`${table}\` (routing_key, config, updated_at) VALUES ('a', '127.0.0.1:9602', ?), ('z', '127.0.0.1:9603', ?)`,
+          [t('000700'), t('000700')],
+        );
         assert.deepEqual(await poll(), [
           { type: 'put', key: 'a', value: '127.0.0.1:9602' },
           { type: 'put', key: 'z', value: '127.0.0.1:9603' },
@@ -145,10 +166,15 @@ describe('sql (mysql) driver', () => {
         const driver = await driverFrom({ driver: 'mysql', dsn: MY, table: st, refresh_mode: 'incremental' });
         try {
           const listed = await driver.list(signal());
-          await admin.exec(`INSERT INTO \`${st}\` (routing_key, config, updated_at) VALUES ('c', '127.0.0.1:9702', '2030-01-01 00:00:01'), ('d', '127.0.0.1:9703', '2030-01-01 00:00:01')`);
+          await admin.exec(
+            `INSERT INTO \`${st}\` (routing_key, config, updated_at) VALUES ('c', '127.0.0.1:9702', '2030-01-01 00:00:01'), ('d', '127.0.0.1:9703', '2030-01-01 00:00:01')`,
+          );
           const r = await driver.poll?.(listed.revision, signal());
           assert.ok(r && isPoll(r));
-          assert.deepEqual(r.changes.map((c) => c.key), ['c', 'd']);
+          assert.deepEqual(
+            r.changes.map((c) => c.key),
+            ['c', 'd'],
+          );
           const again = await driver.poll?.(r.revision, signal());
           assert.ok(again && isPoll(again) && again.changes.length === 0);
         } finally {

@@ -3,16 +3,24 @@ import { after, before, describe, test } from 'node:test';
 import { ConfigError } from '../../src/errors.ts';
 import type { Change, PollResult, Snapshot } from '../../src/sources/source.ts';
 import { describeSourceBehaviour } from './behaviour.ts';
-import { SQL_VARIANTS, createTableSql, driverFrom, dropTableSql, makeHarness, postgresDsn, sqlAdmin, uniqueTable, type SqlAdmin, type SqlHarness } from './harness/sql.ts';
+import {
+  SQL_VARIANTS,
+  createTableSql,
+  driverFrom,
+  dropTableSql,
+  makeHarness,
+  postgresDsn,
+  sqlAdmin,
+  uniqueTable,
+  type SqlAdmin,
+  type SqlHarness,
+} from './harness/sql.ts';
 import { eventually, startTestService } from '../support/service.ts';
 import { infra } from '../support/servers.ts';
 import { freePort } from '../support/ports.ts';
 
 describeSourceBehaviour('sql (postgres, full)', () => makeHarness(SQL_VARIANTS['postgres-full']));
 describeSourceBehaviour('sql (postgres, incremental + notify_channel)', () => makeHarness(SQL_VARIANTS['postgres-incremental-notify']));
-
-
-
 
 const PG = postgresDsn(`${infra.postgres.host}:${infra.postgres.port}`);
 const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
@@ -39,7 +47,11 @@ describe('sql (postgres) driver', () => {
       [{ ...ok, parse_time: true }, /data_source\.parse_time: unknown option/],
     ];
     for (const [ds, message] of cases) {
-      await assert.rejects(startTestService(ds), (err: unknown) => err instanceof ConfigError && message.test(err.message), JSON.stringify(ds));
+      await assert.rejects(
+        startTestService(ds),
+        (err: unknown) => err instanceof ConfigError && message.test(err.message),
+        JSON.stringify(ds),
+      );
     }
     // schema-qualified names are fine, and quoted
     const driver = await driverFrom({ driver: 'postgres', dsn: PG, table: 'public.routing_configs' });
@@ -49,13 +61,24 @@ describe('sql (postgres) driver', () => {
   test('starting while the database is down does not fail: unhealthy and retried', async () => {
     const port = await freePort();
     const started = performance.now();
-    const svc = await startTestService({ source: 'sql', driver: 'postgres', dsn: postgresDsn(`127.0.0.1:${port}`), initial_load_timeout: '1s', backoff_initial: '100ms', backoff_max: '500ms' });
+    const svc = await startTestService({
+      source: 'sql',
+      driver: 'postgres',
+      dsn: postgresDsn(`127.0.0.1:${port}`),
+      initial_load_timeout: '1s',
+      backoff_initial: '100ms',
+      backoff_max: '500ms',
+    });
     try {
       assert.ok(performance.now() - started < 4000);
       assert.equal(svc.service.ready(), true);
       assert.equal(svc.service.sources[0]?.healthy(), false);
       assert.equal((await svc.select('anyone')).reason, 'unhealthy');
-      await eventually(() => /ECONNREFUSED|connect/i.test(svc.service.sources[0]?.health().last_error ?? ''), 5000, 'connection error reported');
+      await eventually(
+        () => /ECONNREFUSED|connect/i.test(svc.service.sources[0]?.health().last_error ?? ''),
+        5000,
+        'connection error reported',
+      );
     } finally {
       await svc.stop();
     }
@@ -113,7 +136,10 @@ describe('sql (postgres) driver', () => {
         };
         assert.deepEqual(await poll(), []);
         // same millisecond as the cursor row, a smaller key: a Date-based cursor would lose or repeat these
-        await admin.exec(`INSERT INTO "${table}" (routing_key, config, updated_at) VALUES ('a', '127.0.0.1:9602', $1), ('z', '127.0.0.1:9603', $1)`, [t('000700')]);
+        await admin.exec(
+          `INSERT INTO "${table}" (routing_key, config, updated_at) VALUES ('a', '127.0.0.1:9602', $1), ('z', '127.0.0.1:9603', $1)`,
+          [t('000700')],
+        );
         assert.deepEqual(await poll(), [
           { type: 'put', key: 'a', value: '127.0.0.1:9602' },
           { type: 'put', key: 'z', value: '127.0.0.1:9603' },
@@ -215,16 +241,27 @@ describe('sql (postgres) driver', () => {
     });
 
     test('losing the LISTEN connection rejects the watch; the source re-lists and listens again', async () => {
-      const svc = await startTestService({ ...h.dataSource(`${infra.postgres.host}:${infra.postgres.port}`), poll_interval: '1h', backoff_initial: '100ms', backoff_max: '500ms' });
+      const svc = await startTestService({
+        ...h.dataSource(`${infra.postgres.host}:${infra.postgres.port}`),
+        poll_interval: '1h',
+        backoff_initial: '100ms',
+        backoff_max: '500ms',
+      });
       try {
-        const errors = (): Promise<number> => svc.metric('caddy_dynamic_lb_watch_events_total', { source_type: 'sql', event_type: 'error' });
+        const errors = (): Promise<number> =>
+          svc.metric('caddy_dynamic_lb_watch_events_total', { source_type: 'sql', event_type: 'error' });
         const before = await errors();
-        const listening = async (): Promise<number> => (await h.exec(`SELECT 1 FROM pg_stat_activity WHERE query = 'LISTEN "${h.channel}"'`)).length;
+        const listening = async (): Promise<number> =>
+          (await h.exec(`SELECT 1 FROM pg_stat_activity WHERE query = 'LISTEN "${h.channel}"'`)).length;
         await eventually(async () => (await listening()) === 1, 5000, 'one LISTEN connection');
         await h.exec(`SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query = 'LISTEN "${h.channel}"'`);
         await h.put('after-kill', '127.0.0.1:9921'); // written while nobody listens: the re-list picks it up
         await eventually(async () => (await errors()) > before, 5000, 'watch failure counted');
-        await eventually(async () => (await svc.select('after-kill')).upstream === '127.0.0.1:9921', 5000, 'write made while not listening');
+        await eventually(
+          async () => (await svc.select('after-kill')).upstream === '127.0.0.1:9921',
+          5000,
+          'write made while not listening',
+        );
         await eventually(async () => (await listening()) === 1, 5000, 'listening again');
         await h.put('after-kill', '127.0.0.1:9922');
         await eventually(async () => (await svc.select('after-kill')).upstream === '127.0.0.1:9922', 2000, 'notified again');
@@ -237,7 +274,8 @@ describe('sql (postgres) driver', () => {
     test('notify_channel needs driver postgres', async () => {
       await assert.rejects(
         startTestService({ source: 'sql', driver: 'mysql', dsn: 'mysql://app:app@127.0.0.1:13306/app', notify_channel: 'x' }),
-        (err: unknown) => err instanceof ConfigError && /data_source\.notify_channel: LISTEN\/NOTIFY needs driver postgres/.test(err.message),
+        (err: unknown) =>
+          err instanceof ConfigError && /data_source\.notify_channel: LISTEN\/NOTIFY needs driver postgres/.test(err.message),
       );
     });
   });

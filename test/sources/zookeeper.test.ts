@@ -12,7 +12,18 @@ import { SourceRuntime } from '../../src/sources/runner.ts';
 import { isMiss, type StoreDriver } from '../../src/sources/source.ts';
 import { ZooKeeperDriver, type ZooKeeperOptions } from '../../src/sources/zookeeper.ts';
 import { describeSourceBehaviour } from './behaviour.ts';
-import { ZK_TARGET, makeHarness, mntr, zkCall, zkClient, zkClose, zkPut, zkRemove, zkRemoveTree, type ZooKeeperHarness } from './harness/zookeeper.ts';
+import {
+  ZK_TARGET,
+  makeHarness,
+  mntr,
+  zkCall,
+  zkClient,
+  zkClose,
+  zkPut,
+  zkRemove,
+  zkRemoveTree,
+  type ZooKeeperHarness,
+} from './harness/zookeeper.ts';
 import { eventually, startTestService } from '../support/service.ts';
 import { infra } from '../support/servers.ts';
 import { startTcpProxy } from '../support/tcp-proxy.ts';
@@ -21,7 +32,18 @@ describeSourceBehaviour('zookeeper', makeHarness);
 
 /** The real runner around a driver we keep a handle on (to read its watch counters). */
 function runtimeFor(driver: StoreDriver): SourceRuntime {
-  return new SourceRuntime('zookeeper', 'zookeeper', driver, { backoffInitialMs: 100, backoffMaxMs: 500, initialLoadTimeoutMs: 5000 }, { metrics: new Metrics(), parseErrors: new ParseErrorLog(), compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger });
+  return new SourceRuntime(
+    'zookeeper',
+    'zookeeper',
+    driver,
+    { backoffInitialMs: 100, backoffMaxMs: 500, initialLoadTimeoutMs: 5000 },
+    {
+      metrics: new Metrics(),
+      parseErrors: new ParseErrorLog(),
+      compile: { algorithms, state: new UpstreamStateTable() },
+      logger: silentLogger,
+    },
+  );
 }
 
 async function rawOf(rt: SourceRuntime, key: string): Promise<string | null> {
@@ -49,12 +71,19 @@ describe('zookeeper driver', () => {
       [{ source: 'zookeeper' }, /data_source\.servers: is required/],
       [{ source: 'zookeeper', servers: ['no-port'] }, /data_source\.servers\[0\]: must be host:port/],
       [{ source: 'zookeeper', servers: ['127.0.0.1:2181'], base_path: 'relative' }, /data_source\.base_path: must start with \//],
-      [{ source: 'zookeeper', servers: ['127.0.0.1:2181'], username: 'u' }, /data_source\.password: username and password must be set together/],
+      [
+        { source: 'zookeeper', servers: ['127.0.0.1:2181'], username: 'u' },
+        /data_source\.password: username and password must be set together/,
+      ],
       [{ source: 'zookeeper', servers: ['127.0.0.1:2181'], session_timeout: 'soon' }, /data_source\.session_timeout: invalid duration/],
       [{ source: 'zookeeper', servers: ['127.0.0.1:2181'], prefix: '/x' }, /data_source\.prefix: unknown option/],
     ];
     for (const [ds, message] of cases) {
-      await assert.rejects(startTestService(ds), (err: unknown) => err instanceof ConfigError && message.test(err.message), JSON.stringify(ds));
+      await assert.rejects(
+        startTestService(ds),
+        (err: unknown) => err instanceof ConfigError && message.test(err.message),
+        JSON.stringify(ds),
+      );
     }
   });
 
@@ -104,7 +133,7 @@ describe('zookeeper driver', () => {
         writes.push(zkPut(h.client, `${base}/${k}`, v));
         expected.set(k, v);
         if (n % 20 === 7) {
-          const created = `n${String(n / 20 | 0).padStart(2, '0')}`;
+          const created = `n${String((n / 20) | 0).padStart(2, '0')}`;
           writes.push(zkPut(h.client, `${base}/${created}`, `127.0.0.1:${30_000 + n}`));
           expected.set(created, `127.0.0.1:${30_000 + n}`);
         }
@@ -132,7 +161,11 @@ describe('zookeeper driver', () => {
       for (const gone of ['c15', 'c16', 'c17', 'c18', 'c19']) assert.equal(await rawOf(rt, gone), null);
       assert.equal(expected.size, 25);
       assert.deepEqual(driver.watchCounts(), { children: 1, exists: 0, data: expected.size });
-      await eventually(async () => (await watchCount()) === baseline + expected.size + 1, 5000, `server zk_watch_count = baseline + ${expected.size} children + 1`);
+      await eventually(
+        async () => (await watchCount()) === baseline + expected.size + 1,
+        5000,
+        `server zk_watch_count = baseline + ${expected.size} children + 1`,
+      );
     } finally {
       await rt.stop();
     }
@@ -158,7 +191,11 @@ describe('zookeeper driver', () => {
       await eventually(() => !rt.healthy(), 5000, 'unhealthy after the connection dropped');
       assert.equal(await rawOf(rt, 'a'), '127.0.0.1:9301', 'stale route served');
       // the server drops the connection's watches at once and expires the session once session_timeout passes
-      await eventually(async () => Number((await mntr()).zk_stale_sessions_expired) > expiredBefore, 20_000, 'the server expired the session');
+      await eventually(
+        async () => Number((await mntr()).zk_stale_sessions_expired) > expiredBefore,
+        20_000,
+        'the server expired the session',
+      );
       assert.equal(await watchCount(), baseline);
       await zkPut(h.client, `${base}/a`, '127.0.0.1:9311');
       await zkRemove(h.client, `${base}/b`);
@@ -166,9 +203,18 @@ describe('zookeeper driver', () => {
       proxy.restore();
       await eventually(() => rt.healthy(), 20_000, 'healthy on a new session');
       assert.notEqual(driver.sessionId(), first);
-      await eventually(async () => (await rawOf(rt, 'a')) === '127.0.0.1:9311' && (await rawOf(rt, 'c')) === '127.0.0.1:9313' && (await rawOf(rt, 'b')) === null, 5000, 're-synced after expiry');
+      await eventually(
+        async () =>
+          (await rawOf(rt, 'a')) === '127.0.0.1:9311' && (await rawOf(rt, 'c')) === '127.0.0.1:9313' && (await rawOf(rt, 'b')) === null,
+        5000,
+        're-synced after expiry',
+      );
       assert.deepEqual(driver.watchCounts(), { children: 1, exists: 0, data: 2 });
-      await eventually(async () => (await watchCount()) === baseline + 3, 5000, 'one children watch and two data watches on the new session');
+      await eventually(
+        async () => (await watchCount()) === baseline + 3,
+        5000,
+        'one children watch and two data watches on the new session',
+      );
       // and the new session keeps watching
       await zkPut(h.client, `${base}/a`, '127.0.0.1:9321');
       await eventually(async () => (await rawOf(rt, 'a')) === '127.0.0.1:9321', 5000, 'update after re-sync');
@@ -191,7 +237,9 @@ describe('zookeeper driver', () => {
       base = `${h.root}/secure`;
       await zkCall('mkdirp', (cb) => h.client.mkdirp(h.root, cb));
       await zkCall('create', (cb) => authed.create(base, Buffer.alloc(0), acl, zookeeper.CreateMode.PERSISTENT, cb));
-      await zkCall('create', (cb) => authed.create(`${base}/tenant`, Buffer.from('127.0.0.1:9401'), acl, zookeeper.CreateMode.PERSISTENT, cb));
+      await zkCall('create', (cb) =>
+        authed.create(`${base}/tenant`, Buffer.from('127.0.0.1:9401'), acl, zookeeper.CreateMode.PERSISTENT, cb),
+      );
     });
     after(async () => {
       await zkRemoveTree(authed, base);
@@ -199,7 +247,14 @@ describe('zookeeper driver', () => {
     });
 
     test('with username/password the protected znodes are read and watched', async () => {
-      const svc = await startTestService({ source: 'zookeeper', servers: [infra.zookeeper.connect], base_path: base, username: user, password, initial_load_timeout: '5s' });
+      const svc = await startTestService({
+        source: 'zookeeper',
+        servers: [infra.zookeeper.connect],
+        base_path: base,
+        username: user,
+        password,
+        initial_load_timeout: '5s',
+      });
       try {
         assert.equal((await svc.select('tenant')).upstream, '127.0.0.1:9401');
         await zkCall('setData', (cb) => authed.setData(`${base}/tenant`, Buffer.from('127.0.0.1:9402'), cb));
@@ -219,10 +274,21 @@ describe('zookeeper driver', () => {
           await driver.close();
         }
       }
-      const svc = await startTestService({ source: 'zookeeper', servers: [infra.zookeeper.connect], base_path: base, initial_load_timeout: '1s', backoff_initial: '100ms', backoff_max: '500ms' });
+      const svc = await startTestService({
+        source: 'zookeeper',
+        servers: [infra.zookeeper.connect],
+        base_path: base,
+        initial_load_timeout: '1s',
+        backoff_initial: '100ms',
+        backoff_max: '500ms',
+      });
       try {
         assert.equal(svc.service.sources[0]?.healthy(), false);
-        await eventually(() => /NO_AUTH/.test(svc.service.sources[0]?.health().last_error ?? ''), 5000, 'NO_AUTH reported as the last error');
+        await eventually(
+          () => /NO_AUTH/.test(svc.service.sources[0]?.health().last_error ?? ''),
+          5000,
+          'NO_AUTH reported as the last error',
+        );
         assert.equal((await svc.select('tenant')).reason, 'unhealthy');
       } finally {
         await svc.stop();

@@ -66,7 +66,10 @@ export async function launchChromium(options: { width?: number; height?: number 
     throw err;
   }
   const port = new URL(browserWs).port;
-  const targets = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as Array<{ type: string; webSocketDebuggerUrl: string }>;
+  const targets = (await (await fetch(`http://127.0.0.1:${port}/json/list`)).json()) as Array<{
+    type: string;
+    webSocketDebuggerUrl: string;
+  }>;
   const page = targets.find((t) => t.type === 'page');
   if (page === undefined) {
     await stopChild();
@@ -81,9 +84,16 @@ export async function launchChromium(options: { width?: number; height?: number 
   let nextId = 0;
   const waiting = new Map<number, { resolve: (v: unknown) => void; reject: (e: Error) => void; method: string }>();
   const listeners = new Map<string, Array<(params: Record<string, unknown>) => void>>();
-  const on = (method: string, fn: (params: Record<string, unknown>) => void): void => void listeners.set(method, [...(listeners.get(method) ?? []), fn]);
+  const on = (method: string, fn: (params: Record<string, unknown>) => void): void =>
+    void listeners.set(method, [...(listeners.get(method) ?? []), fn]);
   ws.addEventListener('message', (e) => {
-    const msg = JSON.parse(String(e.data)) as { id?: number; method?: string; params?: Record<string, unknown>; result?: unknown; error?: { message: string } };
+    const msg = JSON.parse(String(e.data)) as {
+      id?: number;
+      method?: string;
+      params?: Record<string, unknown>;
+      result?: unknown;
+      error?: { message: string };
+    };
     if (msg.id !== undefined) {
       const w = waiting.get(msg.id);
       waiting.delete(msg.id);
@@ -116,8 +126,12 @@ export async function launchChromium(options: { width?: number; height?: number 
       await loaded;
     },
     async evaluate<T>(expression: string) {
-      const r = await send<{ result: { value?: unknown }; exceptionDetails?: { text: string; exception?: { description?: string } } }>('Runtime.evaluate', { expression, awaitPromise: true, returnByValue: true });
-      if (r.exceptionDetails) throw new Error(`evaluate ${expression}: ${r.exceptionDetails.exception?.description ?? r.exceptionDetails.text}`);
+      const r = await send<{ result: { value?: unknown }; exceptionDetails?: { text: string; exception?: { description?: string } } }>(
+        'Runtime.evaluate',
+        { expression, awaitPromise: true, returnByValue: true },
+      );
+      if (r.exceptionDetails)
+        throw new Error(`evaluate ${expression}: ${r.exceptionDetails.exception?.description ?? r.exceptionDetails.text}`);
       return r.result.value as T;
     },
     async waitFor<T>(expression: string, what: string, timeoutMs = 20_000) {
@@ -168,8 +182,10 @@ function devtoolsUrl(child: ChildProcess): Promise<string> {
       const m = /DevTools listening on (ws:\/\/\S+)/.exec(text);
       if (m) done(undefined, m[1]);
     };
-    const onExit = (code: number | null): void => done(new Error(`chromium exited (${code}) before DevTools listened; stderr: ${text.slice(-2000)}`));
-    const onError = (err: Error): void => done(new Error(`chromium: ${err.message} (install the Debian package chromium: test/support/infra.sh)`));
+    const onExit = (code: number | null): void =>
+      done(new Error(`chromium exited (${code}) before DevTools listened; stderr: ${text.slice(-2000)}`));
+    const onError = (err: Error): void =>
+      done(new Error(`chromium: ${err.message} (install the Debian package chromium: test/support/infra.sh)`));
     function done(err: Error | undefined, url?: string): void {
       clearTimeout(timer);
       child.stderr?.off('data', onData);

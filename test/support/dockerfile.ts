@@ -107,7 +107,13 @@ function ignored(context: string): (path: string) => boolean {
  * result as it is). RUN commands run with `env` added to the stage's ENV. Throws on the first failing
  * instruction, naming its line.
  */
-export function replay(dockerfile: Dockerfile, context: string, scratch: string, env: NodeJS.ProcessEnv, prebuilt: Record<string, ReplayedStage> = {}): Map<string, ReplayedStage> {
+export function replay(
+  dockerfile: Dockerfile,
+  context: string,
+  scratch: string,
+  env: NodeJS.ProcessEnv,
+  prebuilt: Record<string, ReplayedStage> = {},
+): Map<string, ReplayedStage> {
   const done = new Map<string, ReplayedStage>(Object.entries(prebuilt));
   const skip = ignored(context);
   for (const stage of dockerfile.stages) {
@@ -142,7 +148,12 @@ export function replay(dockerfile: Dockerfile, context: string, scratch: string,
         }
       } else if (i.op === 'RUN') {
         try {
-          execFileSync('bash', ['-ec', i.args], { cwd: join(root, workdir), env: { ...env, ...stageEnv(stage) }, stdio: ['ignore', 'pipe', 'pipe'], timeout: 300_000 });
+          execFileSync('bash', ['-ec', i.args], {
+            cwd: join(root, workdir),
+            env: { ...env, ...stageEnv(stage) },
+            stdio: ['ignore', 'pipe', 'pipe'],
+            timeout: 300_000,
+          });
         } catch (err) {
           const e = err as { stdout?: Buffer; stderr?: Buffer };
           throw new Error(`${where}: failed\n${e.stdout?.toString() ?? ''}${e.stderr?.toString() ?? ''}`, { cause: err });

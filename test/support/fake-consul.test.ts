@@ -16,7 +16,11 @@ interface Reply {
 
 function client(fake: FakeConsul, token?: string) {
   return async (method: string, path: string, body?: string, headers: Record<string, string> = {}): Promise<Reply> => {
-    const res = await fetch(`http://${fake.address}${path}`, { method, ...(body !== undefined ? { body } : {}), headers: { ...(token ? { 'X-Consul-Token': token } : {}), ...headers } });
+    const res = await fetch(`http://${fake.address}${path}`, {
+      method,
+      ...(body !== undefined ? { body } : {}),
+      headers: { ...(token ? { 'X-Consul-Token': token } : {}), ...headers },
+    });
     return { status: res.status, index: Number(res.headers.get('x-consul-index') ?? NaN), headers: res.headers, body: await res.text() };
   };
 }
@@ -71,7 +75,10 @@ describe('fake consul: KV reads and writes', () => {
     await kv('PUT', '/v1/kv/other', 'x'); // outside the prefix, later: must not raise the listing's index
     const r = await kv('GET', '/v1/kv/list/?recurse');
     const items = JSON.parse(r.body) as Array<{ Key: string; ModifyIndex: number }>;
-    assert.deepEqual(items.map((i) => i.Key), ['list/', 'list/a', 'list/b']);
+    assert.deepEqual(
+      items.map((i) => i.Key),
+      ['list/', 'list/a', 'list/b'],
+    );
     assert.equal(r.index, Math.max(...items.map((i) => i.ModifyIndex)));
     assert.ok(r.index < fake.index, 'the listing index is the prefix index, not the Raft index');
     assert.equal((await kv('GET', '/v1/kv/none/?recurse')).status, 404);
@@ -94,7 +101,10 @@ describe('fake consul: KV reads and writes', () => {
     assert.ok(afterDelete > before, `delete: ${before} → ${afterDelete}`);
     fake.reapTombstones();
     const afterReap = (await kv('GET', '/v1/kv/gy/?recurse')).index;
-    assert.ok(afterReap < afterDelete, `reap: ${afterDelete} → ${afterReap} (docs: "KV list operations where an item with the highest index is removed")`);
+    assert.ok(
+      afterReap < afterDelete,
+      `reap: ${afterDelete} → ${afterReap} (docs: "KV list operations where an item with the highest index is removed")`,
+    );
   });
 
   test('DELETE ?recurse removes the subtree; ?cas guards PUT and DELETE', async () => {
@@ -155,7 +165,10 @@ describe('fake consul: blocking queries', () => {
     await kv('PUT', '/v1/kv/w/b', '2');
     const r = await pending;
     assert.ok(r.index > index);
-    assert.deepEqual((JSON.parse(r.body) as Array<{ Key: string }>).map((e) => e.Key), ['w/a', 'w/b']);
+    assert.deepEqual(
+      (JSON.parse(r.body) as Array<{ Key: string }>).map((e) => e.Key),
+      ['w/a', 'w/b'],
+    );
   });
 
   test('without a change the query answers after wait (+ at most wait/16) with the same index', async () => {
@@ -175,7 +188,9 @@ describe('fake consul: blocking queries', () => {
   test('a client that disconnects releases its blocking query', async () => {
     const { index } = await kv('GET', '/v1/kv/w/?recurse');
     const controller = new AbortController();
-    const pending = fetch(`http://${fake.address}/v1/kv/w/?recurse&index=${index}&wait=1m`, { signal: controller.signal }).catch(() => undefined);
+    const pending = fetch(`http://${fake.address}/v1/kv/w/?recurse&index=${index}&wait=1m`, { signal: controller.signal }).catch(
+      () => undefined,
+    );
     await waitFor(() => fake.blocked === 1);
     controller.abort();
     await pending;
@@ -191,7 +206,10 @@ describe('fake consul: blocking queries', () => {
     fake.restore(snap);
     const r = await pending;
     assert.ok(r.index < index, `${index} → ${r.index}`);
-    assert.deepEqual((JSON.parse(r.body) as Array<{ Key: string }>).map((e) => e.Key), ['w/a', 'w/b']);
+    assert.deepEqual(
+      (JSON.parse(r.body) as Array<{ Key: string }>).map((e) => e.Key),
+      ['w/a', 'w/b'],
+    );
   });
 
   test('stop() drops held queries and start() serves the same data again', async () => {
@@ -242,7 +260,10 @@ describe('fake consul: ACLs', () => {
     assert.equal(own.status, 200);
     assert.equal(own.headers.get('x-consul-results-filtered-by-acls'), null);
     const all = await reader('GET', '/v1/kv/?recurse');
-    assert.deepEqual((JSON.parse(all.body) as Array<{ Key: string }>).map((e) => e.Key), ['app/a']);
+    assert.deepEqual(
+      (JSON.parse(all.body) as Array<{ Key: string }>).map((e) => e.Key),
+      ['app/a'],
+    );
     assert.equal(all.headers.get('x-consul-results-filtered-by-acls'), 'true');
     assert.equal((await reader('PUT', '/v1/kv/app/x', 'v')).status, 403, 'read does not allow write');
   });

@@ -139,7 +139,12 @@ export class FakeConsul {
     if (this.server) return;
     const handler = (req: IncomingMessage, res: ServerResponse): void => this.handle(req, res);
     const tls = this.opts.tls;
-    const server: Server = tls ? createHttpsServer({ key: tls.key, cert: tls.cert, ...(tls.ca ? { ca: tls.ca, requestCert: true, rejectUnauthorized: true } : {}) }, handler) : createServer(handler);
+    const server: Server = tls
+      ? createHttpsServer(
+          { key: tls.key, cert: tls.cert, ...(tls.ca ? { ca: tls.ca, requestCert: true, rejectUnauthorized: true } : {}) },
+          handler,
+        )
+      : createServer(handler);
     server.on('connection', (s: Socket) => {
       this.sockets.add(s);
       s.on('close', () => this.sockets.delete(s));
@@ -201,7 +206,11 @@ export class FakeConsul {
       method: req.method ?? 'GET',
       path: safeDecode(url.pathname), // Consul (Go net/http) routes on the decoded path
       query,
-      headers: { 'x-consul-token': header(req, 'x-consul-token'), authorization: header(req, 'authorization'), 'x-consul-namespace': header(req, 'x-consul-namespace') },
+      headers: {
+        'x-consul-token': header(req, 'x-consul-token'),
+        authorization: header(req, 'authorization'),
+        'x-consul-namespace': header(req, 'x-consul-namespace'),
+      },
     });
     if (this.requests.length > 200) this.requests.shift();
     const chunks: Buffer[] = [];
@@ -222,7 +231,13 @@ export class FakeConsul {
     if (q.has('dc') && q.get('dc') !== '' && q.get('dc') !== this.opts.datacenter) return text(res, 500, 'No path to datacenter');
     const ns = q.get('ns') || header(req, 'x-consul-namespace') || '';
     if (ns !== '' && !this.opts.enterprise) {
-      return text(res, 400, q.get('ns') ? 'Invalid query parameter: "ns" - Namespaces are a Consul Enterprise feature' : 'Invalid header: "X-Consul-Namespace" - Namespaces are a Consul Enterprise feature');
+      return text(
+        res,
+        400,
+        q.get('ns')
+          ? 'Invalid query parameter: "ns" - Namespaces are a Consul Enterprise feature'
+          : 'Invalid header: "X-Consul-Namespace" - Namespaces are a Consul Enterprise feature',
+      );
     }
     const space = ns || 'default';
     const auth = this.authorize(req, q);
@@ -326,7 +341,8 @@ export class FakeConsul {
     if (key === '') return text(res, 400, 'Missing key name');
     if (q.has('acquire') || q.has('release')) return text(res, 400, 'sessions are not implemented by this test server');
     if (!auth.write(key)) return text(res, 403, permissionDenied(auth, 'key:write', key));
-    if (body.length > MAX_VALUE_BYTES) return text(res, 413, `Request body(${body.length} bytes) too large, max size: ${MAX_VALUE_BYTES} bytes.`);
+    if (body.length > MAX_VALUE_BYTES)
+      return text(res, 413, `Request body(${body.length} bytes) too large, max size: ${MAX_VALUE_BYTES} bytes.`);
     let flags = 0;
     if (q.has('flags')) {
       const f = q.get('flags') ?? '';
@@ -337,9 +353,17 @@ export class FakeConsul {
     const idx = ++this.state.raft; // the write is applied through Raft whether or not it changes anything
     if (q.has('cas')) {
       const cas = Number(q.get('cas'));
-      if (!Number.isInteger(cas) || (cas === 0 ? existing !== undefined : existing?.modifyIndex !== cas)) return json(res, 200, false, this.readIndex(space, key));
+      if (!Number.isInteger(cas) || (cas === 0 ? existing !== undefined : existing?.modifyIndex !== cas))
+        return json(res, 200, false, this.readIndex(space, key));
     }
-    space.kv.set(key, { key, value: Buffer.from(body), flags, createIndex: existing?.createIndex ?? idx, modifyIndex: idx, lockIndex: existing?.lockIndex ?? 0 });
+    space.kv.set(key, {
+      key,
+      value: Buffer.from(body),
+      flags,
+      createIndex: existing?.createIndex ?? idx,
+      modifyIndex: idx,
+      lockIndex: existing?.lockIndex ?? 0,
+    });
     space.graveyard.delete(key);
     this.state.kvsTable = idx;
     this.notify();
@@ -433,7 +457,14 @@ function permissionDenied(auth: Authz, permission: string, key: string): string 
 }
 
 function dirEntry(e: Entry): Record<string, unknown> {
-  return { LockIndex: e.lockIndex, Key: e.key, Flags: e.flags, Value: e.value.length === 0 ? null : e.value.toString('base64'), CreateIndex: e.createIndex, ModifyIndex: e.modifyIndex };
+  return {
+    LockIndex: e.lockIndex,
+    Key: e.key,
+    Flags: e.flags,
+    Value: e.value.length === 0 ? null : e.value.toString('base64'),
+    CreateIndex: e.createIndex,
+    ModifyIndex: e.modifyIndex,
+  };
 }
 
 function safeDecode(path: string): string {
@@ -491,7 +522,7 @@ function cloneState(s: State): State {
   return { raft: s.raft, kvsTable: s.kvsTable, tombTable: s.tombTable, spaces };
 }
 
-const GO_UNITS: Record<string, number> = { ns: 1e-6, us: 1e-3, 'µs': 1e-3, 'μs': 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
+const GO_UNITS: Record<string, number> = { ns: 1e-6, us: 1e-3, µs: 1e-3, μs: 1e-3, ms: 1, s: 1000, m: 60_000, h: 3_600_000 };
 
 /** Go's time.ParseDuration (what Consul uses for `wait`), in milliseconds; undefined when invalid. */
 export function parseGoDuration(s: string): number | undefined {

@@ -19,7 +19,10 @@ function api(fake: FakeKube, token = ADMIN) {
   return async (method: string, path: string, body?: unknown): Promise<{ status: number; json: Record<string, unknown> }> => {
     const res = await fetch(`${fake.url}${path}`, {
       method,
-      headers: { ...(token ? { Authorization: `Bearer ${token}` } : {}), ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}) },
+      headers: {
+        ...(token ? { Authorization: `Bearer ${token}` } : {}),
+        ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+      },
       ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
     });
     return { status: res.status, json: (await res.json()) as Record<string, unknown> };
@@ -27,7 +30,11 @@ function api(fake: FakeKube, token = ADMIN) {
 }
 
 /** Opens a watch and collects its events; `done` resolves when the server ends the stream. */
-function watch(fake: FakeKube, query: string, token = ADMIN): { events: Event[]; done: Promise<void>; status: Promise<number>; close(): void } {
+function watch(
+  fake: FakeKube,
+  query: string,
+  token = ADMIN,
+): { events: Event[]; done: Promise<void>; status: Promise<number>; close(): void } {
   const events: Event[] = [];
   const controller = new AbortController();
   let setStatus!: (s: number) => void;
@@ -54,7 +61,12 @@ function watch(fake: FakeKube, query: string, token = ADMIN): { events: Event[];
   return { events, done, status, close: () => controller.abort() };
 }
 
-const cm = (name: string, data: Record<string, string>, labels?: Record<string, string>): ConfigMap => ({ apiVersion: 'v1', kind: 'ConfigMap', metadata: { name, ...(labels ? { labels } : {}) }, data });
+const cm = (name: string, data: Record<string, string>, labels?: Record<string, string>): ConfigMap => ({
+  apiVersion: 'v1',
+  kind: 'ConfigMap',
+  metadata: { name, ...(labels ? { labels } : {}) },
+  data,
+});
 
 describe('fake kube: ConfigMap CRUD', () => {
   let fake: FakeKube;
@@ -84,7 +96,16 @@ describe('fake kube: ConfigMap CRUD', () => {
     assert.deepEqual(r.json.data, { k: 'v' });
     const missing = await call('GET', `${NS}/nope`);
     assert.equal(missing.status, 404);
-    assert.deepEqual({ kind: missing.json.kind, status: missing.json.status, reason: missing.json.reason, code: missing.json.code, message: missing.json.message }, { kind: 'Status', status: 'Failure', reason: 'NotFound', code: 404, message: 'configmaps "nope" not found' });
+    assert.deepEqual(
+      {
+        kind: missing.json.kind,
+        status: missing.json.status,
+        reason: missing.json.reason,
+        code: missing.json.code,
+        message: missing.json.message,
+      },
+      { kind: 'Status', status: 'Failure', reason: 'NotFound', code: 404, message: 'configmaps "nope" not found' },
+    );
     assert.deepEqual(missing.json.details, { name: 'nope', kind: 'configmaps' });
   });
 
@@ -117,7 +138,8 @@ describe('fake kube: ConfigMap CRUD', () => {
 describe('fake kube: list and selectors', () => {
   let fake: FakeKube;
   let call: ReturnType<typeof api>;
-  const names = async (query: string): Promise<string[]> => ((await call('GET', `${NS}?${query}`)).json.items as ConfigMap[]).map((i) => i.metadata.name);
+  const names = async (query: string): Promise<string[]> =>
+    ((await call('GET', `${NS}?${query}`)).json.items as ConfigMap[]).map((i) => i.metadata.name);
   before(async () => {
     fake = await startFakeKube({ tokens: { [ADMIN]: { user: 'admin' } } });
     call = api(fake);
@@ -191,7 +213,10 @@ describe('fake kube: watch', () => {
     await call('DELETE', `${NS}/w`);
     await waitFor(() => w.events.length >= 2);
     w.close();
-    assert.deepEqual(w.events.map((e) => e.type), ['MODIFIED', 'DELETED']);
+    assert.deepEqual(
+      w.events.map((e) => e.type),
+      ['MODIFIED', 'DELETED'],
+    );
     assert.deepEqual(w.events[0]?.object.data, { k: '2' });
     assert.equal(w.events[1]?.object.metadata.resourceVersion, fake.resourceVersion);
     assert.equal(w.events[0]?.object.kind, 'ConfigMap');
@@ -204,7 +229,10 @@ describe('fake kube: watch', () => {
     const w = watch(fake, `watch=1&resourceVersion=${rv}`);
     await waitFor(() => w.events.length >= 2);
     w.close();
-    assert.deepEqual(w.events.map((e) => `${e.type} ${e.object.metadata.name}`), ['ADDED r1', 'ADDED r2']);
+    assert.deepEqual(
+      w.events.map((e) => `${e.type} ${e.object.metadata.name}`),
+      ['ADDED r1', 'ADDED r2'],
+    );
   });
 
   test('no resourceVersion (or "0"): synthetic ADDED events for the current objects first', async () => {
@@ -212,7 +240,10 @@ describe('fake kube: watch', () => {
       const w = watch(fake, q);
       await waitFor(() => w.events.length >= 2);
       w.close();
-      assert.deepEqual(w.events.slice(0, 2).map((e) => `${e.type} ${e.object.metadata.name}`), ['ADDED r1', 'ADDED r2']);
+      assert.deepEqual(
+        w.events.slice(0, 2).map((e) => `${e.type} ${e.object.metadata.name}`),
+        ['ADDED r1', 'ADDED r2'],
+      );
     }
   });
 
@@ -226,7 +257,10 @@ describe('fake kube: watch', () => {
     await waitFor(() => w.events.length >= 3);
     await new Promise((r) => setTimeout(r, 30));
     w.close();
-    assert.deepEqual(w.events.filter((e) => e.type !== 'BOOKMARK').map((e) => e.type), ['ADDED', 'MODIFIED', 'DELETED']);
+    assert.deepEqual(
+      w.events.filter((e) => e.type !== 'BOOKMARK').map((e) => e.type),
+      ['ADDED', 'MODIFIED', 'DELETED'],
+    );
   });
 
   test('allowWatchBookmarks: BOOKMARK events carry only kind, apiVersion and metadata.resourceVersion', async () => {
@@ -256,7 +290,10 @@ describe('fake kube: watch', () => {
     await w.done;
     assert.equal(w.events.length, 1);
     assert.equal(w.events[0]?.type, 'ERROR');
-    assert.deepEqual({ kind: w.events[0]?.object.kind, code: w.events[0]?.object.code, reason: w.events[0]?.object.reason }, { kind: 'Status', code: 410, reason: 'Expired' });
+    assert.deepEqual(
+      { kind: w.events[0]?.object.kind, code: w.events[0]?.object.code, reason: w.events[0]?.object.reason },
+      { kind: 'Status', code: 410, reason: 'Expired' },
+    );
     assert.match(w.events[0]?.object.message ?? '', /too old resource version/);
   });
 
@@ -283,7 +320,9 @@ describe('fake kube: authentication and RBAC', () => {
   let fake: FakeKube;
   const rules = [{ apiGroups: [''], resources: ['configmaps'], resourceNames: ['mine'], verbs: ['get', 'list', 'watch'] }];
   before(async () => {
-    fake = await startFakeKube({ tokens: { [ADMIN]: { user: 'admin' }, reader: { user: 'system:serviceaccount:default:sa', rules, namespace: 'default' } } });
+    fake = await startFakeKube({
+      tokens: { [ADMIN]: { user: 'admin' }, reader: { user: 'system:serviceaccount:default:sa', rules, namespace: 'default' } },
+    });
     await api(fake)('POST', NS, cm('mine', { k: 'v' }));
     await api(fake)('POST', NS, cm('theirs', { k: 'v' }));
   });
@@ -293,7 +332,10 @@ describe('fake kube: authentication and RBAC', () => {
     for (const token of ['', 'wrong']) {
       const r = await api(fake, token)('GET', NS);
       assert.equal(r.status, 401);
-      assert.deepEqual({ kind: r.json.kind, reason: r.json.reason, code: r.json.code }, { kind: 'Status', reason: 'Unauthorized', code: 401 });
+      assert.deepEqual(
+        { kind: r.json.kind, reason: r.json.reason, code: r.json.code },
+        { kind: 'Status', reason: 'Unauthorized', code: 401 },
+      );
     }
   });
 

@@ -74,7 +74,15 @@ export interface KubeIdentity {
 export interface ConfigMap {
   apiVersion?: string;
   kind?: string;
-  metadata: { name: string; namespace?: string; labels?: Record<string, string>; annotations?: Record<string, string>; resourceVersion?: string; uid?: string; creationTimestamp?: string };
+  metadata: {
+    name: string;
+    namespace?: string;
+    labels?: Record<string, string>;
+    annotations?: Record<string, string>;
+    resourceVersion?: string;
+    uid?: string;
+    creationTimestamp?: string;
+  };
   data?: Record<string, string>;
   binaryData?: Record<string, string>;
 }
@@ -190,7 +198,11 @@ export class FakeKube {
 
   /** Writes a kubeconfig for this server (or `server`, e.g. a proxy in front of it) with a bearer token. */
   async writeKubeconfig(path: string, o: { token?: string; server?: string; namespace?: string } = {}): Promise<string> {
-    return writeKubeconfig(path, { server: o.server ?? this.url, ...(o.token ? { token: o.token } : {}), ...(o.namespace ? { namespace: o.namespace } : {}) });
+    return writeKubeconfig(path, {
+      server: o.server ?? this.url,
+      ...(o.token ? { token: o.token } : {}),
+      ...(o.namespace ? { namespace: o.namespace } : {}),
+    });
   }
 
   // ---- HTTP ------------------------------------------------------------------------------------------
@@ -200,7 +212,12 @@ export class FakeKube {
     req.on('data', (c: Buffer) => chunks.push(c));
     req.on('end', () => {
       const url = new URL(req.url ?? '/', 'http://kube');
-      const entry: KubeRequest = { method: req.method ?? 'GET', path: url.pathname, query: Object.fromEntries(url.searchParams.entries()), verb: '' };
+      const entry: KubeRequest = {
+        method: req.method ?? 'GET',
+        path: url.pathname,
+        query: Object.fromEntries(url.searchParams.entries()),
+        verb: '',
+      };
       this.requests.push(entry);
       if (this.requests.length > 500) this.requests.shift();
       try {
@@ -222,7 +239,19 @@ export class FakeKube {
     const watch = q.get('watch') === 'true' || q.get('watch') === '1';
     const method = req.method ?? 'GET';
     const verb =
-      method === 'GET' ? (name !== undefined ? 'get' : watch ? 'watch' : 'list') : method === 'POST' && name === undefined ? 'create' : method === 'PUT' && name !== undefined ? 'update' : method === 'DELETE' && name !== undefined ? 'delete' : '';
+      method === 'GET'
+        ? name !== undefined
+          ? 'get'
+          : watch
+            ? 'watch'
+            : 'list'
+        : method === 'POST' && name === undefined
+          ? 'create'
+          : method === 'PUT' && name !== undefined
+            ? 'update'
+            : method === 'DELETE' && name !== undefined
+              ? 'delete'
+              : '';
     entry.verb = verb;
     if (verb === '') return status(res, 405, 'MethodNotAllowed', `the server does not allow this method on the requested resource`);
 
@@ -233,9 +262,19 @@ export class FakeKube {
       identity = token !== undefined ? this.opts.tokens[token] : undefined;
       if (!identity) return status(res, 401, 'Unauthorized', 'Unauthorized');
     }
-    if (identity?.rules && ((identity.namespace !== undefined && identity.namespace !== namespace) || !allowed(identity.rules, verb, name, q.get('fieldSelector') ?? ''))) {
+    if (
+      identity?.rules &&
+      ((identity.namespace !== undefined && identity.namespace !== namespace) ||
+        !allowed(identity.rules, verb, name, q.get('fieldSelector') ?? ''))
+    ) {
       const what = name !== undefined ? `configmaps "${name}"` : 'configmaps';
-      return status(res, 403, 'Forbidden', `${what} is forbidden: User "${identity.user}" cannot ${verb} resource "configmaps" in API group "" in the namespace "${namespace}"`, { ...(name !== undefined ? { name } : {}), kind: 'configmaps' });
+      return status(
+        res,
+        403,
+        'Forbidden',
+        `${what} is forbidden: User "${identity.user}" cannot ${verb} resource "configmaps" in API group "" in the namespace "${namespace}"`,
+        { ...(name !== undefined ? { name } : {}), kind: 'configmaps' },
+      );
     }
 
     switch (verb) {
@@ -273,12 +312,20 @@ export class FakeKube {
     const name = cm.metadata?.name ?? '';
     const invalid = validate(cm, name);
     if (invalid) return status(res, 422, 'Invalid', `ConfigMap "${name}" is invalid: ${invalid}`, { name, kind: 'ConfigMap' });
-    if (cm.metadata.namespace !== undefined && cm.metadata.namespace !== namespace) return status(res, 400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request');
+    if (cm.metadata.namespace !== undefined && cm.metadata.namespace !== namespace)
+      return status(res, 400, 'BadRequest', 'the namespace of the provided object does not match the namespace sent on the request');
     const id = `${namespace}/${name}`;
     if (this.objects.has(id)) return status(res, 409, 'AlreadyExists', `configmaps "${name}" already exists`, { name, kind: 'configmaps' });
     const rv = ++this.rv;
     const stored: ConfigMap = {
-      metadata: { ...cm.metadata, name, namespace, uid: randomUUID(), resourceVersion: String(rv), creationTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z') },
+      metadata: {
+        ...cm.metadata,
+        name,
+        namespace,
+        uid: randomUUID(),
+        resourceVersion: String(rv),
+        creationTimestamp: new Date().toISOString().replace(/\.\d+Z$/, 'Z'),
+      },
       ...(cm.data ? { data: { ...cm.data } } : {}),
       ...(cm.binaryData ? { binaryData: { ...cm.binaryData } } : {}),
     };
@@ -296,12 +343,29 @@ export class FakeKube {
     const id = `${namespace}/${name}`;
     const current = this.objects.get(id);
     if (!current) return notFound(res, name);
-    if (cm.metadata.resourceVersion !== undefined && cm.metadata.resourceVersion !== '' && cm.metadata.resourceVersion !== current.metadata.resourceVersion) {
-      return status(res, 409, 'Conflict', `Operation cannot be fulfilled on configmaps "${name}": the object has been modified; please apply your changes to the latest version and try again`, { name, kind: 'configmaps' });
+    if (
+      cm.metadata.resourceVersion !== undefined &&
+      cm.metadata.resourceVersion !== '' &&
+      cm.metadata.resourceVersion !== current.metadata.resourceVersion
+    ) {
+      return status(
+        res,
+        409,
+        'Conflict',
+        `Operation cannot be fulfilled on configmaps "${name}": the object has been modified; please apply your changes to the latest version and try again`,
+        { name, kind: 'configmaps' },
+      );
     }
     const rv = ++this.rv;
     const stored: ConfigMap = {
-      metadata: { ...cm.metadata, name, namespace, uid: current.metadata.uid as string, creationTimestamp: current.metadata.creationTimestamp as string, resourceVersion: String(rv) },
+      metadata: {
+        ...cm.metadata,
+        name,
+        namespace,
+        uid: current.metadata.uid as string,
+        creationTimestamp: current.metadata.creationTimestamp as string,
+        resourceVersion: String(rv),
+      },
       ...(cm.data ? { data: { ...cm.data } } : {}),
       ...(cm.binaryData ? { binaryData: { ...cm.binaryData } } : {}),
     };
@@ -319,7 +383,13 @@ export class FakeKube {
     // the DELETED event carries the object at the deletion's revision
     const gone: ConfigMap = { ...current, metadata: { ...current.metadata, resourceVersion: String(rv) } };
     this.record({ type: 'DELETED', rv, object: gone, previous: current });
-    sendJson(res, 200, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Success', details: { name, kind: 'configmaps', uid: current.metadata.uid } });
+    sendJson(res, 200, {
+      kind: 'Status',
+      apiVersion: 'v1',
+      metadata: {},
+      status: 'Success',
+      details: { name, kind: 'configmaps', uid: current.metadata.uid },
+    });
   }
 
   private record(event: StoredEvent): void {
@@ -331,9 +401,16 @@ export class FakeKube {
     for (const w of this.watchers) deliver(w, event);
   }
 
-  private watch(req: IncomingMessage, res: ServerResponse, namespace: string, matches: (cm: ConfigMap) => boolean, q: URLSearchParams): void {
+  private watch(
+    req: IncomingMessage,
+    res: ServerResponse,
+    namespace: string,
+    matches: (cm: ConfigMap) => boolean,
+    q: URLSearchParams,
+  ): void {
     const rvParam = q.get('resourceVersion') ?? '';
-    if (rvParam !== '' && !/^\d+$/.test(rvParam)) return status(res, 400, 'BadRequest', `resourceVersion: Invalid value: "${rvParam}": must be a non-negative integer`);
+    if (rvParam !== '' && !/^\d+$/.test(rvParam))
+      return status(res, 400, 'BadRequest', `resourceVersion: Invalid value: "${rvParam}": must be a non-negative integer`);
     let timeoutMs = this.opts.defaultWatchTimeoutMs;
     if (q.has('timeoutSeconds')) {
       const t = Number(q.get('timeoutSeconds'));
@@ -342,14 +419,23 @@ export class FakeKube {
     }
     const from = rvParam === '' || rvParam === '0' ? undefined : Number(rvParam);
     const expired = from !== undefined && from < this.historyStart;
-    if (expired && this.opts.expiredWatch === 'status') return status(res, 410, 'Expired', `too old resource version: ${from} (${this.historyStart})`);
+    if (expired && this.opts.expiredWatch === 'status')
+      return status(res, 410, 'Expired', `too old resource version: ${from} (${this.historyStart})`);
     res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked', 'Cache-Control': 'no-cache, private' });
     res.flushHeaders(); // the API server answers the watch at once; events follow
     const write = (type: string, object: unknown): void => {
       if (!res.writableEnded && !res.destroyed) res.write(`${JSON.stringify({ type, object })}\n`);
     };
     if (expired) {
-      write('ERROR', { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message: `too old resource version: ${from} (${this.historyStart})`, reason: 'Expired', code: 410 });
+      write('ERROR', {
+        kind: 'Status',
+        apiVersion: 'v1',
+        metadata: {},
+        status: 'Failure',
+        message: `too old resource version: ${from} (${this.historyStart})`,
+        reason: 'Expired',
+        code: 410,
+      });
       res.end();
       return;
     }
@@ -360,7 +446,13 @@ export class FakeKube {
       for (const e of this.history) if (e.rv > from) deliver(watcher, e);
     }
     this.watchers.add(watcher);
-    const bookmarks = q.get('allowWatchBookmarks') === 'true' ? setInterval(() => write('BOOKMARK', { kind: 'ConfigMap', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) } }), this.opts.bookmarkIntervalMs) : undefined;
+    const bookmarks =
+      q.get('allowWatchBookmarks') === 'true'
+        ? setInterval(
+            () => write('BOOKMARK', { kind: 'ConfigMap', apiVersion: 'v1', metadata: { resourceVersion: String(this.rv) } }),
+            this.opts.bookmarkIntervalMs,
+          )
+        : undefined;
     const end = (): void => {
       clearInterval(bookmarks);
       clearTimeout(timer);
@@ -373,7 +465,9 @@ export class FakeKube {
   }
 
   private sorted(namespace: string): ConfigMap[] {
-    return [...this.objects.values()].filter((cm) => cm.metadata.namespace === namespace).sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
+    return [...this.objects.values()]
+      .filter((cm) => cm.metadata.namespace === namespace)
+      .sort((a, b) => (a.metadata.name < b.metadata.name ? -1 : 1));
   }
 }
 
@@ -435,9 +529,11 @@ function withKind(cm: ConfigMap): ConfigMap {
 
 function validate(cm: ConfigMap, name: string): string | undefined {
   if (name === '') return 'metadata.name: Required value: name or generateName is required';
-  if (name.length > 253 || !NAME_RE.test(name)) return `metadata.name: Invalid value: "${name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'`;
+  if (name.length > 253 || !NAME_RE.test(name))
+    return `metadata.name: Invalid value: "${name}": a lowercase RFC 1123 subdomain must consist of lower case alphanumeric characters, '-' or '.'`;
   for (const [k, v] of Object.entries(cm.data ?? {})) {
-    if (!KEY_RE.test(k)) return `data[${k}]: Invalid value: "${k}": a valid config key must consist of alphanumeric characters, '-', '_' or '.'`;
+    if (!KEY_RE.test(k))
+      return `data[${k}]: Invalid value: "${k}": a valid config key must consist of alphanumeric characters, '-', '_' or '.'`;
     if (typeof v !== 'string') return `data[${k}]: Invalid value: must be a string`;
   }
   for (const [k, v] of Object.entries(cm.metadata.labels ?? {})) {
@@ -450,7 +546,8 @@ function validate(cm: ConfigMap, name: string): string | undefined {
 function parseBody(res: ServerResponse, body: string): ConfigMap | undefined {
   try {
     const cm = JSON.parse(body) as ConfigMap;
-    if (typeof cm !== 'object' || cm === null || typeof cm.metadata !== 'object' || cm.metadata === null) throw new Error('missing metadata');
+    if (typeof cm !== 'object' || cm === null || typeof cm.metadata !== 'object' || cm.metadata === null)
+      throw new Error('missing metadata');
     if (cm.kind !== undefined && cm.kind !== 'ConfigMap') throw new Error(`kind ${cm.kind} is not ConfigMap`);
     return cm;
   } catch (err) {
@@ -521,7 +618,8 @@ export function parseLabelSelector(text: string): Requirement[] {
     if (m) {
       const k = key(m[1] as string);
       const values = (m[3] as string).split(',').map(value);
-      if (values.length === 1 && values[0] === '') throw new Error(`unable to parse requirement: for 'in', 'notin' operators, values set can't be empty`);
+      if (values.length === 1 && values[0] === '')
+        throw new Error(`unable to parse requirement: for 'in', 'notin' operators, values set can't be empty`);
       return m[2] === 'in' ? (l) => k in l && values.includes(l[k] as string) : (l) => !(k in l) || !values.includes(l[k] as string);
     }
     m = /^(.+?)\s*(==|!=|=|>|<)\s*(.*)$/.exec(p);
@@ -551,7 +649,8 @@ function parseFieldSelector(text: string): Array<(fields: Record<string, string>
     const m = /^\s*([a-zA-Z.]+)\s*(==|!=|=)\s*(.*?)\s*$/.exec(raw);
     if (!m) throw new Error(`invalid selector: '${text}'; can't understand '${raw}'`);
     const field = m[1] as string;
-    if (field !== 'metadata.name' && field !== 'metadata.namespace') throw new Error(`"${field}" is not a known field selector: only "metadata.name", "metadata.namespace"`);
+    if (field !== 'metadata.name' && field !== 'metadata.namespace')
+      throw new Error(`"${field}" is not a known field selector: only "metadata.name", "metadata.namespace"`);
     const v = m[3] as string;
     return m[2] === '!=' ? (f: Record<string, string>) => f[field] !== v : (f: Record<string, string>) => f[field] === v;
   });
@@ -563,7 +662,16 @@ function sendJson(res: ServerResponse, code: number, body: unknown): void {
 }
 
 function status(res: ServerResponse, code: number, reason: string, message: string, details?: Record<string, string>): void {
-  sendJson(res, code, { kind: 'Status', apiVersion: 'v1', metadata: {}, status: 'Failure', message, reason, ...(details ? { details } : {}), code });
+  sendJson(res, code, {
+    kind: 'Status',
+    apiVersion: 'v1',
+    metadata: {},
+    status: 'Failure',
+    message,
+    reason,
+    ...(details ? { details } : {}),
+    code,
+  });
 }
 
 function notFound(res: ServerResponse, name: string): void {

@@ -67,10 +67,7 @@ describe('test infrastructure', () => {
     await client.connect();
     try {
       await client.query('CREATE TABLE IF NOT EXISTS infra_check (k text PRIMARY KEY, v text NOT NULL)');
-      await client.query(
-        'INSERT INTO infra_check (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v',
-        [tag, 'v1'],
-      );
+      await client.query('INSERT INTO infra_check (k, v) VALUES ($1, $2) ON CONFLICT (k) DO UPDATE SET v = EXCLUDED.v', [tag, 'v1']);
       const res = await client.query<{ v: string }>('SELECT v FROM infra_check WHERE k = $1', [tag]);
       assert.equal(res.rows[0]?.v, 'v1');
       await client.query('DELETE FROM infra_check WHERE k = $1', [tag]);
@@ -83,10 +80,7 @@ describe('test infrastructure', () => {
     const conn = await mysql.createConnection(infra.mariadb.url);
     try {
       await conn.query('CREATE TABLE IF NOT EXISTS infra_check (k VARCHAR(100) PRIMARY KEY, v TEXT NOT NULL)');
-      await conn.execute('INSERT INTO infra_check (k, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE v = VALUES(v)', [
-        tag,
-        'v1',
-      ]);
+      await conn.execute('INSERT INTO infra_check (k, v) VALUES (?, ?) ON DUPLICATE KEY UPDATE v = VALUES(v)', [tag, 'v1']);
       const [rows] = await conn.execute<mysql.RowDataPacket[]>('SELECT v FROM infra_check WHERE k = ?', [tag]);
       assert.equal(rows[0]?.v, 'v1');
       await conn.execute('DELETE FROM infra_check WHERE k = ?', [tag]);
@@ -107,12 +101,8 @@ describe('test infrastructure', () => {
         client.connect();
       });
       const p = `/${tag}`;
-      await new Promise<void>((resolve, reject) =>
-        client.create(p, Buffer.from('v1'), (err) => (err ? reject(err) : resolve())),
-      );
-      const data = await new Promise<Buffer>((resolve, reject) =>
-        client.getData(p, (err, d) => (err ? reject(err) : resolve(d))),
-      );
+      await new Promise<void>((resolve, reject) => client.create(p, Buffer.from('v1'), (err) => (err ? reject(err) : resolve())));
+      const data = await new Promise<Buffer>((resolve, reject) => client.getData(p, (err, d) => (err ? reject(err) : resolve(d))));
       assert.equal(data.toString(), 'v1');
       await new Promise<void>((resolve, reject) => client.remove(p, (err) => (err ? reject(err) : resolve())));
     } finally {

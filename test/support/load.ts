@@ -17,7 +17,11 @@ export interface SelectLoad {
   stop(): Promise<SelectSample[]>;
 }
 
-export function startSelectLoad(baseUrl: string, tenant: string, o: { workers?: number; maxRequests?: number; pauseMs?: number } = {}): SelectLoad {
+export function startSelectLoad(
+  baseUrl: string,
+  tenant: string,
+  o: { workers?: number; maxRequests?: number; pauseMs?: number } = {},
+): SelectLoad {
   const url = new URL(`${baseUrl}/select/default`);
   const samples: SelectSample[] = [];
   let stopped = false;
@@ -26,7 +30,13 @@ export function startSelectLoad(baseUrl: string, tenant: string, o: { workers?: 
     new Promise((resolve) => {
       const req = request(url, { agent: false, headers: { 'x-tenant': tenant, connection: 'close' }, timeout: 5_000 }, (res) => {
         res.resume();
-        res.on('end', () => resolve({ at: performance.now(), status: res.statusCode ?? 0, upstream: (res.headers['x-dynamic-upstream'] as string | undefined) ?? null }));
+        res.on('end', () =>
+          resolve({
+            at: performance.now(),
+            status: res.statusCode ?? 0,
+            upstream: (res.headers['x-dynamic-upstream'] as string | undefined) ?? null,
+          }),
+        );
       });
       req.on('timeout', () => req.destroy(new Error('timeout')));
       req.on('error', (err) => resolve({ at: performance.now(), status: 0, upstream: null, error: err.message }));

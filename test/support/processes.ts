@@ -16,12 +16,21 @@ export interface RunResult {
 }
 
 /** Runs a command to its end (killed after `timeoutMs`); a non-zero exit is a result, not an error. */
-export function run(cmd: string, args: readonly string[], o: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {}): Promise<RunResult> {
+export function run(
+  cmd: string,
+  args: readonly string[],
+  o: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+): Promise<RunResult> {
   return new Promise((resolve) => {
-    execFile(cmd, args, { cwd: o.cwd, env: o.env ?? childEnv(), timeout: o.timeoutMs ?? 60_000, maxBuffer: 32 << 20 }, (err, stdout, stderr) => {
-      const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
-      resolve({ code, stdout, stderr: err !== null && typeof err.code !== 'number' ? `${stderr}${err.message}` : stderr });
-    });
+    execFile(
+      cmd,
+      args,
+      { cwd: o.cwd, env: o.env ?? childEnv(), timeout: o.timeoutMs ?? 60_000, maxBuffer: 32 << 20 },
+      (err, stdout, stderr) => {
+        const code = err === null ? 0 : typeof err.code === 'number' ? err.code : 1;
+        resolve({ code, stdout, stderr: err !== null && typeof err.code !== 'number' ? `${stderr}${err.message}` : stderr });
+      },
+    );
   });
 }
 
@@ -98,7 +107,11 @@ export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
 }
 
 /** Spawns `command args` in `cwd` and polls `adminUrl`/readyz (every 10 ms) until it answers 200. */
-export async function serveUntilReady(command: string, args: readonly string[], o: { cwd: string; adminUrl: string; env?: NodeJS.ProcessEnv; timeoutMs?: number }): Promise<ServeProcess> {
+export async function serveUntilReady(
+  command: string,
+  args: readonly string[],
+  o: { cwd: string; adminUrl: string; env?: NodeJS.ProcessEnv; timeoutMs?: number },
+): Promise<ServeProcess> {
   const started = performance.now();
   const child = spawn(command, args, { cwd: o.cwd, env: o.env ?? childEnv() });
   let output = '';
@@ -107,7 +120,8 @@ export async function serveUntilReady(command: string, args: readonly string[], 
   const stop = (graceMs = 10_000): Promise<number | null> => terminate(child, graceMs);
   const deadline = started + (o.timeoutMs ?? 30_000);
   for (;;) {
-    if (child.exitCode !== null || child.signalCode !== null) throw new Error(`${command} ${args.join(' ')} exited (${child.exitCode ?? child.signalCode}) before /readyz was 200:\n${output}`);
+    if (child.exitCode !== null || child.signalCode !== null)
+      throw new Error(`${command} ${args.join(' ')} exited (${child.exitCode ?? child.signalCode}) before /readyz was 200:\n${output}`);
     const status = await fetch(`${o.adminUrl}/readyz`, { signal: AbortSignal.timeout(1000) }).then(
       async (r) => (await r.arrayBuffer(), r.status),
       () => 0,
@@ -125,7 +139,12 @@ export async function serveUntilReady(command: string, args: readonly string[], 
  * Writes a config on free ports (writeServeConfig) and starts `command args(config)` until ready. Another process
  * may take a port between freePort and the bind (ports.ts): then it starts again on new ports, up to 3 times.
  */
-export async function serveOnFreePorts(dir: string, command: string, args: (config: ServeConfig) => string[], o: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; dns?: boolean }): Promise<{ config: ServeConfig; serve: ServeProcess }> {
+export async function serveOnFreePorts(
+  dir: string,
+  command: string,
+  args: (config: ServeConfig) => string[],
+  o: { cwd: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; dns?: boolean },
+): Promise<{ config: ServeConfig; serve: ServeProcess }> {
   for (let attempt = 1; ; attempt++) {
     const config = await writeServeConfig(dir, { dns: o.dns === true });
     try {
@@ -150,7 +169,7 @@ export function treeRss(pid: number): { bytes: number; processes: number } {
   }
   let bytes = 0;
   let processes = 0;
-  for (const queue = [pid]; queue.length > 0; ) {
+  for (const queue = [pid]; queue.length > 0;) {
     const p = queue.pop() as number;
     try {
       const kb = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${p}/status`, 'utf8'))?.[1];

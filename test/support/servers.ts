@@ -66,10 +66,7 @@ const etcdEndpoints = setting('ETCD_ENDPOINTS', `127.0.0.1:${ports.etcd}`)
   .split(',')
   .map((s) => s.trim())
   .filter(Boolean);
-const clusterSpec = setting(
-  'REDIS_CLUSTER_NODES',
-  [0, 1, 2].map((i) => `127.0.0.1:${ports.redisCluster + i}`).join(','),
-);
+const clusterSpec = setting('REDIS_CLUSTER_NODES', [0, 1, 2].map((i) => `127.0.0.1:${ports.redisCluster + i}`).join(','));
 const redisUrl = new URL(setting('REDIS_URL', `redis://127.0.0.1:${ports.redis}`));
 const pgUrl = new URL(setting('PG_URL', `postgres://postgres@127.0.0.1:${ports.postgres}/postgres`));
 const mysqlUrl = new URL(setting('MYSQL_URL', `mysql://app:app@127.0.0.1:${ports.mariadb}/app`));

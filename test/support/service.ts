@@ -13,7 +13,10 @@ export interface TestService {
   service: Service;
   url: string;
   /** `GET /select` for a tenant: status, chosen upstream, route and miss reason. */
-  select(tenant: string, headers?: Record<string, string>): Promise<{ status: number; upstream: string | null; route: string | null; reason: string | null }>;
+  select(
+    tenant: string,
+    headers?: Record<string, string>,
+  ): Promise<{ status: number; upstream: string | null; route: string | null; reason: string | null }>;
   /** The value of a metric sample, e.g. metric('caddy_dynamic_lb_route_config_parse_errors_total', {source_type: 'etcd'}). */
   metric(name: string, labels?: Record<string, string>): Promise<number>;
   stop(): Promise<void>;
@@ -38,11 +41,18 @@ export async function startTestService(dataSource: Record<string, unknown>, poli
     async select(tenant, headers = {}) {
       const res = await fetch(`${url}/select/default`, { headers: { 'x-tenant': tenant, ...headers } });
       await res.arrayBuffer();
-      return { status: res.status, upstream: res.headers.get('x-dynamic-upstream'), route: res.headers.get('x-dynamic-route'), reason: res.headers.get('x-dynamic-reason') };
+      return {
+        status: res.status,
+        upstream: res.headers.get('x-dynamic-upstream'),
+        route: res.headers.get('x-dynamic-route'),
+        reason: res.headers.get('x-dynamic-reason'),
+      };
     },
     async metric(name, labels = {}) {
       const m = await metrics.registry.getSingleMetric(name)?.get();
-      const sample = m?.values.find((v) => Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val));
+      const sample = m?.values.find((v) =>
+        Object.entries(labels).every(([k, val]) => String((v.labels as Record<string, unknown>)[k]) === val),
+      );
       return sample?.value ?? 0;
     },
     stop: () => service.stop(),
@@ -66,7 +76,13 @@ export async function eventually(check: () => Promise<boolean> | boolean, timeou
 
 /** The ConfigError that building a service with this `data_source` fails with (fails the test if it builds). */
 export async function configError(dataSource: Record<string, unknown>): Promise<ConfigError> {
-  const config = parseConfig(stringify({ listen: '127.0.0.1:0', admin: { listen: '127.0.0.1:0' }, policies: { default: { key: '{http.request.header.X-Tenant}', data_source: dataSource } } }));
+  const config = parseConfig(
+    stringify({
+      listen: '127.0.0.1:0',
+      admin: { listen: '127.0.0.1:0' },
+      policies: { default: { key: '{http.request.header.X-Tenant}', data_source: dataSource } },
+    }),
+  );
   try {
     const service = await buildService(config, { logger: silentLogger });
     await service.stop();

@@ -1,7 +1,19 @@
 import { SourceError } from '../../errors.ts';
 import type { OptionReader } from '../../config/options.ts';
 import type { DriverFactory } from '../driver.ts';
-import { WriteConflict, contentRevision, type Change, type PollResult, type Revision, type Snapshot, type StoreDriver, type StoredRoute, type StoredValue, type WatchContext, type WritableStore } from '../source.ts';
+import {
+  WriteConflict,
+  contentRevision,
+  type Change,
+  type PollResult,
+  type Revision,
+  type Snapshot,
+  type StoreDriver,
+  type StoredRoute,
+  type StoredValue,
+  type WatchContext,
+  type WritableStore,
+} from '../source.ts';
 import type { SqlDialect, SqlListener, SqlRow } from './dialect.ts';
 import { tcpProbe } from '../probe.ts';
 
@@ -109,7 +121,6 @@ export class SqlDriver implements StoreDriver, WritableStore {
     await this.query('SELECT 1', [], signal);
   }
 
-
   async list(signal: AbortSignal): Promise<Snapshot> {
     // incremental: the cursor is read BEFORE the rows, so a write in between is seen again, never missed
     const cursor = this.o.refreshMode === 'incremental' ? await this.lastCursor(signal) : undefined;
@@ -136,8 +147,13 @@ export class SqlDriver implements StoreDriver, WritableStore {
     const cursor = decodeCursor(from);
     const due = this.o.fullRefreshIntervalMs > 0 && Date.now() - this.lastFullAt >= this.o.fullRefreshIntervalMs;
     if (cursor === undefined || due) return this.list(signal);
-    const rows = cursor === null ? await this.query(this.sql.all, [], signal) : await this.query(this.sql.since, [cursor.ts, cursor.ts, cursor.key], signal);
-    const changes: Change[] = rows.map((r) => (Number(r.rdel ?? 0) !== 0 ? { type: 'delete', key: String(r.rk) } : { type: 'put', key: String(r.rk), value: stored(r.rv) }));
+    const rows =
+      cursor === null
+        ? await this.query(this.sql.all, [], signal)
+        : await this.query(this.sql.since, [cursor.ts, cursor.ts, cursor.key], signal);
+    const changes: Change[] = rows.map((r) =>
+      Number(r.rdel ?? 0) !== 0 ? { type: 'delete', key: String(r.rk) } : { type: 'put', key: String(r.rk), value: stored(r.rv) },
+    );
     const last = rows[rows.length - 1];
     return { changes, revision: last === undefined ? (from as Revision) : encodeCursor({ ts: String(last.rts), key: String(last.rk) }) };
   }
@@ -309,8 +325,13 @@ export class SqlDriver implements StoreDriver, WritableStore {
       upsert: `INSERT INTO ${table} (${key}, ${col}) VALUES (${p(1)}, ${p(2)}) ${pg ? `ON CONFLICT (${key}) DO UPDATE SET` : 'ON DUPLICATE KEY UPDATE'} ${setValue}${revive}${touch}`,
       insert: `INSERT INTO ${table} (${key}, ${col}) VALUES (${p(1)}, ${p(2)})`,
       update: `UPDATE ${table} SET ${col} = ${p(1)}${touch} WHERE ${key} = ${p(2)}${alive} AND ${same(3)}`,
-      ...(del !== undefined ? { revive: `UPDATE ${table} SET ${col} = ${p(1)}${revive}${touch} WHERE ${key} = ${p(2)} AND ${del} IS NOT NULL` } : {}),
-      remove: del !== undefined ? `UPDATE ${table} SET ${del} = ${now}${touch} WHERE ${key} = ${p(1)}${alive} AND ${same(2)}` : `DELETE FROM ${table} WHERE ${key} = ${p(1)} AND ${same(2)}`,
+      ...(del !== undefined
+        ? { revive: `UPDATE ${table} SET ${col} = ${p(1)}${revive}${touch} WHERE ${key} = ${p(2)} AND ${del} IS NOT NULL` }
+        : {}),
+      remove:
+        del !== undefined
+          ? `UPDATE ${table} SET ${del} = ${now}${touch} WHERE ${key} = ${p(1)}${alive} AND ${same(2)}`
+          : `DELETE FROM ${table} WHERE ${key} = ${p(1)} AND ${same(2)}`,
     };
   }
 
@@ -319,7 +340,11 @@ export class SqlDriver implements StoreDriver, WritableStore {
       return await this.db.query(sql, params, signal);
     } catch (err) {
       if (signal.aborted && err === signal.reason) throw err;
-      throw new SourceError(this.name, `${this.db.name}: ${err instanceof Error ? err.message || (err as { code?: string }).code || err.name : String(err)}`, { cause: err });
+      throw new SourceError(
+        this.name,
+        `${this.db.name}: ${err instanceof Error ? err.message || (err as { code?: string }).code || err.name : String(err)}`,
+        { cause: err },
+      );
     }
   }
 }
@@ -358,7 +383,8 @@ const IDENTIFIER = /^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$/;
 function identifier(options: OptionReader, field: string, fallback: string | undefined, dotted = true): string | undefined {
   const v = options.string(field, fallback as string);
   if (v === undefined) return undefined;
-  if (!IDENTIFIER.test(v) || (!dotted && v.includes('.'))) options.fail(field, `must be an identifier matching ${dotted ? IDENTIFIER.source : '^[A-Za-z0-9_]+$'}, got ${JSON.stringify(v)}`);
+  if (!IDENTIFIER.test(v) || (!dotted && v.includes('.')))
+    options.fail(field, `must be an identifier matching ${dotted ? IDENTIFIER.source : '^[A-Za-z0-9_]+$'}, got ${JSON.stringify(v)}`);
   return v;
 }
 
@@ -368,7 +394,10 @@ export const factory: DriverFactory = async ({ name, options }) => {
   const kind = options.oneOf('driver', ['postgres', 'mysql'] as const, 'postgres');
   const dsn = options.required('dsn');
   const rawPoll = options.raw('poll_interval');
-  const pollIntervalMs = typeof rawPoll === 'string' && ['off', 'disabled', 'none', 'false'].includes(rawPoll.trim().toLowerCase()) ? 0 : options.duration('poll_interval', 30_000);
+  const pollIntervalMs =
+    typeof rawPoll === 'string' && ['off', 'disabled', 'none', 'false'].includes(rawPoll.trim().toLowerCase())
+      ? 0
+      : options.duration('poll_interval', 30_000);
   const notifyChannel = identifier(options, 'notify_channel', undefined, false);
   if (notifyChannel !== undefined && kind !== 'postgres') options.fail('notify_channel', 'LISTEN/NOTIFY needs driver postgres');
   const deletedAtColumn = identifier(options, 'deleted_at_column', undefined);
@@ -388,11 +417,16 @@ export const factory: DriverFactory = async ({ name, options }) => {
     fullRefreshIntervalMs: options.duration('full_refresh_interval', 0),
     ...(notifyChannel !== undefined ? { notifyChannel } : {}),
   };
-  const pool = { maxOpenConns: o.maxOpenConns, maxIdleConns: Math.min(o.maxIdleConns, o.maxOpenConns), connMaxLifetimeMs: o.connMaxLifetimeMs };
+  const pool = {
+    maxOpenConns: o.maxOpenConns,
+    maxIdleConns: Math.min(o.maxIdleConns, o.maxOpenConns),
+    connMaxLifetimeMs: o.connMaxLifetimeMs,
+  };
   let db: SqlDialect;
   try {
     // creating a dialect only parses the dsn; nothing connects before the runner calls connect()
-    db = kind === 'postgres' ? (await import('./postgres.ts')).createPostgres(dsn, pool) : (await import('./mysql.ts')).createMysql(dsn, pool);
+    db =
+      kind === 'postgres' ? (await import('./postgres.ts')).createPostgres(dsn, pool) : (await import('./mysql.ts')).createMysql(dsn, pool);
   } catch (err) {
     return options.fail('dsn', err instanceof Error ? err.message : String(err));
   }

@@ -32,7 +32,11 @@ export function createMysql(dsn: string, pool: SqlPoolOptions): SqlDialect {
   return {
     name: 'mysql',
     address: connection.socketPath !== undefined ? undefined : { host: connection.host ?? 'localhost', port: connection.port ?? 3306 },
-    quote: (identifier) => identifier.split('.').map((part) => `\`${part}\``).join('.'),
+    quote: (identifier) =>
+      identifier
+        .split('.')
+        .map((part) => `\`${part}\``)
+        .join('.'),
     placeholder: () => '?',
     asText: (expr) => `CAST(${expr} AS CHAR)`,
     async query(sql, params, signal): Promise<SqlRow[]> {

@@ -9,7 +9,13 @@ import { QUERY_TIMEOUT_MS, abortable, endWithin, type SqlDialect, type SqlListen
  */
 export function createPostgres(dsn: string, pool: SqlPoolOptions): SqlDialect {
   const connection = parseDsn(dsn);
-  const base: pg.ClientConfig = { ...connection, connectionTimeoutMillis: 5000, query_timeout: QUERY_TIMEOUT_MS, keepAlive: true, application_name: 'dynamic-lb' };
+  const base: pg.ClientConfig = {
+    ...connection,
+    connectionTimeoutMillis: 5000,
+    query_timeout: QUERY_TIMEOUT_MS,
+    keepAlive: true,
+    application_name: 'dynamic-lb',
+  };
   let p: pg.Pool | undefined;
   const getPool = (): pg.Pool => {
     if (p === undefined) {
@@ -29,7 +35,11 @@ export function createPostgres(dsn: string, pool: SqlPoolOptions): SqlDialect {
   return {
     name: 'postgres',
     address: tcpAddress(connection),
-    quote: (identifier) => identifier.split('.').map((part) => `"${part}"`).join('.'),
+    quote: (identifier) =>
+      identifier
+        .split('.')
+        .map((part) => `"${part}"`)
+        .join('.'),
     placeholder: (n) => `$${n}`,
     asText: (expr) => `CAST(${expr} AS text)`,
     async query(sql, params, signal): Promise<SqlRow[]> {
@@ -101,7 +111,11 @@ function parseDsn(dsn: string): pg.ClientConfig {
     else if (key === 'user') config.user = value;
     else if (key === 'password') config.password = value;
     else if (key === 'dbname') config.database = value;
-    else if (key === 'sslmode') config.ssl = value === 'disable' || value === 'allow' || value === 'prefer' ? false : { rejectUnauthorized: value === 'verify-full' || value === 'verify-ca' };
+    else if (key === 'sslmode')
+      config.ssl =
+        value === 'disable' || value === 'allow' || value === 'prefer'
+          ? false
+          : { rejectUnauthorized: value === 'verify-full' || value === 'verify-ca' };
   }
   return config;
 }

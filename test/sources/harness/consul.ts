@@ -21,7 +21,10 @@ export const READER_TOKEN = '4c0a43f5-5ad1-4e5e-9a52-0d7d6dbd0b8e';
 
 export async function makeHarness(options: { source?: Record<string, unknown>; fake?: FakeConsulOptions } = {}): Promise<ConsulHarness> {
   const prefix = `caddy/routing/run-${randomUUID().slice(0, 8)}/`;
-  const fake = await startFakeConsul({ acl: { tokens: { [ADMIN_TOKEN]: 'management', [READER_TOKEN]: { read: [prefix] } } }, ...options.fake });
+  const fake = await startFakeConsul({
+    acl: { tokens: { [ADMIN_TOKEN]: 'management', [READER_TOKEN]: { read: [prefix] } } },
+    ...options.fake,
+  });
   const admin = new Consul({ host: '127.0.0.1', port: fake.port, defaults: { token: ADMIN_TOKEN } });
   return {
     fake,

@@ -71,9 +71,32 @@ export async function makeCerts(dir: string): Promise<TestCerts> {
   ] as const) {
     await ssl('req', ...ec, '-keyout', f(`${name}.key`), '-out', f(`${name}.csr`), '-subj', `/CN=${name}`);
     await writeFile(f(`${name}.ext`), ext);
-    await ssl('x509', '-req', '-in', f(`${name}.csr`), '-CA', f('ca.crt'), '-CAkey', f('ca.key'), '-CAcreateserial', '-out', f(`${name}.crt`), '-days', '2', '-extfile', f(`${name}.ext`));
+    await ssl(
+      'x509',
+      '-req',
+      '-in',
+      f(`${name}.csr`),
+      '-CA',
+      f('ca.crt'),
+      '-CAkey',
+      f('ca.key'),
+      '-CAcreateserial',
+      '-out',
+      f(`${name}.crt`),
+      '-days',
+      '2',
+      '-extfile',
+      f(`${name}.ext`),
+    );
   }
-  return { dir, ca: f('ca.crt'), serverCert: f('server.crt'), serverKey: f('server.key'), clientCert: f('client.crt'), clientKey: f('client.key') };
+  return {
+    dir,
+    ca: f('ca.crt'),
+    serverCert: f('server.crt'),
+    serverKey: f('server.key'),
+    clientCert: f('client.crt'),
+    clientKey: f('client.key'),
+  };
 }
 
 export interface SecureEtcd {
@@ -99,11 +122,27 @@ export async function startSecureEtcd(): Promise<SecureEtcd> {
   const child = spawn(
     'etcd',
     [
-      '--name', 'tls', '--data-dir', join(dir, 'data'),
-      '--listen-client-urls', `https://127.0.0.1:${port}`, '--advertise-client-urls', `https://127.0.0.1:${port}`,
-      '--listen-peer-urls', `http://127.0.0.1:${peer}`, '--initial-advertise-peer-urls', `http://127.0.0.1:${peer}`,
-      '--initial-cluster', `tls=http://127.0.0.1:${peer}`,
-      '--cert-file', certs.serverCert, '--key-file', certs.serverKey, '--trusted-ca-file', certs.ca, '--client-cert-auth',
+      '--name',
+      'tls',
+      '--data-dir',
+      join(dir, 'data'),
+      '--listen-client-urls',
+      `https://127.0.0.1:${port}`,
+      '--advertise-client-urls',
+      `https://127.0.0.1:${port}`,
+      '--listen-peer-urls',
+      `http://127.0.0.1:${peer}`,
+      '--initial-advertise-peer-urls',
+      `http://127.0.0.1:${peer}`,
+      '--initial-cluster',
+      `tls=http://127.0.0.1:${peer}`,
+      '--cert-file',
+      certs.serverCert,
+      '--key-file',
+      certs.serverKey,
+      '--trusted-ca-file',
+      certs.ca,
+      '--client-cert-auth',
     ],
     { stdio: ['ignore', 'ignore', 'pipe'] },
   );
@@ -164,6 +203,8 @@ export async function startSecureEtcd(): Promise<SecureEtcd> {
 
 function run(cmd: string, args: string[]): Promise<string> {
   return new Promise((resolve, reject) => {
-    execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) => (err ? reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stderr}`)) : resolve(stdout)));
+    execFile(cmd, args, { timeout: 30_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${cmd} ${args.join(' ')}: ${err.message}\n${stderr}`)) : resolve(stdout),
+    );
   });
 }

@@ -46,12 +46,17 @@ export async function shippedRole(): Promise<{ namespace: string; rules: PolicyR
   throw new Error('no Role in caddy-config/kubernetes-rbac.yaml');
 }
 
-export async function makeHarness(options: { mode?: KubeMode; fake?: FakeKubeOptions; source?: Record<string, unknown> } = {}): Promise<KubeHarness> {
+export async function makeHarness(
+  options: { mode?: KubeMode; fake?: FakeKubeOptions; source?: Record<string, unknown> } = {},
+): Promise<KubeHarness> {
   const mode = options.mode ?? 'name';
   const role = await shippedRole();
   const rules = mode === 'name' ? role.rules : role.rules.map(({ resourceNames: _drop, ...rule }) => rule);
   const fake = await startFakeKube({
-    tokens: { [ADMIN_TOKEN]: { user: 'kubernetes-admin' }, [READER_TOKEN]: { user: 'system:serviceaccount:default:dynamic-lb', rules, namespace: role.namespace } },
+    tokens: {
+      [ADMIN_TOKEN]: { user: 'kubernetes-admin' },
+      [READER_TOKEN]: { user: 'system:serviceaccount:default:dynamic-lb', rules, namespace: role.namespace },
+    },
     ...options.fake,
   });
   const dir = await mkdtemp(join(tmpdir(), 'fake-kube-'));
@@ -65,7 +70,8 @@ export async function makeHarness(options: { mode?: KubeMode; fake?: FakeKubeOpt
   kc.loadFromFile(kubeconfig(fake.url, ADMIN_TOKEN));
   const api = kc.makeApiClient(CoreV1Api);
   const namespace = role.namespace;
-  const mapFor = (key: string): string => (mode === 'name' ? CONFIGMAP : (SELECTOR_MAPS[[...key].reduce((h, c) => h + c.charCodeAt(0), 0) % SELECTOR_MAPS.length] as string));
+  const mapFor = (key: string): string =>
+    mode === 'name' ? CONFIGMAP : (SELECTOR_MAPS[[...key].reduce((h, c) => h + c.charCodeAt(0), 0) % SELECTOR_MAPS.length] as string);
 
   /** Read-modify-write of one ConfigMap with optimistic concurrency (retried on 409 Conflict). */
   const edit = async (name: string, change: (data: Record<string, string>) => void): Promise<void> => {
@@ -81,7 +87,10 @@ export async function makeHarness(options: { mode?: KubeMode; fake?: FakeKubeOpt
       try {
         if (current === undefined) {
           if (Object.keys(data).length === 0) return;
-          await api.createNamespacedConfigMap({ namespace, body: { metadata: { name, ...(mode === 'selector' ? { labels: { app: 'caddy-routing' } } : {}) }, data } });
+          await api.createNamespacedConfigMap({
+            namespace,
+            body: { metadata: { name, ...(mode === 'selector' ? { labels: { app: 'caddy-routing' } } : {}) }, data },
+          });
         } else if (mode === 'selector' && Object.keys(data).length === 0) {
           await api.deleteNamespacedConfigMap({ name, namespace });
         } else {

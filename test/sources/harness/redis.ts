@@ -146,9 +146,19 @@ export async function spawnRedis(config: string[], options: { sentinel?: boolean
   const port = await freePort();
   const tlsPort = options.tlsPort ? await freePort() : undefined;
   const file = join(dir, options.sentinel ? 'sentinel.conf' : 'redis.conf');
-  const lines = [`port ${tlsPort !== undefined ? 0 : port}`, 'bind 127.0.0.1', `dir ${dir}`, 'save ""', 'appendonly no', ...(tlsPort !== undefined ? [`tls-port ${tlsPort}`] : []), ...config];
+  const lines = [
+    `port ${tlsPort !== undefined ? 0 : port}`,
+    'bind 127.0.0.1',
+    `dir ${dir}`,
+    'save ""',
+    'appendonly no',
+    ...(tlsPort !== undefined ? [`tls-port ${tlsPort}`] : []),
+    ...config,
+  ];
   await writeFile(file, `${lines.join('\n')}\n`);
-  const child: ChildProcess = spawn('redis-server', [file, ...(options.sentinel ? ['--sentinel'] : [])], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child: ChildProcess = spawn('redis-server', [file, ...(options.sentinel ? ['--sentinel'] : [])], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
   let log = '';
   const keep = (d: Buffer): void => {
     log = (log + d.toString()).slice(-4000);

@@ -65,7 +65,13 @@ export interface SqlAdmin {
 
 export function sqlAdmin(driver: 'postgres' | 'mysql'): SqlAdmin {
   if (driver === 'postgres') {
-    const pool = new pg.Pool({ connectionString: infra.postgres.url, max: 2, connectionTimeoutMillis: 5000, query_timeout: 15_000, allowExitOnIdle: true });
+    const pool = new pg.Pool({
+      connectionString: infra.postgres.url,
+      max: 2,
+      connectionTimeoutMillis: 5000,
+      query_timeout: 15_000,
+      allowExitOnIdle: true,
+    });
     pool.on('error', () => undefined); // idle connections die when the server restarts; the next query reconnects
     return {
       exec: async (sql, params = []) => (await pool.query(sql, params)).rows as Array<Record<string, unknown>>,
@@ -218,8 +224,18 @@ export const makeMysqlIncrementalHarness = (): Promise<SqlHarness> => makeHarnes
 
 /** A bare SqlDriver built from `data_source` options, as the registry would (not connected yet). */
 export async function driverFrom(options: Record<string, unknown>): Promise<SqlDriver> {
-  const deps = { metrics: new Metrics(), parseErrors: new ParseErrorLog(), compile: { algorithms, state: new UpstreamStateTable() }, logger: silentLogger };
-  const spec = await factory({ name: 'sql', options: new OptionReader(options, 'data_source'), deps, createChild: () => Promise.reject(new Error('no children')) });
+  const deps = {
+    metrics: new Metrics(),
+    parseErrors: new ParseErrorLog(),
+    compile: { algorithms, state: new UpstreamStateTable() },
+    logger: silentLogger,
+  };
+  const spec = await factory({
+    name: 'sql',
+    options: new OptionReader(options, 'data_source'),
+    deps,
+    createChild: () => Promise.reject(new Error('no children')),
+  });
   if (!('driver' in spec) || !(spec.driver instanceof SqlDriver)) throw new Error('the sql factory did not return a SqlDriver');
   return spec.driver;
 }
