@@ -292,26 +292,7 @@ function errorsSnippet(out: Lines, config: ServiceConfig, o: CaddyfileOptions): 
     out.comment(`the sidecar is down or slow (nothing was copied): policy ${JSON.stringify(policy.name)}'s static pool`);
     out.line(`@dlb_failsafe_${name} expression \`${policyIs} && {http.request.header.X-Dynamic-Upstream} == ""\``);
     out.open(`handle @dlb_failsafe_${name}`);
-    const lb = LB_POLICY[policy.fallback];
-    if (lb === undefined || policy.pool.length === 0 || jwtFailSafeRefuses(policy)) {
-      out.comment(
-        jwtFailSafeRefuses(policy)
-          ? 'gateway_jwt: never serve without a verified token'
-          : policy.pool.length === 0
-            ? 'no static pool'
-            : 'fallback: none',
-      );
-      out.line('header Content-Type application/json');
-      out.line('respond `{"error":"routing service unavailable","reason":"sidecar_unreachable"}` 503');
-    } else {
-      out.open(`reverse_proxy ${policy.pool.join(' ')}`);
-      out.line('header_up -X-Dynamic-*');
-      out.line(`lb_policy ${lb}`);
-      out.line(`lb_retries ${Math.min(policy.pool.length - 1, 2)}`);
-      out.comment('real addresses: passive health is safe here');
-      out.line('fail_duration 10s');
-      out.close();
-    }
+    failsafeProxy(out, policy, jwtFailSafeRefuses(policy));
     out.close();
   }
   out.open('handle');
@@ -420,11 +401,20 @@ function poolErrorsSnippet(out: Lines, config: ServiceConfig): void {
   out.close();
 }
 
-/** The static pool with the policy's fallback as Caddy's lb_policy, or the 503 JSON answer (`fallback: none`, no pool). */
-function failsafeProxy(out: Lines, policy: PolicyConfig): void {
+/**
+ * The static pool with the policy's fallback as Caddy's lb_policy, or the 503 JSON answer (`fallback: none`, no
+ * pool, or a gateway_jwt policy that must never serve without a verified token).
+ */
+function failsafeProxy(out: Lines, policy: PolicyConfig, refuseWithoutToken = false): void {
   const lb = LB_POLICY[policy.fallback];
-  if (lb === undefined || policy.pool.length === 0) {
-    out.comment(policy.pool.length === 0 ? 'no static pool' : 'fallback: none');
+  if (lb === undefined || policy.pool.length === 0 || refuseWithoutToken) {
+    out.comment(
+      refuseWithoutToken
+        ? 'gateway_jwt: never serve without a verified token'
+        : policy.pool.length === 0
+          ? 'no static pool'
+          : 'fallback: none',
+    );
     out.line('header Content-Type application/json');
     out.line('respond `{"error":"routing service unavailable","reason":"sidecar_unreachable"}` 503');
     return;
