@@ -1,6 +1,7 @@
 import { stringify } from 'yaml';
 import { generateSnippets, type CaddyfileOptions } from '../caddyfile/generate.ts';
 import { parseConfig } from '../config/load.ts';
+import { mapGatewayJwt } from './gateway-jwt.ts';
 import { formatToken, type Token } from './lexer.ts';
 import { parseCaddyfile, type Directive, type ReadFile } from './parse.ts';
 import { JSON_ONLY_SOURCES, SOURCE_BLOCKS, envValue, mapSource, type Dropped } from './sources.ts';
@@ -50,6 +51,12 @@ const SELECT_KEEPS = new Set([
 ]);
 const FALLBACKS = new Set(['random', 'round_robin', 'least_conn', 'first', 'ip_hash', 'uri_hash']);
 
+interface Jwt {
+  directive: Directive;
+  block: Record<string, unknown> | undefined;
+  used: boolean;
+}
+
 interface Found {
   name: string;
   mode: 'select' | 'upstreams';
@@ -80,18 +87,31 @@ export function migrateCaddyfile(text: string, file: string, o: MigrateOptions =
   };
   let ttl: number | undefined;
 
-  const visit = (list: Directive[], site: string): void => {
+  // gateway_jwt is ordered before reverse_proxy: it covers every proxy of its block and the blocks inside it
+  const visit = (list: Directive[], site: string, outer: Jwt | undefined): void => {
+    let jwt = outer;
     for (const d of list) {
-      const name = d.name.text;
-      if (name === 'gateway_jwt') {
+      if (d.name.text !== 'gateway_jwt') continue;
+      if (jwt !== undefined && jwt !== outer) {
+        jwt.used = true;
+        emit({
+          token: jwt.directive.name,
+          what: 'gateway_jwt { … }',
+          why: `a second gateway_jwt in the same block (line ${d.name.line}) is the one carried over; merge their checks by hand`,
+        });
+      }
+      if (d.args.length > 0)
         emit({
           token: d.name,
-          what: 'gateway_jwt { … }',
-          why: "not carried over by migrate yet: configure the sidecar's gateway_jwt by hand (docs/gateway-jwt.md) and send the keys it sets",
+          what: `gateway_jwt ${d.args.map((a) => a.text).join(' ')}`,
+          why: 'its matcher is not carried over: the sidecar verifies every /select of the policies it covers',
         });
-        d.name = { ...d.name, text: '' };
-        continue;
-      }
+      jwt = { directive: d, block: mapGatewayJwt(d, emit), used: false };
+      jwts.push(jwt);
+      d.name = { ...d.name, text: '' };
+    }
+    for (const d of list) {
+      const name = d.name.text;
       if (name === 'lb_policy_dynamic') {
         emit({
           token: d.name,
@@ -104,12 +124,33 @@ export function migrateCaddyfile(text: string, file: string, o: MigrateOptions =
       if (name === 'reverse_proxy' && d.block !== undefined) {
         const f = migrateProxy(d, site, nameFor, emit, (s) => (ttl = ttl === undefined ? s : Math.min(ttl, s)));
         if (f !== undefined) found.push(f);
+        if (f !== undefined && jwt?.block !== undefined) {
+          if (f.mode === 'select') {
+            f.policy.gateway_jwt = jwt.block;
+            jwt.used = true;
+          } else {
+            jwt.used = true;
+            emit({
+              token: d.name,
+              what: `gateway_jwt (line ${jwt.directive.name.line}) before dynamic dynamic_source`,
+              why: 'not applied to this pool-mode policy: only select mode (forward_auth) can verify a token per request',
+            });
+          }
+        }
         continue;
       }
-      if (d.block !== undefined) visit(d.block, site);
+      if (d.block !== undefined) visit(d.block, site, jwt);
     }
   };
-  for (const b of blocks) if (!b.global) visit(b.directives, b.keys.map((k) => k.text).join(' '));
+  const jwts: Jwt[] = [];
+  for (const b of blocks) if (!b.global) visit(b.directives, b.keys.map((k) => k.text).join(' '), undefined);
+  for (const j of jwts)
+    if (j.block !== undefined && !j.used)
+      emit({
+        token: j.directive.name,
+        what: 'gateway_jwt { … }',
+        why: 'no lb_policy dynamic after it in its block: nothing to carry it to (the sidecar verifies tokens per policy)',
+      });
   if (found.length === 0) throw new Error(`${file}: no reverse_proxy with lb_policy dynamic or dynamic dynamic_source: nothing to migrate`);
 
   const policies: Record<string, unknown> = {};
@@ -127,10 +168,14 @@ export function migrateCaddyfile(text: string, file: string, o: MigrateOptions =
     if (!b.global) continue;
     for (const d of b.directives) {
       if (d.name.text === 'order' && d.args.some((a) => a.text === 'gateway_jwt' || a.text === 'lb_policy_dynamic')) {
+        const jwtOrder = d.args.some((a) => a.text === 'gateway_jwt');
         emit({
           token: d.name,
           what: `order ${d.args.map((a) => a.text).join(' ')}`,
-          why: 'dropped with the Go module directive it orders',
+          why: jwtOrder
+            ? 'not needed: gateway_jwt moves into the sidecar policy it covers'
+            : 'dropped with the Go module directive it orders',
+          ...(jwtOrder ? { kept: true } : {}),
         });
         continue;
       }

@@ -103,25 +103,186 @@ describe("dynamic-lb migrate: Caddyfiles in the Go module's grammar", () => {
     }
   });
 
-  test('gateway-jwt fixture: lb_policy_dynamic inside reverse_proxy is read as lb_policy dynamic; gateway_jwt is listed', async () => {
+  test('gateway-jwt fixture: lb_policy_dynamic inside reverse_proxy is read as lb_policy dynamic; gateway_jwt goes to the policy', async () => {
     const m = await migrateAndValidate('gateway-jwt.Caddyfile');
     try {
-      const p = policies(m).default as Record<string, unknown>;
-      assert.equal(p.instance_key, '{http.vars.route_instance_key}');
-      assert.equal(p.version_key, '{http.vars.route_version_key}');
-      assert.equal(p.fallback, 'random');
-      assert.deepEqual(p.pool, ['127.0.0.1:9201', '127.0.0.1:9202']);
-      assert.deepEqual(p.data_source, { source: 'file', path: join(m.dir, 'routes.json'), watch: true });
-      assert.match(m.report, /:18: gateway_jwt \{ … \}: not carried over/);
+      assert.deepEqual(policies(m), {
+        default: {
+          instance_key: '{http.vars.route_instance_key}',
+          version_key: '{http.vars.route_version_key}',
+          fallback: 'random',
+          data_source: { source: 'file', watch: true, path: join(m.dir, 'routes.json') },
+          health_checks: { active: { uri: '/alive', interval: '3s', timeout: '2s' } },
+          pool: ['127.0.0.1:9201', '127.0.0.1:9202'],
+          restrict_to_pool: true,
+          gateway_jwt: {
+            issuer: 'https://login.example.org',
+            jwks_url: 'http://127.0.0.1:9300/keys',
+            allow_insecure_jwks: true,
+            audiences: ['orders-api'],
+            trusted_sources: ['10.0.0.0/8'],
+          },
+        },
+      });
+      // only the lb_policy_dynamic spelling is listed, as carried over
+      assert.equal(m.report.trim().split('\n').length, 1, m.report);
       assert.match(m.report, /:4: lb_policy_dynamic \{ … \} inside reverse_proxy: Caddy rejected this form/);
-      assert.deepEqual(p.health_checks, { active: { uri: '/alive', interval: '3s', timeout: '2s' } });
-      assert.match(m.caddyfile, /^# dynamic-lb migrate: NOT carried over \(1\):\n# {3}.*Caddyfile\.go:18: gateway_jwt/);
-      assert.doesNotMatch(m.caddyfile.replace(/^#.*$/gm, ''), /gateway_jwt|lb_policy_dynamic/);
-      // the X-Dynamic-Var-* headers carry the vars the keys read
-      assert.match(m.caddyfile, /header_up X-Dynamic-Var-route_instance_key \{http\.vars\.route_instance_key\}/);
+      assert.doesNotMatch(m.report, /gateway_jwt/);
+      assert.match(m.caddyfile, /^# dynamic-lb migrate: everything was carried over\.\n/);
+      assert.doesNotMatch(m.caddyfile.replace(/^\s*#.*$/gm, ''), /gateway_jwt|lb_policy_dynamic/);
+      // the sidecar sets the route vars itself: no X-Dynamic-Var-* for them; the verified claims come back as X-Route-*
+      assert.doesNotMatch(m.caddyfile, /X-Dynamic-Var-route_/);
+      assert.match(m.caddyfile, /request_header -X-Route-\*/);
+      assert.match(m.caddyfile, /copy_headers X-Route-Tenant X-Route-Service X-Route-Version X-Route-Instance/);
     } finally {
       rmSync(m.dir, { recursive: true, force: true });
     }
+  });
+
+  test('gateway_jwt: every Caddyfile option of the Go module, and what cannot be carried, with its line', () => {
+    const r = migrateCaddyfile(
+      [
+        ':80 {',
+        '	gateway_jwt {',
+        '		jwks_url https://idp.example/jwks.json',
+        '		issuer iss-1',
+        '		audience a1',
+        '		audience a2',
+        '		allowed_algs HS256',
+        '		allowed_algs RS256 PS384 HS256',
+        '		leeway 30s',
+        '		token_header X-Gateway-Token',
+        '		token_prefix "Token "',
+        '		optional',
+        '		trusted_source 10.0.0.0/8',
+        '		trusted_source 192.168.1.1',
+        '		require_mtls',
+        `		allowed_client_cert_sha256 ${'AB'.repeat(32)} ${'0'.repeat(64)}`,
+        '		allowed_client_cert_sha256 nothex',
+        '		claim_tenant tid',
+        '		claim_service svc',
+        '		claim_version ver',
+        '		claim_instance inst',
+        '		version_key_template {tenant}:{service}:{version}',
+        '		instance_key_template {tenant}:{service}:{version}:{instance}',
+        '		key_prefix routes/',
+        '		jwks_refresh_interval 1d',
+        '		jwks_timeout 0',
+        '		allow_insecure_jwks',
+        '		optional yes',
+        '		leeway soon',
+        '		colour blue',
+        '	}',
+        '	reverse_proxy a:1 {',
+        '		lb_policy dynamic {',
+        '			instance_key {http.vars.route_instance_key}',
+        '			version_key {http.vars.route_version_key}',
+        '			file {',
+        '				path /tmp/routes.json',
+        '			}',
+        '		}',
+        '	}',
+        '}',
+        ':81 {',
+        '	gateway_jwt /api/* {',
+        '		jwks_url https://idp.example/jwks.json',
+        '		allowed_client_cert_sha256 ' + 'a'.repeat(64),
+        '	}',
+        '	gateway_jwt {',
+        '		issuer no-url',
+        '	}',
+        '}',
+        ':82 {',
+        '	gateway_jwt {',
+        '		jwks_url https://idp.example/jwks.json',
+        '	}',
+        '	reverse_proxy {',
+        '		dynamic dynamic_source {',
+        '			key {http.request.header.X-T}',
+        '			file {',
+        '				path /tmp/upstreams',
+        '			}',
+        '		}',
+        '	}',
+        '}',
+      ].join('\n'),
+      'jwt.Caddyfile',
+    );
+    const yaml = parse(r.yaml) as { policies: Record<string, Record<string, unknown>> };
+    assert.deepEqual(yaml.policies.default?.gateway_jwt, {
+      jwks_url: 'https://idp.example/jwks.json',
+      issuer: 'iss-1',
+      leeway: '30s',
+      token_header: 'X-Gateway-Token',
+      token_prefix: 'Token ',
+      optional: true,
+      require_mtls: true,
+      claim_tenant: 'tid',
+      claim_service: 'svc',
+      claim_version: 'ver',
+      claim_instance: 'inst',
+      version_key_template: '{tenant}:{service}:{version}',
+      instance_key_template: '{tenant}:{service}:{version}:{instance}',
+      key_prefix: 'routes/',
+      jwks_refresh_interval: '1d',
+      allow_insecure_jwks: true,
+      audiences: ['a1', 'a2'],
+      allowed_algs: ['RS256', 'PS384'],
+      trusted_sources: ['10.0.0.0/8'],
+      allowed_client_cert_sha256: ['AB'.repeat(32), '0'.repeat(64)],
+    });
+    // the YAML loads, with every value as the Go module read it
+    const jwt = parseConfig(r.yaml, 'dynamic-lb.yaml', {}).policies.find((p) => p.name === 'default')?.gatewayJwt;
+    assert.equal(jwt?.leewayMs, 30_000);
+    assert.equal(jwt?.jwksTimeoutMs, 5000);
+    assert.equal(jwt?.jwksRefreshIntervalMs, 86_400_000);
+    assert.equal(jwt?.tokenPrefix, 'Token ');
+    assert.deepEqual(jwt?.allowedClientCertSha256, ['ab'.repeat(32), '0'.repeat(64)]);
+    // pool mode gets no gateway_jwt; the policy is still migrated
+    assert.equal(yaml.policies['82']?.gateway_jwt, undefined);
+    assert.equal(Object.keys(yaml.policies).length, 2);
+    const expected = [
+      /^jwt\.Caddyfile:8: allowed_algs HS256: the JWKS holds RSA\/EC keys only/m,
+      /^jwt\.Caddyfile:14: trusted_source 192\.168\.1\.1: "192\.168\.1\.1" is not a CIDR \(write 192\.168\.1\.1\/32/m,
+      /^jwt\.Caddyfile:17: allowed_client_cert_sha256 nothex: not a hex SHA-256/m,
+      /^jwt\.Caddyfile:28: optional yes: a flag takes no value/m,
+      /^jwt\.Caddyfile:29: leeway soon: not a duration/m,
+      /^jwt\.Caddyfile:30: colour blue: unrecognized/m,
+      /^jwt\.Caddyfile:43: gateway_jwt \/api\/\*: its matcher is not carried over/m,
+      /^jwt\.Caddyfile:43: gateway_jwt \{ … \}: a second gateway_jwt in the same block \(line 47\)/m,
+      /^jwt\.Caddyfile:45: allowed_client_cert_sha256: the Go module ignored it without require_mtls/m,
+      /^jwt\.Caddyfile:47: gateway_jwt \{ … \}: no jwks_url/m,
+      /^jwt\.Caddyfile:55: gateway_jwt \(line 52\) before dynamic dynamic_source: not applied to this pool-mode policy/m,
+    ];
+    for (const re of expected) assert.match(r.report, re);
+    // line 8 replaced line 7's allowed_algs, as in the Go module: line 7 is neither carried nor listed
+    assert.equal(r.report.trim().split('\n').length, expected.length, r.report);
+    assert.doesNotMatch(r.report, /:52: gateway_jwt \{ … \}: no lb_policy dynamic/);
+    assert.match(r.caddyfile, /copy_headers X-Route-Tenant/);
+    assert.doesNotMatch(r.caddyfile.replace(/^\s*#.*$/gm, ''), /gateway_jwt/);
+  });
+
+  test('gateway_jwt with no lb_policy dynamic in its block is listed', () => {
+    const r = migrateCaddyfile(
+      [
+        ':80 {',
+        '	gateway_jwt {',
+        '		jwks_url https://idp.example/jwks.json',
+        '	}',
+        '	respond ok',
+        '}',
+        ':81 {',
+        '	reverse_proxy a:1 {',
+        '		lb_policy dynamic {',
+        '			key {http.request.header.X-T}',
+        '		}',
+        '	}',
+        '}',
+      ].join('\n'),
+      'lone.Caddyfile',
+    );
+    assert.match(r.report, /^lone\.Caddyfile:2: gateway_jwt \{ … \}: no lb_policy dynamic after it in its block/m);
+    assert.equal((parse(r.yaml) as { policies: Record<string, Record<string, unknown>> }).policies.default?.gateway_jwt, undefined);
   });
 
   test('every block of §11 (each source, TLS, sentinel, headers, snippets, env placeholders, matcher, dynamic_source)', async () => {
@@ -213,10 +374,11 @@ describe("dynamic-lb migrate: Caddyfiles in the Go module's grammar", () => {
       assert.match(m.caddyfile, /route \/api\/\* \{\n\t\timport dynamic-lb-file-example-8005\n\t\}/);
       assert.match(m.caddyfile, /pool\.example:8007 \{\n\timport dynamic-lb-pool-errors\n\timport dynamic-lb-pool-example-8007\n\}/);
       // listed, with their lines
-      assert.match(m.report, /:4: order gateway_jwt before reverse_proxy: dropped/);
+      assert.match(m.report, /:4: order gateway_jwt before reverse_proxy: not needed: gateway_jwt moves into the sidecar policy/);
+      assert.deepEqual(p['jwt-example-8008']?.gateway_jwt, { jwks_url: 'https://issuer.example/jwks.json', issuer: 'example-issuer' });
       assert.match(m.report, /:132: retry_count 0: the Go module replaced 0 by 2/);
       assert.match(m.report, /:144: refresh_interval 10s: carried over as dns\.ttl/);
-      assert.match(m.report, /:157: gateway_jwt/);
+      assert.doesNotMatch(m.report, /:157: gateway_jwt/);
       assert.match(m.report, /:164: zookeeper \{ … \}: the Go module had no Caddyfile form for zookeeper/);
     } finally {
       rmSync(m.dir, { recursive: true, force: true });
