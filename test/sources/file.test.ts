@@ -77,8 +77,14 @@ async function resolve(source: RouteSource, key: string): Promise<string> {
  */
 async function watchEstablished(source: RouteSource, dir: string): Promise<void> {
   const before = source.health().last_sync;
-  await writeFile(join(dir, '.watch-probe'), String(Date.now()));
-  await eventually(() => source.health().last_sync !== before, 10_000, 'file watch live');
+  // start() can resolve before the watcher exists, and the watch's own first sync can land in the same
+  // millisecond as the initial one (last_sync unchanged): touch the probe again until a reload shows up
+  const deadline = Date.now() + 10_000;
+  for (let n = 0; source.health().last_sync === before; n++) {
+    if (Date.now() > deadline) throw new Error('timed out after 10000ms waiting for file watch live');
+    await writeFile(join(dir, '.watch-probe'), String(n));
+    await eventually(() => source.health().last_sync !== before, 300, 'file watch live').catch(() => undefined);
+  }
 }
 
 const keysOf = (source: RouteSource): string[] => [...source.routes()].map((r) => r.key).sort();
