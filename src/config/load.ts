@@ -22,17 +22,17 @@ export function configPath(flag: string | undefined): string {
 }
 
 export function loadConfigFile(file: string, env: NodeJS.ProcessEnv = process.env): ServiceConfig {
-  let text: string;
+  return parseConfig(readInputFile(file, 'config'), file, env);
+}
+
+/** A file the user named, as text; a failure is a ConfigError naming the file (`cannot read <what>: …`). */
+export function readInputFile(file: string, what: string): string {
   try {
-    text = readFileSync(file, 'utf8');
+    return readFileSync(file, 'utf8');
   } catch (err) {
-    throw new ConfigError(
-      '',
-      `cannot read config: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
-      { file },
-    );
+    const code = (err as NodeJS.ErrnoException).code;
+    throw new ConfigError('', `cannot read ${what}: ${code === 'ENOENT' ? 'no such file' : (err as Error).message}`, { file });
   }
-  return parseConfig(text, file, env);
 }
 
 /** `${NAME}` and `${NAME:-default}` from the environment; `$${` is a literal `${`. */

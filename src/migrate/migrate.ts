@@ -1,3 +1,4 @@
+import { parseDuration } from '../config/duration.ts';
 import { stringify } from 'yaml';
 import { generateSnippets, type CaddyfileOptions } from '../caddyfile/generate.ts';
 import { parseConfig } from '../config/load.ts';
@@ -505,10 +506,8 @@ function sourcePolicy(source: Directive, emit: (x: Dropped) => void, ttl: ((ms: 
     const n = x.name.text;
     const value = x.args.length === 1 && x.block === undefined ? envValue((x.args[0] as Token).text) : undefined;
     if ((n === 'key' || n === 'default_key') && value !== undefined) policy[n] = value;
-    else if (n === 'refresh_interval' && value !== undefined && /^\d+(?:\.\d+)?(ms|s|m|h)$/.test(value)) {
-      const num = Number.parseFloat(value);
-      const unit = /(ms|s|m|h)$/.exec(value)?.[1];
-      const ms = unit === 'ms' ? num : unit === 's' ? num * 1000 : unit === 'm' ? num * 60_000 : num * 3_600_000;
+    else if (n === 'refresh_interval' && value !== undefined && durationOf(value) !== undefined) {
+      const ms = durationOf(value) as number;
       if (ttl !== undefined) ttl(ms === 0 ? 5000 : ms);
       emit({
         token: x.name,
@@ -530,6 +529,19 @@ function sourcePolicy(source: Directive, emit: (x: Dropped) => void, ttl: ((ms: 
   if (policy.data_source === undefined)
     emit({ token: source.name, what: 'dynamic_source', why: 'no data source block: the policy has no routes until data_source is set' });
   return policy;
+}
+
+/**
+ * A Caddyfile duration in milliseconds, or undefined when the text is not one (the shared parser's rules; a bare
+ * number is integer nanoseconds only in JSON, as Go's time.ParseDuration rejects it in a Caddyfile).
+ */
+function durationOf(text: string): number | undefined {
+  if (/^\d+$/.test(text)) return undefined;
+  try {
+    return parseDuration(text);
+  } catch {
+    return undefined;
+  }
 }
 
 function contains(list: Directive[], found: Found[], mode: Found['mode']): boolean {

@@ -1,6 +1,7 @@
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { basename, dirname, isAbsolute, join } from 'node:path';
 import { ConfigError } from '../errors.ts';
+import { readInputFile } from '../config/load.ts';
 import { onNewLine, tokenize, type Token } from './lexer.ts';
 
 /**
@@ -33,17 +34,7 @@ export function parseCaddyfile(text: string, file: string, readFile: ReadFile = 
 }
 
 export function parseCaddyfileAt(file: string): ServerBlock[] {
-  let text: string;
-  try {
-    text = readFileSync(file, 'utf8');
-  } catch (err) {
-    throw new ConfigError(
-      '',
-      `cannot read Caddyfile: ${(err as NodeJS.ErrnoException).code === 'ENOENT' ? 'no such file' : (err as Error).message}`,
-      { file },
-    );
-  }
-  return parseCaddyfile(text, file);
+  return parseCaddyfile(readInputFile(file, 'Caddyfile'), file);
 }
 
 class Parser {

@@ -75,6 +75,30 @@ describe("dynamic-lb migrate: Caddyfiles in the Go module's grammar", () => {
     assert.equal(snippets(r.caddyfile), snippets(generated));
   });
 
+  test('refresh_interval: any Caddy duration becomes dns.ttl; a bare number (not a Caddyfile duration) is listed', () => {
+    const caddyfile = (refresh: string): string =>
+      [
+        ':8000 {',
+        '\treverse_proxy {',
+        '\t\tdynamic dynamic_source {',
+        '\t\t\tkey {http.request.header.X-Team}',
+        `\t\t\trefresh_interval ${refresh}`,
+        '\t\t\tetcd {',
+        '\t\t\t\tendpoints 10.9.0.1:2379',
+        '\t\t\t}',
+        '\t\t}',
+        '\t}',
+        '}',
+        '',
+      ].join('\n');
+    const ttl = (refresh: string): unknown =>
+      (parse(migrateCaddyfile(caddyfile(refresh), 'pool.Caddyfile').yaml) as { dns?: { ttl?: unknown } }).dns?.ttl;
+    assert.equal(ttl('1m30s'), 90);
+    assert.equal(ttl('1500ms'), 2); // a DNS TTL is whole seconds
+    const bare = migrateCaddyfile(caddyfile('30'), 'pool.Caddyfile');
+    assert.match(bare.report, /pool\.Caddyfile:5: refresh_interval 30: unrecognized/);
+  });
+
   test('multi-tenant fixture: dynamic_upstreams (the documented form) + lb_policy dynamic → one select policy over a composite', async () => {
     const m = await migrateAndValidate('multi-tenant.Caddyfile');
     try {
