@@ -30,7 +30,11 @@ export interface DnsRelayOptions {
   hangAfterMs?: number;
   /** A relayed question gets the stale answer or SERVFAIL after this. Default 2500 ms (above the store lookup timeout). */
   relayTimeoutMs?: number;
-  /** Last answers kept for stale-on-hang, oldest dropped first. Default 10000. */
+  /**
+   * Last answers kept for stale-on-hang, oldest dropped first. Default 10000. Negative answers (NXDOMAIN, which
+   * any client can cause with an invented name) are kept apart, at most a tenth of this, so they never push a
+   * real pool out.
+   */
   maxStale?: number;
 }
 
@@ -50,6 +54,7 @@ export class DnsRelay {
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
   private readonly stale = new Map<string, Buffer>();
+  private readonly staleNegative = new Map<string, Buffer>();
   private readonly o: Required<DnsRelayOptions>;
   private readonly sweep: NodeJS.Timeout;
   private readonly upstream: { host: string; port: number };
@@ -100,19 +105,22 @@ export class DnsRelay {
     const reply = transport === 'udp' ? await this.relayUdp(msg) : await this.relayTcp(msg);
     if (reply === undefined) return fallback();
     const rcode = reply.length >= 4 ? reply.readUInt16BE(2) & 0xf : RCODE_SERVFAIL;
-    if (rcode === 0 || rcode === 3) this.remember(key, reply);
+    if (rcode === 0) this.remember(this.stale, this.o.maxStale, key, reply);
+    else if (rcode === 3) this.remember(this.staleNegative, Math.max(1, Math.floor(this.o.maxStale / 10)), key, reply);
     else if (rcode === RCODE_SERVFAIL) return this.staleFor(key, msg) ?? reply;
     return reply;
   }
 
-  private remember(key: string, reply: Buffer): void {
+  private remember(kept: Map<string, Buffer>, max: number, key: string, reply: Buffer): void {
+    // a key answered one way is no longer answered the other
     this.stale.delete(key);
-    this.stale.set(key, reply);
-    if (this.stale.size > this.o.maxStale) this.stale.delete(this.stale.keys().next().value as string);
+    this.staleNegative.delete(key);
+    kept.set(key, reply);
+    if (kept.size > max) kept.delete(kept.keys().next().value as string);
   }
 
   private staleFor(key: string, msg: Buffer): Buffer | undefined {
-    const cached = this.stale.get(key);
+    const cached = this.stale.get(key) ?? this.staleNegative.get(key);
     if (cached === undefined) return undefined;
     const out = Buffer.from(cached);
     out.writeUInt16BE(msg.readUInt16BE(0), 0);

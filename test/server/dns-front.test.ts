@@ -59,7 +59,7 @@ describe('DnsRelay: the DNS front between Caddy and the service', () => {
   let upstream: Awaited<ReturnType<typeof fakeUpstream>>;
   const local = new DnsServer({ listen: '127.0.0.1:0', zone: ZONE, ttlSeconds: 5, policies: new Map(), logger: silentLogger });
   const relays: DnsRelay[] = [];
-  const relay = (o: { hangAfterMs?: number; relayTimeoutMs?: number } = {}): DnsRelay => {
+  const relay = (o: { hangAfterMs?: number; relayTimeoutMs?: number; maxStale?: number } = {}): DnsRelay => {
     const r = new DnsRelay(local, { upstream: upstream.address, ...o });
     relays.push(r);
     return r;
@@ -81,6 +81,25 @@ describe('DnsRelay: the DNS front between Caddy and the service', () => {
     assert.equal(a.answers?.[0]?.type, 'SRV');
     const n = decode(await r.answer(query(`nobody.default.${ZONE}`, 'SRV', 17), 'udp'));
     assert.deepEqual([n.id, n.rcode], [17, 'NXDOMAIN']);
+  });
+
+  test('invented names (NXDOMAIN) cannot push a real pool out of the stale answers; both kinds stay bounded', async () => {
+    const r = relay({ hangAfterMs: 200, maxStale: 20 });
+    r.beat();
+    decode(await r.answer(query(`tenant-a.default.${ZONE}`, 'SRV', 1), 'udp'));
+    // 500 invented names, far more than either cap (20 answers, 2 negative ones)
+    for (let i = 0; i < 500; i++) {
+      r.beat(); // the service stays alive while they are asked, however slow the machine
+      decode(await r.answer(query(`nobody.invented-${i}.default.${ZONE}`, 'SRV', 2), 'udp'));
+    }
+    await new Promise((resolve) => setTimeout(resolve, 250));
+    assert.equal(r.alive(), false);
+    const kept = decode(await r.answer(query(`tenant-a.default.${ZONE}`, 'SRV', 3), 'udp'));
+    assert.deepEqual([kept.rcode, kept.answers?.length], ['NOERROR', 1]);
+    const newest = decode(await r.answer(query(`nobody.invented-499.default.${ZONE}`, 'SRV', 4), 'udp'));
+    assert.equal(newest.rcode, 'NXDOMAIN');
+    const oldest = decode(await r.answer(query(`nobody.invented-0.default.${ZONE}`, 'SRV', 5), 'udp'));
+    assert.equal(oldest.rcode, 'SERVFAIL');
   });
 
   test('SRV targets are answered by the front itself, without asking the service', async () => {
