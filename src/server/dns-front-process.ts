@@ -19,6 +19,11 @@ const server: DnsServer = new DnsServer({
 });
 const relay: DnsRelay = new DnsRelay(server, options);
 
+/** After the service died: questions must have stopped this long before the sockets close ... */
+const QUIET_MS = 300;
+/** ... or this long passed since it died (the port must come free for a restarted service). */
+const LINGER_MS = 10_000;
+
 async function shutdown(code: number): Promise<void> {
   relay.close();
   // let the answers just settled (stale or SERVFAIL) leave before the sockets close: a question left unanswered
@@ -32,8 +37,16 @@ process.on('message', (m: { t: string }) => {
   if (m.t === 'beat') relay.beat();
   else if (m.t === 'stop') void shutdown(0);
 });
-// the service died (SIGKILL, crash): answer what is pending, free the port, go
-process.on('disconnect', () => void shutdown(0));
+// the service died (SIGKILL, crash): SERVFAIL for what is pending and what comes (Caddy serves the static pool);
+// the sockets close once no question came for QUIET_MS, since closing drops the questions queued in them unanswered
+process.on('disconnect', () => void lingerThenExit());
+
+async function lingerThenExit(): Promise<void> {
+  relay.close(true);
+  const deadline = Date.now() + LINGER_MS;
+  while (Date.now() < deadline && Date.now() - relay.lastQuestionAt < QUIET_MS) await new Promise((r) => setTimeout(r, 50));
+  await shutdown(0);
+}
 
 try {
   const address = await server.start();

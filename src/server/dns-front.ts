@@ -20,8 +20,10 @@ import { splitHostPort } from './http-util.ts';
  *    older than `hangAfterMs`, or a relay takes longer than `relayTimeoutMs`, the last answer to the same
  *    question is sent (stale-on-error, last-known pools keep serving), else SERVFAIL, which Go's resolver
  *    does not wait on: Caddy falls back to the static pool at once;
- *  - when the service dies (the IPC channel closes), the front answers what is pending with SERVFAIL and exits:
- *    its port is closed, the next lookups are refused at once, and Caddy serves the static pool.
+ *  - when the service dies (the IPC channel closes), the front answers what is pending, and every later question,
+ *    with SERVFAIL (Caddy serves the static pool), and exits once questions stopped for QUIET_MS (at most
+ *    LINGER_MS): closing a UDP socket drops the questions queued in it unanswered — 5 s each for Caddy, under its
+ *    lookup lock — so it closes when none are coming. Once closed, lookups are refused at once (ICMP).
  */
 export interface DnsRelayOptions {
   /** The service's DNS server (`host:port`). */
@@ -50,6 +52,10 @@ interface Pending {
 export class DnsRelay {
   private lastBeat = Date.now();
   private closed = false;
+  /** The service is dead (not hung): no stale answers, only SERVFAIL, as a refused port would give. */
+  private gone = false;
+  /** When the last question arrived (the front lingers after the service died until questions stop). */
+  lastQuestionAt = 0;
   private udp: dgram.Socket | undefined;
   private readonly pending = new Map<number, Pending>();
   private nextId = 1;
@@ -80,9 +86,14 @@ export class DnsRelay {
     return !this.closed && Date.now() - this.lastBeat < this.o.hangAfterMs;
   }
 
-  /** The service is gone: answer everything still waiting (stale or SERVFAIL). */
-  close(): void {
+  /**
+   * Stop relaying: answer everything still waiting, and every later question, from here — with the last answer
+   * (stale) after a stop, or with SERVFAIL when `gone` (the service died: Caddy serves the static pool, just as
+   * when the port is closed).
+   */
+  close(gone = false): void {
     this.closed = true;
+    this.gone ||= gone;
     clearInterval(this.sweep);
     this.failPending();
     this.udp?.close();
@@ -90,6 +101,7 @@ export class DnsRelay {
   }
 
   async answer(msg: Buffer, transport: 'udp' | 'tcp'): Promise<Buffer | undefined> {
+    this.lastQuestionAt = Date.now();
     let query: dnsPacket.DecodedPacket;
     try {
       query = dnsPacket.decode(msg);
@@ -100,7 +112,7 @@ export class DnsRelay {
     if (question === undefined || query.questions?.length !== 1 || this.local.isTarget(question.name))
       return this.local.answer(msg, transport);
     const key = `${transport}:${question.type}:${question.name.toLowerCase()}`;
-    const fallback = (): Buffer => this.staleFor(key, msg) ?? servfail(query, msg);
+    const fallback = (): Buffer => (this.gone ? undefined : this.staleFor(key, msg)) ?? servfail(query, msg);
     if (!this.alive()) return fallback();
     const reply = transport === 'udp' ? await this.relayUdp(msg) : await this.relayTcp(msg);
     if (reply === undefined) return fallback();

@@ -153,6 +153,20 @@ describe('DnsRelay: the DNS front between Caddy and the service', () => {
       upstream.silent = false;
     }
   });
+
+  test('the service died (close(true)): SERVFAIL even where a stale answer exists, targets still answered; questions are timed', async () => {
+    const r = relay({ hangAfterMs: 60_000 });
+    decode(await r.answer(query(`tenant-a.default.${ZONE}`, 'SRV', 1), 'udp'));
+    r.close(true);
+    upstream.asked.length = 0;
+    const before = Date.now();
+    const dead = decode(await r.answer(query(`tenant-a.default.${ZONE}`, 'SRV', 2), 'udp'));
+    assert.deepEqual([dead.id, dead.rcode], [2, 'SERVFAIL'], 'a dead service serves no stale pool: Caddy takes the static one');
+    assert.ok(r.lastQuestionAt >= before, 'the front knows when the last question came (it lingers until they stop)');
+    const target = decode(await r.answer(query(`ip-10-0-0-1.${ZONE}`, 'A', 3), 'udp'));
+    assert.deepEqual([target.rcode, target.answers?.map((x) => (x as { data?: unknown }).data)], ['NOERROR', ['10.0.0.1']]);
+    assert.deepEqual(upstream.asked, [], 'nothing is relayed');
+  });
 });
 
 describe('DnsFront: the front process', () => {
