@@ -19,34 +19,36 @@ const server: DnsServer = new DnsServer({
 });
 const relay: DnsRelay = new DnsRelay(server, options);
 
-/** After the service died: questions must have stopped this long before the sockets close ... */
+/** Questions must have stopped this long before the sockets close (closing drops the ones queued in them) ... */
 const QUIET_MS = 300;
-/** ... or this long passed since it died (the port must come free for a restarted service). */
-const LINGER_MS = 10_000;
+/** ... or this long passed since the service died (the port must come free for a restarted service) ... */
+const LINGER_DEAD_MS = 10_000;
+/** ... or since a stop began (the service kills the front 2 s after asking it to stop). */
+const LINGER_STOP_MS = 1500;
 
-async function shutdown(code: number): Promise<void> {
-  relay.close();
-  // let the answers just settled (stale or SERVFAIL) leave before the sockets close: a question left unanswered
-  // costs Caddy a 5 s resolver timeout under its lookup lock
-  await new Promise((r) => setTimeout(r, 50));
-  await server.stop().catch(() => undefined);
-  process.exit(code);
+let ending: Promise<void> | undefined;
+/**
+ * Stop relaying, then close the sockets once questions stopped coming: a question queued in a closing UDP socket
+ * is never answered, which costs Caddy a 5 s resolver timeout under its lookup lock. Meanwhile questions get the
+ * last answer (a stop) or SERVFAIL (the service died: Caddy serves the static pool).
+ */
+function end(gone: boolean, lingerMs: number): Promise<void> {
+  relay.close(gone);
+  ending ??= (async () => {
+    const deadline = Date.now() + lingerMs;
+    while (Date.now() < deadline && Date.now() - relay.lastQuestionAt < QUIET_MS) await new Promise((r) => setTimeout(r, 50));
+    await server.stop().catch(() => undefined);
+    process.exit(0);
+  })();
+  return ending;
 }
 
 process.on('message', (m: { t: string }) => {
   if (m.t === 'beat') relay.beat();
-  else if (m.t === 'stop') void shutdown(0);
+  else if (m.t === 'stop') void end(false, LINGER_STOP_MS);
 });
-// the service died (SIGKILL, crash): SERVFAIL for what is pending and what comes (Caddy serves the static pool);
-// the sockets close once no question came for QUIET_MS, since closing drops the questions queued in them unanswered
-process.on('disconnect', () => void lingerThenExit());
-
-async function lingerThenExit(): Promise<void> {
-  relay.close(true);
-  const deadline = Date.now() + LINGER_MS;
-  while (Date.now() < deadline && Date.now() - relay.lastQuestionAt < QUIET_MS) await new Promise((r) => setTimeout(r, 50));
-  await shutdown(0);
-}
+// the service died (SIGKILL, crash)
+process.on('disconnect', () => void end(true, LINGER_DEAD_MS));
 
 try {
   const address = await server.start();
