@@ -26,6 +26,7 @@ import { HealthService, type HealthPolicy } from './health/service.ts';
 import { HealthTable } from './health/state.ts';
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS } from './config/load.ts';
 import { GatewayJwt } from './jwt/gateway-jwt.ts';
+import { isUnixAddress } from './server/unix-socket.ts';
 
 /**
  * The composition root: builds sources, policies and servers from the service config and owns the start
@@ -507,11 +508,17 @@ async function bind(file: string, field: string, address: string, start: () => P
     const fix =
       code === 'EADDRINUSE'
         ? `${address} is already in use by another process: stop it, or set ${field} to a free address`
-        : code === 'EACCES'
-          ? `no permission to bind ${address} (ports below 1024 need privileges): set ${field} to a port above 1023`
-          : code === 'EADDRNOTAVAIL'
-            ? `${address} is not an address of this machine: set ${field} to a local address (e.g. 127.0.0.1 or 0.0.0.0)`
-            : `cannot bind ${address}: ${errorMessage(err)}; check ${field}`;
+        : code === 'EACCES' && isUnixAddress(address)
+          ? `no permission to create the socket ${address}: make its directory writable by this user, or set ${field} to another path`
+          : code === 'ENOENT' && isUnixAddress(address)
+            ? `the directory of the socket ${address} does not exist: create it, or set ${field} to another path`
+            : code === 'EEXIST'
+              ? `${errorMessage(err)}; remove it, or set ${field} to another path`
+              : code === 'EACCES'
+                ? `no permission to bind ${address} (ports below 1024 need privileges): set ${field} to a port above 1023`
+                : code === 'EADDRNOTAVAIL'
+                  ? `${address} is not an address of this machine: set ${field} to a local address (e.g. 127.0.0.1 or 0.0.0.0)`
+                  : `cannot bind ${address}: ${errorMessage(err)}; check ${field}`;
     throw new StartError(`${file === '<inline>' ? '' : `${file}: `}${field}: ${fix}`, { cause: err });
   }
 }

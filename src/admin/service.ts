@@ -13,6 +13,8 @@ export interface AdminService {
   readonly parseErrors: ParseErrorLog;
   /** Upstream health (absent in tests that build the admin server alone). */
   readonly health?: HealthService;
+  /** The bound listener addresses (`listen` may be a Unix socket, `unix//path`); absent in tests that build the admin server alone. */
+  readonly addresses?: { listen?: string; admin?: string; dns?: string };
   /** True when every source finished (or timed out) its initial load. */
   ready(): boolean;
   /** The sources still loading, and `stopping` during a drain (the /readyz 503 body); absent in tests. */

@@ -26,6 +26,7 @@ export function uiPage(nonce: string): string {
   <span id="overall" class="pill">loading…</span>
   <span id="updated" class="muted"></span>
   <span id="conn" class="muted"></span>
+  <span id="listeners" class="muted"></span>
 </header>
 <main>
   <section>
@@ -203,6 +204,7 @@ async function refresh() {
     overall.textContent = state.overall;
     overall.className = 'pill ' + (state.overall === 'healthy' ? 'ok' : 'bad');
     $('updated').textContent = 'updated ' + new Date(state.generated_at).toLocaleTimeString();
+    if (state.listeners) $('listeners').textContent = 'listen ' + (state.listeners.listen || '?');
     renderPolicies(state);
     renderSources(state);
     renderRoutes(state);

@@ -41,6 +41,8 @@ export interface UiState {
   routes: { total: number; matched: number; limit: number; query: string; items: UiRoute[] };
   /** Upstream health (`GET /dynamic-lb/upstreams`): unhealthy first, then by address; at most `limit` listed. */
   upstreams: { total: number; healthy: number; unhealthy: number; items: UpstreamHealthJson[] };
+  /** Where the service listens: `listen` (host:port or `unix//path`), `admin`, `dns` (those bound). */
+  listeners?: { listen?: string; admin?: string; dns?: string };
 }
 
 export interface UiQuery {
@@ -58,7 +60,7 @@ export function routeLimit(text: string | null): number {
 }
 
 export function uiState(
-  service: Pick<AdminService, 'sources' | 'policies' | 'parseErrors' | 'health'>,
+  service: Pick<AdminService, 'sources' | 'policies' | 'parseErrors' | 'health' | 'addresses'>,
   stats: KeyStats,
   query: UiQuery = {},
 ): UiState {
@@ -79,6 +81,7 @@ export function uiState(
     cache: totals,
     routes: routeList(service.sources, query.q ?? '', query.limit ?? DEFAULT_ROUTE_LIMIT),
     upstreams: upstreamList(service.health?.view(), query.limit ?? DEFAULT_ROUTE_LIMIT),
+    ...(service.addresses !== undefined ? { listeners: { ...service.addresses } } : {}),
   };
 }
 

@@ -2,6 +2,7 @@ import type { PolicyConfig, ServiceConfig } from '../config/schema.ts';
 import type { PassiveHealthOptions } from '../health/options.ts';
 import { expandShortcuts } from '../request/placeholders.ts';
 import { splitHostPort } from '../server/http-util.ts';
+import { isUnixAddress } from '../server/unix-socket.ts';
 import { jwtFailSafeRefuses, jwtForwardAuthLines, jwtStripLines, jwtVarNames } from './jwt.ts';
 
 /**
@@ -457,8 +458,18 @@ function describeKey(policy: PolicyConfig): string {
   return `: ${parts.join(', ')}`;
 }
 
-/** The address Caddy dials for a listen address: wildcard hosts become loopback. */
+/**
+ * The address Caddy dials for a listen address: wildcard hosts become loopback. A Unix socket (`unix//path`) is
+ * dialled as it is: the sidecar and Caddy share a host or pod, so `host` (another machine) cannot apply.
+ */
 export function sidecarAddress(listen: string, host?: string): string {
+  if (isUnixAddress(listen)) {
+    if (host !== undefined)
+      throw new Error(
+        `sidecar host ${JSON.stringify(host)}: the sidecar listens on a Unix socket (${listen}), which only a Caddy on the same host or pod can dial`,
+      );
+    return listen;
+  }
   const { host: h, port } = splitHostPort(listen);
   const target = host ?? (h === '' || h === '0.0.0.0' ? '127.0.0.1' : h === '::' ? '::1' : h);
   return target.includes(':') ? `[${target}]:${port}` : `${target}:${port}`;

@@ -8,6 +8,7 @@ import { readHealthChecks } from '../health/options.ts';
 import { OptionReader, type LocateFn } from './options.ts';
 import { DEFAULT_MAX_SERIES, DEFAULT_RPC_MAX_BATCH, type PolicyConfig, type ServiceConfig } from './schema.ts';
 import { readGatewayJwt } from '../jwt/options.ts';
+import { isUnixAddress, unixAddressProblem } from '../server/unix-socket.ts';
 
 export const DEFAULT_CONFIG_FILE = './dynamic-lb.yaml';
 /** Default connection caps per listener (`max_connections`, `admin.max_connections`). */
@@ -67,7 +68,7 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
   if (typeof root !== 'object' || Array.isArray(root) || !isMap(doc.contents)) throw new ConfigError('', 'config must be a map', { file });
   const r = new OptionReader(root as Record<string, unknown>, '', locate);
 
-  const listen = address(r, 'listen', '127.0.0.1:2020');
+  const listen = address(r, 'listen', '127.0.0.1:2020', true);
   const maxConnections = r.int('max_connections', DEFAULT_MAX_CONNECTIONS, { min: 1 });
   const adminReader = r.object('admin') ?? new OptionReader({}, 'admin', locate);
   const admin = {
@@ -196,10 +197,17 @@ function fraction(r: OptionReader, name: string, fallback: number): number {
   return n;
 }
 
-/** A listen address: `host:port`; port 0 picks a free port (tests). */
-function address(r: OptionReader, name: string, fallback: string): string {
+/** A listen address: `host:port`; port 0 picks a free port (tests). `unix`: also `unix//path` (the Caddy-facing API). */
+function address(r: OptionReader, name: string, fallback: string, unix = false): string {
   const v = r.string(name, fallback).trim();
-  if (!isDialAddress(v.replace(/:0$/, ':1'))) r.fail(name, `must be host:port, got ${JSON.stringify(v)}`);
+  if (isUnixAddress(v)) {
+    if (!unix) r.fail(name, `must be host:port (only \`listen\` takes a Unix socket), got ${JSON.stringify(v)}`);
+    const problem = unixAddressProblem(v);
+    if (problem !== undefined) r.fail(name, problem);
+    return v;
+  }
+  if (!isDialAddress(v.replace(/:0$/, ':1')))
+    r.fail(name, `must be host:port${unix ? ' or unix//<socket path>' : ''}, got ${JSON.stringify(v)}`);
   return v;
 }
 

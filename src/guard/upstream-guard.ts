@@ -226,6 +226,8 @@ export class UpstreamGuard {
 
   /** A listener's bound address (port 0 in the config resolves when it binds). */
   addSelf(role: string, listen: string): void {
+    // a Unix socket (`listen: unix//…`) is no host:port a route could name
+    if (listen.startsWith('unix/')) return;
     if (!this.self.some((s) => s.role === role && s.listen === listen)) this.self.push(new SelfListener(role, listen));
     this.verdicts.clear();
   }

@@ -1,4 +1,5 @@
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { isUnixAddress, listenUnix } from './unix-socket.ts';
 
 export function sendJson(res: ServerResponse, status: number, value: unknown, headers: Record<string, string> = {}): void {
   const body = typeof value === 'string' ? value : JSON.stringify(value);
@@ -26,7 +27,9 @@ export function splitHostPort(address: string): { host: string; port: number } {
   return { host, port: Number(address.slice(colon + 1)) };
 }
 
+/** Binds `host:port` (port 0: a free one) or a Unix socket `unix//path` (unix-socket.ts); resolves to the bound address. */
 export function listen(server: Server, address: string): Promise<string> {
+  if (isUnixAddress(address)) return listenUnix(server, address);
   const { host, port } = splitHostPort(address);
   return new Promise((resolve, reject) => {
     server.once('error', reject);
