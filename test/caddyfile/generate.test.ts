@@ -66,6 +66,10 @@ const configs: Record<string, ServiceConfig> = {
     { listen: '0.0.0.0:2020', dns: { listen: '[::]:2053', zone: 'lb.example.' } },
   ),
 };
+configs['listen on a unix socket'] = config(
+  { default: { key: '{header.X-Tenant}', pool: ['127.0.0.1:9001'], data_source: file } },
+  { listen: 'unix//run/dynamic-lb/select.sock', dns: { listen: '127.0.0.1:2053', zone: 'lb.example' } },
+);
 const health = {
   active: { uri: '/health', interval: '5s', passes: 2 },
   passive: { fail_duration: '30s', max_fails: 2, unhealthy_status: [429, '5xx'], unhealthy_latency: '1500ms' },
@@ -178,6 +182,18 @@ describe('select mode text', () => {
     assert.equal(sidecarAddress('[::]:2020'), '[::1]:2020');
     assert.equal(sidecarAddress('10.1.2.3:2020'), '10.1.2.3:2020');
     assert.equal(sidecarAddress('0.0.0.0:2020', 'dynamic-lb'), 'dynamic-lb:2020');
+  });
+
+  test('listen: unix//path — forward_auth dials the socket (same host or pod); --sidecar cannot apply', () => {
+    assert.equal(sidecarAddress('unix//run/dynamic-lb/select.sock'), 'unix//run/dynamic-lb/select.sock');
+    assert.throws(
+      () => sidecarAddress('unix//run/dynamic-lb/select.sock', 'dynamic-lb'),
+      /sidecar host "dynamic-lb": the sidecar listens on a Unix socket/,
+    );
+    const cfg = configs['several policies, instance/version keys, vars, composite key'] as ServiceConfig;
+    const unix = generateCaddyfile({ ...cfg, listen: 'unix//run/dynamic-lb/select.sock' }, { mode: 'select' });
+    assert.match(unix, /\tforward_auth unix\/\/run\/dynamic-lb\/select\.sock \{\n\t+uri \/select\/default\n/);
+    assert.doesNotMatch(unix, /forward_auth 127\.0\.0\.1/, 'every forward_auth (first call and failure reports) dials the socket');
   });
 });
 
