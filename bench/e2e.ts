@@ -3,9 +3,10 @@
  *   static   Caddy → the backend (reverse_proxy with a fixed upstream)
  *   trivial  Caddy forward_auth → a trivial Node responder that always names the backend → reverse_proxy
  *   sidecar  Caddy forward_auth → the dynamic-lb sidecar (file source, cached route) → reverse_proxy
+ *   trivial-unix, sidecar-unix   the same over a Unix socket (`listen: unix//path`, forward_auth dials `unix//…`)
  *   pool     Caddy reverse_proxy with `dynamic a` asking the sidecar's DNS (cached by Caddy for `refresh`)
  * `trivial` and `sidecar` run the same generated select-mode snippet; only the forward_auth target differs, so
- * their ratio is the sidecar's own cost. The sidecar, the trivial responder and the backend run in child
+ * their ratio is the sidecar's own cost (likewise the -unix pair; the TCP and the socket sidecar are two processes). The sidecar, the trivial responder and the backend run in child
  * processes; this process only runs the load generator (autocannon). Each scenario: WARMUP s of warm-up, then
  * SECONDS × ROUNDS s measured in 1 s slices interleaved with the other scenarios (forward, then reversed order),
  * CONNECTIONS connections, so that the drift of a busy machine falls on every scenario alike.
@@ -28,7 +29,7 @@ const SECONDS = Number(process.env.BENCH_E2E_SECONDS ?? 5);
 const WARMUP = Number(process.env.BENCH_E2E_WARMUP ?? 2);
 const CONNECTIONS = Number(process.env.BENCH_E2E_CONNECTIONS ?? 16);
 const ROUNDS = Math.max(1, Number(process.env.BENCH_E2E_ROUNDS ?? 1));
-const SCENARIOS = ['static', 'trivial', 'sidecar', 'pool'] as const;
+const SCENARIOS = ['static', 'trivial', 'sidecar', 'trivial-unix', 'sidecar-unix', 'pool'] as const;
 type Scenario = (typeof SCENARIOS)[number];
 
 interface Measured {
@@ -117,13 +118,16 @@ export async function benchE2e(): Promise<string> {
   const procs: ChildProcess[] = [];
   let caddy: Awaited<ReturnType<typeof startCaddy>> | undefined;
   try {
-    const [backendPort, trivialPort, listenPort, adminPort, dnsPort] = [
+    const [backendPort, trivialPort, listenPort, adminPort, dnsPort, unixAdminPort] = [
       await freePort(),
       await freePort(),
       await freePort(),
       await freePort(),
       await freePort(),
-    ] as [number, number, number, number, number];
+      await freePort(),
+    ] as [number, number, number, number, number, number];
+    const trivialSocket = path.join(dir, 'trivial.sock');
+    const sidecarSocket = path.join(dir, 'sidecar.sock');
     const backend = `127.0.0.1:${backendPort}`;
     procs.push(
       await child(
@@ -141,7 +145,10 @@ export async function benchE2e(): Promise<string> {
          const headers = { 'x-dynamic-upstream': '${backend}', 'x-dynamic-upstream-alt': '${backend}', 'x-dynamic-upstreams': '${backend}', 'content-length': '0' };
          const s = createServer((req, res) => { res.writeHead(200, headers); res.end(); });
          s.keepAliveTimeout = 150000; s.headersTimeout = 151000;
-         s.listen(${trivialPort}, '127.0.0.1');`,
+         s.listen(${trivialPort}, '127.0.0.1');
+         const u = createServer((req, res) => { res.writeHead(200, headers); res.end(); });
+         u.keepAliveTimeout = 150000; u.headersTimeout = 151000;
+         u.listen(${JSON.stringify(trivialSocket)});`,
         trivialPort,
       ),
     );
@@ -158,25 +165,36 @@ export async function benchE2e(): Promise<string> {
       },
     });
     fs.writeFileSync(path.join(dir, 'dynamic-lb.yaml'), configText);
-    procs.push(
-      await child(
-        'sidecar',
-        `process.argv.splice(1, process.argv.length, 'dynamic-lb', 'serve', '--config', ${JSON.stringify(path.join(dir, 'dynamic-lb.yaml'))});
-         await import('./cmd/dynamic-lb.ts');`,
-        listenPort,
-      ),
-    );
+    // the same sidecar on a Unix socket (its admin on TCP, no DNS)
+    const unixConfigText = stringify({
+      listen: `unix/${sidecarSocket}`,
+      admin: { listen: `127.0.0.1:${unixAdminPort}` },
+      log_level: 'warn',
+      policies: {
+        sel: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: path.join(dir, 'routes') } },
+      },
+    });
+    fs.writeFileSync(path.join(dir, 'dynamic-lb-unix.yaml'), unixConfigText);
+    const serve = (file: string): string =>
+      `process.argv.splice(1, process.argv.length, 'dynamic-lb', 'serve', '--config', ${JSON.stringify(path.join(dir, file))});
+         await import('./cmd/dynamic-lb.ts');`;
+    procs.push(await child('sidecar', serve('dynamic-lb.yaml'), listenPort));
+    procs.push(await child('sidecar (unix socket)', serve('dynamic-lb-unix.yaml'), unixAdminPort));
 
     // one Caddy, one site, a path per scenario; the dynamic-lb parts are the generator's own text
     const config = parseConfig(configText, 'bench.yaml');
     const globals = ['admin {{ADMIN}}', 'auto_https off', 'default_bind 127.0.0.1', 'http_port {{HTTP_PORT}}'];
     const select = generateCaddyfile(config, { mode: 'select', sitePolicy: 'sel' });
     const trivial = generateCaddyfile({ ...config, listen: `127.0.0.1:${trivialPort}` }, { mode: 'select', sitePolicy: 'sel' });
+    const selectUnix = generateCaddyfile({ ...config, listen: `unix/${sidecarSocket}` }, { mode: 'select', sitePolicy: 'sel' });
+    const trivialUnix = generateCaddyfile({ ...config, listen: `unix/${trivialSocket}` }, { mode: 'select', sitePolicy: 'sel' });
     const pool = generateCaddyfile(config, { mode: 'upstreams', lookup: 'a', port: backendPort });
     const caddyfile = [
       `{\n${globals.map((g) => `\t${g}\n`).join('')}}\n`,
       snippet(select, 'dynamic-lb-sel'),
       snippet(trivial, 'dynamic-lb-sel', 'trivial-sel'),
+      snippet(selectUnix, 'dynamic-lb-sel', 'sidecar-unix-sel'),
+      snippet(trivialUnix, 'dynamic-lb-sel', 'trivial-unix-sel'),
       snippet(select, 'dynamic-lb-errors'),
       snippet(pool, 'dynamic-lb-pool', 'dynamic-lb-pool-dns'),
       `:{{HTTP_PORT}} {
@@ -189,6 +207,12 @@ export async function benchE2e(): Promise<string> {
 	}
 	handle /sidecar/* {
 		import dynamic-lb-sel
+	}
+	handle /trivial-unix/* {
+		import trivial-unix-sel
+	}
+	handle /sidecar-unix/* {
+		import sidecar-unix-sel
 	}
 	handle /pool/* {
 		import dynamic-lb-pool-dns
@@ -207,10 +231,11 @@ export async function benchE2e(): Promise<string> {
 
     // warm every path, then measure in 1 s slices, interleaved (forward, then reversed order), so that the
     // drift of a shared machine falls on all scenarios alike
-    const [backendProc, trivialProc, sidecarProc] = procs as [ChildProcess, ChildProcess, ChildProcess];
+    const [backendProc, trivialProc, sidecarProc, sidecarUnixProc] = procs as [ChildProcess, ChildProcess, ChildProcess, ChildProcess];
     const pids = (s: Scenario): { caddy: number; responder?: number; backend: number } => {
       const base = { caddy: caddy?.pid ?? -1, backend: backendProc.pid ?? -1 };
-      if (s === 'trivial') return { ...base, responder: trivialProc.pid ?? -1 };
+      if (s === 'trivial' || s === 'trivial-unix') return { ...base, responder: trivialProc.pid ?? -1 };
+      if (s === 'sidecar-unix') return { ...base, responder: sidecarUnixProc.pid ?? -1 };
       if (s === 'sidecar' || s === 'pool') return { ...base, responder: sidecarProc.pid ?? -1 };
       return base;
     };
@@ -239,6 +264,8 @@ export async function benchE2e(): Promise<string> {
       static: 'Caddy → static upstream',
       trivial: 'Caddy forward_auth → trivial responder',
       sidecar: 'Caddy forward_auth → dynamic-lb sidecar',
+      'trivial-unix': 'Caddy forward_auth → trivial responder (unix socket)',
+      'sidecar-unix': 'Caddy forward_auth → dynamic-lb sidecar (unix socket)',
       pool: 'Caddy dynamic a → dynamic-lb DNS (pool mode)',
     };
     const version = await caddyVersion();
@@ -257,7 +284,9 @@ export async function benchE2e(): Promise<string> {
       '|---|---:|---:|---:|---:|---:|---:|---:|---:|',
       ...rows,
       '',
-      `- sidecar / trivial (req/s): **${ratio(m.sidecar.rps, m.trivial.rps)}** (target ≥ 0.95)`,
+      `- sidecar / trivial (req/s): **${ratio(m.sidecar.rps, m.trivial.rps)}** over TCP, **${ratio(m['sidecar-unix'].rps, m['trivial-unix'].rps)}** over a unix socket (target ≥ 0.95 on the same transport)`,
+      `- select mode / static Caddy (req/s): **${ratio(m.sidecar.rps, m.static.rps)}** over TCP, **${ratio(m['sidecar-unix'].rps, m.static.rps)}** over a unix socket (target ≥ 0.60); trivial responder: ${ratio(m.trivial.rps, m.static.rps)} / ${ratio(m['trivial-unix'].rps, m.static.rps)}`,
+      `- sidecar CPU per selection (responder column): **${perRequest(m.sidecar.cpu.responder, m.sidecar.requests)} µs** over TCP, **${perRequest(m['sidecar-unix'].cpu.responder, m['sidecar-unix'].requests)} µs** over a unix socket (target ≤ 40); trivial responder ${perRequest(m.trivial.cpu.responder, m.trivial.requests)} / ${perRequest(m['trivial-unix'].cpu.responder, m['trivial-unix'].requests)} µs`,
       `- pool / static (req/s): **${ratio(m.pool.rps, m.static.rps)}** (target ≥ 0.95)`,
       '',
       'CPU µs/req: CPU time each process spent per request during the measured slices (from /proc; the responder is',

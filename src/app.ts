@@ -1,4 +1,4 @@
-import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import type { Server } from 'node:http';
 import { createAdminServer } from './admin/admin-server.ts';
 import { DEFAULT_SAMPLE_RATE, EventBus, decisionEvents, sourceEvents } from './admin/events.ts';
 import { KeyStats } from './admin/stats.ts';
@@ -200,10 +200,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
           maxConnections: config.maxConnections,
           metrics,
           rpcMaxBatchSize: config.rpc?.maxBatchSize,
-        });
-        // while draining, every answer closes its connection, so Caddy never reuses one being closed
-        api.prependListener('request', (_req: IncomingMessage, res: ServerResponse) => {
-          if (stopping !== undefined) res.shouldKeepAlive = false;
+          draining: () => stopping !== undefined,
         });
         caddyApi = api;
         addresses.listen = await bind(config.file, 'listen', config.listen, () => listen(api, config.listen));

@@ -48,6 +48,11 @@ export class RequestView {
     return v.length === 1 ? (v[0] as string) : v.join(',');
   }
 
+  /** Replaces a header's values (request variables set by the sidecar itself, e.g. gateway_jwt's claims). */
+  setHeader(lowerName: string, values: string[]): void {
+    (this.headers as Record<string, readonly string[] | string | undefined>)[lowerName] = values;
+  }
+
   headerValues(lowerName: string): readonly string[] {
     const v = this.headers[lowerName];
     if (v === undefined) return EMPTY;

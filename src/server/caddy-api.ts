@@ -21,6 +21,8 @@ export interface CaddyApiOptions {
   metrics?: Metrics;
   /** `rpc.max_batch_size`; default DEFAULT_RPC_MAX_BATCH. */
   rpcMaxBatchSize?: number;
+  /** True while the service drains: every answer then closes its connection, so Caddy never reuses one being closed. */
+  draining?: () => boolean;
 }
 
 export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, logger: Logger, options: CaddyApiOptions = {}): Server {
@@ -34,7 +36,9 @@ export function createCaddyApi(policies: ReadonlyMap<string, PolicyRuntime>, log
     else res.destroy();
   };
   // Caddy accepts request headers up to ~1 MB and forward_auth forwards them all: Node's 16 KB default would 431
+  const draining = options.draining;
   const server = createServer({ maxHeaderSize: 1 << 20 }, (req, res) => {
+    if (draining !== undefined && draining()) res.shouldKeepAlive = false;
     try {
       // synchronous for a cached /select: no promise unless a handler really waits
       route(req, res)?.catch((err: unknown) => fail(req, res, err));

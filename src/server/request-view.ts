@@ -6,27 +6,40 @@ import { RequestView, clientIpFromForwarded } from '../request/view.ts';
  * `X-Forwarded-Method`, `X-Forwarded-Uri`, `X-Forwarded-Host`, `X-Forwarded-Proto` and `X-Forwarded-For`.
  */
 export function viewFromForwarded(req: IncomingMessage): RequestView {
-  const h = req.headersDistinct;
+  const h = headerTable(req);
   return new RequestView({
     method: first(h['x-forwarded-method']) || req.method || 'GET',
     uri: first(h['x-forwarded-uri']) || '/',
     host: first(h['x-forwarded-host']) || first(h.host),
     scheme: first(h['x-forwarded-proto']) || 'http',
     headers: h,
-    remoteIp: clientIpFromForwarded(h['x-forwarded-for']?.join(',') ?? '', req.socket.remoteAddress ?? ''),
+    remoteIp: clientIpFromForwarded(joined(h['x-forwarded-for']), req.socket.remoteAddress ?? ''),
   });
 }
 
+type HeaderTable = Record<string, string | string[] | undefined>;
+
 /**
- * Sets request variables (`{http.vars.<name>}`, i.e. `x-dynamic-var-<name>` headers) on a request whose view
- * came from viewFromForwarded: the view reads this request's own header table, so it sees them, and any copy
- * the caller sent is overwritten.
+ * The request's headers by lower-cased name. Node builds `req.headers` for every request anyway; when no header
+ * repeats (the rule for forward_auth calls: as many names as raw header lines), each of its values is the one
+ * sent and it is used as it is. Otherwise `headersDistinct` keeps repeated values apart (Node's `headers` joins
+ * or drops them), at the cost of a second table.
  */
-export function setForwardedVars(req: IncomingMessage, vars: ReadonlyArray<readonly [string, string[]]>): void {
-  const h = req.headersDistinct;
+function headerTable(req: IncomingMessage): HeaderTable {
+  const plain = req.headers as HeaderTable;
+  let names = 0;
+  for (const _ in plain) names++;
+  return names * 2 === req.rawHeaders.length ? plain : req.headersDistinct;
+}
+
+/**
+ * Sets request variables (`{http.vars.<name>}`, i.e. `x-dynamic-var-<name>` headers) on a view from
+ * viewFromForwarded: they go into the header table the view reads, and any copy the caller sent is overwritten.
+ */
+export function setForwardedVars(view: RequestView, vars: ReadonlyArray<readonly [string, string[]]>): void {
   for (let i = 0; i < vars.length; i++) {
     const [name, value] = vars[i] as readonly [string, string[]];
-    h[name] = value;
+    view.setHeader(name, value);
   }
 }
 
@@ -60,6 +73,10 @@ export function viewFromRpc(input: RpcRequestInput | undefined, overrides: Recor
   });
 }
 
-function first(values: string[] | undefined): string {
-  return values?.[0] ?? '';
+function first(values: string | string[] | undefined): string {
+  return typeof values === 'string' ? values : (values?.[0] ?? '');
+}
+
+function joined(values: string | string[] | undefined): string {
+  return typeof values === 'string' ? values : (values?.join(',') ?? '');
 }

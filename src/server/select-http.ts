@@ -40,7 +40,7 @@ function afterJwt(
     res.end(outcome.body);
     return;
   }
-  setForwardedVars(req, outcome.vars);
+  setForwardedVars(view, outcome.vars);
   return selectFor(runtime, req, res, view, started, outcome.answerHeaders);
 }
 

@@ -185,7 +185,7 @@ const errors: ReadonlyArray<{ desc: string; text: string; message: RegExp }> = [
   {
     desc: 'a bad listen address',
     text: lines('# service', 'listen: localhost', 'policies:', '  default: { key: "{host}" }'),
-    message: /^svc\.yaml:2: listen: must be host:port, got "localhost"$/,
+    message: /^svc\.yaml:2: listen: must be host:port or unix\/\/<socket path>, got "localhost"$/,
   },
   {
     desc: 'a bad admin listen address',
