@@ -163,6 +163,14 @@ program
     for (const h of handles)
       if (!config.policies.some((p) => p.name === h.policy))
         throw new ConfigError('policies', `--handle ${h.matcher}: no policy ${JSON.stringify(h.policy)}`, { file: config.file });
+    if (o.sidecar !== undefined && config.listen.startsWith('unix/'))
+      throw new ConfigError(
+        'listen',
+        `is a Unix socket (${config.listen}): --sidecar cannot apply, only a Caddy on the same host or pod can dial it`,
+        {
+          file: config.file,
+        },
+      );
     process.stdout.write(
       generateCaddyfile(config, { mode: o.mode, site: o.site, handles, ...(o.sidecar !== undefined ? { sidecarHost: o.sidecar } : {}) }),
     );

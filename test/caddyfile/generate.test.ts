@@ -327,5 +327,14 @@ describe('dynamic-lb caddyfile (the command)', () => {
     assert.equal(r.code, 1);
     assert.match(r.stderr, /dns: required by --mode upstreams/);
     assert.equal((await cli('--config', 'caddy-config/dynamic-lb.yaml', '--handle', '/x/*=nope')).code, 1);
+    const unix = path.join(tmp, 'unix.yaml');
+    fs.writeFileSync(
+      unix,
+      stringify({ listen: 'unix//run/dlb/select.sock', policies: { default: { key: '{header.X-Tenant}', data_source: file } } }),
+    );
+    const socket = await cli('--config', unix, '--sidecar', 'dynamic-lb');
+    assert.equal(socket.code, 1);
+    assert.match(socket.stderr, /unix\.yaml: listen: is a Unix socket \(unix\/\/run\/dlb\/select\.sock\): --sidecar cannot apply/);
+    assert.match((await cli('--config', unix)).stdout, /\tforward_auth unix\/\/run\/dlb\/select\.sock \{/);
   });
 });
