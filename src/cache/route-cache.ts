@@ -1,4 +1,5 @@
 import type { CompiledRoute } from '../route/compile.ts';
+import { ExpiringMap, setBounded } from './bounded.ts';
 
 /**
  * The shared route cache of one source: a bounded LRU of compiled routes plus bounded negative entries.
@@ -26,11 +27,17 @@ export interface CacheStats {
   hit_rate: number;
 }
 
+/** The stats of one cache (or of several added up): the hit rate is hits over lookups, 0 before any. */
+export function cacheStats(entries: number, maxSize: number, hits: number, misses: number, negativeHits: number): CacheStats {
+  const total = hits + misses;
+  return { entries, max_size: maxSize, hits, misses, negative_hits: negativeHits, hit_rate: total === 0 ? 0 : hits / total };
+}
+
 export class RouteCache {
   readonly maxSize: number;
   readonly negativeTtlMs: number;
   private readonly entries = new Map<string, CompiledRoute>();
-  private readonly negative = new Map<string, NegativeEntry>();
+  private readonly negative: ExpiringMap<NegativeEntry>;
   private evictions = 0;
   private readonly bumpFrom: number;
   hits = 0;
@@ -41,6 +48,7 @@ export class RouteCache {
     this.maxSize = options.maxSize && options.maxSize > 0 ? options.maxSize : 10_000;
     this.bumpFrom = Math.max(2, Math.floor(this.maxSize * 0.9));
     this.negativeTtlMs = options.negativeTtlMs ?? 30_000;
+    this.negative = new ExpiringMap(this.maxSize);
   }
 
   /**
@@ -60,13 +68,7 @@ export class RouteCache {
 
   /** A live negative entry, or undefined (expired ones are dropped here). */
   getNegative(key: string, now: number): NegativeEntry | undefined {
-    const n = this.negative.get(key);
-    if (n === undefined) return undefined;
-    if (n.expiresAt <= now) {
-      this.negative.delete(key);
-      return undefined;
-    }
-    return n;
+    return this.negative.get(key, now);
   }
 
   has(key: string): boolean {
@@ -75,20 +77,12 @@ export class RouteCache {
 
   set(key: string, route: CompiledRoute): void {
     this.negative.delete(key);
-    this.entries.delete(key);
-    this.entries.set(key, route);
-    if (this.entries.size > this.maxSize) {
-      const oldest = this.entries.keys().next().value as string;
-      this.entries.delete(oldest);
-      this.evictions++;
-    }
+    if (setBounded(this.entries, key, route, this.maxSize)) this.evictions++;
   }
 
   setNegative(key: string, reason: MissReasonForCache, now: number, error?: Error): void {
     if (this.negativeTtlMs <= 0) return;
-    this.negative.delete(key);
     this.negative.set(key, { reason, expiresAt: now + this.negativeTtlMs, ...(error ? { error } : {}) });
-    if (this.negative.size > this.maxSize) this.negative.delete(this.negative.keys().next().value as string);
   }
 
   delete(key: string): boolean {
@@ -120,14 +114,6 @@ export class RouteCache {
   }
 
   stats(): CacheStats {
-    const total = this.hits + this.misses;
-    return {
-      entries: this.entries.size,
-      max_size: this.maxSize,
-      hits: this.hits,
-      misses: this.misses,
-      negative_hits: this.negativeHits,
-      hit_rate: total === 0 ? 0 : this.hits / total,
-    };
+    return cacheStats(this.entries.size, this.maxSize, this.hits, this.misses, this.negativeHits);
   }
 }

@@ -1,10 +1,12 @@
-import type { CacheStats } from '../cache/route-cache.ts';
+import { ExpiringMap, setBounded } from '../cache/bounded.ts';
+import { cacheStats, type CacheStats } from '../cache/route-cache.ts';
 import { Singleflight } from '../cache/singleflight.ts';
 import { SourceError, SourceTimeoutError, errorMessage } from '../errors.ts';
 import type { Logger } from '../observe/log.ts';
 import { compileRoute, type CompileContext, type CompiledRoute } from '../route/compile.ts';
 import { sortByPriority } from '../route/parse.ts';
 import type { RouteConfig } from '../route/types.ts';
+import { deadline, waitAtMost } from '../util/async.ts';
 import type { DriverFactory } from './driver.ts';
 import type { RuntimeDeps } from './runner.ts';
 import { NO_CONFIG, UNHEALTHY, isMiss, type RouteLookup, type RouteMiss, type RouteSource, type SourceHealth } from './source.ts';
@@ -47,6 +49,33 @@ export interface CompositeOptions {
   initialLoadTimeoutMs: number;
 }
 
+/**
+ * A mode, as data. `walk` applies it in one place for the three ways a composite answers: `peek` (children's
+ * caches), `load` (children asked, in turn or at once) and `routes()` (children's listings).
+ */
+interface ModeStrategy {
+  /** Only the first child is asked. */
+  readonly firstOnly: boolean;
+  /** Healthy children before unhealthy ones (which are still asked, so stale routes keep serving). */
+  readonly healthyFirst: boolean;
+  /** Every child's route is combined; else the first route in order wins. */
+  readonly mergeAll: boolean;
+  /** `parallel: true` asks every child at once. */
+  readonly parallelizable: boolean;
+}
+
+const STRATEGIES: Readonly<Record<CompositeMode, ModeStrategy>> = {
+  failover: { firstOnly: false, healthyFirst: true, mergeAll: false, parallelizable: false },
+  priority: { firstOnly: false, healthyFirst: false, mergeAll: false, parallelizable: true },
+  merge: { firstOnly: false, healthyFirst: false, mergeAll: true, parallelizable: true },
+  first: { firstOnly: true, healthyFirst: false, mergeAll: false, parallelizable: false },
+};
+
+/** Where a walk reads child `i`'s answer for `key`; undefined when it is not known without waiting. */
+interface ChildAnswers {
+  answer(i: number, key: string): RouteLookup | undefined;
+}
+
 interface CachedResult {
   readonly route: CompiledRoute;
   readonly expiresAt: number;
@@ -58,35 +87,28 @@ interface Merged {
   readonly route: CompiledRoute;
 }
 
-/** The composite's miss: some child said the key does not exist; else every asked child failed; else none could answer. */
-function missOf(noConfig: boolean, error: RouteMiss | undefined): RouteMiss {
-  return noConfig ? NO_CONFIG : (error ?? UNHEALTHY);
-}
-
-/** The misses of one asynchronous lookup. */
-class MissTally {
-  noConfig = false;
-  error: RouteMiss | undefined;
-  add(miss: RouteMiss): void {
-    if (miss.miss === 'no_config') this.noConfig = true;
-    else if (miss.miss === 'error') this.error ??= miss;
-  }
-  result(): RouteMiss {
-    return missOf(this.noConfig, this.error);
-  }
+/** The bookkeeping of one asynchronous lookup. */
+interface LookupState {
+  readonly signal: AbortSignal;
+  /** Child failures seen by this lookup (none: the composite's own last_error is cleared). */
+  failures: number;
 }
 
 export class CompositeSource implements RouteSource {
   readonly type = 'composite' as const;
-  private readonly results = new Map<string, CachedResult>();
+  private readonly strategy: ModeStrategy;
+  /** The result cache (`cache_results`), least recently used out first. */
+  private readonly results: ExpiringMap<CachedResult> | undefined;
   private readonly merged = new Map<string, Merged>();
   private readonly flight = new Singleflight<RouteLookup>();
   private readonly lifetime = new AbortController();
   private readonly log: Logger;
   private readonly hitCounter: { inc(): void };
   private readonly missCounter: { inc(): void };
-  /** Reused by the synchronous merge path, so a cached merge allocates nothing. */
+  /** Reused by every walk (walks are synchronous), so a walk over cached answers allocates nothing. */
   private readonly scratch: CompiledRoute[] = [];
+  /** The children's caches, for `peek`. */
+  private readonly cached: ChildAnswers = { answer: (i, key) => (this.sources[i] as RouteSource).peek(key) };
   private hits = 0;
   private misses = 0;
   /** The composite's own last problem (a lookup past its deadline, a slow start). */
@@ -103,6 +125,8 @@ export class CompositeSource implements RouteSource {
     private readonly compile: CompileContext,
     deps: Pick<RuntimeDeps, 'logger' | 'metrics'>,
   ) {
+    this.strategy = STRATEGIES[o.mode];
+    this.results = o.cacheResults ? new ExpiringMap(o.maxCacheSize, true) : undefined;
     this.log = deps.logger.child({ source: name, source_type: 'composite' });
     this.hitCounter = deps.metrics.cacheHits.labels({ source_type: 'composite' });
     this.missCounter = deps.metrics.cacheMisses.labels({ source_type: 'composite' });
@@ -112,26 +136,64 @@ export class CompositeSource implements RouteSource {
     return this.sources;
   }
 
+  // ---- the mode -------------------------------------------------------------------------------------
+
+  /**
+   * The mode, written once: the children in the mode's order (failover: healthy ones first, then the
+   * unhealthy ones for their stale routes), their answers combined — the first route, or (merge) every route
+   * merged. A miss is `no_config` when some child said the key does not exist, else the first child error,
+   * else `unhealthy`. Undefined as soon as a needed answer is not known yet.
+   */
+  private walk(key: string, answers: ChildAnswers): RouteLookup | undefined {
+    const s = this.strategy;
+    const n = s.firstOnly ? 1 : this.sources.length;
+    const routes = this.scratch;
+    routes.length = 0;
+    let noConfig = false;
+    let error: RouteMiss | undefined;
+    let result: RouteLookup | undefined;
+    walk: for (let pass = s.healthyFirst ? 0 : 1; pass < 2; pass++) {
+      for (let i = 0; i < n; i++) {
+        if (s.healthyFirst && (this.sources[i] as RouteSource).healthy() !== (pass === 0)) continue;
+        const r = answers.answer(i, key);
+        if (r === undefined || (!isMiss(r) && !s.mergeAll)) {
+          result = r;
+          break walk;
+        }
+        if (!isMiss(r)) routes.push(r);
+        else if (r.miss === 'no_config') noConfig = true;
+        else if (r.miss === 'error') error ??= r;
+      }
+      if (pass === 1) result = routes.length > 0 ? this.combine(key, routes) : noConfig ? NO_CONFIG : (error ?? UNHEALTHY);
+    }
+    routes.length = 0;
+    return result;
+  }
+
+  /** One route as is; several merged, compiled once per distinct set of inputs (by identity). */
+  private combine(key: string, routes: readonly CompiledRoute[]): CompiledRoute {
+    if (routes.length === 1) return routes[0] as CompiledRoute;
+    const memo = this.merged.get(key);
+    if (memo !== undefined && sameInputs(memo.inputs, routes)) return memo.route;
+    const route = compileRoute(key, mergeConfigs(routes.map((r) => r.config)), this.compile);
+    setBounded(this.merged, key, { inputs: routes.slice(), route }, this.o.maxCacheSize);
+    return route;
+  }
+
   // ---- the request path ---------------------------------------------------------------------------
 
-  /** Synchronous only when every child answer it needs is in that child's cache; else undefined (load). */
+  /** Synchronous only when every child answer the mode needs is in that child's cache; else undefined (load). */
   peek(key: string): RouteLookup | undefined {
-    if (this.o.cacheResults) {
-      const cached = this.cachedResult(key);
-      if (cached !== undefined) return cached;
+    if (this.results !== undefined) {
+      const cached = this.results.get(key, Date.now());
+      if (cached !== undefined) {
+        this.hits++;
+        this.hitCounter.inc();
+        return cached.route;
+      }
     }
-    let r: RouteLookup | undefined;
-    switch (this.o.mode) {
-      case 'first':
-        r = (this.sources[0] as RouteSource).peek(key);
-        break;
-      case 'merge':
-        r = this.peekMerge(key);
-        break;
-      default:
-        r = this.peekOrdered(key, this.o.mode === 'failover');
-    }
-    if (r !== undefined && this.o.cacheResults) this.storeResult(key, r);
+    const r = this.walk(key, this.cached);
+    if (r !== undefined) this.storeResult(key, r);
     return r;
   }
 
@@ -142,196 +204,90 @@ export class CompositeSource implements RouteSource {
     return this.flight.do(key, () => this.lookup(key), signal);
   }
 
-  private peekOrdered(key: string, healthyFirst: boolean): RouteLookup | undefined {
-    let noConfig = false;
-    let error: RouteMiss | undefined;
-    const n = this.sources.length;
-    for (let pass = healthyFirst ? 0 : 1; pass < 2; pass++) {
-      for (let i = 0; i < n; i++) {
-        const child = this.sources[i] as RouteSource;
-        // failover: healthy children first (pass 0), then the unhealthy ones (pass 1) for their stale routes
-        if (healthyFirst && child.healthy() !== (pass === 0)) continue;
-        const r = child.peek(key);
-        if (r === undefined) return undefined;
-        if (!isMiss(r)) return r;
-        if (r.miss === 'no_config') noConfig = true;
-        else if (r.miss === 'error') error ??= r;
-      }
-    }
-    return missOf(noConfig, error);
-  }
-
-  private peekMerge(key: string): RouteLookup | undefined {
-    const routes = this.scratch;
-    routes.length = 0;
-    let noConfig = false;
-    let error: RouteMiss | undefined;
-    for (let i = 0; i < this.sources.length; i++) {
-      const r = (this.sources[i] as RouteSource).peek(key);
-      if (r === undefined) {
-        routes.length = 0;
-        return undefined;
-      }
-      if (!isMiss(r)) routes.push(r);
-      else if (r.miss === 'no_config') noConfig = true;
-      else if (r.miss === 'error') error ??= r;
-    }
-    const result = routes.length === 0 ? missOf(noConfig, error) : this.combine(key, routes);
-    routes.length = 0;
-    return result;
-  }
-
-  /** The asynchronous lookup, under one deadline for all children. */
+  /**
+   * The asynchronous lookup, under one deadline for all children: the same walk, re-run each time the child
+   * it stopped at has answered. Each child is peeked once and fetched at most once (all at once up front
+   * with `parallel`).
+   */
   private async lookup(key: string): Promise<RouteLookup> {
-    const deadline = new AbortController();
-    const onStop = (): void => deadline.abort(this.lifetime.signal.reason);
-    this.lifetime.signal.addEventListener('abort', onStop, { once: true });
-    const timer = setTimeout(
-      () => deadline.abort(new SourceTimeoutError(this.name, `lookup of ${JSON.stringify(key)}`, this.o.timeoutMs)),
-      this.o.timeoutMs,
+    const timeoutMs = this.o.timeoutMs;
+    const d = deadline(
+      timeoutMs,
+      this.lifetime.signal,
+      () => new SourceTimeoutError(this.name, `lookup of ${JSON.stringify(key)}`, timeoutMs),
     );
-    const failures = { count: 0 };
+    const state: LookupState = { signal: d.signal, failures: 0 };
+    const known: (RouteLookup | undefined)[] = [];
+    const pending: (Promise<unknown> | undefined)[] = [];
+    let waitingFor: Promise<unknown> | undefined;
+    const answers: ChildAnswers = {
+      answer: (i) => {
+        if (known[i] === undefined && pending[i] === undefined) {
+          const r = (this.sources[i] as RouteSource).peek(key);
+          if (r !== undefined) known[i] = this.noteAnswer(i, key, r, state);
+          else pending[i] = this.fetchChild(i, key, state).then((a) => (known[i] = a));
+        }
+        if (known[i] === undefined) waitingFor = pending[i];
+        return known[i];
+      },
+    };
     try {
-      const r = await this.ask(key, deadline.signal, failures);
-      if (deadline.signal.reason instanceof SourceTimeoutError) {
-        this.lastError = deadline.signal.reason.message;
+      if (this.o.parallel && this.strategy.parallelizable) for (let i = 0; i < this.sources.length; i++) answers.answer(i, key);
+      let r = this.walk(key, answers);
+      while (r === undefined) {
+        await waitingFor;
+        r = this.walk(key, answers);
+      }
+      if (d.signal.reason instanceof SourceTimeoutError) {
+        this.lastError = d.signal.reason.message;
         this.log.warn({ key, err: this.lastError }, 'lookup timed out');
-      } else if (failures.count === 0) this.lastError = undefined;
-      if (this.o.cacheResults) this.storeResult(key, r);
+      } else if (state.failures === 0) this.lastError = undefined;
+      this.storeResult(key, r);
       return r;
     } finally {
-      clearTimeout(timer);
-      this.lifetime.signal.removeEventListener('abort', onStop);
       // children still loading for a parallel lookup that already has its answer: stop waiting for them
-      if (!deadline.signal.aborted) deadline.abort(new SourceError(this.name, 'lookup finished'));
+      if (!d.signal.aborted) d.abort(new SourceError(this.name, 'lookup finished'));
+      d.dispose();
     }
   }
 
-  private async ask(key: string, signal: AbortSignal, failures: { count: number }): Promise<RouteLookup> {
-    const n = this.sources.length;
-    const tally = new MissTally();
-    switch (this.o.mode) {
-      case 'first':
-        return this.askChild(0, key, signal, failures);
-      case 'merge': {
-        const answers = this.o.parallel
-          ? await Promise.all(this.sources.map((_, i) => this.askChild(i, key, signal, failures)))
-          : await this.inTurn(key, signal, failures);
-        const routes: CompiledRoute[] = [];
-        for (const a of answers) {
-          if (isMiss(a)) tally.add(a);
-          else routes.push(a);
-        }
-        return routes.length === 0 ? tally.result() : this.combine(key, routes);
-      }
-      case 'priority':
-        if (this.o.parallel) {
-          const pending = this.sources.map((_, i) => this.askChild(i, key, signal, failures));
-          for (const p of pending) {
-            const a = await p; // the lowest index with a route wins, as soon as every lower one has missed
-            if (!isMiss(a)) return a;
-            tally.add(a);
-          }
-          return tally.result();
-        }
-        for (let i = 0; i < n; i++) {
-          const a = await this.askChild(i, key, signal, failures);
-          if (!isMiss(a)) return a;
-          tally.add(a);
-        }
-        return tally.result();
-      case 'failover': {
-        const asked = new Array<boolean>(n).fill(false);
-        for (const pass of [0, 1]) {
-          for (let i = 0; i < n; i++) {
-            if (asked[i] || (pass === 0 && !(this.sources[i] as RouteSource).healthy())) continue;
-            asked[i] = true;
-            const a = await this.askChild(i, key, signal, failures);
-            if (!isMiss(a)) return a;
-            tally.add(a);
-          }
-        }
-        return tally.result();
-      }
-    }
-  }
-
-  private async inTurn(key: string, signal: AbortSignal, failures: { count: number }): Promise<RouteLookup[]> {
-    const answers: RouteLookup[] = [];
-    for (let i = 0; i < this.sources.length; i++) answers.push(await this.askChild(i, key, signal, failures));
-    return answers;
-  }
-
-  /** One child's answer; never rejects. A failure is logged and recorded, not swallowed. */
-  private async askChild(i: number, key: string, signal: AbortSignal, failures: { count: number }): Promise<RouteLookup> {
-    const child = this.sources[i] as RouteSource;
-    let r = child.peek(key);
-    if (r === undefined && signal.aborted)
-      r = { miss: 'error', error: signal.reason instanceof Error ? signal.reason : new Error(String(signal.reason)) };
-    if (r === undefined) {
+  /** One child's answer from its store; never rejects. */
+  private async fetchChild(i: number, key: string, state: LookupState): Promise<RouteLookup> {
+    const { signal } = state;
+    let r: RouteLookup;
+    if (signal.aborted) r = errorMiss(signal.reason);
+    else {
       try {
-        r = await child.load(key, signal);
+        r = await (this.sources[i] as RouteSource).load(key, signal);
       } catch (err) {
-        const cause = signal.aborted ? signal.reason : err;
-        r = { miss: 'error', error: cause instanceof Error ? cause : new Error(String(cause)) };
+        r = errorMiss(signal.aborted ? signal.reason : err);
       }
+    }
+    return this.noteAnswer(i, key, r, state);
+  }
+
+  /** A failed child answer is logged and recorded (shown in health until that child answers again), not swallowed. */
+  private noteAnswer(i: number, key: string, r: RouteLookup, state: LookupState): RouteLookup {
+    const child = this.sources[i] as RouteSource;
+    if (!isMiss(r) || r.miss !== 'error') {
+      this.childFailures.delete(child.name);
+      return r;
     }
     // a lookup that already has its answer detaches from slower children: not their failure
-    const detached = signal.aborted && !(signal.reason instanceof SourceTimeoutError);
-    if (isMiss(r) && r.miss === 'error') {
-      if (!detached) {
-        failures.count++;
-        const message = `${JSON.stringify(key)}: ${r.error ? errorMessage(r.error) : 'lookup failed'}`;
-        this.childFailures.set(child.name, message);
-        this.log.warn({ child: child.name, key, err: message }, 'child source failed');
-      }
-    } else this.childFailures.delete(child.name);
+    if (state.signal.aborted && !(state.signal.reason instanceof SourceTimeoutError)) return r;
+    state.failures++;
+    const message = `${JSON.stringify(key)}: ${r.error ? errorMessage(r.error) : 'lookup failed'}`;
+    this.childFailures.set(child.name, message);
+    this.log.warn({ child: child.name, key, err: message }, 'child source failed');
     return r;
   }
 
-  // ---- combining ------------------------------------------------------------------------------------
-
-  /** One route as is; several merged. */
-  private combine(key: string, routes: readonly CompiledRoute[]): CompiledRoute {
-    if (routes.length === 1) return routes[0] as CompiledRoute;
-    return this.mergedRoute(key, routes);
-  }
-
-  /** Compiled once per distinct set of child routes: the same inputs (by identity) give the same route. */
-  private mergedRoute(key: string, routes: readonly CompiledRoute[]): CompiledRoute {
-    const memo = this.merged.get(key);
-    if (memo !== undefined && sameInputs(memo.inputs, routes)) return memo.route;
-    const route = compileRoute(key, mergeConfigs(routes.map((r) => r.config)), this.compile);
-    this.merged.delete(key);
-    this.merged.set(key, { inputs: routes.slice(), route });
-    if (this.merged.size > this.o.maxCacheSize) this.merged.delete(this.merged.keys().next().value as string);
-    return route;
-  }
-
-  // ---- the result cache (cache_results) --------------------------------------------------------------
-
-  private cachedResult(key: string): CompiledRoute | undefined {
-    const c = this.results.get(key);
-    if (c === undefined) return undefined;
-    if (c.expiresAt <= Date.now()) {
-      this.results.delete(key);
-      return undefined;
-    }
-    this.results.delete(key);
-    this.results.set(key, c);
-    this.hits++;
-    this.hitCounter.inc();
-    return c.route;
-  }
-
-  /** Counts the miss of a computed answer and keeps it when it is a route (misses are the children's to cache). */
+  /** With `cache_results`: counts the miss of a computed answer and keeps it when it is a route (misses are the children's to cache). */
   private storeResult(key: string, r: RouteLookup): void {
+    if (this.results === undefined) return;
     this.misses++;
     this.missCounter.inc();
-    if (isMiss(r)) return;
-    this.results.delete(key);
-    this.results.set(key, { route: r, expiresAt: Date.now() + this.o.cacheTtlMs });
-    if (this.results.size > this.o.maxCacheSize) this.results.delete(this.results.keys().next().value as string);
+    if (!isMiss(r)) this.results.set(key, { route: r, expiresAt: Date.now() + this.o.cacheTtlMs });
   }
 
   // ---- lifecycle ------------------------------------------------------------------------------------
@@ -352,24 +308,10 @@ export class CompositeSource implements RouteSource {
 
   private async startChildren(): Promise<void> {
     const loaded = Promise.all(this.sources.map((c) => c.start()));
-    const waited = new AbortController();
-    const onStop = (): void => waited.abort();
-    this.lifetime.signal.addEventListener('abort', onStop, { once: true });
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<'timeout'>((resolve) => {
-      timer = setTimeout(() => resolve('timeout'), this.o.initialLoadTimeoutMs);
-      waited.signal.addEventListener('abort', () => resolve('timeout'), { once: true });
-    });
-    try {
-      const outcome = await Promise.race([loaded.then(() => 'loaded' as const), timeout]);
-      if (outcome === 'timeout' && !this.lifetime.signal.aborted) {
-        this.startTimedOut = true;
-        this.lastError = `initial load did not finish within ${this.o.initialLoadTimeoutMs}ms; serving without it`;
-        this.log.warn({ err: this.lastError }, 'children still loading');
-      }
-    } finally {
-      clearTimeout(timer);
-      this.lifetime.signal.removeEventListener('abort', onStop);
+    if ((await waitAtMost(loaded, this.o.initialLoadTimeoutMs, this.lifetime.signal)) === 'timeout') {
+      this.startTimedOut = true;
+      this.lastError = `initial load did not finish within ${this.o.initialLoadTimeoutMs}ms; serving without it`;
+      this.log.warn({ err: this.lastError }, 'children still loading');
     }
   }
 
@@ -380,7 +322,7 @@ export class CompositeSource implements RouteSource {
   }
 
   clear(): void {
-    this.results.clear();
+    this.results?.clear();
     this.merged.clear();
     this.childFailures.clear();
     this.hits = this.misses = 0;
@@ -389,33 +331,23 @@ export class CompositeSource implements RouteSource {
 
   // ---- admin views ---------------------------------------------------------------------------------
 
-  /** The merged view: each key once, with the mode's precedence (merge: the merged route). */
+  /** The merged view: each key once, as the mode answers it from the children's listings. */
   *routes(): Iterable<CompiledRoute> {
-    if (this.o.mode === 'first') {
-      yield* (this.sources[0] as RouteSource).routes();
-      return;
-    }
-    if (this.o.mode === 'merge') {
-      const byKey = new Map<string, CompiledRoute[]>();
-      for (const c of this.sources) {
-        for (const r of c.routes()) {
-          const list = byKey.get(r.key);
-          if (list === undefined) byKey.set(r.key, [r]);
-          else list.push(r);
-        }
+    const n = this.strategy.firstOnly ? 1 : this.sources.length;
+    const listed: Map<string, CompiledRoute>[] = [];
+    const keys = new Set<string>();
+    for (let i = 0; i < n; i++) {
+      const byKey = new Map<string, CompiledRoute>();
+      for (const r of (this.sources[i] as RouteSource).routes()) {
+        byKey.set(r.key, r);
+        keys.add(r.key);
       }
-      for (const [key, list] of byKey) yield list.length === 1 ? (list[0] as CompiledRoute) : this.mergedRoute(key, list);
-      return;
+      listed.push(byKey);
     }
-    const seen = new Set<string>();
-    const ordered =
-      this.o.mode === 'failover' ? [...this.sources.filter((c) => c.healthy()), ...this.sources.filter((c) => !c.healthy())] : this.sources;
-    for (const c of ordered) {
-      for (const r of c.routes()) {
-        if (seen.has(r.key)) continue;
-        seen.add(r.key);
-        yield r;
-      }
+    const answers: ChildAnswers = { answer: (i, key) => (listed[i] as Map<string, CompiledRoute>).get(key) ?? NO_CONFIG };
+    for (const key of keys) {
+      const r = this.walk(key, answers);
+      if (r !== undefined && !isMiss(r)) yield r;
     }
   }
 
@@ -445,30 +377,26 @@ export class CompositeSource implements RouteSource {
 
   /** With `cache_results`: the result cache. Without: the children's caches, added up. */
   cacheStats(): CacheStats {
-    if (this.o.cacheResults) {
-      const total = this.hits + this.misses;
-      return {
-        entries: this.results.size,
-        max_size: this.o.maxCacheSize,
-        hits: this.hits,
-        misses: this.misses,
-        negative_hits: 0,
-        hit_rate: total === 0 ? 0 : this.hits / total,
-      };
-    }
-    const sum: CacheStats = { entries: 0, max_size: 0, hits: 0, misses: 0, negative_hits: 0, hit_rate: 0 };
+    if (this.results !== undefined) return cacheStats(this.results.size, this.o.maxCacheSize, this.hits, this.misses, 0);
+    let entries = 0;
+    let maxSize = 0;
+    let hits = 0;
+    let misses = 0;
+    let negativeHits = 0;
     for (const c of this.sources) {
       const s = c.cacheStats();
-      sum.entries += s.entries;
-      sum.max_size += s.max_size;
-      sum.hits += s.hits;
-      sum.misses += s.misses;
-      sum.negative_hits += s.negative_hits;
+      entries += s.entries;
+      maxSize += s.max_size;
+      hits += s.hits;
+      misses += s.misses;
+      negativeHits += s.negative_hits;
     }
-    const total = sum.hits + sum.misses;
-    sum.hit_rate = total === 0 ? 0 : sum.hits / total;
-    return sum;
+    return cacheStats(entries, maxSize, hits, misses, negativeHits);
   }
+}
+
+function errorMiss(cause: unknown): RouteMiss {
+  return { miss: 'error', error: cause instanceof Error ? cause : new Error(String(cause)) };
 }
 
 function sameInputs(a: readonly CompiledRoute[], b: readonly CompiledRoute[]): boolean {

@@ -1,6 +1,7 @@
 import { createHash } from 'node:crypto';
 import { setImmediate as yieldToLoop } from 'node:timers/promises';
 import { RouteCache, type CacheStats } from '../cache/route-cache.ts';
+import { setBounded } from '../cache/bounded.ts';
 import { Singleflight } from '../cache/singleflight.ts';
 import { ResyncRequired, RouteParseError, SourceError, SourceTimeoutError, errorMessage } from '../errors.ts';
 import type { Metrics, ParseErrorLog } from '../metrics/metrics.ts';
@@ -9,7 +10,7 @@ import { compileRoute, type CompileContext, type CompiledRoute } from '../route/
 import { DEFAULT_ROUTE_LIMITS, valueSize, type RouteLimits } from '../route/limits.ts';
 import { parseBounded } from '../route/offload.ts';
 import type { RouteConfig } from '../route/types.ts';
-import { abortable, sleep, withTimeout } from '../util/async.ts';
+import { abortable, sleep, waitAtMost, withTimeout } from '../util/async.ts';
 import { backoffDelay } from './backoff.ts';
 import {
   LOAD_ERROR,
@@ -252,12 +253,7 @@ export class SourceRuntime implements RouteSource, WritableSource {
     this.loop = this.run().catch((err: unknown) => {
       this.log.error({ err }, 'source loop stopped unexpectedly');
     });
-    const timeout = sleep(this.opts.initialLoadTimeoutMs, this.lifetime.signal).then(
-      () => 'timeout' as const,
-      () => 'stopped' as const,
-    );
-    const outcome = await Promise.race([this.initialLoad.then(() => 'loaded' as const), timeout]);
-    if (outcome === 'timeout') {
+    if ((await waitAtMost(this.initialLoad, this.opts.initialLoadTimeoutMs, this.lifetime.signal)) === 'timeout') {
       const cause = this.lastError !== undefined ? ` (last error: ${this.lastError})` : '';
       this.noteError(
         `initial load did not finish within ${this.opts.initialLoadTimeoutMs}ms; serving without it and retrying in the background${cause}`,
@@ -515,9 +511,7 @@ export class SourceRuntime implements RouteSource, WritableSource {
     this.labels.parse.inc();
     this.deps.parseErrors.record(this.type);
     this.lastParseError = { key, message: e.message };
-    this.rejected.delete(key);
-    this.rejected.set(key, print);
-    if (this.rejected.size > this.cache.maxSize) this.rejected.delete(this.rejected.keys().next().value as string);
+    setBounded(this.rejected, key, print, this.cache.maxSize);
     this.log.warn({ key, field: e.field, origin, err: e.message }, 'invalid route config; keeping the last good one');
     return STALE_RESULT;
   }

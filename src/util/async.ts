@@ -16,6 +16,32 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   });
 }
 
+/** A signal with a deadline (see `deadline`). */
+export interface Deadline {
+  readonly signal: AbortSignal;
+  /** Ends it early with `reason` (e.g. the work has its answer: whatever still runs under it may stop). */
+  abort(reason: unknown): void;
+  /** Clears the timer and the link to the parent; the signal stays as it is. */
+  dispose(): void;
+}
+
+/** A signal that aborts with `onTimeout()` after `ms`, or with the parent's reason as soon as `parent` aborts. */
+export function deadline(ms: number, parent: AbortSignal | undefined, onTimeout: () => Error): Deadline {
+  const controller = new AbortController();
+  const onParent = (): void => controller.abort(parent?.reason);
+  if (parent?.aborted) onParent();
+  else parent?.addEventListener('abort', onParent, { once: true });
+  const timer = setTimeout(() => controller.abort(onTimeout()), ms);
+  return {
+    signal: controller.signal,
+    abort: (reason) => controller.abort(reason),
+    dispose: () => {
+      clearTimeout(timer);
+      parent?.removeEventListener('abort', onParent);
+    },
+  };
+}
+
 /**
  * Runs `work` with a signal that aborts after `ms` or when `parent` aborts. Rejects on timeout with
  * `onTimeout()` and on a parent abort with its reason — even when `work` ignores its signal, so a stop is
@@ -28,26 +54,30 @@ export async function withTimeout<T>(
   work: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
   if (parent?.aborted) throw parent.reason;
-  const controller = new AbortController();
-  let timer: NodeJS.Timeout | undefined;
-  let onParent: (() => void) | undefined;
-  const interrupted = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => {
-      const err = onTimeout();
-      controller.abort(err);
-      reject(err);
-    }, ms);
-    onParent = () => {
-      controller.abort(parent?.reason);
-      reject(parent?.reason);
-    };
-    parent?.addEventListener('abort', onParent, { once: true });
-  });
+  const d = deadline(ms, parent, onTimeout);
   try {
-    return await Promise.race([work(controller.signal), interrupted]);
+    return await abortable(d.signal, work(d.signal));
   } finally {
-    clearTimeout(timer);
-    if (onParent !== undefined) parent?.removeEventListener('abort', onParent);
+    d.dispose();
+  }
+}
+
+/**
+ * Waits for `work` at most `ms` (an initial load bounded by `initial_load_timeout`): `'done'` when it
+ * finishes first, `'timeout'`, or `'stopped'` when `stopped` aborts first. The timer never outlives the wait.
+ */
+export async function waitAtMost(work: Promise<unknown>, ms: number, stopped: AbortSignal): Promise<'done' | 'timeout' | 'stopped'> {
+  const d = deadline(ms, stopped, () => new Error('timeout'));
+  try {
+    return await abortable(d.signal, work).then(
+      () => 'done' as const,
+      (err: unknown) => {
+        if (!d.signal.aborted) throw err;
+        return stopped.aborted ? ('stopped' as const) : ('timeout' as const);
+      },
+    );
+  } finally {
+    d.dispose();
   }
 }
 
