@@ -1,6 +1,7 @@
 import type { Decision, MissReason } from '../engine/decision.ts';
 import type { PolicyRuntime } from '../engine/policy-runtime.ts';
 import { FAILED_UPSTREAM_HEADER, select } from '../engine/select.ts';
+import { sumCacheStats, type CacheStats } from '../cache/route-cache.ts';
 import { DynamicLbError } from '../errors.ts';
 import { eachSource, type ParseErrorLog } from '../metrics/metrics.ts';
 import { ruleMatches, type CompiledRoute } from '../route/compile.ts';
@@ -130,14 +131,8 @@ export function policiesView(policies: ReadonlyMap<string, PolicyRuntime>): { po
   return { policies: out, total: out.length };
 }
 
-export interface CacheNumbers {
-  entries: number;
-  max_size: number;
-  hits: number;
-  misses: number;
-  negative_hits: number;
-  hit_rate: number;
-}
+/** One cache's numbers (contract §6), as every source reports them. */
+export type CacheNumbers = CacheStats;
 
 export interface CacheJson extends CacheNumbers {
   sources?: Record<string, CacheNumbers>;
@@ -157,17 +152,7 @@ export function cacheView(sources: readonly RouteSource[], parseErrors: ParseErr
 }
 
 function cacheTotals(sources: readonly RouteSource[]): CacheNumbers {
-  const t: CacheNumbers = { entries: 0, max_size: 0, hits: 0, misses: 0, negative_hits: 0, hit_rate: 0 };
-  for (const s of eachSource(sources)) {
-    const c = s.cacheStats();
-    t.entries += c.entries;
-    t.max_size += c.max_size;
-    t.hits += c.hits;
-    t.misses += c.misses;
-    t.negative_hits += c.negative_hits;
-  }
-  t.hit_rate = t.hits + t.misses === 0 ? 0 : t.hits / (t.hits + t.misses);
-  return t;
+  return sumCacheStats([...eachSource(sources)].map((s) => s.cacheStats()));
 }
 
 /** `DELETE /dynamic-lb/cache`: every source drops its cache and stats and re-reads its store. */

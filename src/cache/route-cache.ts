@@ -33,6 +33,19 @@ export function cacheStats(entries: number, maxSize: number, hits: number, misse
   return { entries, max_size: maxSize, hits, misses, negative_hits: negativeHits, hit_rate: total === 0 ? 0 : hits / total };
 }
 
+/** Several caches' stats added up (a composite's children, the admin totals). */
+export function sumCacheStats(all: Iterable<CacheStats>): CacheStats {
+  let [entries, maxSize, hits, misses, negativeHits] = [0, 0, 0, 0, 0];
+  for (const s of all) {
+    entries += s.entries;
+    maxSize += s.max_size;
+    hits += s.hits;
+    misses += s.misses;
+    negativeHits += s.negative_hits;
+  }
+  return cacheStats(entries, maxSize, hits, misses, negativeHits);
+}
+
 export class RouteCache {
   readonly maxSize: number;
   readonly negativeTtlMs: number;

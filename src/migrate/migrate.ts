@@ -5,7 +5,7 @@ import { parseConfig } from '../config/load.ts';
 import { mapGatewayJwt } from './gateway-jwt.ts';
 import { formatToken, type Token } from './lexer.ts';
 import { parseCaddyfile, type Directive, type ReadFile } from './parse.ts';
-import { JSON_ONLY_SOURCES, SOURCE_BLOCKS, envValue, mapSource, type Dropped } from './sources.ts';
+import { JSON_ONLY_SOURCES, SOURCE_BLOCKS, envValue, lineOf, mapSource, scalarOf, type Dropped } from './sources.ts';
 
 /**
  * `dynamic-lb migrate`: a Caddyfile written for the Go module → dynamic-lb.yaml + a Caddyfile for stock
@@ -442,11 +442,7 @@ function health(
     return;
   }
   if (x.args.length !== 1 || x.block !== undefined) {
-    emit({
-      token: x.name,
-      what: `${x.name.text} ${x.args.map((a) => a.text).join(' ')}`.trim(),
-      why: 'expected exactly one value (Caddy rejected this line too)',
-    });
+    emit({ token: x.name, what: lineOf(x), why: 'expected exactly one value (Caddy rejected this line too)' });
     return;
   }
   const v = envValue((x.args[0] as Token).text);
@@ -463,7 +459,7 @@ function selectPolicy(select: Directive, emit: (x: Dropped) => void): Record<str
   let sourceSeen: Directive | undefined;
   for (const x of select.block ?? []) {
     const n = x.name.text;
-    const value = x.args.length === 1 && x.block === undefined ? envValue((x.args[0] as Token).text) : undefined;
+    const value = scalarOf(x);
     if (['key', 'instance_key', 'version_key'].includes(n) && value !== undefined) policy[n] = value;
     else if (n === 'metrics_cardinality' && (value === 'detailed' || value === 'coarse')) policy[n] = value;
     else if (n === 'fallback' && value !== undefined && FALLBACKS.has(value)) policy.fallback = value;
@@ -488,23 +484,16 @@ function selectPolicy(select: Directive, emit: (x: Dropped) => void): Record<str
         what: `${n} { … }`,
         why: `the Go module had no Caddyfile form for ${n} (it failed to load); write its data_source by hand, see docs/sources.md`,
       });
-    else
-      emit({
-        token: x.name,
-        what: `${n} ${x.args.map((a) => a.text).join(' ')}`.trim(),
-        why: 'unrecognized (the Go module rejected it too)',
-      });
+    else emit(unrecognized(x));
   }
-  if (policy.data_source === undefined)
-    emit({ token: select.name, what: 'lb_policy dynamic', why: 'no data source block: the policy has no routes until data_source is set' });
-  return policy;
+  return withSource(policy, select, 'lb_policy dynamic', emit);
 }
 
 function sourcePolicy(source: Directive, emit: (x: Dropped) => void, ttl: ((ms: number) => void) | undefined): Record<string, unknown> {
   const policy: Record<string, unknown> = {};
   for (const x of source.block ?? []) {
     const n = x.name.text;
-    const value = x.args.length === 1 && x.block === undefined ? envValue((x.args[0] as Token).text) : undefined;
+    const value = scalarOf(x);
     if ((n === 'key' || n === 'default_key') && value !== undefined) policy[n] = value;
     else if (n === 'refresh_interval' && value !== undefined && durationOf(value) !== undefined) {
       const ms = durationOf(value) as number;
@@ -519,15 +508,20 @@ function sourcePolicy(source: Directive, emit: (x: Dropped) => void, ttl: ((ms: 
         kept: true,
       });
     } else if ((SOURCE_BLOCKS as readonly string[]).includes(n) && x.block !== undefined) policy.data_source = mapSource(x, emit, true);
-    else
-      emit({
-        token: x.name,
-        what: `${n} ${x.args.map((a) => a.text).join(' ')}`.trim(),
-        why: 'unrecognized (the Go module rejected it too)',
-      });
+    else emit(unrecognized(x));
   }
+  return withSource(policy, source, 'dynamic_source', emit);
+}
+
+/** A line neither the Go module nor the migration knows. */
+function unrecognized(x: Directive): Dropped {
+  return { token: x.name, what: lineOf(x), why: 'unrecognized (the Go module rejected it too)' };
+}
+
+/** The policy; reported when its block named no data source (it has no routes until one is set). */
+function withSource(policy: Record<string, unknown>, block: Directive, what: string, emit: (x: Dropped) => void): Record<string, unknown> {
   if (policy.data_source === undefined)
-    emit({ token: source.name, what: 'dynamic_source', why: 'no data source block: the policy has no routes until data_source is set' });
+    emit({ token: block.name, what, why: 'no data source block: the policy has no routes until data_source is set' });
   return policy;
 }
 

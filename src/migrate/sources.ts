@@ -29,17 +29,22 @@ export function envValue(text: string): string {
     .replace(/\{env\.([A-Za-z_][A-Za-z0-9_]*)\}/g, (_w, n: string) => `\${${n}}`);
 }
 
+/** A directive line as written (its name and arguments), for the migration report. */
+export function lineOf(d: Directive): string {
+  return `${d.name.text} ${d.args.map((a) => a.text).join(' ')}`.trim();
+}
+
+/** The one argument of a directive without a block, with its environment placeholders rewritten; else undefined. */
+export function scalarOf(d: Directive): string | undefined {
+  return d.args.length === 1 && d.block === undefined ? envValue((d.args[0] as Token).text) : undefined;
+}
+
 /** One scalar argument, or a problem. */
 function one(d: Directive, emit: Emit): string | undefined {
-  if (d.args.length !== 1 || d.block !== undefined) {
-    emit({
-      token: d.name,
-      what: `${d.name.text} ${d.args.map((a) => a.text).join(' ')}`.trim(),
-      why: 'expected exactly one value (the Go module rejected this line too)',
-    });
-    return undefined;
-  }
-  return envValue((d.args[0] as Token).text);
+  const value = scalarOf(d);
+  if (value === undefined)
+    emit({ token: d.name, what: lineOf(d), why: 'expected exactly one value (the Go module rejected this line too)' });
+  return value;
 }
 
 function duration(d: Directive, emit: Emit): string | undefined {

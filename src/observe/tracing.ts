@@ -154,16 +154,11 @@ export async function traceSelection(policy: Policy, view: RequestView, signal: 
     parent,
   );
   const started = performance.now();
-  try {
+  return inSpan(span, async () => {
     const d = await context.with(trace.setSpan(parent, span), run, undefined, policy, view, signal);
     if (span.isRecording()) describeDecision(span, policy, d, performance.now() - started);
     return d;
-  } catch (err) {
-    failed(span, err);
-    throw err;
-  } finally {
-    span.end();
-  }
+  });
 }
 
 function describeDecision(span: Span, policy: Policy, d: Decision, ms: number): void {
@@ -187,16 +182,11 @@ function describeDecision(span: Span, policy: Policy, d: Decision, ms: number): 
 /** `dynamic_lb.cache.lookup` around a synchronous route-cache lookup. */
 export function traceCacheLookup(source: RouteSource, key: string): RouteLookup | undefined {
   const span = tracer.startSpan('dynamic_lb.cache.lookup', { kind: SpanKind.INTERNAL, attributes: { 'dynamic_lb.routing_key': key } });
-  try {
+  return inSpan(span, () => {
     const found = source.peek(key);
     span.setAttribute('dynamic_lb.cache_hit', found !== undefined);
     return found;
-  } catch (err) {
-    failed(span, err);
-    throw err;
-  } finally {
-    span.end();
-  }
+  });
 }
 
 /** `dynamic_lb.datasource.get` around a store read (a route-cache miss). */
@@ -205,17 +195,39 @@ export async function traceDatasourceGet(source: RouteSource, key: string, signa
     kind: SpanKind.CLIENT,
     attributes: { 'dynamic_lb.datasource_type': source.type, 'dynamic_lb.routing_key': key },
   });
-  try {
+  return inSpan(span, async () => {
     const found = await source.load(key, signal);
     span.setAttribute('dynamic_lb.healthy', source.healthy());
     if ('miss' in found && found.miss === 'error') failed(span, found.error ?? new Error('store read failed'));
     return found;
+  });
+}
+
+/** Runs `work` (synchronous or not) in `span`: a failure is recorded on the span and passed on; the span ends when `work` does. */
+function inSpan<T>(span: Span, work: () => T): T {
+  let result: T;
+  try {
+    result = work();
   } catch (err) {
     failed(span, err);
-    throw err;
-  } finally {
     span.end();
+    throw err;
   }
+  if (!(result instanceof Promise)) {
+    span.end();
+    return result;
+  }
+  return result.then(
+    (value: unknown) => {
+      span.end();
+      return value;
+    },
+    (err: unknown) => {
+      failed(span, err);
+      span.end();
+      throw err;
+    },
+  ) as T;
 }
 
 function failed(span: Span, err: unknown): void {

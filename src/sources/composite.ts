@@ -1,5 +1,5 @@
 import { ExpiringMap, setBounded } from '../cache/bounded.ts';
-import { cacheStats, type CacheStats } from '../cache/route-cache.ts';
+import { cacheStats, sumCacheStats, type CacheStats } from '../cache/route-cache.ts';
 import { Singleflight } from '../cache/singleflight.ts';
 import { SourceError, SourceTimeoutError, errorMessage } from '../errors.ts';
 import type { Logger } from '../observe/log.ts';
@@ -378,20 +378,7 @@ export class CompositeSource implements RouteSource {
   /** With `cache_results`: the result cache. Without: the children's caches, added up. */
   cacheStats(): CacheStats {
     if (this.results !== undefined) return cacheStats(this.results.size, this.o.maxCacheSize, this.hits, this.misses, 0);
-    let entries = 0;
-    let maxSize = 0;
-    let hits = 0;
-    let misses = 0;
-    let negativeHits = 0;
-    for (const c of this.sources) {
-      const s = c.cacheStats();
-      entries += s.entries;
-      maxSize += s.max_size;
-      hits += s.hits;
-      misses += s.misses;
-      negativeHits += s.negative_hits;
-    }
-    return cacheStats(entries, maxSize, hits, misses, negativeHits);
+    return sumCacheStats(this.sources.map((c) => c.cacheStats()));
   }
 }
 

@@ -5,16 +5,8 @@ import { basename, dirname, extname, join, resolve } from 'node:path';
 import { RouteParseError } from '../errors.ts';
 import { parseYamlLinear } from '../route/yaml.ts';
 import type { DriverFactory } from './driver.ts';
-import {
-  WriteConflict,
-  contentRevision,
-  type Snapshot,
-  type StoreDriver,
-  type StoredRoute,
-  type StoredValue,
-  type WatchContext,
-  type WritableStore,
-} from './source.ts';
+import { ContentRevisionStore, checkRevision } from './content-writes.ts';
+import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
 
 /**
  * Route configs in files — the embedded default.
@@ -49,13 +41,14 @@ const READ_CONCURRENCY = 32;
 /** Extensions a key's file is looked for under even before a listing has seen one. */
 const COMMON_EXTENSIONS = ['.yaml', '.yml', '.json'];
 
-export class FileDriver implements StoreDriver, WritableStore {
+export class FileDriver extends ContentRevisionStore implements StoreDriver {
   private readonly path: string;
   /** Extensions (with the dot) of the files seen by the last directory listing, plus COMMON_EXTENSIONS. */
   private extensions = new Set(COMMON_EXTENSIONS);
   readonly watch: StoreDriver['watch'];
   readonly pollIntervalMs: number | undefined;
   constructor(private readonly o: FileOptions) {
+    super();
     this.path = resolve(o.path);
     // watching: events (plus optional periodic re-reads inside the watch); not watching: runner polls, if asked
     this.watch = o.watch ? (ctx) => this.watchFiles(ctx) : undefined;
@@ -236,15 +229,22 @@ export class FileDriver implements StoreDriver, WritableStore {
   /** Writes of this driver run one at a time, so an If-Match check and its rename cannot interleave. */
   private writing: Promise<unknown> = Promise.resolve();
 
-  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
-    const file = await this.keyFile(key, signal);
-    return file === undefined ? null : { text: file.text, revision: contentRevision(file.text) };
+  protected async readText(key: string, signal: AbortSignal): Promise<string | null> {
+    return (await this.keyFile(key, signal))?.text ?? null;
   }
 
-  writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
+  protected put(key: string, text: string | null, ifRevision: string | undefined, signal: AbortSignal): Promise<boolean> {
     return this.serialWrite(async () => {
       const current = await this.keyFile(key, signal);
       checkRevision(key, current?.text, ifRevision);
+      if (text === null) {
+        if (current === undefined) return false;
+        await unlink(current.path);
+        // another file may still define the key (`<key>.yaml` beside `<key>.json`): remove those too
+        for (let more = await this.keyFile(key, signal); more !== undefined; more = await this.keyFile(key, signal))
+          await unlink(more.path);
+        return true;
+      }
       // the file a listing reads for the key, else `<key>.json` for JSON and `<key>.yaml` for the rest
       const target = current?.path ?? join(this.path, `${key}${/^\s*[{[]/.test(text) ? '.json' : '.yaml'}`);
       // a hidden temporary name (listings skip it), renamed over the target: readers see old or new, never half
@@ -256,19 +256,7 @@ export class FileDriver implements StoreDriver, WritableStore {
         await unlink(temp).catch(() => undefined);
         throw err;
       }
-      return contentRevision(text);
-    });
-  }
-
-  deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
-    return this.serialWrite(async () => {
-      const current = await this.keyFile(key, signal);
-      checkRevision(key, current?.text, ifRevision);
-      if (current === undefined) return undefined;
-      await unlink(current.path);
-      // another file may still define the key (`<key>.yaml` beside `<key>.json`): remove those too
-      for (let more = await this.keyFile(key, signal); more !== undefined; more = await this.keyFile(key, signal)) await unlink(more.path);
-      return '0';
+      return true;
     });
   }
 
@@ -285,13 +273,6 @@ export class FileDriver implements StoreDriver, WritableStore {
     if (!isFileKey(key)) throw new Error(`key ${JSON.stringify(key)}: not a file name (no '/', '\\', NUL or leading '.')`);
     return this.locateKey(key, signal);
   }
-}
-
-/** Throws WriteConflict when `ifRevision` is set and is not the revision of `text` (undefined: no such key ⇒ `0`). */
-function checkRevision(key: string, text: string | undefined, ifRevision: string | undefined): void {
-  if (ifRevision === undefined) return;
-  const current = text === undefined ? '0' : contentRevision(text);
-  if (current !== ifRevision) throw new WriteConflict(key, text === undefined ? undefined : current);
 }
 
 /** A key is a file name minus its extension: never a path, never hidden. */

@@ -14,16 +14,8 @@ import {
 import { ConfigError, ResyncRequired, SourceError, errorMessage } from '../errors.ts';
 import type { Logger } from '../observe/log.ts';
 import type { DriverFactory } from './driver.ts';
-import {
-  WriteConflict,
-  contentRevision,
-  type Snapshot,
-  type StoreDriver,
-  type StoredRoute,
-  type StoredValue,
-  type WatchContext,
-  type WritableStore,
-} from './source.ts';
+import { ContentRevisionStore, checkRevision } from './content-writes.ts';
+import type { Snapshot, StoreDriver, StoredValue, WatchContext } from './source.ts';
 import { addressOf, tcpProbe, type Address } from './probe.ts';
 
 /**
@@ -80,7 +72,7 @@ const WATCH_GRACE_MS = 60_000;
 
 type Merged = Map<string, { value: string; from: string }>;
 
-export class KubernetesDriver implements StoreDriver, WritableStore {
+export class KubernetesDriver extends ContentRevisionStore implements StoreDriver {
   /** A dropped watch resumes from the last resourceVersion; 410 makes it re-list. */
   readonly resumable = true;
   private readonly api: CoreV1Api;
@@ -102,6 +94,7 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
     private readonly o: KubernetesOptions,
     private readonly log: Logger,
   ) {
+    super();
     this.api = kc.makeApiClient(CoreV1Api);
     this.watcher = new Watch(kc);
     const url = kc.getCurrentCluster()?.server;
@@ -312,28 +305,17 @@ export class KubernetesDriver implements StoreDriver, WritableStore {
   // ---- writes (admin write API), `configmap_name` mode: revision = SHA-1 of the key's value; each write replaces
   // the ConfigMap with the resourceVersion it was read at (409 from the API server: read again and retry) ----------
 
-  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
-    const value = (await this.writableMap(signal))?.data?.[key];
-    return value === undefined ? null : { text: value, revision: contentRevision(value) };
-  }
-
-  async writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
-    await this.modify(key, ifRevision, text, signal);
-    return contentRevision(text);
-  }
-
-  async deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
-    return (await this.modify(key, ifRevision, null, signal)) ? '0' : undefined;
+  protected async readText(key: string, signal: AbortSignal): Promise<string | null> {
+    return (await this.writableMap(signal))?.data?.[key] ?? null;
   }
 
   /** Sets (text) or removes (null) one key of the ConfigMap; false when there was nothing to remove. */
-  private async modify(key: string, ifRevision: string | undefined, text: string | null, signal: AbortSignal): Promise<boolean> {
+  protected async put(key: string, text: string | null, ifRevision: string | undefined, signal: AbortSignal): Promise<boolean> {
     const ref = { name: this.o.configmapName, namespace: this.o.namespace };
     for (let attempt = 1; ; attempt++) {
       const cm = await this.writableMap(signal);
       const current = cm?.data?.[key];
-      const revision = current === undefined ? '0' : contentRevision(current);
-      if (ifRevision !== undefined && revision !== ifRevision) throw new WriteConflict(key, current === undefined ? undefined : revision);
+      checkRevision(key, current, ifRevision);
       if (text === null && current === undefined) return false;
       try {
         if (cm === null) {

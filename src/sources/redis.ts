@@ -6,17 +6,8 @@ import type { Metrics } from '../metrics/metrics.ts';
 import type { Logger } from '../observe/log.ts';
 import type { OptionReader } from '../config/options.ts';
 import type { DriverFactory } from './driver.ts';
-import {
-  WriteConflict,
-  contentRevision,
-  type Change,
-  type Snapshot,
-  type StoreDriver,
-  type StoredRoute,
-  type StoredValue,
-  type WatchContext,
-  type WritableStore,
-} from './source.ts';
+import { ContentRevisionStore } from './content-writes.ts';
+import { WriteConflict, type Change, type Snapshot, type StoreDriver, type StoredValue, type WatchContext } from './source.ts';
 import { abortable } from '../util/async.ts';
 import { tcpProbe } from './probe.ts';
 import { readHostPort, readTimeout, readTlsFiles, type HostPort, type TlsFiles } from './driver-options.ts';
@@ -112,7 +103,7 @@ export function globEscape(s: string): string {
   return s.replace(/[\\*?[\]]/g, '\\$&');
 }
 
-export class RedisDriver implements StoreDriver, WritableStore {
+export class RedisDriver extends ContentRevisionStore implements StoreDriver {
   readonly resumable = false;
   private tls: ConnectionOptions | undefined;
   private data: Client | undefined;
@@ -128,6 +119,7 @@ export class RedisDriver implements StoreDriver, WritableStore {
     private readonly metrics: Metrics,
     logger: Logger,
   ) {
+    super();
     this.log = logger.child({ source: name, source_type: 'redis' });
     this.instance = o.sentinel ? `sentinel:${o.sentinel.masterName}` : o.addresses.map((a) => `${a.host}:${a.port}`).join(',');
   }
@@ -288,27 +280,16 @@ export class RedisDriver implements StoreDriver, WritableStore {
 
   // ---- writes (admin write API): revision = SHA-1 of the value; one Lua script checks, writes, notifies ----
 
-  async readRoute(key: string, signal: AbortSignal): Promise<StoredRoute | null> {
-    const text = await this.get(key, signal);
-    if (text === null) return null;
-    const value = typeof text === 'string' ? text : Buffer.from(text).toString('utf8');
-    return { text: value, revision: contentRevision(value) };
-  }
-
-  async writeRoute(key: string, text: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string> {
-    await this.writeScript(key, text, ifRevision, signal);
-    return contentRevision(text);
-  }
-
-  async deleteRoute(key: string, ifRevision: string | undefined, signal: AbortSignal): Promise<string | undefined> {
-    return (await this.writeScript(key, null, ifRevision, signal)) ? '0' : undefined;
+  protected async readText(key: string, signal: AbortSignal): Promise<string | null> {
+    const value = await this.get(key, signal);
+    return value === null || typeof value === 'string' ? value : Buffer.from(value).toString('utf8');
   }
 
   /**
    * SET (text) or DEL (null) of one key, atomically with the If-Match compare and — unless the source follows
    * keyspace notifications, which Redis sends itself — the `pubsub_channel` notification. False: nothing to delete.
    */
-  private async writeScript(key: string, text: string | null, ifRevision: string | undefined, signal: AbortSignal): Promise<boolean> {
+  protected async put(key: string, text: string | null, ifRevision: string | undefined, signal: AbortSignal): Promise<boolean> {
     const client = await this.client(signal);
     const full = this.o.prefix + key;
     const channel = this.o.keyspaceNotify ? '' : this.o.pubsubChannel;

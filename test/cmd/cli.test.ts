@@ -1,50 +1,11 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { dynamicLb, spawnDynamicLb, type RunResult } from '../support/processes.ts';
 
-/** The repository root: the CLI is run from there, as `npm run` would. */
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function cliEnv(): NodeJS.ProcessEnv {
-  const env = { ...process.env };
-  delete env.DYNAMIC_LB_CONFIG;
-  delete env.NODE_TEST_CONTEXT;
-  delete env.LOG_LEVEL;
-  return env;
-}
-
-function startCli(args: readonly string[]): ChildProcessWithoutNullStreams {
-  return spawn(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', ...args], { cwd: ROOT, env: cliEnv() });
-}
-
-function runCli(args: readonly string[], timeoutMs = 30_000): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const child = startCli(args);
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`dynamic-lb ${args.join(' ')} did not exit within ${timeoutMs} ms`));
-    }, timeoutMs);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const runCli = (args: readonly string[]): Promise<RunResult> => dynamicLb(args);
 
 let dir: string;
 
@@ -187,7 +148,7 @@ describe('usage', () => {
   }
 
   test('--version and -V: the package version, exit 0', async () => {
-    const { version } = JSON.parse(await readFile(join(ROOT, 'package.json'), 'utf8')) as { version: string };
+    const { version } = JSON.parse(await readFile(new URL('../../package.json', import.meta.url), 'utf8')) as { version: string };
     for (const flag of ['--version', '-V']) {
       const r = await runCli([flag]);
       assert.equal(r.code, 0, r.stderr);
@@ -260,7 +221,7 @@ describe('dynamic-lb explain', () => {
 // ---- demo ----------------------------------------------------------------------------------------------------------
 
 test('demo: serves tenant-a from backend 127.0.0.1:9001 and exits 0 on Ctrl-C', async () => {
-  const child = startCli(['demo', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0']);
+  const child = spawnDynamicLb(['demo', '--listen', '127.0.0.1:0', '--admin', '127.0.0.1:0']);
   let stdout = '';
   let stderr = '';
   child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));

@@ -1,43 +1,15 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { routesDir, startService, type RoutesDir, type Running } from '../admin/support.ts';
+import { dynamicLb, type RunResult } from '../support/processes.ts';
 
 /** `dynamic-lb routes list|get|set|delete` against a running sidecar (file source, admin.token set). */
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const TOKEN = 'cli-write-token';
 
-interface Run {
-  code: number | null;
-  stdout: string;
-  stderr: string;
-}
-
-function runCli(args: readonly string[], options: { stdin?: string; env?: Record<string, string> } = {}): Promise<Run> {
-  return new Promise((resolve, reject) => {
-    const env = { ...process.env, ...options.env };
-    delete env.NODE_TEST_CONTEXT;
-    if (options.env?.DYNAMIC_LB_ADMIN_TOKEN === undefined) delete env.DYNAMIC_LB_ADMIN_TOKEN;
-    const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', 'routes', ...args], { cwd: ROOT, env });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => {
-      child.kill('SIGKILL');
-      reject(new Error(`dynamic-lb routes ${args.join(' ')} did not exit within 30 s`));
-    }, 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-    child.stdin.end(options.stdin ?? '');
-  });
-}
+const runCli = (args: readonly string[], o: { stdin?: string; env?: Record<string, string> } = {}): Promise<RunResult> =>
+  dynamicLb(['routes', ...args], { ...(o.env ? { env: o.env } : {}), ...(o.stdin !== undefined ? { input: o.stdin } : {}) });
 
 describe('dynamic-lb routes', () => {
   let dir: RoutesDir;

@@ -6,29 +6,13 @@ import { spawn, type ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
 import { fileURLToPath } from 'node:url';
 import { freePort } from '../support/ports.ts';
+import { dynamicLb, type RunResult } from '../support/processes.ts';
 
 const ROOT = fileURLToPath(new URL('../..', import.meta.url));
 const CONFIG = 'examples/gateway-jwt/dynamic-lb.yaml';
 const T = { timeout: 60_000 };
 
-function run(args: readonly string[], env: Record<string, string>): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', ...args], {
-      cwd: ROOT,
-      env: { ...process.env, NODE_TEST_CONTEXT: '', ...env },
-    });
-    let stdout = '';
-    let stderr = '';
-    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 30_000);
-    child.on('error', reject);
-    child.on('close', (code) => {
-      clearTimeout(timer);
-      resolve({ code, stdout, stderr });
-    });
-  });
-}
+const run = (args: readonly string[], env: Record<string, string>): Promise<RunResult> => dynamicLb(args, { env });
 
 describe('dynamic-lb with the gateway-jwt example', () => {
   let server: ChildProcess;

@@ -3,7 +3,7 @@ import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'nod
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { childEnv, run, type RunResult } from '../support/processes.ts';
+import { childEnv, dynamicLb, run, type RunResult } from '../support/processes.ts';
 import { caddyBinary } from '../support/servers.ts';
 
 export const ROOT = fileURLToPath(new URL('../..', import.meta.url));
@@ -11,7 +11,7 @@ export const FIXTURES = fileURLToPath(new URL('./fixtures/', import.meta.url));
 
 /** `dynamic-lb …` from the TypeScript sources, run from the repository root. */
 export function cli(args: readonly string[], env: NodeJS.ProcessEnv = {}): Promise<RunResult> {
-  return run(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', ...args], { cwd: ROOT, env: childEnv(env) });
+  return dynamicLb(args, { env });
 }
 
 /** `caddy validate` of a Caddyfile (real Caddy 2.6.2), with its state kept in a temp dir. */

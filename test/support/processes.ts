@@ -5,6 +5,7 @@ import { execFile, spawn, type ChildProcess, type ChildProcessWithoutNullStreams
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { Resolver } from 'node:dns/promises';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { stringify } from 'yaml';
 import { freePort } from './ports.ts';
@@ -15,14 +16,20 @@ export interface RunResult {
   stderr: string;
 }
 
-/** Runs a command to its end (killed after `timeoutMs`); a non-zero exit is a result, not an error. */
+/** The repository root: the CLI is run from there, as `npm run` would. */
+const ROOT = fileURLToPath(new URL('../..', import.meta.url));
+
+/**
+ * Runs a command to its end (killed after `timeoutMs`); a non-zero exit is a result, not an error. With
+ * `input`, that is its whole stdin (then closed).
+ */
 export function run(
   cmd: string,
   args: readonly string[],
-  o: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  o: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number; input?: string } = {},
 ): Promise<RunResult> {
   return new Promise((resolve) => {
-    execFile(
+    const child = execFile(
       cmd,
       args,
       { cwd: o.cwd, env: o.env ?? childEnv(), timeout: o.timeoutMs ?? 60_000, maxBuffer: 32 << 20 },
@@ -31,7 +38,29 @@ export function run(
         resolve({ code, stdout, stderr: err !== null && typeof err.code !== 'number' ? `${stderr}${err.message}` : stderr });
       },
     );
+    if (o.input !== undefined) child.stdin?.end(o.input);
   });
+}
+
+/**
+ * `dynamic-lb …` from the TypeScript sources, run from the repository root in `childEnv(env)`; stdin is
+ * `input` (default: empty).
+ */
+export function dynamicLb(
+  args: readonly string[],
+  o: { env?: NodeJS.ProcessEnv; input?: string; timeoutMs?: number } = {},
+): Promise<RunResult> {
+  return run(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', ...args], {
+    cwd: ROOT,
+    env: childEnv(o.env),
+    input: o.input ?? '',
+    ...(o.timeoutMs !== undefined ? { timeoutMs: o.timeoutMs } : {}),
+  });
+}
+
+/** `dynamic-lb …` started in the background (`serve`, `demo`), as `dynamicLb` runs it. */
+export function spawnDynamicLb(args: readonly string[], env: NodeJS.ProcessEnv = {}): ChildProcessWithoutNullStreams {
+  return spawn(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', ...args], { cwd: ROOT, env: childEnv(env) });
 }
 
 /** SIGTERM, then SIGKILL after `graceMs`; resolves with the exit code (null when killed by a signal, or already gone that way). */
@@ -102,6 +131,7 @@ export function childEnv(extra: NodeJS.ProcessEnv = {}): NodeJS.ProcessEnv {
   delete env.NODE_TEST_CONTEXT;
   delete env.NODE_OPTIONS;
   delete env.DYNAMIC_LB_CONFIG;
+  if (extra.DYNAMIC_LB_ADMIN_TOKEN === undefined) delete env.DYNAMIC_LB_ADMIN_TOKEN;
   if (extra.LOG_LEVEL === undefined) delete env.LOG_LEVEL;
   return env;
 }
