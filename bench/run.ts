@@ -1,7 +1,7 @@
 /**
  * `npm run bench`: every benchmark in one run, printed as markdown. Micro-benchmarks first (no servers),
  * then propagation per store (starts the real servers with test/support/infra.sh), stores of any size and
- * prompt recovery (bench/stores.ts) and the end-to-end run through real Caddy. `BENCH=engine,selection` runs a subset.
+ * prompt recovery (bench/stores.ts), the cost curve to 100k keys (bench/scale.ts) and the end-to-end run through real Caddy. `BENCH=engine,selection` runs a subset.
  */
 import { execFileSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
@@ -53,7 +53,7 @@ if (want('hostile')) sections.push(await benchHostile());
 if (want('health')) sections.push(await benchHealth());
 if (want('jwt')) sections.push(await benchJwt());
 const infra = new URL('../test/support/infra.sh', import.meta.url).pathname;
-const needsServers = want('propagation') || want('e2e') || want('stores');
+const needsServers = want('propagation') || want('e2e') || want('stores') || want('scale');
 if (needsServers) {
   execFileSync('bash', [infra, 'up'], { stdio: ['ignore', 'inherit', 'inherit'] });
   process.env.INFRA_DIR ??= '/tmp/cdr-infra';
@@ -61,6 +61,7 @@ if (needsServers) {
 try {
   if (want('propagation')) sections.push(await benchPropagation(PROPAGATION));
   if (want('stores')) sections.push(await (await import('./stores.ts')).benchStores());
+  if (want('scale')) sections.push(await (await import('./scale.ts')).benchScale());
   if (want('e2e') && existsSync(new URL('./e2e.ts', import.meta.url))) {
     const { benchE2e } = (await import('./e2e.ts')) as { benchE2e: () => Promise<string> };
     sections.push(await benchE2e());

@@ -42,6 +42,14 @@ const KEYED_REASONS: ReadonlySet<string> = new Set([
   'not_allowed',
 ]);
 
+/** The hit counter of a rule that answered one upstream so far. */
+class OneHit {
+  constructor(
+    readonly upstream: string,
+    readonly child: Counter.Internal,
+  ) {}
+}
+
 /**
  * Hit/miss counters with label children resolved once (FastCounter children are plain number cells): in
  * coarse mode one per policy; in detailed mode a hit's child hangs off the compiled rule (so a hit builds no
@@ -50,7 +58,7 @@ const KEYED_REASONS: ReadonlySet<string> = new Set([
  * the metric's series ceiling (`metrics.max_series`) bounds the rest.
  */
 export class DecisionCounters {
-  private readonly ruleHits = new WeakMap<CompiledRule, Map<string, Counter.Internal>>();
+  private readonly ruleHits = new WeakMap<CompiledRule, OneHit | Map<string, Counter.Internal>>();
   private readonly misses = new Map<string, Counter.Internal>();
   private readonly fallbacks = new Map<MissReason, Counter.Internal>();
   private coarseHit: Counter.Internal | undefined;
@@ -87,10 +95,25 @@ export class DecisionCounters {
   private hitChild(d: Decision): Counter.Internal {
     if (this.coarse) return (this.coarseHit ??= this.metrics.routeHits.labels({ key: '__all__', upstream: '__all__' }));
     const rule = d.rule as CompiledRule;
-    let byUpstream = this.ruleHits.get(rule);
-    if (byUpstream === undefined) this.ruleHits.set(rule, (byUpstream = new Map()));
-    let child = byUpstream.get(d.upstream);
-    if (child === undefined) byUpstream.set(d.upstream, (child = this.metrics.routeHits.labels({ key: d.key, upstream: d.upstream })));
+    // most rules only ever answer one upstream: that child is kept alone, a Map only once a second one shows up
+    const held = this.ruleHits.get(rule);
+    if (held instanceof OneHit) {
+      if (held.upstream === d.upstream) return held.child;
+    } else if (held !== undefined) {
+      const child = held.get(d.upstream);
+      if (child !== undefined) return child;
+    }
+    const child = this.metrics.routeHits.labels({ key: d.key, upstream: d.upstream });
+    if (held === undefined) this.ruleHits.set(rule, new OneHit(d.upstream, child));
+    else if (held instanceof OneHit)
+      this.ruleHits.set(
+        rule,
+        new Map([
+          [held.upstream, held.child],
+          [d.upstream, child],
+        ]),
+      );
+    else held.set(d.upstream, child);
     return child;
   }
 }

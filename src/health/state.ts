@@ -30,6 +30,50 @@ export interface HealthChange {
   readonly cause: HealthCause;
 }
 
+/**
+ * The few policy names of a cell, as a Set would keep them but in a shared, frozen, sorted list: the cells that
+ * the same policies name (every upstream of a policy, often 100k of them) point to one list, where a Set per
+ * cell cost ~170 bytes each. Iterates in name order.
+ */
+export class PolicyNames implements Iterable<string> {
+  private static readonly lists = new Map<string, readonly string[]>();
+  private static readonly MAX_LISTS = 1024;
+  private list: readonly string[] = PolicyNames.intern([]);
+
+  private static intern(names: string[]): readonly string[] {
+    const id = names.join('\u0000');
+    let list = PolicyNames.lists.get(id);
+    if (list === undefined) {
+      list = Object.freeze(names);
+      if (PolicyNames.lists.size < PolicyNames.MAX_LISTS) PolicyNames.lists.set(id, list);
+    }
+    return list;
+  }
+
+  get size(): number {
+    return this.list.length;
+  }
+
+  has(name: string): boolean {
+    return this.list.includes(name);
+  }
+
+  add(name: string): this {
+    if (!this.list.includes(name)) this.list = PolicyNames.intern([...this.list, name].sort());
+    return this;
+  }
+
+  delete(name: string): boolean {
+    if (!this.list.includes(name)) return false;
+    this.list = PolicyNames.intern(this.list.filter((n) => n !== name));
+    return true;
+  }
+
+  [Symbol.iterator](): Iterator<string> {
+    return this.list[Symbol.iterator]();
+  }
+}
+
 export class HealthCell {
   readonly address: string;
   /** THE field the request path reads. Derived: !activeDown && passive failures < maxFails. */
@@ -49,7 +93,7 @@ export class HealthCell {
   /** Wall-clock ms of the last health flip. */
   changedAt: number | undefined;
   /** Policies whose loaded routes or pool name this address (maintained by HealthReferences). */
-  readonly policies = new Set<string>();
+  readonly policies = new PolicyNames();
   /** Pending expiry timer for `failures`. */
   timer: NodeJS.Timeout | undefined;
 

@@ -1,6 +1,6 @@
 import type { Algorithm, AlgorithmRegistry } from '../select/algorithm.ts';
 import type { RefusedUpstream, UpstreamGuard } from '../guard/upstream-guard.ts';
-import { Availability } from '../select/available.ts';
+import { Availability, type CandidateBuilder } from '../select/available.ts';
 import type { HealthCell, HealthTable } from '../health/state.ts';
 import type { UpstreamStateTable } from '../select/upstream-state.ts';
 import { compileConditionKey, type Getter } from '../request/placeholders.ts';
@@ -72,58 +72,60 @@ export interface CompileContext {
   guard?: UpstreamGuard;
 }
 
+/**
+ * Memory per compiled route (issue 15: 100k routes in a few hundred MB). A route is compiled once and then only
+ * read, so what it holds is what it costs: the request path's state lives in explicit fields, never in a
+ * closure over this function's locals (a closure keeps its whole scope alive: every temporary Set and Map of
+ * the compilation, once per route); empty lists are shared constants; a pool that is already sorted is also
+ * the sorted listing; and the stateless "algorithm over a subset" builder is shared by the rules of a policy
+ * that use the same algorithm and key. Algorithm instances themselves are never shared: each rule of each
+ * route keeps its own (its round-robin cursor, WRR scores; contract §algorithms).
+ */
+const NO_CONDITIONS: readonly Condition[] = Object.freeze([]);
+const NO_RULES: readonly CompiledRule[] = Object.freeze([]);
+const NO_REFUSED: readonly RefusedUpstream[] = Object.freeze([]);
+const NO_REFUSALS: ReadonlyMap<string, string> = new Map();
+
 export function compileRoute(key: string, config: RouteConfig, ctx: CompileContext, raw = ''): CompiledRoute {
   const now = ctx.now ?? Date.now();
-  const random = ctx.random ?? Math.random;
   const refused = refusedUpstreams(config, ctx.guard);
-  const build = (
-    index: number,
-    priority: number,
-    named: readonly WeightedUpstream[],
-    name: AlgorithmName | undefined,
-    algoKey: string | undefined,
-    conditions: Condition[],
-  ): CompiledRule => {
-    const algorithmName = name ?? config.algorithm ?? 'weighted_random';
-    const keyName = algoKey || config.algorithm_key || undefined;
-    const upstreams = refused.size === 0 ? named : named.filter((u) => !refused.has(u.address));
-    const notAllowed = upstreams.length === 0 && named.length > 0;
-    const over = (list: readonly WeightedUpstream[]): Algorithm =>
-      ctx.algorithms[algorithmName]({ upstreams: list, key: keyName?.toLowerCase(), state: ctx.state, random });
-    const algorithm = over(upstreams);
-    const retryOrder = retryOrderFor(upstreams);
-    // the health filter sees only allowed upstreams (refused ones were removed above)
-    const available = new Availability(upstreams, { algorithm, retryOrder }, ctx.health, (list) => ({
-      algorithm: over(list),
-      retryOrder: retryOrderFor(list),
-    }));
-    return { index, priority, conditions, upstreams, algorithmName, algorithm, notAllowed, retryOrder, available };
-  };
-  const rules = config.rules.map((rule, i) =>
-    build(i, rule.priority, rule.upstreams, rule.algorithm, rule.algorithm_key, compileConditions(rule.match)),
-  );
+  const rules =
+    config.rules.length === 0
+      ? NO_RULES
+      : config.rules.map((rule, i) =>
+          compileRule(
+            ctx,
+            config,
+            refused,
+            i,
+            rule.priority,
+            rule.upstreams,
+            rule.algorithm,
+            rule.algorithm_key,
+            compileConditions(rule.match),
+          ),
+        );
   const simple =
     config.upstream !== undefined && config.rules.length === 0
-      ? build(-1, 0, [{ address: config.upstream, weight: 1 }], config.algorithm, config.algorithm_key, [])
+      ? compileRule(
+          ctx,
+          config,
+          refused,
+          -1,
+          0,
+          [{ address: config.upstream, weight: 1 }],
+          config.algorithm,
+          config.algorithm_key,
+          NO_CONDITIONS,
+        )
       : undefined;
-  const pool: string[] = [];
-  const seen = new Set<string>();
-  const named = new Set<string>();
-  const add = (a: string): void => {
-    if (a === '') return;
-    named.add(a);
-    if (!seen.has(a) && !refused.has(a)) {
-      seen.add(a);
-      pool.push(a);
-    }
-  };
-  if (config.upstream !== undefined) add(config.upstream);
-  for (const r of config.rules) for (const u of r.upstreams) add(u.address);
-  const refusedList = [...refused].map(([address, reason]) => ({ address, reason }));
+  const { pool, sorted } = routeAddresses(config, refused);
+  const refusedList = refused.size === 0 ? NO_REFUSED : [...refused].map(([address, reason]) => ({ address, reason }));
   if (refusedList.length > 0) ctx.guard?.onRefused?.(key, refusedList);
   const ttl = config.ttl_ms ?? 0;
   // The Go module only honours ttl with a stored updated_at; we fall back to the time the value was loaded.
   const expiresAt = ttl > 0 ? (config.updated_at?.getTime() ?? now) + ttl : Infinity;
+  const health = ctx.health;
   return {
     key,
     config,
@@ -132,31 +134,106 @@ export function compileRoute(key: string, config: RouteConfig, ctx: CompileConte
     simple,
     rules,
     pool,
-    poolHealth: ctx.health === undefined ? undefined : pool.map((a) => (ctx.health as HealthTable).cell(a)),
-    sortedUpstreams: [...named].sort(),
+    poolHealth: health === undefined ? undefined : poolCells(pool, health, simple),
+    sortedUpstreams: sorted,
     refused: refusedList,
     loadedAt: now,
     raw,
   };
 }
 
+function compileRule(
+  ctx: CompileContext,
+  config: RouteConfig,
+  refused: ReadonlyMap<string, string>,
+  index: number,
+  priority: number,
+  named: readonly WeightedUpstream[],
+  name: AlgorithmName | undefined,
+  algoKey: string | undefined,
+  conditions: readonly Condition[],
+): CompiledRule {
+  const algorithmName = name ?? config.algorithm ?? 'weighted_random';
+  const keyName = (algoKey || config.algorithm_key || undefined)?.toLowerCase();
+  const upstreams = refused.size === 0 ? named : named.filter((u) => !refused.has(u.address));
+  const notAllowed = upstreams.length === 0 && named.length > 0;
+  const builder = candidateBuilder(ctx, algorithmName, keyName);
+  const { algorithm, retryOrder } = builder(upstreams);
+  // the health filter sees only allowed upstreams (refused ones were removed above)
+  const available = new Availability(upstreams, { algorithm, retryOrder }, ctx.health, builder);
+  return { index, priority, conditions, upstreams, algorithmName, algorithm, notAllowed, retryOrder, available };
+}
+
+/**
+ * The algorithm (a new instance each call: its state belongs to the caller) and the retry order over a list
+ * of upstreams. Stateless itself, so one builder serves every rule of the context with the same algorithm
+ * and key; at most MAX_BUILDERS distinct (algorithm, key) pairs are kept per context.
+ */
+const builders = new WeakMap<CompileContext, Map<string, CandidateBuilder>>();
+const MAX_BUILDERS = 256;
+
+function candidateBuilder(ctx: CompileContext, name: AlgorithmName, key: string | undefined): CandidateBuilder {
+  let byName = builders.get(ctx);
+  if (byName === undefined) builders.set(ctx, (byName = new Map()));
+  const id = key === undefined ? name : `${name}\u0000${key}`;
+  let builder = byName.get(id);
+  if (builder === undefined) {
+    const factory = ctx.algorithms[name];
+    const { state } = ctx;
+    const random = ctx.random ?? Math.random;
+    builder = (list) => ({ algorithm: factory({ upstreams: list, key, state, random }), retryOrder: retryOrderFor(list) });
+    if (byName.size < MAX_BUILDERS) byName.set(id, builder);
+  }
+  return builder;
+}
+
+/**
+ * The pool (every allowed address, simple upstream first, then rule upstreams, de-duplicated) and the sorted
+ * listing of every named address (refused ones included) — the same array when the pool already is that.
+ */
+function routeAddresses(config: RouteConfig, refused: ReadonlyMap<string, string>): { pool: readonly string[]; sorted: readonly string[] } {
+  if (config.rules.length === 0) {
+    // the common shape: one `upstream`, no rules
+    const one = config.upstream === undefined || config.upstream === '' ? [] : [config.upstream];
+    return { pool: refused.size === 0 ? one : [], sorted: one };
+  }
+  const pool: string[] = [];
+  const named = new Set<string>();
+  const add = (a: string): void => {
+    if (a === '' || named.has(a)) return;
+    named.add(a);
+    if (!refused.has(a)) pool.push(a);
+  };
+  if (config.upstream !== undefined) add(config.upstream);
+  for (const r of config.rules) for (const u of r.upstreams) add(u.address);
+  const sorted = [...named].sort();
+  const same = pool.length === sorted.length && pool.every((a, i) => a === sorted[i]);
+  return same ? { pool: sorted, sorted } : { pool: pool.slice(), sorted };
+}
+
+/** Health of each pool member; the simple rule's own cell list when the pool is exactly its upstream. */
+function poolCells(pool: readonly string[], health: HealthTable, simple: CompiledRule | undefined): readonly HealthCell[] {
+  const own = simple?.available.cellList;
+  if (own !== undefined && own.length === pool.length && own.every((c, i) => c.address === pool[i])) return own;
+  return pool.map((a) => health.cell(a));
+}
+
 /** The route's addresses the guard refuses → why; checked once per address, here, so requests only read a flag. */
 function refusedUpstreams(config: RouteConfig, guard: UpstreamGuard | undefined): ReadonlyMap<string, string> {
-  const refused = new Map<string, string>();
-  if (guard === undefined) return refused;
-  const checked = new Set<string>();
+  if (guard === undefined) return NO_REFUSALS;
+  let refused: Map<string, string> | undefined;
   const check = (address: string): void => {
-    if (checked.has(address)) return;
-    checked.add(address);
+    if (refused?.has(address)) return;
     const why = guard.refusal(address);
-    if (why !== undefined) refused.set(address, why);
+    if (why !== undefined) (refused ??= new Map()).set(address, why);
   };
   if (config.upstream !== undefined) check(config.upstream);
   for (const r of config.rules) for (const u of r.upstreams) check(u.address);
-  return refused;
+  return refused ?? NO_REFUSALS;
 }
 
-function compileConditions(match: Record<string, string>): Condition[] {
+function compileConditions(match: Record<string, string>): readonly Condition[] {
+  if (Object.keys(match).length === 0) return NO_CONDITIONS;
   const exact: Condition[] = [];
   const regex: Condition[] = [];
   for (const [key, value] of Object.entries(match)) {
@@ -187,6 +264,7 @@ export function ruleMatches(rule: CompiledRule, view: RequestView): boolean {
  * N = 1000; the only O(N) work left is writing the header itself.
  */
 export function retryOrderFor(upstreams: readonly WeightedUpstream[]): (chosen: number) => string {
+  if (upstreams.length <= 1) return constantOrder(upstreams[0]?.address ?? '');
   const unique: string[] = [];
   const slot: number[] = [];
   const seen = new Map<string, number>();
@@ -218,6 +296,11 @@ export function retryOrderFor(upstreams: readonly WeightedUpstream[]): (chosen: 
     if (before !== '') out += `, ${before}`;
     return out;
   };
+}
+
+/** One upstream: its address is the whole order (a closure over the one string, no tables). */
+function constantOrder(address: string): (chosen: number) => string {
+  return () => address;
 }
 
 /** Rare case: an address listed twice. Exact "after it in rule order, once each", built per choice and cached. */

@@ -60,6 +60,11 @@ export class Availability {
     this.build = build;
   }
 
+  /** The health cell of each of the rule's upstreams, in rule order; undefined when health is not tracked. */
+  get cellList(): readonly HealthCell[] | undefined {
+    return this.cells;
+  }
+
   /**
    * The available candidates, minus `exclude` (an address that just failed for this request; '' for none),
    * or undefined when none is left (miss `no_available_upstream`).

@@ -15,6 +15,8 @@ export function effectiveWeight(weight: number): number {
 
 /** Below this many upstreams a linear scan beats the binary search's branches. */
 const LINEAR_SCAN_MAX = 16;
+/** A list of 0 or 1 upstreams needs no table (pick answers n - 1): one shared empty one (most routes). */
+const NO_TABLE = new Float64Array(0);
 
 export class WeightedRandom implements Algorithm {
   private readonly n: number;
@@ -26,11 +28,11 @@ export class WeightedRandom implements Algorithm {
   constructor(options: AlgorithmOptions) {
     const { upstreams } = options;
     this.n = upstreams.length;
-    this.cumulative = new Float64Array(this.n);
+    this.cumulative = this.n <= 1 ? NO_TABLE : new Float64Array(this.n);
     let sum = 0;
     for (let i = 0; i < this.n; i++) {
       sum += effectiveWeight(upstreams[i]!.weight);
-      this.cumulative[i] = sum;
+      if (this.n > 1) this.cumulative[i] = sum;
     }
     this.total = sum;
     this.random = options.random;

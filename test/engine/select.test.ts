@@ -497,6 +497,17 @@ test('detailed cardinality: hits by key and upstream, misses by reason (keys wit
   assert.equal((await sample(m, 'caddy_dynamic_lb_selection_latency_seconds', { policy: 'default' })) >= 0, true);
 });
 
+test('detailed cardinality: a rule that answers one upstream, then others, counts each under its own upstream', async () => {
+  const src = new FakeSource();
+  src.put('rr', { algorithm: 'round_robin', rules: [{ match: {}, upstreams: ['10.0.3.1:80', '10.0.3.2:80', '10.0.3.3:80'] }] });
+  const metrics = new Metrics();
+  const runtime = new PolicyRuntime(policy(src), metrics);
+  for (let i = 0; i < 7; i++) runtime.record(await select(runtime.policy, tenant('rr')), tenant('rr'), 0.0001);
+  assert.equal(await sample(metrics, 'caddy_dynamic_lb_route_hits_total', { key: 'rr', upstream: '10.0.3.1:80' }), 3);
+  assert.equal(await sample(metrics, 'caddy_dynamic_lb_route_hits_total', { key: 'rr', upstream: '10.0.3.2:80' }), 2);
+  assert.equal(await sample(metrics, 'caddy_dynamic_lb_route_hits_total', { key: 'rr', upstream: '10.0.3.3:80' }), 2);
+});
+
 test('coarse cardinality: key and upstream become __all__', async () => {
   const m = await recorded('coarse');
   assert.equal(await sample(m, 'caddy_dynamic_lb_route_hits_total', { key: '__all__', upstream: '__all__' }), 3);
