@@ -27,6 +27,10 @@ import { HealthTable } from './health/state.ts';
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS } from './config/load.ts';
 import { GatewayJwt } from './jwt/gateway-jwt.ts';
 import { isUnixAddress } from './server/unix-socket.ts';
+import type { SourceReplication } from './sources/runner.ts';
+import type { WorkerLink } from './workers/replica.ts';
+import { Supervisor } from './workers/supervisor.ts';
+import { TeeHub } from './workers/tee.ts';
 
 /**
  * The composition root: builds sources, policies and servers from the service config and owns the start
@@ -37,6 +41,11 @@ export interface ServiceOptions {
   metrics?: Metrics;
   /** The event bus the sources and selections publish to (a new one when absent). */
   events?: EventBus;
+  /**
+   * Set in a worker process (`workers: N`, src/workers): only the Caddy-facing listener and the policies, over
+   * sources replicated from the primary; no admin, DNS or health checks.
+   */
+  worker?: WorkerLink;
 }
 
 /** What a SIGHUP reload did. */
@@ -86,6 +95,8 @@ export interface Service {
    * old one. Counted in `caddy_dynamic_lb_config_reloads_total{result}`.
    */
   reload(read: () => ServiceConfig): Promise<ReloadOutcome>;
+  /** The worker processes (`workers` > 1), else undefined. */
+  readonly workers?: Supervisor;
   /** Registers a server to start after the sources and stop before them (admin, DNS). */
   addListener(name: 'admin' | 'dns', start: () => Promise<string>, stop: () => Promise<void>): void;
 }
@@ -101,6 +112,10 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
   const events = options.events ?? new EventBus(logger);
   const stats = new KeyStats();
   let health: HealthService | undefined;
+  // `workers: N`: the primary keeps the stores (each driver teed to the workers), the workers serve the requests
+  const worker = options.worker;
+  const hub = worker === undefined && (config.workers ?? 1) > 1 ? new TeeHub() : undefined;
+  if (worker !== undefined) worker.health = healthTable;
   const parts: Omit<AssembleDeps, 'config'> = {
     logger,
     metrics,
@@ -110,9 +125,14 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     events,
     stats,
     routesChanged: () => health?.routesChanged(),
-    reportFailure: (policy, address, reason) => health?.reportFailure(policy, address, reason),
+    reportFailure:
+      worker !== undefined
+        ? (policy, address, reason) => void worker.send({ t: 'failure', policy, address, reason })
+        : (policy, address, reason) => health?.reportFailure(policy, address, reason),
+    replication: hub !== undefined ? () => hub.generation() : worker !== undefined ? () => ({ gen: worker.gen, ...worker.replication() }) : undefined,
   };
   const first = await assemble({ ...parts, config });
+  let generation = first.gen;
   // one array and one map for the service's life: a reload swaps their contents, so the listeners, the admin
   // views and the metrics keep reading the same objects
   const sources: RouteSource[] = [...first.sources];
@@ -143,6 +163,25 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
   }));
   let current = config;
   const retired = new Set<RouteSource>();
+  const supervisor =
+    hub === undefined
+      ? undefined
+      : new Supervisor({
+          count: config.workers ?? 1,
+          hub,
+          logger: logger.child({ component: 'workers' }),
+          metrics,
+          unhealthy: () => [...healthTable.all()].filter((c) => !c.healthy).map((c) => c.address),
+          reportFailure: (policy, address, reason) => healthService.reportFailure(policy, address, reason),
+        });
+  if (supervisor !== undefined) {
+    healthTable.onChange((c) => supervisor.health([[c.cell.address, c.healthy]]));
+    metrics.aggregated = () => supervisor.aggregated();
+  }
+  const workerConfig = (c: ServiceConfig, gen: number): { text: string; file: string; gen: number } => {
+    if (c.text === undefined) throw new ConfigError('workers', 'worker processes need a config read from a file or text');
+    return { text: c.text, file: c.file, gen };
+  };
 
   const addresses: Service['addresses'] = {};
   const extra: Array<{ name: 'admin' | 'dns'; start: () => Promise<string>; stop: () => Promise<void> }> = [];
@@ -152,7 +191,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
   let reloading: Promise<ReloadOutcome> = Promise.resolve({ result: 'success', restartRequired: [] });
   // pool mode: the service's DNS server, behind a DNS front process on `dns.listen` unless `separate_process: false`
   const dns =
-    config.dns === undefined
+    config.dns === undefined || worker !== undefined
       ? undefined
       : new DnsServer({
           ...config.dns,
@@ -166,7 +205,8 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       : config.dns.separateProcess !== false
         ? new DnsFront({ ...config.dns, logger }, dns)
         : dns;
-  const listening = (): boolean => caddyApi?.listening === true && (dnsListener === undefined || dnsListener.listening());
+  const listening = (): boolean =>
+    (supervisor !== undefined ? supervisor.ready() : caddyApi?.listening === true) && (dnsListener === undefined || dnsListener.listening());
   const service: Service = {
     get config() {
       return current;
@@ -183,7 +223,11 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     // a gateway_jwt whose JWKS server was too slow at start answers 503 until its keys load
     ready: () =>
       started && stopping === undefined && listening() && sources.every((s) => s.ready()) && jwts.every((j) => j.jwks.keys !== undefined),
-    notReady: () => (stopping !== undefined ? ['stopping'] : sources.filter((s) => !s.ready()).map((s) => s.name)),
+    notReady: () =>
+      stopping !== undefined
+        ? ['stopping']
+        : [...sources.filter((s) => !s.ready()).map((s) => s.name), ...(supervisor?.notReady() ?? [])],
+    workers: supervisor,
     addListener(name, start, stop) {
       extra.push({ name, start, stop });
     },
@@ -196,27 +240,21 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
         for (const l of extra.filter((e) => e.name === 'admin'))
           addresses.admin = await bind(config.file, 'admin.listen', config.admin.listen, l.start);
         refuseBound(guarded, 'admin');
-        const api = createCaddyApi(policies, logger, {
-          maxConnections: config.maxConnections,
-          metrics,
-          rpcMaxBatchSize: config.rpc?.maxBatchSize,
-          draining: () => stopping !== undefined,
-        });
-        caddyApi = api;
-        addresses.listen = await bind(config.file, 'listen', config.listen, () => listen(api, config.listen));
+        if (supervisor !== undefined) addresses.listen = await supervisor.start(workerConfig(current, generation as number));
+        else await bindCaddyApi();
         for (const l of extra.filter((e) => e.name !== 'admin'))
           addresses[l.name] = await bind(config.file, `${l.name}.listen`, config.dns?.listen ?? '', l.start);
         refuseBound(guarded, 'listen', 'dns');
         // until a source finished its initial load it answers `unhealthy`, so early requests get the fallback
         await Promise.all([...sources.map((s) => s.start()), startGatewayJwts(jwts)]);
-        healthService.start();
+        if (worker === undefined) healthService.start();
       } catch (err) {
         await service.stop();
         throw err;
       }
       logger.info(
         { listen: addresses.listen, admin: addresses.admin, dns: addresses.dns, policies: [...policies.keys()] },
-        'dynamic-lb started',
+        worker !== undefined ? 'worker started' : 'dynamic-lb started',
       );
     },
     stop() {
@@ -228,9 +266,10 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
         const others = [...extra].reverse().filter((l) => l.name !== 'admin');
         await Promise.all([
           caddyApi === undefined ? undefined : drainServer(caddyApi, drainMs),
+          supervisor?.stop(drainMs),
           ...others.map((l) => l.stop().catch((err: unknown) => logger.warn({ err }, `stopping ${l.name} failed`))),
         ]);
-        await healthService.stop();
+        if (worker === undefined) await healthService.stop();
         for (const j of jwts) j.stop();
         await Promise.all([...sources, ...retired].map((s) => s.stop()));
         retired.clear();
@@ -247,6 +286,19 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       return reloading;
     },
   };
+
+  /** The Caddy-facing API on `listen` (in a single process, and in each worker). */
+  async function bindCaddyApi(): Promise<void> {
+    const api = createCaddyApi(policies, logger, {
+      maxConnections: config.maxConnections,
+      metrics,
+      rpcMaxBatchSize: config.rpc?.maxBatchSize,
+      draining: () => stopping !== undefined,
+    });
+    caddyApi = api;
+    addresses.listen = await bind(config.file, 'listen', config.listen, () => listen(api, config.listen));
+    if (worker !== undefined) worker.send({ t: 'listening', address: addresses.listen });
+  }
 
   /** Health checks are scheduled per policy at start: changed or new ones need a restart. */
   function healthRestartOnly(next: ServiceConfig): string[] {
@@ -310,6 +362,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     policies.clear();
     for (const [name, runtime] of built.policies) policies.set(name, runtime);
     dns?.reindex();
+    generation = built.gen;
     for (const p of next.policies) {
       const h = healthPolicies.get(p.name);
       if (h === undefined) continue;
@@ -329,6 +382,10 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     };
     // the service's own logger follows log_level (LOG_LEVEL wins); a logger handed in belongs to the caller
     if (options.logger === undefined && !process.env.LOG_LEVEL) logger.level = next.logLevel;
+    // workers: each is replaced by one with the new config (the old one drains once the new one is ready);
+    // the old sources keep feeding the old workers until then
+    if (supervisor !== undefined)
+      await supervisor.roll(workerConfig(next, generation as number), current.shutdownTimeoutMs ?? DEFAULT_SHUTDOWN_TIMEOUT_MS);
     // requests that already hold an old policy finish on its sources; they are stopped a little later
     for (const s of old) retired.add(s);
     setTimeout(() => {
@@ -365,6 +422,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       if (stale) source.clear();
     }
   }
+  if (worker !== undefined) return service;
   const admin = createAdminServer({ service, events, stats, logger });
   service.addListener(
     'admin',
@@ -396,6 +454,8 @@ interface AssembleDeps {
   routesChanged(): void;
   /** Caddy reported a failed proxy attempt (X-Dynamic-Failed-Upstream). */
   reportFailure(policy: string, address: string, reason: string): void;
+  /** `workers: N`: the replication hook of one assembled config (a generation), in the primary or a worker. */
+  replication?: (() => SourceReplication & { gen: number }) | undefined;
 }
 
 interface Assembled {
@@ -405,6 +465,8 @@ interface Assembled {
   guarded: Guarded[];
   /** Each gateway_jwt of the policies (their key sets are fetched by startGatewayJwts). */
   jwts: GatewayJwt[];
+  /** The replication generation of these sources (`workers: N`), else undefined. */
+  gen: number | undefined;
 }
 
 type Guarded = { guard: UpstreamGuard; source: RouteSource | undefined };
@@ -413,11 +475,13 @@ type Guarded = { guard: UpstreamGuard; source: RouteSource | undefined };
 async function assemble(d: AssembleDeps): Promise<Assembled> {
   const { config, logger, metrics, events, stats } = d;
   const sampleRate = config.admin.eventsSampleRate ?? DEFAULT_SAMPLE_RATE;
+  const replication = d.replication?.();
   const baseDeps: RuntimeDeps = {
     metrics,
     parseErrors: d.parseErrors,
     compile: { algorithms, state: d.upstreamState, health: d.healthTable },
     logger,
+    ...(replication !== undefined ? { replication } : {}),
   };
   const namer = new SourceNamer();
   const sources: RouteSource[] = [];
@@ -469,7 +533,7 @@ async function assemble(d: AssembleDeps): Promise<Assembled> {
     await Promise.all(sources.map((s) => s.stop()));
     throw err;
   }
-  return { sources, policies, guarded, jwts };
+  return { sources, policies, guarded, jwts, gen: replication?.gen };
 }
 
 /** Settings a running service cannot change: their sockets are bound. */

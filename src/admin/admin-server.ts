@@ -81,7 +81,8 @@ export function createAdminServer(deps: AdminDeps): Server {
     },
     '/metrics': {
       GET: async (_req, res) => {
-        const body = await renderMetrics(service.metrics.registry);
+        const registry = service.metrics.aggregated !== undefined ? await service.metrics.aggregated() : service.metrics.registry;
+        const body = await renderMetrics(registry);
         res.writeHead(200, { 'content-type': service.metrics.registry.contentType, 'content-length': Buffer.byteLength(body) });
         res.end(body);
       },

@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { availableParallelism } from 'node:os';
 import { LineCounter, parseDocument, isMap, isScalar, type Node } from 'yaml';
 import { ConfigError } from '../errors.ts';
 import { isDialAddress } from '../route/parse.ts';
@@ -96,6 +97,7 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
   const rpc = { maxBatchSize: rpcReader?.int('max_batch_size', DEFAULT_RPC_MAX_BATCH, { min: 1 }) ?? DEFAULT_RPC_MAX_BATCH };
   rpcReader?.done();
   const logLevel = r.oneOf('log_level', ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const, 'info');
+  const workers = readWorkers(r);
   const shutdownTimeoutMs = r.duration('shutdown_timeout', DEFAULT_SHUTDOWN_TIMEOUT_MS);
   if (shutdownTimeoutMs <= 0) r.fail('shutdown_timeout', 'must be a positive duration, e.g. 10s');
   const policiesReader = r.object('policies');
@@ -112,7 +114,21 @@ export function parseConfig(text: string, file = '<inline>', env: NodeJS.Process
     if (seen.has(p.name)) throw new ConfigError(p.path, 'duplicate policy name');
     seen.add(p.name);
   }
-  return { file, listen, maxConnections, admin, dns, logLevel, metrics, rpc, shutdownTimeoutMs, policies };
+  return { file, listen, maxConnections, admin, dns, logLevel, metrics, rpc, shutdownTimeoutMs, policies, workers, text };
+}
+
+/** Most worker processes `workers:` may ask for (a typo like 1000 would fork a thousand processes). */
+export const MAX_WORKERS = 256;
+
+/** `workers`: processes answering the Caddy-facing API (docs/workers.md): a count, or `auto` (one per core). Default 1. */
+function readWorkers(r: OptionReader): number {
+  const v = r.raw('workers');
+  if (v === undefined || v === null || v === '') return 1;
+  if (v === 'auto') return availableParallelism();
+  const n = typeof v === 'string' && /^\s*\d+\s*$/.test(v) ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < 1 || n > MAX_WORKERS)
+    return r.fail('workers', `must be a whole number from 1 to ${MAX_WORKERS}, or auto (one per core), got ${JSON.stringify(v)}`);
+  return n;
 }
 
 function readPolicy(name: string, p: OptionReader, self: Record<string, string | undefined>): PolicyConfig {

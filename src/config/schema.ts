@@ -60,6 +60,13 @@ export interface ServiceConfig {
    */
   shutdownTimeoutMs?: number;
   policies: PolicyConfig[];
+  /**
+   * `workers`: processes answering `/select`, `/upstreams` and `/rpc` on the shared `listen` socket
+   * (src/workers, docs/workers.md); `auto` resolves to the cores available. Default 1: one process, as before.
+   */
+  workers?: number;
+  /** The config text as read (worker processes parse the same text); absent for configs built in code. */
+  text?: string;
 }
 
 export interface PolicyConfig {

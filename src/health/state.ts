@@ -189,6 +189,18 @@ export class HealthTable {
     this.settle(cell, 'passive');
   }
 
+  /**
+   * A worker process's replica of the primary's verdict (src/workers): the cell takes `healthy` as decided
+   * there (checks and passive reports run only in the primary), and rules re-examine their cells.
+   */
+  mirror(address: string, healthy: boolean): void {
+    const cell = this.cell(address);
+    if (cell.healthy === healthy) return;
+    cell.healthy = healthy;
+    cell.changedAt = Date.now();
+    this.generation++;
+  }
+
   /** Stops expiry timers (the service is stopping); cells keep their state. */
   stop(): void {
     this.stopped = true;

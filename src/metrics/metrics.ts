@@ -68,6 +68,9 @@ export class Metrics {
    */
   sourcesForGauges: () => Iterable<GaugeSource> = () => [];
 
+  /** `workers: N`: the registry /metrics renders, with the worker processes' series summed in (src/workers). */
+  aggregated: (() => Promise<Registry>) | undefined;
+
   constructor(options: { registry?: Registry; processMetrics?: boolean } = {}) {
     const registers = [(this.registry = options.registry ?? new Registry())];
     const p = 'caddy_dynamic_lb_';

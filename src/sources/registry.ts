@@ -103,5 +103,8 @@ export async function createSource(options: OptionReader, deps: RuntimeDeps, nam
   const { initialLoadDefaultMs, listWithinInitialLoad, ...runtime } = spec.runtime ?? {};
   const initialLoad = initialLoadTimeoutMs ?? initialLoadDefaultMs ?? 30_000;
   const load = { initialLoadTimeoutMs: initialLoad, ...(listWithinInitialLoad ? { listTimeoutMs: initialLoad } : {}) };
-  return new SourceRuntime(sourceName, sourceType, spec.driver, { ...runtime, ...load, ...common }, deps);
+  const driver = deps.replication?.driver(sourceName, sourceType, spec.driver) ?? spec.driver;
+  const source = new SourceRuntime(sourceName, sourceType, driver, { ...runtime, ...load, ...common }, deps);
+  deps.replication?.created?.(sourceName, source);
+  return source;
 }

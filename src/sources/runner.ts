@@ -65,6 +65,15 @@ export interface RuntimeDeps {
   compile: CompileContext;
   logger: Logger;
   events?: SourceEvents;
+  /** Worker processes (src/workers): each store driver is wrapped (a tee in the primary, a replica in a worker). */
+  replication?: SourceReplication;
+}
+
+/** How `workers: N` swaps a store driver (docs/workers.md); the runner itself is the same in every process. */
+export interface SourceReplication {
+  driver(name: string, type: SourceType, driver: StoreDriver): StoreDriver;
+  /** The runtime built over that driver (the primary answers a worker's cache miss from it). */
+  created?(name: string, source: SourceRuntime): void;
 }
 
 const STALE_RESULT = Symbol('stale');

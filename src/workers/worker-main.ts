@@ -1,0 +1,101 @@
+/**
+ * Entry of a worker process (`workers: N`, docs/workers.md), forked by the primary's Supervisor. It builds the
+ * service from the primary's config text in worker mode: the Caddy-facing listener (shared through the primary),
+ * policies and sources over replica drivers; no admin, DNS or health checks (the primary runs those).
+ */
+import { buildService, type Service } from '../app.ts';
+import { parseConfig } from '../config/load.ts';
+import { isMiss } from '../sources/source.ts';
+import { errorMessage } from '../errors.ts';
+import type { MetricsJson, ToPrimary, ToWorker } from './protocol.ts';
+import { WorkerLink } from './replica.ts';
+
+/** The series a worker contributes to the primary's /metrics: what the request path counts (source-side series come from the primary). */
+export const WORKER_SERIES = new Set(
+  [
+    'route_hits_total',
+    'route_misses_total',
+    'instance_fallbacks_total',
+    'datasource_latency_seconds',
+    'rule_match_latency_seconds',
+    'selection_latency_seconds',
+    'cache_hits_total',
+    'cache_misses_total',
+    'connections_dropped_total',
+    'metric_series_folded_total',
+    'gateway_jwt_rejections_total',
+    'gateway_jwt_jwks_fetches_total',
+  ].map((n) => `caddy_dynamic_lb_${n}`),
+);
+
+const send = (m: ToPrimary | { t: 'hello' }): boolean => {
+  if (process.send === undefined || !process.connected) return false;
+  process.send(m, undefined, undefined, () => undefined);
+  return true;
+};
+
+// the primary owns the signals: a terminal's Ctrl-C reaches the whole process group, the primary drains us
+for (const s of ['SIGINT', 'SIGHUP'] as const) process.on(s, () => undefined);
+
+let link: WorkerLink | undefined;
+let service: Service | undefined;
+let stopping: Promise<void> | undefined;
+
+/** Drains (the same shutdown_timeout as the primary, which kills what is left after it) and exits 0. */
+function stop(): void {
+  stopping ??= (async () => {
+    await service?.stop().catch(() => undefined);
+    process.exit(0);
+  })();
+}
+
+process.on('SIGTERM', () => stop());
+// the primary is gone (killed): nobody hands us connections or routes any more
+process.on('disconnect', () => {
+  link?.disconnected();
+  stop();
+});
+
+process.on('message', (m: ToWorker) => {
+  if (m.t === 'init') void init(m);
+  else link?.receive(m);
+});
+send({ t: 'hello' });
+
+async function init(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
+  const l = (link = new WorkerLink(m.gen, send));
+  try {
+    const config = parseConfig(m.text, m.file);
+    service = await buildService(config, { worker: l });
+    const svc = service;
+    for (const address of m.unhealthy) l.health?.mirror(address, false);
+    l.onStop = () => stop();
+    l.onRequest = (r) => {
+      if (r.t === 'metrics') {
+        void svc.metrics.registry.getMetricsAsJSON().then((all) =>
+          l.reply({ t: 'reply', id: r.id, ok: true, value: all.filter((x) => WORKER_SERIES.has(x.name)) as MetricsJson }),
+        );
+        return;
+      }
+      const source = svc.policies.get(r.policy)?.policy.source;
+      const out: Record<string, string | null> = {};
+      for (const key of r.keys) {
+        const hit = source?.peek(key);
+        out[key] = hit === undefined || isMiss(hit) ? null : hit.raw;
+      }
+      l.reply({ t: 'reply', id: r.id, ok: true, value: out });
+    };
+    await svc.start();
+    let last = false;
+    const report = (): void => {
+      const ready = svc.ready();
+      if (ready !== last) send({ t: 'ready', ready: (last = ready) });
+    };
+    report();
+    setInterval(report, 100).unref();
+  } catch (err) {
+    send({ t: 'failed', message: errorMessage(err) });
+    // let the message leave before exiting
+    setTimeout(() => process.exit(1), 50);
+  }
+}
