@@ -241,12 +241,14 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
           addresses.admin = await bind(config.file, 'admin.listen', config.admin.listen, l.start);
         refuseBound(guarded, 'admin');
         if (supervisor !== undefined) addresses.listen = await supervisor.start(workerConfig(current, generation as number));
-        else await bindCaddyApi();
+        // a worker replacing another (reload, restart) joins the shared listener only once its routes are loaded
+        else if (worker?.loadFirst !== true) await bindCaddyApi();
         for (const l of extra.filter((e) => e.name !== 'admin'))
           addresses[l.name] = await bind(config.file, `${l.name}.listen`, config.dns?.listen ?? '', l.start);
         refuseBound(guarded, 'listen', 'dns');
         // until a source finished its initial load it answers `unhealthy`, so early requests get the fallback
         await Promise.all([...sources.map((s) => s.start()), startGatewayJwts(jwts)]);
+        if (worker?.loadFirst === true) await bindCaddyApi();
         if (worker === undefined) healthService.start();
       } catch (err) {
         await service.stop();

@@ -4,7 +4,7 @@
 #   bash test/run.sh            start the test servers (test/support/infra.sh up), source $INFRA_DIR/env,
 #                               run every test/**/*.test.ts, stop the servers on exit
 #   bash test/run.sh --unit     no servers: only the test files outside test/e2e, test/sources, test/caddyfile, test/deploy,
-#                               test/examples, test/support and test/migrate/{migrate,routing} (those need the servers or
+#                               test/examples, test/support, test/migrate/{migrate,routing} and test/workers/etcd (those need the servers or
 #                               Caddy, or the packages and registry access they install with)
 #   bash test/run.sh FILE...    only these test files (servers are started unless --unit)
 #   --test-*=...                passed to node, e.g. --test-name-pattern=etcd
@@ -34,7 +34,7 @@ if [ ${#files[@]} -eq 0 ]; then
   mapfile -t files < <(find test -name '*.test.ts' -not -path '*/node_modules/*' | LC_ALL=C sort)
 fi
 if [ "$unit" = 1 ] && [ ${#files[@]} -gt 0 ]; then
-  mapfile -t files < <(printf '%s\n' "${files[@]}" | grep -Ev '^(\./)?test/(e2e|sources|support|caddyfile|deploy|examples)/|^(\./)?test/migrate/(migrate|routing)\.test\.ts$' || true)
+  mapfile -t files < <(printf '%s\n' "${files[@]}" | grep -Ev '^(\./)?test/(e2e|sources|support|caddyfile|deploy|examples)/|^(\./)?test/migrate/(migrate|routing)\.test\.ts$|^(\./)?test/workers/etcd\.test\.ts$' || true)
 fi
 if [ -n "${TEST_FILTER:-}" ] && [ ${#files[@]} -gt 0 ]; then
   mapfile -t files < <(printf '%s\n' "${files[@]}" | grep -E -- "$TEST_FILTER" || true)

@@ -31,7 +31,8 @@ export type ToPrimary =
   | Reply;
 
 export type ToWorker =
-  | { t: 'init'; text: string; file: string; gen: number; slot: number; unhealthy: string[] }
+  /** `loadFirst`: a replacement (reload, restart) binds the shared listener only after its sources loaded. */
+  | { t: 'init'; text: string; file: string; gen: number; slot: number; unhealthy: string[]; loadFirst: boolean }
   | Reply
   | { t: 'opened'; wid: number }
   | { t: 'change'; wid: number; key: string; value: string | null; seq: number }

@@ -31,6 +31,8 @@ export class WorkerLink {
     /** The config generation this worker was started with (its sources are that generation's tees). */
     readonly gen: number,
     private readonly out: (m: ToPrimary) => boolean,
+    /** Bind the Caddy-facing listener only once the sources loaded (a replacement worker: the others serve meanwhile). */
+    readonly loadFirst = false,
   ) {}
 
   send(m: ToPrimary): boolean {

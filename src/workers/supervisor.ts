@@ -222,6 +222,8 @@ export class Supervisor {
   }
 
   private spawn(slot: number, config: Config): WorkerProcess {
+    // the first workers bind at once (a port in use fails the start quickly); replacements load first
+    const loadFirst = this.started;
     const worker = cluster.fork({ DYNAMIC_LB_WORKER: String(slot + 1) });
     const w = new WorkerProcess(slot, worker, config);
     this.all.add(w);
@@ -230,7 +232,7 @@ export class Supervisor {
     worker.on('message', (m: ToPrimary | { t: 'hello' }) => {
       switch (m.t) {
         case 'hello':
-          send({ t: 'init', text: config.text, file: config.file, gen: config.gen, slot, unhealthy: this.deps.unhealthy() });
+          send({ t: 'init', text: config.text, file: config.file, gen: config.gen, slot, unhealthy: this.deps.unhealthy(), loadFirst });
           return;
         case 'listening':
           w.onListening(m.address);

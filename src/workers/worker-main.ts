@@ -37,6 +37,9 @@ const send = (m: ToPrimary | { t: 'hello' }): boolean => {
 // the primary owns the signals: a terminal's Ctrl-C reaches the whole process group, the primary drains us
 for (const s of ['SIGINT', 'SIGHUP'] as const) process.on(s, () => undefined);
 
+/** How long a stopped worker stays after its drain (see stop). */
+const LINGER_MS = 300;
+
 let link: WorkerLink | undefined;
 let service: Service | undefined;
 let stopping: Promise<void> | undefined;
@@ -45,6 +48,9 @@ let stopping: Promise<void> | undefined;
 function stop(): void {
   stopping ??= (async () => {
     await service?.stop().catch(() => undefined);
+    // connections the primary handed over just as the listener closed are refused back to it (and given to
+    // another worker) only while this process lives: linger a moment so none is lost with it
+    await new Promise((r) => setTimeout(r, LINGER_MS));
     process.exit(0);
   })();
 }
@@ -63,7 +69,7 @@ process.on('message', (m: ToWorker) => {
 send({ t: 'hello' });
 
 async function init(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
-  const l = (link = new WorkerLink(m.gen, send));
+  const l = (link = new WorkerLink(m.gen, send, m.loadFirst));
   try {
     const config = parseConfig(m.text, m.file);
     service = await buildService(config, { worker: l });

@@ -1,0 +1,60 @@
+import assert from 'node:assert/strict';
+import { randomBytes } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { Etcd3 } from 'etcd3';
+import { stringify } from 'yaml';
+import { eventually } from '../support/service.ts';
+import { infra, requireServers } from '../support/servers.ts';
+import { selectOnce, startWorkers, type WorkersService } from './support.ts';
+
+// etcd delivers every write as its own change (a file source delivers listings): the per-change path of the
+// primary's tee, in order, to every worker
+describe('workers: 2 over etcd', () => {
+  const prefix = `/caddy-test/workers-${process.pid}-${randomBytes(4).toString('hex')}/`;
+  let client: Etcd3;
+  let s: WorkersService;
+  before(async () => {
+    await requireServers('etcd');
+    client = new Etcd3({ hosts: infra.etcd.hosts });
+    await client.put(`${prefix}t`).value(stringify({ rules: [{ upstreams: ['10.0.0.1:80'] }] }));
+    s = await startWorkers({ data_source: { source: 'etcd', endpoints: infra.etcd.endpoints, prefix, initial_load_timeout: '10s' } });
+  });
+  after(async () => {
+    await s?.stop();
+    await client?.delete().prefix(prefix);
+    client?.close();
+  });
+
+  test('500 rapid writes and deletes: each worker ends with the last value of every key', async () => {
+    assert.equal((await selectOnce(s.url, 't')).upstream, '10.0.0.1:80');
+    const keys = Array.from({ length: 50 }, (_, i) => `k${i}`);
+    const last = new Map<string, string | null>();
+    const writes: Array<Promise<unknown>> = [];
+    for (let round = 0; round < 10; round++) {
+      for (const k of keys) {
+        const text = stringify({ description: `${k} v${round}`, rules: [{ upstreams: [`10.0.${round}.1:80`] }] });
+        last.set(k, text);
+        // a write is sent only after the previous one to the same key was acknowledged (so the last one wins)
+        writes[keys.indexOf(k)] = (writes[keys.indexOf(k)] ?? Promise.resolve()).then(() => client.put(prefix + k).value(text));
+      }
+    }
+    await Promise.all(writes);
+    for (const k of keys.slice(0, 10)) {
+      await client.delete().key(prefix + k);
+      last.set(k, null);
+    }
+    const want = JSON.stringify(Object.fromEntries(last));
+    await eventually(
+      async () => (await s.workers.inspect('default', keys)).every((w) => JSON.stringify(w) === want),
+      20_000,
+      'every worker holds the last value of every key',
+    );
+    const views = await s.workers.inspect('default', keys);
+    assert.equal(views.length, 2);
+    for (const v of views) assert.equal(JSON.stringify(v), want);
+    // the store is watched once: one etcd watcher for this prefix, in the primary (workers ask the primary)
+    const text = await (await fetch(`${s.admin}/metrics`)).text();
+    const puts = /caddy_dynamic_lb_watch_events_total\{source_type="etcd",event_type="put"\} (\d+)/.exec(text);
+    assert.ok(puts !== null && Number(puts[1]) >= 500 && Number(puts[1]) < 1000, `watch puts: ${puts?.[1]}`);
+  });
+});
