@@ -52,6 +52,7 @@ if (want('startup')) sections.push(await benchStartup());
 if (want('hostile')) sections.push(await benchHostile());
 if (want('health')) sections.push(await benchHealth());
 if (want('jwt')) sections.push(await benchJwt());
+if (want('workers')) sections.push(await (await import('./workers.ts')).benchWorkers());
 const infra = new URL('../test/support/infra.sh', import.meta.url).pathname;
 const needsServers = want('propagation') || want('e2e') || want('stores') || want('scale');
 if (needsServers) {
