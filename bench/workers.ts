@@ -66,10 +66,19 @@ async function startSidecar(dir: string, workers: number): Promise<Sidecar> {
       admin: { listen: admin },
       log_level: 'warn',
       workers,
-      policies: { default: { key: '{http.request.header.X-Tenant}', fallback: 'none', data_source: { source: 'file', path: path.join(dir, 'routes') } } },
+      policies: {
+        default: {
+          key: '{http.request.header.X-Tenant}',
+          fallback: 'none',
+          data_source: { source: 'file', path: path.join(dir, 'routes') },
+        },
+      },
     }),
   );
-  const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', 'serve', '--config', file], { cwd: ROOT, stdio: 'ignore' });
+  const child = spawn(process.execPath, ['--import', 'tsx', 'cmd/dynamic-lb.ts', 'serve', '--config', file], {
+    cwd: ROOT,
+    stdio: 'ignore',
+  });
   const deadline = Date.now() + 60_000;
   for (;;) {
     try {
@@ -103,11 +112,19 @@ async function slice(s: Sidecar, seconds: number, into: Totals | undefined): Pro
 export async function benchWorkers(): Promise<string> {
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'cdr-bench-workers-'));
   fs.mkdirSync(path.join(dir, 'routes'));
-  fs.writeFileSync(path.join(dir, 'routes', 'bench.yaml'), stringify({ rules: [{ upstreams: ['10.0.0.1:80', '10.0.0.2:80'] }], algorithm: 'round_robin' }));
+  fs.writeFileSync(
+    path.join(dir, 'routes', 'bench.yaml'),
+    stringify({ rules: [{ upstreams: ['10.0.0.1:80', '10.0.0.2:80'] }], algorithm: 'round_robin' }),
+  );
   const sidecars: Sidecar[] = [];
   try {
     for (const w of [1, 2]) sidecars.push(await startSidecar(dir, w));
-    const totals = new Map<number, Totals>(sidecars.map((s) => [s.workers, { requests: 0, seconds: 0, sidecarCpuMs: 0, primaryCpuMs: 0, loadgenCpuMs: 0, non2xx: 0, errors: 0 }]));
+    const totals = new Map<number, Totals>(
+      sidecars.map((s) => [
+        s.workers,
+        { requests: 0, seconds: 0, sidecarCpuMs: 0, primaryCpuMs: 0, loadgenCpuMs: 0, non2xx: 0, errors: 0 },
+      ]),
+    );
     for (const s of sidecars) await slice(s, 1, undefined); // warm-up
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 === 0 ? sidecars : [...sidecars].reverse();

@@ -129,7 +129,8 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       worker !== undefined
         ? (policy, address, reason) => void worker.send({ t: 'failure', policy, address, reason })
         : (policy, address, reason) => health?.reportFailure(policy, address, reason),
-    replication: hub !== undefined ? () => hub.generation() : worker !== undefined ? () => ({ gen: worker.gen, ...worker.replication() }) : undefined,
+    replication:
+      hub !== undefined ? () => hub.generation() : worker !== undefined ? () => ({ gen: worker.gen, ...worker.replication() }) : undefined,
   };
   const first = await assemble({ ...parts, config });
   let generation = first.gen;
@@ -206,7 +207,8 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
         ? new DnsFront({ ...config.dns, logger }, dns)
         : dns;
   const listening = (): boolean =>
-    (supervisor !== undefined ? supervisor.ready() : caddyApi?.listening === true) && (dnsListener === undefined || dnsListener.listening());
+    (supervisor !== undefined ? supervisor.ready() : caddyApi?.listening === true) &&
+    (dnsListener === undefined || dnsListener.listening());
   const service: Service = {
     get config() {
       return current;
@@ -224,9 +226,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     ready: () =>
       started && stopping === undefined && listening() && sources.every((s) => s.ready()) && jwts.every((j) => j.jwks.keys !== undefined),
     notReady: () =>
-      stopping !== undefined
-        ? ['stopping']
-        : [...sources.filter((s) => !s.ready()).map((s) => s.name), ...(supervisor?.notReady() ?? [])],
+      stopping !== undefined ? ['stopping'] : [...sources.filter((s) => !s.ready()).map((s) => s.name), ...(supervisor?.notReady() ?? [])],
     workers: supervisor,
     addListener(name, start, stop) {
       extra.push({ name, start, stop });

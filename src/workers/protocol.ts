@@ -67,7 +67,9 @@ export class Calls {
     return new Promise((resolve, reject) => {
       const onAbort = (): void => finish(() => reject(signal?.reason instanceof Error ? signal.reason : new Error('aborted')));
       const timer =
-        timeoutMs === undefined ? undefined : setTimeout(() => finish(() => reject(new Error(`no answer within ${timeoutMs}ms`))), timeoutMs);
+        timeoutMs === undefined
+          ? undefined
+          : setTimeout(() => finish(() => reject(new Error(`no answer within ${timeoutMs}ms`))), timeoutMs);
       const finish = (then: () => void): void => {
         if (!this.pending.delete(id)) return;
         if (timer !== undefined) clearTimeout(timer);

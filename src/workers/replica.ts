@@ -106,7 +106,8 @@ export function replicaDriver(link: WorkerLink, name: string, real: StoreDriver)
   const gen = link.gen;
   const base = {
     resumable: true,
-    get: async (key: string, signal: AbortSignal) => (await link.call((id) => ({ t: 'get', id, gen, source: name, key }), signal)) as string | null,
+    get: async (key: string, signal: AbortSignal) =>
+      (await link.call((id) => ({ t: 'get', id, gen, source: name, key }), signal)) as string | null,
     probe: async (signal: AbortSignal) => {
       await link.call((id) => ({ t: 'probe', id, gen, source: name }), signal);
     },
@@ -123,7 +124,10 @@ export function replicaDriver(link: WorkerLink, name: string, real: StoreDriver)
   return {
     ...base,
     list: async (signal): Promise<Snapshot> => {
-      const r = (await link.call((id) => ({ t: 'list', id, gen, source: name }), signal)) as { entries: Array<[string, string]>; seq: number };
+      const r = (await link.call((id) => ({ t: 'list', id, gen, source: name }), signal)) as {
+        entries: Array<[string, string]>;
+        seq: number;
+      };
       return { entries: r.entries, revision: r.seq };
     },
     watch: (ctx) =>

@@ -130,7 +130,10 @@ export class Supervisor {
     for (let slot = 0; slot < this.deps.count; slot++) this.slots[slot] = this.spawn(slot, config);
     let timer: NodeJS.Timeout | undefined;
     const timeout = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new StartError(`workers: not all ${this.deps.count} workers started within ${START_TIMEOUT_MS}ms`)), START_TIMEOUT_MS);
+      timer = setTimeout(
+        () => reject(new StartError(`workers: not all ${this.deps.count} workers started within ${START_TIMEOUT_MS}ms`)),
+        START_TIMEOUT_MS,
+      );
     });
     try {
       const addresses = await Promise.race([Promise.all(this.slots.map((w) => (w as WorkerProcess).bound)), timeout]);
@@ -168,7 +171,10 @@ export class Supervisor {
       try {
         await withTimeout(next.readied, START_TIMEOUT_MS, `worker ${slot + 1} did not become ready within ${START_TIMEOUT_MS}ms`);
       } catch (err) {
-        this.deps.logger.error({ worker: slot + 1, err: (err as Error).message }, 'reload: a new worker did not start; the old one keeps serving');
+        this.deps.logger.error(
+          { worker: slot + 1, err: (err as Error).message },
+          'reload: a new worker did not start; the old one keeps serving',
+        );
         next.retiring = true;
         next.worker.process.kill('SIGKILL');
         continue;
@@ -188,10 +194,12 @@ export class Supervisor {
   async workerMetrics(): Promise<MetricsJson[]> {
     const out = await Promise.all(
       this.live().map((w) =>
-        w.calls.call((id) => w.send({ t: 'metrics', id }), undefined, SCRAPE_TIMEOUT_MS).then(
-          (v) => v as MetricsJson,
-          () => undefined,
-        ),
+        w.calls
+          .call((id) => w.send({ t: 'metrics', id }), undefined, SCRAPE_TIMEOUT_MS)
+          .then(
+            (v) => v as MetricsJson,
+            () => undefined,
+          ),
       ),
     );
     return out.filter((m): m is MetricsJson => m !== undefined);
@@ -207,7 +215,8 @@ export class Supervisor {
   async inspect(policy: string, keys: string[]): Promise<Array<Record<string, string | null>>> {
     return Promise.all(
       this.live().map(
-        (w) => w.calls.call((id) => w.send({ t: 'inspect', id, policy, keys }), undefined, 10_000) as Promise<Record<string, string | null>>,
+        (w) =>
+          w.calls.call((id) => w.send({ t: 'inspect', id, policy, keys }), undefined, 10_000) as Promise<Record<string, string | null>>,
       ),
     );
   }

@@ -78,9 +78,9 @@ async function init(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
     l.onStop = () => stop();
     l.onRequest = (r) => {
       if (r.t === 'metrics') {
-        void svc.metrics.registry.getMetricsAsJSON().then((all) =>
-          l.reply({ t: 'reply', id: r.id, ok: true, value: all.filter((x) => WORKER_SERIES.has(x.name)) as MetricsJson }),
-        );
+        void svc.metrics.registry
+          .getMetricsAsJSON()
+          .then((all) => l.reply({ t: 'reply', id: r.id, ok: true, value: all.filter((x) => WORKER_SERIES.has(x.name)) as MetricsJson }));
         return;
       }
       const source = svc.policies.get(r.policy)?.policy.source;

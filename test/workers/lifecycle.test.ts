@@ -47,7 +47,10 @@ test('workers: a port in use fails the start with one line and exit 1', async ()
     assert.equal(r.code, 1);
     const lines = p.err().trim().split('\n');
     assert.equal(lines.length, 1, p.err());
-    assert.equal(lines[0], `dynamic-lb: ${file}: listen: ${taken} is already in use by another process: stop it, or set listen to a free address`);
+    assert.equal(
+      lines[0],
+      `dynamic-lb: ${file}: listen: ${taken} is already in use by another process: stop it, or set listen to a free address`,
+    );
     process.stdout.write(`# workers, port in use: exit 1 after ${r.ms.toFixed(0)} ms (process start included)\n`);
   } finally {
     await reap(p);

@@ -65,7 +65,9 @@ export function selectOnce(
       { agent: false, headers: { 'x-tenant': tenant, connection: 'close', ...headers }, timeout: 10_000 },
       (res) => {
         res.resume();
-        res.on('end', () => resolve({ status: res.statusCode ?? 0, upstream: (res.headers['x-dynamic-upstream'] as string | undefined) ?? null }));
+        res.on('end', () =>
+          resolve({ status: res.statusCode ?? 0, upstream: (res.headers['x-dynamic-upstream'] as string | undefined) ?? null }),
+        );
       },
     );
     req.on('timeout', () => req.destroy(new Error('timeout')));

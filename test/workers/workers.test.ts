@@ -25,7 +25,8 @@ describe('workers option', () => {
     for (const bad of ['0', '-1', '1.5', 'many', '1000']) {
       assert.throws(
         () => parseConfig(`log_level: info\nworkers: ${bad}\n${base}`, 'svc.yaml'),
-        (err: unknown) => err instanceof ConfigError && /^svc\.yaml:2: workers: must be a whole number from 1 to 256, or auto/.test(err.message),
+        (err: unknown) =>
+          err instanceof ConfigError && /^svc\.yaml:2: workers: must be a whole number from 1 to 256, or auto/.test(err.message),
         bad,
       );
     }
