@@ -70,6 +70,8 @@ export interface Service {
   readonly policies: ReadonlyMap<string, PolicyRuntime>;
   /** Config, health and selection events (`/dynamic-lb/events` streams them). */
   readonly events: EventBus;
+  /** Per-key and per-policy selection counts (the admin stats; with workers, theirs merged in batches). */
+  readonly stats: KeyStats;
   /** Bound addresses, once started (port 0 in the config resolves to a real port). */
   readonly addresses: { listen?: string; admin?: string; dns?: string };
   /**
@@ -174,6 +176,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
           metrics,
           unhealthy: () => [...healthTable.all()].filter((c) => !c.healthy).map((c) => c.address),
           reportFailure: (policy, address, reason) => healthService.reportFailure(policy, address, reason),
+          mergeStats: (delta) => stats.merge(delta),
         });
   if (supervisor !== undefined) {
     healthTable.onChange((c) => supervisor.health([[c.cell.address, c.healthy]]));
@@ -221,6 +224,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
     sources,
     policies,
     events,
+    stats,
     addresses,
     // a gateway_jwt whose JWKS server was too slow at start answers 503 until its keys load
     ready: () =>

@@ -52,6 +52,13 @@ export class BoundedCounts {
     return (this.young.get(key) ?? this.old.get(key))?.n ?? 0;
   }
 
+  /** Counts `n` more for `key` (worker processes' counts merged by the primary, src/workers). */
+  add(key: string, n: number): void {
+    this.inc(key);
+    const c = this.young.get(key) as Count;
+    c.n += n - 1;
+  }
+
   /** Plain object for JSON (least recently counted first), or undefined when empty (the Go module omits empty maps). */
   snapshot(): Record<string, number> | undefined {
     if (this.size === 0) return undefined;
@@ -78,6 +85,13 @@ export interface PolicyCounts {
   reasons: Partial<Record<MissReason, number>>;
 }
 
+/** Counts of one process since the last batch: per policy, and per key (hits, misses). */
+export interface StatsDelta {
+  policies: Record<string, PolicyCounts>;
+  hits: Record<string, number>;
+  misses: Record<string, number>;
+}
+
 export class KeyStats {
   readonly hits: BoundedCounts;
   readonly misses: BoundedCounts;
@@ -96,6 +110,20 @@ export class KeyStats {
     const out: Record<string, PolicyCounts> = {};
     for (const [name, c] of this.perPolicy) out[name] = { ...c, reasons: { ...c.reasons } };
     return out;
+  }
+
+  /** Adds another process's counts (a worker's, batched: src/workers/stats-relay.ts). */
+  merge(delta: StatsDelta): void {
+    for (const [name, d] of Object.entries(delta.policies)) {
+      let c = this.perPolicy.get(name);
+      if (c === undefined) this.perPolicy.set(name, (c = { hits: 0, fallbacks: 0, none: 0, reasons: {} }));
+      c.hits += d.hits;
+      c.fallbacks += d.fallbacks;
+      c.none += d.none;
+      for (const [reason, n] of Object.entries(d.reasons) as Array<[MissReason, number]>) c.reasons[reason] = (c.reasons[reason] ?? 0) + n;
+    }
+    for (const [key, n] of Object.entries(delta.hits)) this.hits.add(key, n);
+    for (const [key, n] of Object.entries(delta.misses)) this.misses.add(key, n);
   }
 
   record(d: Decision, policy?: string): void {

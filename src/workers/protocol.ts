@@ -6,6 +6,8 @@
  * Revisions of a replica are the primary tee's sequence numbers (one per snapshot or change of that source).
  */
 
+import type { StatsDelta } from '../admin/stats.ts';
+
 /** A stored key and its text. */
 export type Entry = readonly [string, string];
 
@@ -27,6 +29,8 @@ export type ToPrimary =
   | { t: 'unwatch'; wid: number }
   /** A passive failure report (X-Dynamic-Failed-Upstream) that reached this worker: the primary decides. */
   | { t: 'failure'; policy: string; address: string; reason: string }
+  /** Admin key stats counted since the last batch (src/workers/stats-relay.ts). */
+  | { t: 'stats'; delta: StatsDelta }
   /** The answer to a primary's request (`metrics`, `inspect`). */
   | Reply;
 

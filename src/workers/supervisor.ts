@@ -1,6 +1,7 @@
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry, Counter, type Registry } from 'prom-client';
+import type { StatsDelta } from '../admin/stats.ts';
 import { StartError } from '../errors.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { Logger } from '../observe/log.ts';
@@ -22,6 +23,8 @@ export interface SupervisorDeps {
   unhealthy(): string[];
   /** A passive failure report that reached a worker. */
   reportFailure(policy: string, address: string, reason: string): void;
+  /** A worker's admin key stats since its last batch. */
+  mergeStats(delta: StatsDelta): void;
 }
 
 /** How long a worker may take to bind its listener, and (on a reload) to become ready. */
@@ -269,6 +272,9 @@ export class Supervisor {
           return;
         case 'failure':
           this.deps.reportFailure(m.policy, m.address, m.reason);
+          return;
+        case 'stats':
+          this.deps.mergeStats(m.delta);
           return;
         case 'reply':
           w.calls.settle(m);

@@ -9,6 +9,7 @@ import { isMiss } from '../sources/source.ts';
 import { errorMessage } from '../errors.ts';
 import type { MetricsJson, ToPrimary, ToWorker } from './protocol.ts';
 import { WorkerLink } from './replica.ts';
+import { FLUSH_MS, StatsRelay } from './stats-relay.ts';
 
 /** The series a worker contributes to the primary's /metrics: what the request path counts (source-side series come from the primary). */
 export const WORKER_SERIES = new Set(
@@ -92,6 +93,11 @@ async function init(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
       l.reply({ t: 'reply', id: r.id, ok: true, value: out });
     };
     await svc.start();
+    const relay = new StatsRelay(svc.stats);
+    setInterval(() => {
+      const delta = relay.delta();
+      if (delta !== undefined) send({ t: 'stats', delta });
+    }, FLUSH_MS).unref();
     let last = false;
     const report = (): void => {
       const ready = svc.ready();

@@ -124,6 +124,13 @@ describe('workers: 2 over a file source', () => {
     // three processes run a runner for the file source; only the primary's state is reported
     assert.equal(sumSamples(text, 'caddy_dynamic_lb_datasource_healthy', { source_type: 'file' }), 1);
     assert.equal(sumSamples(text, 'caddy_dynamic_lb_worker_restarts_total'), 0);
+    // the admin key stats: each worker's counts reach the primary in batches
+    await eventually(
+      async () =>
+        ((await (await fetch(`${s.admin}/dynamic-lb/stats`)).json()) as { route_hits?: Record<string, number> }).route_hits?.m === k,
+      10_000,
+      'the admin stats count every selection of key m',
+    );
   });
 
   test('a passive failure reported to a worker is decided by the primary and reaches every worker', async () => {
