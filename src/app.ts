@@ -177,6 +177,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
           unhealthy: () => [...healthTable.all()].filter((c) => !c.healthy).map((c) => c.address),
           reportFailure: (policy, address, reason) => healthService.reportFailure(policy, address, reason),
           mergeStats: (delta) => stats.merge(delta),
+          events,
         });
   if (supervisor !== undefined) {
     healthTable.onChange((c) => supervisor.health([[c.cell.address, c.healthy]]));

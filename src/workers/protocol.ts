@@ -6,6 +6,7 @@
  * Revisions of a replica are the primary tee's sequence numbers (one per snapshot or change of that source).
  */
 
+import type { AnyEvent, EventName } from '../admin/events.ts';
 import type { StatsDelta } from '../admin/stats.ts';
 
 /** A stored key and its text. */
@@ -29,6 +30,8 @@ export type ToPrimary =
   | { t: 'unwatch'; wid: number }
   /** A passive failure report (X-Dynamic-Failed-Upstream) that reached this worker: the primary decides. */
   | { t: 'failure'; policy: string; address: string; reason: string }
+  /** Decision events published since the last batch (src/workers/events-relay.ts). */
+  | { t: 'events'; events: AnyEvent[] }
   /** Admin key stats counted since the last batch (src/workers/stats-relay.ts). */
   | { t: 'stats'; delta: StatsDelta }
   /** The answer to a primary's request (`metrics`, `inspect`). */
@@ -36,7 +39,9 @@ export type ToPrimary =
 
 export type ToWorker =
   /** `loadFirst`: a replacement (reload, restart) binds the shared listener only after its sources loaded. */
-  | { t: 'init'; text: string; file: string; gen: number; slot: number; unhealthy: string[]; loadFirst: boolean }
+  | { t: 'init'; text: string; file: string; gen: number; slot: number; unhealthy: string[]; loadFirst: boolean; events: EventName[] }
+  /** The decision events somebody subscribed to on the primary (the worker relays those). */
+  | { t: 'events-wanted'; names: EventName[] }
   | Reply
   | { t: 'opened'; wid: number }
   | { t: 'change'; wid: number; key: string; value: string | null; seq: number }

@@ -1,4 +1,5 @@
 import { ResyncRequired, SourceError } from '../errors.ts';
+import type { EventName } from '../admin/events.ts';
 import type { HealthTable } from '../health/state.ts';
 import type { SourceReplication } from '../sources/runner.ts';
 import type { Snapshot, StoreDriver } from '../sources/source.ts';
@@ -26,6 +27,8 @@ export class WorkerLink {
   /** Answers the primary's requests (`metrics`, `inspect`): set by the worker's entry. */
   onRequest: ((m: Extract<ToWorker, { t: 'metrics' | 'inspect' }>) => void) | undefined;
   onStop: ((drainMs: number) => void) | undefined;
+  /** The decision events the primary's subscribers want (relayed by the worker's entry). */
+  onEventsWanted: ((names: EventName[]) => void) | undefined;
 
   constructor(
     /** The config generation this worker was started with (its sources are that generation's tees). */
@@ -70,6 +73,9 @@ export class WorkerLink {
         return;
       case 'stop':
         this.onStop?.(m.drainMs);
+        return;
+      case 'events-wanted':
+        this.onEventsWanted?.(m.names);
         return;
       case 'init':
         return;

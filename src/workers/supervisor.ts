@@ -1,7 +1,9 @@
 import cluster, { type Worker } from 'node:cluster';
 import { fileURLToPath } from 'node:url';
 import { AggregatorRegistry, Counter, type Registry } from 'prom-client';
+import type { EventBus, EventName } from '../admin/events.ts';
 import type { StatsDelta } from '../admin/stats.ts';
+import { watchWanted } from './events-relay.ts';
 import { StartError } from '../errors.ts';
 import type { Metrics } from '../metrics/metrics.ts';
 import type { Logger } from '../observe/log.ts';
@@ -25,6 +27,8 @@ export interface SupervisorDeps {
   reportFailure(policy: string, address: string, reason: string): void;
   /** A worker's admin key stats since its last batch. */
   mergeStats(delta: StatsDelta): void;
+  /** The primary's event bus: workers' decision events are published on it. */
+  events: EventBus;
 }
 
 /** How long a worker may take to bind its listener, and (on a reload) to become ready. */
@@ -111,8 +115,12 @@ export class Supervisor {
   private started = false;
   private readonly quickDeaths: number[] = [];
   private readonly restarts: Counter<'reason'>;
+  private readonly wantedEvents: () => EventName[];
 
   constructor(private readonly deps: SupervisorDeps) {
+    this.wantedEvents = watchWanted(deps.events, (names) => {
+      for (const w of this.all) w.send({ t: 'events-wanted', names });
+    });
     this.restarts = new Counter({
       name: 'caddy_dynamic_lb_worker_restarts_total',
       help: 'Worker processes restarted after they died (workers > 1).',
@@ -244,7 +252,16 @@ export class Supervisor {
     worker.on('message', (m: ToPrimary | { t: 'hello' }) => {
       switch (m.t) {
         case 'hello':
-          send({ t: 'init', text: config.text, file: config.file, gen: config.gen, slot, unhealthy: this.deps.unhealthy(), loadFirst });
+          send({
+            t: 'init',
+            text: config.text,
+            file: config.file,
+            gen: config.gen,
+            slot,
+            unhealthy: this.deps.unhealthy(),
+            loadFirst,
+            events: this.wantedEvents(),
+          });
           return;
         case 'listening':
           w.onListening(m.address);
@@ -275,6 +292,9 @@ export class Supervisor {
           return;
         case 'stats':
           this.deps.mergeStats(m.delta);
+          return;
+        case 'events':
+          for (const e of m.events) this.deps.events.publish(e.name, e.payload as never);
           return;
         case 'reply':
           w.calls.settle(m);

@@ -10,6 +10,7 @@ import { errorMessage } from '../errors.ts';
 import type { MetricsJson, ToPrimary, ToWorker } from './protocol.ts';
 import { WorkerLink } from './replica.ts';
 import { FLUSH_MS, StatsRelay } from './stats-relay.ts';
+import { EventRelay } from './events-relay.ts';
 
 /** The series a worker contributes to the primary's /metrics: what the request path counts (source-side series come from the primary). */
 export const WORKER_SERIES = new Set(
@@ -76,6 +77,9 @@ async function init(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
     service = await buildService(config, { worker: l });
     const svc = service;
     for (const address of m.unhealthy) l.health?.mirror(address, false);
+    const events = new EventRelay(svc.events, (batch) => send({ t: 'events', events: batch }));
+    events.want(m.events);
+    l.onEventsWanted = (names) => events.want(names);
     l.onStop = () => stop();
     l.onRequest = (r) => {
       if (r.t === 'metrics') {

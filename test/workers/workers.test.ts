@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import fs from 'node:fs';
+import { get } from 'node:http';
 import path from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { stringify } from 'yaml';
@@ -131,6 +132,25 @@ describe('workers: 2 over a file source', () => {
       10_000,
       'the admin stats count every selection of key m',
     );
+  });
+
+  test('decision events of the workers reach /dynamic-lb/events on the primary', async () => {
+    let text = '';
+    const req = get(`${s.admin}/dynamic-lb/events?events=route_missed`, (res) => res.on('data', (d: Buffer) => (text += d.toString())));
+    try {
+      // a worker learns of the subscriber within a flush interval; until then its misses are not built at all
+      await eventually(
+        async () => {
+          await selectOnce(s.url, 'nobody-w');
+          return text.includes('"key":"nobody-w"');
+        },
+        10_000,
+        'a route_missed event from a worker',
+      );
+      assert.match(text, /event: dynamic_lb\.route_missed/);
+    } finally {
+      req.destroy();
+    }
   });
 
   test('a passive failure reported to a worker is decided by the primary and reaches every worker', async () => {
