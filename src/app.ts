@@ -386,6 +386,7 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
       dns: current.dns,
       rpc: current.rpc,
       metrics: current.metrics,
+      workers: current.workers,
     };
     // the service's own logger follows log_level (LOG_LEVEL wins); a logger handed in belongs to the caller
     if (options.logger === undefined && !process.env.LOG_LEVEL) logger.level = next.logLevel;
@@ -554,6 +555,7 @@ function restartOnly(a: ServiceConfig, b: ServiceConfig): string[] {
   if (a.admin.maxConnections !== b.admin.maxConnections) out.push('admin.max_connections');
   if (JSON.stringify(a.rpc ?? null) !== JSON.stringify(b.rpc ?? null)) out.push('rpc');
   if (JSON.stringify(a.metrics ?? null) !== JSON.stringify(b.metrics ?? null)) out.push('metrics');
+  if ((a.workers ?? 1) !== (b.workers ?? 1)) out.push('workers');
   return out;
 }
 
