@@ -7,7 +7,7 @@
  * machine it competes with the workers for the same cores.
  *   BENCH=workers npm run bench        (BENCH_WORKERS_SECONDS, BENCH_WORKERS_ROUNDS, BENCH_WORKERS_CONNECTIONS)
  */
-import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -16,6 +16,7 @@ import autocannon from 'autocannon';
 import { stringify } from 'yaml';
 import { cpuMs } from './e2e.ts';
 import { freePort } from '../test/support/ports.ts';
+import { childPids } from '../test/support/processes.ts';
 
 const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SECONDS = Number(process.env.BENCH_WORKERS_SECONDS ?? 3);
@@ -39,20 +40,9 @@ interface Totals {
   errors: number;
 }
 
-function children(pid: number): number[] {
-  try {
-    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
-      .split('\n')
-      .map((l) => Number(l.trim()))
-      .filter((n) => n > 0);
-  } catch {
-    return [];
-  }
-}
-
 /** CPU ms of a process and its children (a primary and its workers). */
 function treeCpuMs(pid: number): number {
-  return [pid, ...children(pid)].reduce((sum, p) => sum + cpuMs(p), 0);
+  return [pid, ...childPids(pid)].reduce((sum, p) => sum + cpuMs(p), 0);
 }
 
 async function startSidecar(dir: string, workers: number): Promise<Sidecar> {

@@ -1,7 +1,7 @@
 // Child processes for the tests of what users run: commands (`run`), and `dynamic-lb serve` started the way a
 // user starts it (the bin, the packed package, the image's entrypoint), timed until /readyz answers 200. Used by
 // test/deploy/* and bench/startup.ts.
-import { execFile, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { execFile, execFileSync, spawn, type ChildProcess, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { Resolver } from 'node:dns/promises';
 import { join } from 'node:path';
@@ -211,4 +211,16 @@ export function treeRss(pid: number): { bytes: number; processes: number } {
     queue.push(...(children.get(p) ?? []));
   }
   return { bytes, processes };
+}
+
+/** The processes whose parent is `pid` (e.g. the workers of a `workers: N` primary), from `ps`. */
+export function childPids(pid: number): number[] {
+  try {
+    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
+      .split('\n')
+      .map((l) => Number(l.trim()))
+      .filter((n) => n > 0);
+  } catch {
+    return [];
+  }
 }

@@ -1,5 +1,5 @@
 import assert from 'node:assert/strict';
-import { execFileSync } from 'node:child_process';
+
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
@@ -9,19 +9,8 @@ import { reap, serve, serveReady, type ServeProcess } from '../e2e/process.ts';
 import { startSelectLoad } from '../support/load.ts';
 import { eventually } from '../support/service.ts';
 import { freePort } from '../support/ports.ts';
+import { childPids } from '../support/processes.ts';
 import { tempDir } from './support.ts';
-
-/** The processes whose parent is `pid` (the workers of a primary). */
-function children(pid: number): number[] {
-  try {
-    return execFileSync('ps', ['-o', 'pid=', '--ppid', String(pid)], { encoding: 'utf8' })
-      .split('\n')
-      .map((l) => Number(l.trim()))
-      .filter((n) => n > 0);
-  } catch {
-    return [];
-  }
-}
 
 function config(listen: string, routes: string): Record<string, unknown> {
   return {
@@ -72,14 +61,14 @@ test('workers: SIGHUP replaces the workers one by one without a failed request; 
   const { proc } = await serveReady(file, config(listen, a));
   try {
     const pid = proc.child.pid as number;
-    const first = children(pid);
+    const first = childPids(pid);
     assert.equal(first.length, 2, `workers: ${first.join(', ')}`);
     const load = startSelectLoad(`http://${listen}`, 't', { workers: 4, maxRequests: 20_000 });
     await eventually(() => load.samples.length >= 50, 20_000, 'load running');
     fs.writeFileSync(file, stringify(config(listen, b)));
     proc.child.kill('SIGHUP');
     await eventually(() => proc.out().includes('"msg":"config reloaded"'), 60_000, 'config reloaded');
-    const after = children(pid);
+    const after = childPids(pid);
     assert.equal(after.length, 2);
     for (const w of after) assert.ok(!first.includes(w), 'every worker was replaced');
     const n = load.samples.length;
