@@ -121,8 +121,11 @@ export function replicaDriver(link: WorkerLink, name: string, real: StoreDriver)
     close: async () => undefined,
   };
   if (real.list === undefined) {
+    // a lazy store's health is its probe; connecting waits for the primary's source to be in sync, as a
+    // single process's first probe would
     return {
       ...base,
+      ...(real.connect !== undefined ? { connect: base.probe } : {}),
       ...(real.pollIntervalMs !== undefined ? { pollIntervalMs: real.pollIntervalMs } : {}),
       ...(real.entryTtlMs !== undefined ? { entryTtlMs: real.entryTtlMs } : {}),
     };

@@ -12,6 +12,8 @@ import { text } from './protocol.ts';
  * r (its runner then re-lists).
  */
 export const RING_SIZE = 10_000;
+/** How long a worker's probe waits for the primary's source to finish its initial load. */
+const PROBE_WAIT_MS = 30_000;
 
 /** A worker following one source: where to send, and its watch id. */
 interface Follower {
@@ -167,10 +169,13 @@ export class Tee {
     throw r.error ?? new Error(r.miss === 'unhealthy' ? 'source unhealthy' : 'store read failed');
   }
 
-  /** A worker's recovery probe: the primary's runner in sync. */
-  probe(): void {
-    if (this.runtime !== undefined && !this.runtime.healthy())
-      throw new Error(this.runtime.health().last_error ?? `${this.name} is not in sync`);
+  /** A worker's probe: the primary's runner in sync (waiting out its initial load first, as a worker's list does). */
+  async probe(): Promise<void> {
+    const runtime = this.runtime;
+    if (runtime === undefined) return;
+    for (let waited = 0; !runtime.ready() && !this.closed && waited < PROBE_WAIT_MS; waited += 25)
+      await new Promise((r) => setTimeout(r, 25));
+    if (!runtime.healthy()) throw new Error(runtime.health().last_error ?? `${this.name} is not in sync`);
   }
 
   /** A worker follows this source from `from`: the changes after it, then every new one, in order. */
