@@ -7,6 +7,7 @@ import { buildService, type Service } from '../app.ts';
 import { parseConfig } from '../config/load.ts';
 import { isMiss } from '../sources/source.ts';
 import { errorMessage } from '../errors.ts';
+import { createLogger, logLevel } from '../observe/log.ts';
 import type { MetricsJson, ToPrimary, ToWorker } from './protocol.ts';
 import { WorkerLink } from './replica.ts';
 import { FLUSH_MS, StatsRelay } from './stats-relay.ts';
@@ -74,7 +75,9 @@ async function init(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
   const l = (link = new WorkerLink(m.gen, send, m.loadFirst));
   try {
     const config = parseConfig(m.text, m.file);
-    service = await buildService(config, { worker: l });
+    // every line of a worker names it (`worker`: 1…N)
+    const logger = createLogger(logLevel(config.logLevel)).child({ worker: m.slot + 1 });
+    service = await buildService(config, { worker: l, logger });
     const svc = service;
     for (const address of m.unhealthy) l.health?.mirror(address, false);
     const events = new EventRelay(svc.events, (batch) => send({ t: 'events', events: batch }));

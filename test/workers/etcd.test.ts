@@ -5,6 +5,7 @@ import { Etcd3 } from 'etcd3';
 import { stringify } from 'yaml';
 import { eventually } from '../support/service.ts';
 import { infra, requireServers } from '../support/servers.ts';
+import { startTcpProxy, type TcpProxy } from '../support/tcp-proxy.ts';
 import { selectOnce, startWorkers, type WorkersService } from './support.ts';
 
 // etcd delivers every write as its own change (a file source delivers listings): the per-change path of the
@@ -56,5 +57,66 @@ describe('workers: 2 over etcd', () => {
     const text = await (await fetch(`${s.admin}/metrics`)).text();
     const puts = /caddy_dynamic_lb_watch_events_total\{source_type="etcd",event_type="put"\} (\d+)/.exec(text);
     assert.ok(puts !== null && Number(puts[1]) >= 500 && Number(puts[1]) < 1000, `watch puts: ${puts?.[1]}`);
+  });
+});
+
+describe('workers: 2, the primary loses etcd', () => {
+  const prefix = `/caddy-test/workers-cut-${process.pid}-${randomBytes(4).toString('hex')}/`;
+  let client: Etcd3;
+  let proxy: TcpProxy;
+  let s: WorkersService;
+  before(async () => {
+    await requireServers('etcd');
+    client = new Etcd3({ hosts: infra.etcd.hosts });
+    await client.put(`${prefix}a`).value(stringify({ rules: [{ upstreams: ['10.0.0.1:80'] }] }));
+    proxy = await startTcpProxy('127.0.0.1', infra.etcd.port);
+    s = await startWorkers({
+      data_source: {
+        source: 'etcd',
+        endpoints: [proxy.address],
+        prefix,
+        backoff_initial: '100ms',
+        backoff_max: '500ms',
+        initial_load_timeout: '10s',
+      },
+    });
+  });
+  after(async () => {
+    await s?.stop();
+    await proxy?.close();
+    await client?.delete().prefix(prefix);
+    client?.close();
+  });
+
+  test("every worker's source turns unhealthy with the primary's, keeps its routes, and catches up after", async () => {
+    assert.equal((await selectOnce(s.url, 'nope')).reason, 'no_config');
+    proxy.cut();
+    // new connections reach both workers: each must say unhealthy for a key it does not hold
+    await eventually(
+      async () => {
+        for (let i = 0; i < 4; i++) if ((await selectOnce(s.url, 'nope')).reason !== 'unhealthy') return false;
+        return true;
+      },
+      15_000,
+      'both workers unhealthy',
+    );
+    // last good routes keep serving
+    for (let i = 0; i < 4; i++) assert.equal((await selectOnce(s.url, 'a')).upstream, '10.0.0.1:80');
+    const b = stringify({ rules: [{ upstreams: ['10.0.0.2:80'] }] });
+    await client.put(`${prefix}b`).value(b);
+    proxy.restore();
+    await eventually(
+      async () => (await s.workers.inspect('default', ['b'])).every((w) => w.b === b),
+      20_000,
+      'both workers got the write made during the cut',
+    );
+    await eventually(
+      async () => {
+        for (let i = 0; i < 4; i++) if ((await selectOnce(s.url, 'nope')).reason !== 'no_config') return false;
+        return true;
+      },
+      15_000,
+      'both workers healthy again',
+    );
   });
 });

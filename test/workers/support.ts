@@ -58,7 +58,7 @@ export function selectOnce(
   url: string,
   tenant: string,
   headers: Record<string, string> = {},
-): Promise<{ status: number; upstream: string | null; error?: string }> {
+): Promise<{ status: number; upstream: string | null; reason?: string; error?: string }> {
   return new Promise((resolve) => {
     const req = request(
       `${url}/select/default`,
@@ -66,7 +66,11 @@ export function selectOnce(
       (res) => {
         res.resume();
         res.on('end', () =>
-          resolve({ status: res.statusCode ?? 0, upstream: (res.headers['x-dynamic-upstream'] as string | undefined) ?? null }),
+          resolve({
+            status: res.statusCode ?? 0,
+            upstream: (res.headers['x-dynamic-upstream'] as string | undefined) ?? null,
+            ...(typeof res.headers['x-dynamic-reason'] === 'string' ? { reason: res.headers['x-dynamic-reason'] } : {}),
+          }),
         );
       },
     );
