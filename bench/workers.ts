@@ -22,6 +22,12 @@ const ROOT = fileURLToPath(new URL('..', import.meta.url));
 const SECONDS = Number(process.env.BENCH_WORKERS_SECONDS ?? 3);
 const ROUNDS = Math.max(1, Number(process.env.BENCH_WORKERS_ROUNDS ?? 2));
 const CONNECTIONS = Number(process.env.BENCH_WORKERS_CONNECTIONS ?? 32);
+/**
+ * The second mode: a fixed rate (selections/s) both settings can serve. Saturated, a single process answers
+ * more requests per event-loop turn than each of two workers does, which lowers its CPU per request; at a
+ * fixed, moderate rate both handle about one request per turn, so the comparison isolates what a worker adds.
+ */
+const RATE = Number(process.env.BENCH_WORKERS_RATE ?? 3000);
 
 interface Sidecar {
   workers: number;
@@ -82,12 +88,18 @@ async function startSidecar(dir: string, workers: number): Promise<Sidecar> {
   return { workers, url: `http://${listen}/select/default`, child };
 }
 
-async function slice(s: Sidecar, seconds: number, into: Totals | undefined): Promise<void> {
+async function slice(s: Sidecar, seconds: number, into: Totals | undefined, rate?: number): Promise<void> {
   const pid = s.child.pid as number;
   const before = treeCpuMs(pid);
   const primaryBefore = cpuMs(pid);
   const own = process.cpuUsage();
-  const r = await autocannon({ url: s.url, connections: CONNECTIONS, duration: seconds, headers: { 'x-tenant': 'bench' } });
+  const r = await autocannon({
+    url: s.url,
+    connections: CONNECTIONS,
+    duration: seconds,
+    headers: { 'x-tenant': 'bench' },
+    ...(rate !== undefined ? { overallRate: rate } : {}),
+  });
   const gen = process.cpuUsage(own);
   if (into === undefined) return;
   into.requests += r.requests.total;
@@ -109,40 +121,42 @@ export async function benchWorkers(): Promise<string> {
   const sidecars: Sidecar[] = [];
   try {
     for (const w of [1, 2]) sidecars.push(await startSidecar(dir, w));
-    const totals = new Map<number, Totals>(
-      sidecars.map((s) => [
-        s.workers,
-        { requests: 0, seconds: 0, sidecarCpuMs: 0, primaryCpuMs: 0, loadgenCpuMs: 0, non2xx: 0, errors: 0 },
-      ]),
-    );
+    const empty = (): Totals => ({ requests: 0, seconds: 0, sidecarCpuMs: 0, primaryCpuMs: 0, loadgenCpuMs: 0, non2xx: 0, errors: 0 });
+    const totals = new Map<string, Totals>();
+    for (const s of sidecars) for (const mode of ['max', 'rate']) totals.set(`${mode}${s.workers}`, empty());
     for (const s of sidecars) await slice(s, 1, undefined); // warm-up
     for (let round = 0; round < ROUNDS; round++) {
       const order = round % 2 === 0 ? sidecars : [...sidecars].reverse();
-      for (const s of order) await slice(s, SECONDS, totals.get(s.workers));
+      for (const s of order) await slice(s, SECONDS, totals.get(`max${s.workers}`));
+      for (const s of order) await slice(s, SECONDS, totals.get(`rate${s.workers}`), RATE);
     }
-    const row = (w: number): { rps: number; cpuUs: number; t: Totals } => {
-      const t = totals.get(w) as Totals;
+    const row = (key: string): { rps: number; cpuUs: number; t: Totals } => {
+      const t = totals.get(key) as Totals;
       return { rps: t.requests / t.seconds, cpuUs: (t.sidecarCpuMs * 1000) / Math.max(1, t.requests), t };
     };
-    const one = row(1);
-    const two = row(2);
+    const one = row('max1');
+    const two = row('max2');
+    const oneRate = row('rate1');
+    const twoRate = row('rate2');
     const cores = os.availableParallelism();
-    const lines = (w: number, r: ReturnType<typeof row>): string => {
+    const lines = (load: string, w: number, r: ReturnType<typeof row>): string => {
       const machine = cores * r.t.seconds * 1000;
       const primaryUs = w === 1 ? '–' : ((r.t.primaryCpuMs * 1000) / Math.max(1, r.t.requests)).toFixed(1);
-      return `| ${w} | ${r.rps.toFixed(0)} | ${r.cpuUs.toFixed(1)} | ${primaryUs} | ${((100 * r.t.sidecarCpuMs) / machine).toFixed(0)} % | ${((100 * r.t.loadgenCpuMs) / machine).toFixed(0)} % | ${r.t.non2xx} | ${r.t.errors} |`;
+      return `| ${load} | ${w} | ${r.rps.toFixed(0)} | ${r.cpuUs.toFixed(1)} | ${primaryUs} | ${((100 * r.t.sidecarCpuMs) / machine).toFixed(0)} % | ${((100 * r.t.loadgenCpuMs) / machine).toFixed(0)} % | ${r.t.non2xx} | ${r.t.errors} |`;
     };
     return [
       '## Workers: the sidecar alone, `workers: 1` vs `workers: 2`',
       '',
       `autocannon → \`/select\` (cached route), ${CONNECTIONS} keep-alive connections, loopback; ${ROUNDS} × ${SECONDS} s per setting in alternating slices after 1 s warm-up; ${cores} cores (load average ${os.loadavg()[0]?.toFixed(1)} at the end) shared by the load generator, the sidecars and anything else running.`,
       '',
-      '| workers | selections/s | sidecar CPU µs/selection | of which the primary | sidecar CPU (share of machine) | load generator CPU (share of machine) | non-2xx | errors |',
-      '|---|---|---|---|---|---|---|---|',
-      lines(1, one),
-      lines(2, two),
+      '| load | workers | selections/s | sidecar CPU µs/selection | of which the primary | sidecar CPU (share of machine) | load generator CPU (share of machine) | non-2xx | errors |',
+      '|---|---|---|---|---|---|---|---|---|',
+      lines('as fast as it goes', 1, one),
+      lines('as fast as it goes', 2, two),
+      lines(`fixed ${RATE}/s`, 1, oneRate),
+      lines(`fixed ${RATE}/s`, 2, twoRate),
       '',
-      `Ratios (2 workers / 1 worker, this run): selections/s ×${(two.rps / one.rps).toFixed(2)}, CPU per selection ×${(two.cpuUs / one.cpuUs).toFixed(2)}.`,
+      `Ratios (2 workers / 1 worker, this run): saturated — selections/s ×${(two.rps / one.rps).toFixed(2)}, CPU per selection ×${(two.cpuUs / one.cpuUs).toFixed(2)}; at ${RATE}/s — CPU per selection ×${(twoRate.cpuUs / oneRate.cpuUs).toFixed(2)}.`,
       'CPU per selection includes the primary (it accepts each new connection and hands it to a worker; with keep-alive that is once per connection) and is the number that must not grow with workers; selections/s can only scale with the cores left after the load generator.',
     ].join('\n');
   } finally {
