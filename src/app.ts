@@ -26,7 +26,7 @@ import { HealthService, type HealthPolicy } from './health/service.ts';
 import { HealthTable } from './health/state.ts';
 import { DEFAULT_SHUTDOWN_TIMEOUT_MS } from './config/load.ts';
 import { GatewayJwt } from './jwt/gateway-jwt.ts';
-import { isUnixAddress } from './server/unix-socket.ts';
+import { isUnixAddress, removeStaleSocket, unixSocketPath } from './server/unix-socket.ts';
 import type { SourceReplication } from './sources/runner.ts';
 import type { WorkerLink } from './workers/replica.ts';
 import { Supervisor } from './workers/supervisor.ts';
@@ -245,7 +245,15 @@ export async function buildService(config: ServiceConfig, options: ServiceOption
         for (const l of extra.filter((e) => e.name === 'admin'))
           addresses.admin = await bind(config.file, 'admin.listen', config.admin.listen, l.start);
         refuseBound(guarded, 'admin');
-        if (supervisor !== undefined) addresses.listen = await supervisor.start(workerConfig(current, generation as number));
+        if (supervisor !== undefined) {
+          // the workers share a Unix socket through the primary: a stale one (a killed run) is cleared here, once
+          if (isUnixAddress(config.listen))
+            await bind(config.file, 'listen', config.listen, async () => {
+              await removeStaleSocket(unixSocketPath(config.listen));
+              return config.listen;
+            });
+          addresses.listen = await supervisor.start(workerConfig(current, generation as number));
+        }
         // a worker replacing another (reload, restart) joins the shared listener only once its routes are loaded
         else if (worker?.loadFirst !== true) await bindCaddyApi();
         for (const l of extra.filter((e) => e.name !== 'admin'))

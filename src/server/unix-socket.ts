@@ -1,5 +1,6 @@
 import { chmodSync, existsSync, lstatSync, unlinkSync } from 'node:fs';
 import { dirname } from 'node:path';
+import cluster from 'node:cluster';
 import net from 'node:net';
 import type { Server } from 'node:http';
 
@@ -48,7 +49,8 @@ export async function listenUnix(server: Server, address: string): Promise<strin
   const path = unixSocketPath(address);
   // Node reports a missing directory as EACCES: name it
   if (!existsSync(dirname(path))) throw errno('ENOENT', `${dirname(path)}: no such directory`);
-  await removeStaleSocket(path);
+  // a cluster worker (`workers: N`, docs/workers.md) shares the primary's socket, which cleared a stale one first
+  if (!cluster.isWorker) await removeStaleSocket(path);
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(path, () => {

@@ -187,3 +187,36 @@ describe('workers: 2 over a file source', () => {
     for (const v of views) assert.notEqual(v.rr, null);
   });
 });
+
+describe('workers: 2 on a Unix socket (listen: unix//path)', () => {
+  let dir: string;
+  let s: WorkersService;
+  before(async () => {
+    dir = tempDir();
+    fs.writeFileSync(path.join(dir, 'u.yaml'), route('round_robin'));
+    s = await startWorkers({ data_source: { source: 'file', path: dir } }, { listen: `unix/${path.join(dir, 's.sock')}` });
+  });
+  after(async () => {
+    await s?.stop();
+    fs.rmSync(dir, { recursive: true, force: true });
+  });
+
+  test('both workers answer on the shared socket', async () => {
+    const socketPath = path.join(dir, 's.sock');
+    const once = (): Promise<number> =>
+      new Promise((resolve, reject) => {
+        const req = get({ socketPath, path: '/select/default', agent: false, headers: { 'x-tenant': 'u', connection: 'close' } }, (res) => {
+          res.resume();
+          res.on('end', () => resolve(res.statusCode ?? 0));
+        });
+        req.on('error', reject);
+      });
+    for (let i = 0; i < 20; i++) assert.equal(await once(), 200);
+    for (const m of await s.workers.workerMetrics()) {
+      const hits = (m as Array<{ name: string; values: Array<{ value: number }> }>)
+        .find((x) => x.name === 'caddy_dynamic_lb_route_hits_total')
+        ?.values.reduce((a, v) => a + v.value, 0);
+      assert.ok((hits ?? 0) > 0, 'each worker served some of the requests');
+    }
+  });
+});
