@@ -9,7 +9,7 @@ import type { AnyEvent, EventBus, EventName } from '../admin/events.ts';
  * Source and health events come from the primary itself.
  */
 export const DECISION_EVENTS: readonly EventName[] = ['dynamic_lb.route_selected', 'dynamic_lb.route_missed'];
-export const FLUSH_MS = 250;
+export const FLUSH_MS = 500;
 export const MAX_BATCH = 2000;
 
 /** Primary side: which decision events are wanted, reported when that changes. */

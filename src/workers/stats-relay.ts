@@ -5,7 +5,7 @@ import type { KeyStats, PolicyCounts, StatsDelta } from '../admin/stats.ts';
  * since the last batch is taken from the worker's own KeyStats — nothing is added to the request path, and at
  * most one message per interval leaves the worker, whatever the request rate.
  */
-export const FLUSH_MS = 500;
+export const FLUSH_MS = 1000;
 
 export class StatsRelay {
   private last: { policies: Record<string, PolicyCounts>; hits: Record<string, number>; misses: Record<string, number> } = {

@@ -40,6 +40,8 @@ const send = (m: ToPrimary | { t: 'hello' }): boolean => {
 // the primary owns the signals: a terminal's Ctrl-C reaches the whole process group, the primary drains us
 for (const s of ['SIGINT', 'SIGHUP'] as const) process.on(s, () => undefined);
 
+/** How often a worker re-checks its /readyz verdict (each timer wake-up costs every worker a little CPU). */
+const READY_POLL_MS = 500;
 /** How long a stopped worker stays after its drain (see stop). */
 const LINGER_MS = 300;
 
@@ -111,7 +113,8 @@ async function init(m: Extract<ToWorker, { t: 'init' }>): Promise<void> {
       if (ready !== last) send({ t: 'ready', ready: (last = ready) });
     };
     report();
-    setInterval(report, 100).unref();
+    // readiness is sent at once after the start; later changes (a drain) within READY_POLL_MS
+    setInterval(report, READY_POLL_MS).unref();
   } catch (err) {
     send({ t: 'failed', message: errorMessage(err) });
     // let the message leave before exiting
