@@ -23,9 +23,9 @@ const SECONDS = Number(process.env.BENCH_WORKERS_SECONDS ?? 3);
 const ROUNDS = Math.max(1, Number(process.env.BENCH_WORKERS_ROUNDS ?? 2));
 const CONNECTIONS = Number(process.env.BENCH_WORKERS_CONNECTIONS ?? 32);
 /**
- * The second mode: a fixed rate (selections/s) both settings can serve. Saturated, a single process answers
- * more requests per event-loop turn than each of two workers does, which lowers its CPU per request; at a
- * fixed, moderate rate both handle about one request per turn, so the comparison isolates what a worker adds.
+ * The second mode: a fixed rate (selections/s) both settings can serve (autocannon sends each second's quota
+ * at once, then waits). Saturated, a single process answers more requests per event-loop turn than each of two
+ * workers does; at a low rate the processes' fixed costs (timers, GC: three processes instead of one) weigh in.
  */
 const RATE = Number(process.env.BENCH_WORKERS_RATE ?? 3000);
 
