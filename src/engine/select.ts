@@ -147,25 +147,16 @@ function fallback(policy: Policy, view: RequestView, key: string, reason: MissRe
   // the pool is health-filtered too; nothing healthy left → 503
   const candidates = fb.available?.candidates(view.header(FAILED_UPSTREAM_HEADER));
   const k = candidates === undefined ? -1 : candidates.algorithm.pick(view);
-  if (candidates === undefined || k < 0) {
-    return {
-      route: 'none',
-      upstream: '',
-      upstreams: '',
-      key,
-      reason,
-      compiled: undefined,
-      rule: undefined,
-      algorithm: undefined,
-      instanceFallbackReason: undefined,
-      matchSeconds: 0,
-    };
-  }
-  const chosen = candidates.index[k] as number;
+  if (candidates === undefined || k < 0) return poolDecision('none', '', '', key, reason);
+  return poolDecision('fallback', fb.pool[candidates.index[k] as number] as string, candidates.retryOrder(k), key, reason);
+}
+
+/** A decision of the policy's pool (one object shape for every decision: the hot path stays monomorphic). */
+function poolDecision(route: 'none' | 'fallback', upstream: string, upstreams: string, key: string, reason: MissReason): Decision {
   return {
-    route: 'fallback',
-    upstream: fb.pool[chosen] as string,
-    upstreams: candidates.retryOrder(k),
+    route,
+    upstream,
+    upstreams,
     key,
     reason,
     compiled: undefined,
