@@ -296,11 +296,7 @@ function errorsSnippet(out: Lines, config: ServiceConfig, o: CaddyfileOptions): 
     failsafeProxy(out, policy, jwtFailSafeRefuses(policy));
     out.close();
   }
-  out.open('handle');
-  out.line('respond "{http.error.status_code} {http.error.status_text}" {http.error.status_code}');
-  out.close();
-  out.close();
-  out.close();
+  endErrorHandlers(out);
 }
 
 /** `health_checks.passive`: Caddy judges `unhealthy_status` and `unhealthy_latency`, the sidecar counts what it reports. */
@@ -395,11 +391,7 @@ function poolErrorsSnippet(out: Lines, config: ServiceConfig): void {
     failsafeProxy(out, policy);
     out.close();
   }
-  out.open('handle');
-  out.line('respond "{http.error.status_code} {http.error.status_text}" {http.error.status_code}');
-  out.close();
-  out.close();
-  out.close();
+  endErrorHandlers(out);
 }
 
 /**
@@ -516,4 +508,13 @@ class Lines {
   text(): string {
     return `${this.lines.join('\n')}\n`;
   }
+}
+
+/** Any other error answers its own status; then the `handle_errors` block and its snippet end. */
+function endErrorHandlers(out: Lines): void {
+  out.open('handle');
+  out.line('respond "{http.error.status_code} {http.error.status_text}" {http.error.status_code}');
+  out.close();
+  out.close();
+  out.close();
 }
