@@ -74,14 +74,20 @@ export class PolicyNames implements Iterable<string> {
   }
 }
 
+/** The failure list of every cell that has none: shared, never written (a cell gets its own on its first failure). */
+const NO_FAILURES = Object.freeze([]) as unknown as number[];
+
 export class HealthCell {
   readonly address: string;
   /** THE field the request path reads. Derived: !activeDown && passive failures < maxFails. */
   healthy = true;
   /** Active checks (one per distinct check settings) that currently hold this address down. */
   activeDown = 0;
-  /** Expiry times (table clock, ms) of the unexpired passive failures, ascending. */
-  readonly failures: number[] = [];
+  /**
+   * Expiry times (table clock, ms) of the unexpired passive failures, ascending. Shared and empty until the
+   * first failure: 100k cells that never fail hold no list of their own.
+   */
+  failures: number[] = NO_FAILURES;
   /** `max_fails` of the policy that reported the last failure. */
   maxFails = 1;
   /** Passive failures ever reported for this address. */
@@ -166,7 +172,8 @@ export class HealthTable {
   recordFailure(cell: HealthCell, failDurationMs: number, maxFails: number): boolean {
     const wasHealthy = cell.healthy;
     const expires = this.clock() + failDurationMs;
-    const list = cell.failures;
+    let list = cell.failures;
+    if (list === NO_FAILURES) cell.failures = list = [];
     // usually appended (one fail_duration for everybody); otherwise inserted in order
     let at = list.length;
     while (at > 0 && (list[at - 1] as number) > expires) at--;

@@ -158,7 +158,10 @@ function compileRule(
   const upstreams = refused.size === 0 ? named : named.filter((u) => !refused.has(u.address));
   const notAllowed = upstreams.length === 0 && named.length > 0;
   const builder = candidateBuilder(ctx, algorithmName, keyName);
-  const { algorithm, retryOrder } = builder(upstreams);
+  const built = builder(upstreams);
+  const { algorithm } = built;
+  // one upstream (most routes): the order is that address, read from the rule by one shared function
+  const retryOrder = upstreams.length <= 1 ? firstAddress : built.retryOrder;
   // the health filter sees only allowed upstreams (refused ones were removed above)
   const available = new Availability(upstreams, { algorithm, retryOrder }, ctx.health, builder);
   return { index, priority, conditions, upstreams, algorithmName, algorithm, notAllowed, retryOrder, available };
@@ -296,6 +299,14 @@ export function retryOrderFor(upstreams: readonly WeightedUpstream[]): (chosen: 
     if (before !== '') out += `, ${before}`;
     return out;
   };
+}
+
+/**
+ * The retry order of a rule (or its full candidate set) of 0 or 1 upstreams, called as their method: the one
+ * address is the whole order. Shared by every such rule, where a closure per rule held ~100 bytes each.
+ */
+function firstAddress(this: { readonly upstreams: readonly WeightedUpstream[] }): string {
+  return this.upstreams[0]?.address ?? '';
 }
 
 /** One upstream: its address is the whole order (a closure over the one string, no tables). */

@@ -1,4 +1,5 @@
-import { RE2 } from 're2-wasm';
+import { createRequire } from 'node:module';
+import type { RE2 } from 're2-wasm';
 
 /**
  * Regex conditions of route configs run on RE2 (Google's engine, compiled to WebAssembly): linear time in
@@ -8,7 +9,18 @@ import { RE2 } from 're2-wasm';
  * Each RE2 object holds WebAssembly memory that JavaScript's GC does not see. Matchers are shared by pattern
  * (many routes repeat the same conditions) and the WASM side is freed when the last route using a pattern is
  * collected.
+ *
+ * The engine is loaded on the first pattern, not at start: its WebAssembly instance costs ~11 MB of resident
+ * memory per process, which a service whose routes use no regex (and each worker process) never pays.
  */
+let Re2Class: typeof RE2 | undefined;
+const re2 = (): typeof RE2 => (Re2Class ??= (createRequire(import.meta.url)('re2-wasm') as { RE2: typeof RE2 }).RE2);
+
+/** Whether the RE2 engine has been loaded in this process (it is on the first pattern compiled). */
+export function re2Loaded(): boolean {
+  return Re2Class !== undefined;
+}
+
 interface Re2Wrapper {
   delete(): void;
 }
@@ -80,7 +92,7 @@ function literalMatcher(source: string): Matcher | undefined {
 function compileRe2(pattern: string): RE2 {
   const existing = shared.get(pattern)?.deref();
   if (existing !== undefined) return existing;
-  const re = new RE2(pattern, 'u');
+  const re = new (re2())(pattern, 'u');
   const wrapper = (re as unknown as { wrapper?: Re2Wrapper }).wrapper;
   if (wrapper !== undefined && typeof wrapper.delete === 'function') freeWasm.register(re, wrapper);
   shared.set(pattern, new WeakRef(re));

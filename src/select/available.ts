@@ -53,7 +53,8 @@ export class Availability {
     build: CandidateBuilder,
   ) {
     this.upstreams = upstreams;
-    this.full = { algorithm: full.algorithm, index: identity(upstreams.length), retryOrder: full.retryOrder };
+    // `upstreams` rides along for a retry order that reads it (the compiler's shared one for 0 or 1 upstreams)
+    this.full = { algorithm: full.algorithm, index: identity(upstreams.length), retryOrder: full.retryOrder, upstreams } as CandidateSet;
     this.now = this.full;
     this.table = table;
     this.cells = table === undefined ? undefined : upstreams.map((u) => table.cell(u.address));

@@ -85,3 +85,21 @@ test('passive: a burst of failures is remembered within a bound, exactly for max
   assert.equal(cell.healthy, true);
   t.stop();
 });
+
+test('cells without failures share one empty, frozen list; the first failure gives a cell its own', () => {
+  let clock = 0;
+  const t = new HealthTable({ now: () => clock });
+  const [a, b] = [t.cell('10.0.0.1:80'), t.cell('10.0.0.2:80')];
+  assert.equal(a.failures, b.failures, 'no list per cell before a failure');
+  assert.equal(Object.isFrozen(a.failures), true);
+  assert.equal(t.recordFailure(a, 1_000, 2), false);
+  assert.notEqual(a.failures, b.failures);
+  assert.deepEqual([a.failureCount, b.failureCount], [1, 0]);
+  assert.equal(t.recordFailure(a, 1_000, 2), true, 'the second failure takes it down');
+  assert.deepEqual([a.healthy, b.healthy], [false, true]);
+  clock = 1_000;
+  t.expire(a);
+  t.expire(b);
+  assert.deepEqual([a.failureCount, b.failureCount, a.healthy], [0, 0, true]);
+  t.stop();
+});

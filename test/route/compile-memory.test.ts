@@ -143,3 +143,22 @@ test('PolicyNames behaves as a set of names, iterated in name order, whatever ot
   assert.deepEqual([...a], ['api'], 'deleting from one cell leaves the other');
   assert.equal(b.size, 0);
 });
+
+test('one-upstream rules share one retry-order function and one algorithm; each answers its own address, healthy or not', () => {
+  const health = new HealthTable();
+  const ctx: CompileContext = { algorithms, state: new UpstreamStateTable(), health };
+  const [a, b] = [firstRule(compile(ctx, 'a', '10.0.0.1:80')), firstRule(compile(ctx, 'b', '10.0.0.2:80'))];
+  assert.equal(a.retryOrder, b.retryOrder, 'no closure per rule');
+  assert.equal(a.algorithm, b.algorithm, 'no weighted_random instance per rule');
+  assert.deepEqual([a.retryOrder(0), b.retryOrder(0)], ['10.0.0.1:80', '10.0.0.2:80']);
+  const set = a.available.candidates('');
+  assert.ok(set !== undefined);
+  assert.deepEqual([set.algorithm.pick(view), set.retryOrder(0)], [0, '10.0.0.1:80']);
+  assert.equal(a.available.candidates('10.0.0.1:80'), undefined, 'the one upstream failed for this request: none left');
+  health.setActiveDown(health.cell('10.0.0.1:80'), true);
+  assert.equal(a.available.candidates(''), undefined);
+  assert.equal(b.available.candidates('')?.retryOrder(0), '10.0.0.2:80');
+  const two = firstRule(compile(ctx, 'c', JSON.stringify({ rules: [{ match: {}, upstreams: ['10.0.0.3:80', '10.0.0.4:80'] }] })));
+  assert.notEqual(two.retryOrder, a.retryOrder);
+  assert.equal(two.retryOrder(1), '10.0.0.4:80, 10.0.0.3:80');
+});

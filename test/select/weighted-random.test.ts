@@ -58,6 +58,15 @@ test('a single upstream is picked without drawing a random number', () => {
   assert.equal(calls, 0);
 });
 
+test('every list of 0 or 1 upstreams shares one instance per size (nothing of its own to hold); longer lists get their own', () => {
+  const one = weightedRandom(options([3], Math.random));
+  assert.equal(weightedRandom(options([7], mulberry32(1))), one);
+  assert.equal(weightedRandom(options([], Math.random)), weightedRandom(options([], mulberry32(2))));
+  assert.notEqual(weightedRandom(options([], Math.random)), one);
+  assert.deepEqual([one.pick(view), weightedRandom(options([], Math.random)).pick(view)], [0, -1]);
+  assert.notEqual(weightedRandom(options([1, 1], Math.random)), weightedRandom(options([1, 1], Math.random)));
+});
+
 test('effectiveWeight keeps positive weights and turns the rest into 1', () => {
   assert.equal(effectiveWeight(5), 5);
   assert.equal(effectiveWeight(0.5), 0.5);
