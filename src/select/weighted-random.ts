@@ -62,7 +62,9 @@ export class WeightedRandom implements Algorithm {
  * With 0 or 1 upstreams the pick is a constant (n - 1) and the instance holds nothing of its own: one shared
  * instance per size serves every such rule (100k one-upstream routes are 2 objects, not 100k).
  */
-const CONSTANT = [0, 1].map((n) => new WeightedRandom({ upstreams: Array.from({ length: n }, () => ({ address: '', weight: 1 })), random: Math.random }));
+const CONSTANT = [0, 1].map(
+  (n) => new WeightedRandom({ upstreams: Array.from({ length: n }, () => ({ address: '', weight: 1 })), random: Math.random }),
+);
 
 export const weightedRandom: AlgorithmFactory = (options) =>
   options.upstreams.length <= 1 ? (CONSTANT[options.upstreams.length] as WeightedRandom) : new WeightedRandom(options);
