@@ -223,6 +223,7 @@ describe('dynamic-lb serve: lifecycle', () => {
         JSON.stringify([...seen]),
       );
       assert.equal(await metric(admin, 'caddy_dynamic_lb_config_reloads_total', 'result="success"'), 1);
+      await eventually(async () => p.out().includes('"msg":"config reloaded"'), 10_000, 'the reload logged').catch(() => undefined);
       assert.match(p.out(), /"msg":"config reloaded"/);
 
       // broken: the old (new) config keeps serving, the failure is logged with the reason and counted
@@ -236,10 +237,11 @@ describe('dynamic-lb serve: lifecycle', () => {
         10_000,
         'the failure counted',
       );
-      assert.match(
-        p.out(),
-        /config reload failed; the previous config keeps serving: .*hup\.yaml:\d+: policies\.default\.fallback: must be one of/,
-      );
+      // the counter can be scraped before the log line has come through the child's stdout pipe
+      const reason =
+        /config reload failed; the previous config keeps serving: .*hup\.yaml:\d+: policies\.default\.fallback: must be one of/;
+      await eventually(async () => reason.test(p.out()), 10_000, 'the failure logged').catch(() => undefined);
+      assert.match(p.out(), reason);
       assert.equal((await select('nobody')).upstream, pool2);
       assert.equal((await select('tenant-a')).upstream, (backends[0] as Backend).address);
 
@@ -247,7 +249,9 @@ describe('dynamic-lb serve: lifecycle', () => {
       fs.writeFileSync(file, stringify({ ...config, listen: `127.0.0.1:${await freePort()}`, policies: policy([pool1]) }));
       p.child.kill('SIGHUP');
       await eventually(async () => (await select('nobody')).upstream === pool1, 10_000, 'the pool applied');
-      assert.match(p.out(), /"restart_required":\["listen"\].*only a restart applies it/);
+      const restart = /"restart_required":\["listen"\].*only a restart applies it/;
+      await eventually(async () => restart.test(p.out()), 10_000, 'the restart-only change logged').catch(() => undefined);
+      assert.match(p.out(), restart);
       p.child.kill('SIGTERM');
       assert.equal((await p.exited).code, 0);
     } finally {
